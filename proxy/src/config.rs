@@ -1,0 +1,404 @@
+//! Tandem's configuration: the TOML file, flag overrides, and validation.
+//!
+//! A bad file must give one clear line naming the key and the reason (the binary exits 2),
+//! so parsing keeps the TOML error's position and validation names keys the user wrote.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration, as read from `tandem.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the proxy listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The real server: `postgres://[user@]host[:port][/db]` or `host=... port=...`.
+    /// Only its host, port and TLS settings are used; user and database come from each client.
+    #[serde(default = "default_upstream")]
+    pub upstream: String,
+    /// Log filter (`info`, `debug`, `tandem=trace`...); `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Client-facing TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// TLS towards the upstream.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
+    /// Limits that protect the proxy and the upstream from bad or greedy clients.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_upstream() -> String {
+    "postgres://postgres@127.0.0.1:5432/postgres".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Client-facing TLS: PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Path to the PEM certificate chain.
+    pub cert: PathBuf,
+    /// Path to the PEM private key.
+    pub key: PathBuf,
+}
+
+/// Upstream TLS mode, named after libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Never TLS.
+    #[default]
+    Disable,
+    /// TLS when the server offers it, without verification.
+    Prefer,
+    /// TLS required, certificate not verified.
+    Require,
+    /// TLS required, certificate chain and host name verified against `ca`.
+    VerifyFull,
+}
+
+/// TLS towards the upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// disable | prefer | require | verify-full.
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// PEM file of the CA(s) that sign the upstream's certificate (verify-full).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// Limits. Every one is configurable; defaults suit a small production proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client sessions at once; the next gets SQLSTATE 53300.
+    pub max_clients: usize,
+    /// Largest message body a client may send (bytes).
+    pub max_message_bytes: usize,
+    /// Largest startup packet (bytes); Postgres uses 10000.
+    pub max_startup_packet_bytes: usize,
+    /// Time a client has to finish TLS, startup and authentication (ms).
+    pub startup_timeout_ms: u64,
+    /// Close a client idle outside a transaction this long (ms); 0 = never.
+    pub client_idle_timeout_ms: u64,
+    /// Time to connect to the upstream (ms).
+    pub upstream_connect_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long sessions may drain before they are closed (ms).
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_clients: 1000,
+            max_message_bytes: 256 * 1024 * 1024,
+            max_startup_packet_bytes: 10_000,
+            startup_timeout_ms: 15_000,
+            client_idle_timeout_ms: 0,
+            upstream_connect_timeout_ms: 5_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Startup timeout as a Duration.
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+    /// Client idle timeout, if enabled.
+    pub fn client_idle_timeout(&self) -> Option<Duration> {
+        (self.client_idle_timeout_ms > 0).then(|| Duration::from_millis(self.client_idle_timeout_ms))
+    }
+    /// Upstream connect timeout.
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+    /// Drain time on shutdown.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            upstream: default_upstream(),
+            log_level: default_log_level(),
+            tls: None,
+            upstream_tls: UpstreamTlsConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where the upstream lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    /// TCP host and port.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A Unix-domain socket: the socket file's full path.
+    Unix(PathBuf),
+}
+
+/// A configuration problem, always naming the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type or name.
+    #[error("{path}:{line}: {key}: {reason}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// The key (dotted), or the line's text when none can be named.
+        key: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The key (dotted).
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| syntax_error(text, origin, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.upstream_addr()?;
+        let l = &self.limits;
+        let positive = |key, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("limits.max_clients", l.max_clients as u64)?;
+        positive("limits.startup_timeout_ms", l.startup_timeout_ms)?;
+        positive("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms)?;
+        if l.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_message_bytes",
+                reason: format!("{} is too small; use at least 1024", l.max_message_bytes),
+            });
+        }
+        if !(8..=1 << 20).contains(&l.max_startup_packet_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_startup_packet_bytes",
+                reason: "must be between 8 and 1048576".into(),
+            });
+        }
+        if let Some(tls) = &self.tls {
+            for (key, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !p.exists() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("file {} does not exist", p.display()),
+                    });
+                }
+            }
+        }
+        if self.upstream_tls.mode == UpstreamTlsMode::VerifyFull && self.upstream_tls.ca.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "upstream_tls.ca",
+                reason: "verify-full needs a CA file".into(),
+            });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "listen",
+            reason: format!("{:?} is not an address like 127.0.0.1:6432 ({e})", self.listen),
+        })
+    }
+
+    /// The upstream's address.
+    pub fn upstream_addr(&self) -> Result<UpstreamAddr, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "upstream",
+            reason,
+        };
+        let pg = tokio_postgres::Config::from_str(&self.upstream)
+            .map_err(|e| invalid(format!("{:?} is not a connection string: {e}", self.upstream)))?;
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        match pg.get_hosts().first() {
+            None => Ok(UpstreamAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            }),
+            Some(tokio_postgres::config::Host::Tcp(host)) => Ok(UpstreamAddr::Tcp {
+                host: host.clone(),
+                port,
+            }),
+            Some(tokio_postgres::config::Host::Unix(dir)) => {
+                Ok(UpstreamAddr::Unix(dir.join(format!(".s.PGSQL.{port}"))))
+            }
+        }
+    }
+}
+
+fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let line_no = text[..offset].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let table = text[..offset]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match line.split_once('=') {
+        Some((k, _)) if !line.starts_with('[') => {
+            let k = k.trim().to_string();
+            match table {
+                Some(t) => format!("{t}.{k}"),
+                None => k,
+            }
+        }
+        _ => line.to_string(),
+    };
+    ConfigError::Syntax {
+        path: origin.to_string(),
+        line: line_no,
+        key,
+        reason: e.message().trim().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.listen_addr().unwrap().port(), 6432);
+        assert_eq!(
+            c.upstream_addr().unwrap(),
+            UpstreamAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 5432
+            }
+        );
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+listen = "0.0.0.0:7000"
+upstream = "postgres://u@db.example:6543/app"
+[upstream_tls]
+mode = "require"
+[limits]
+max_clients = 5
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_clients, 5);
+        assert_eq!(c.upstream_tls.mode, UpstreamTlsMode::Require);
+        assert_eq!(
+            c.upstream_addr().unwrap(),
+            UpstreamAddr::Tcp {
+                host: "db.example".into(),
+                port: 6543
+            }
+        );
+    }
+
+    #[test]
+    fn unix_socket_upstream() {
+        let c = Config::parse("upstream = \"host=/tmp port=5433\"", "t.toml").unwrap();
+        assert_eq!(
+            c.upstream_addr().unwrap(),
+            UpstreamAddr::Unix("/tmp/.s.PGSQL.5433".into())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[limits]\nmax_clients = \"many\"\n", "t.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml:2: limits.max_clients: "), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+
+        let e = Config::parse("lisen = \"x\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+
+        let e = Config::parse("listen = \"nope\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with("config key `listen`"), "{e}");
+
+        let e = Config::parse("[limits]\nmax_clients = 0\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("limits.max_clients"), "{e}");
+
+        let e = Config::parse("[upstream_tls]\nmode = \"verify-full\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream_tls.ca"), "{e}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The `tandem` command: `serve` runs the proxy, `demo` runs it against a throwaway Postgres.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tandem::config::Config;
+use tandem::Proxy;
+use tokio::net::TcpListener;
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "PostgreSQL proxy for zero-downtime table migrations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// TOML config file (see docs/config.md); defaults apply without one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the file's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Upstream connection string, overriding the file's `upstream`.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Start a throwaway local Postgres with a sample schema and run the proxy in front of it.
+    Demo {
+        /// Listen address for the proxy.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+    },
+    /// Validate a config file and exit (0 when valid, 2 when not).
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+        } => {
+            let config = match load_config(config, listen, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            init_logging(&config.log_level);
+            run(async move { serve(config).await })
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::Demo { listen } => {
+            init_logging("info");
+            run(async move { demo::run(listen).await })
+        }
+    }
+}
+
+fn config_error(e: &tandem::config::ConfigError) -> ExitCode {
+    eprintln!("tandem: bad config: {e}");
+    ExitCode::from(2)
+}
+
+fn load_config(
+    path: Option<PathBuf>,
+    listen: Option<String>,
+    upstream: Option<String>,
+) -> Result<Config, tandem::config::ConfigError> {
+    let mut config = match &path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    if let Some(u) = upstream {
+        config.upstream = u;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let proxy = Proxy::new(config)?;
+    proxy.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still stops on the default action.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

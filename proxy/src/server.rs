@@ -1,0 +1,173 @@
+//! The accept loop, connection limits, and graceful shutdown.
+//!
+//! `serve(listener, shared, shutdown)` takes everything as arguments so several proxies can
+//! run in one process (tests do). Shutdown is two-phase: `Draining` stops accepting and lets
+//! each session finish its transaction (idle ones close at once with 57P01), and after
+//! `limits.shutdown_timeout_ms` the remaining sessions are dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn, Instrument};
+
+use crate::cancel::CancelMap;
+use crate::config::Config;
+use crate::stats::Stats;
+use crate::upstream::Connector;
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// No longer accepting; sessions close when idle.
+    Draining,
+}
+
+/// What every session of one proxy shares.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Client-facing TLS, when configured.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// Opens upstream connections.
+    pub connector: Arc<Connector>,
+    /// Cancel-key map.
+    pub cancels: Arc<CancelMap>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Lifecycle, watched by every session.
+    pub shutdown: watch::Receiver<Phase>,
+}
+
+/// A proxy ready to serve: configuration loaded, TLS material read.
+pub struct Proxy {
+    /// Shared with sessions.
+    shared: Arc<Shared>,
+    /// Sender side of the lifecycle.
+    phase: watch::Sender<Phase>,
+}
+
+impl Proxy {
+    /// Builds a proxy from a validated config (reads TLS files).
+    pub fn new(config: Config) -> Result<Self, crate::Error> {
+        let acceptor = crate::tls::acceptor(&config)?;
+        let connector = Connector::new(&config)?;
+        let (phase, shutdown) = watch::channel(Phase::Running);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                acceptor,
+                connector,
+                cancels: Arc::new(CancelMap::default()),
+                stats: Arc::new(Stats::default()),
+                shutdown,
+            }),
+            phase,
+        })
+    }
+
+    /// The proxy's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// Accepts clients until `shutdown` resolves, then drains and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), crate::Error> {
+        let shared = self.shared;
+        let limits = shared.config.limits.clone();
+        let slots = Arc::new(Semaphore::new(limits.max_clients));
+        let next_id = AtomicU64::new(1);
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        info!(listen = %listener.local_addr().map_err(crate::Error::Listen)?, upstream = %shared.connector.addr_string(), "tandem accepting connections");
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                // Reap finished sessions so the set does not grow without bound.
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly rather than spin.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let permit = Arc::clone(&slots).try_acquire_owned().ok();
+                    let id = next_id.fetch_add(1, Relaxed);
+                    let span = tracing::info_span!("session", id);
+                    sessions.spawn(crate::session::run(tcp, peer, Arc::clone(&shared), permit).instrument(span));
+                }
+            }
+        }
+        drop(listener);
+        let _ = self.phase.send(Phase::Draining);
+        let open = sessions.len();
+        info!(open, timeout_ms = limits.shutdown_timeout_ms, "shutting down: draining sessions");
+        let drained = tokio::time::timeout(limits.shutdown_timeout(), async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(left = sessions.len(), "drain timeout reached: closing remaining sessions");
+            sessions.shutdown().await;
+        }
+        info!("tandem stopped");
+        Ok(())
+    }
+}
+
+/// A proxy running in the background, for tests and embedding.
+pub struct RunningProxy {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Resolves the shutdown future.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The serve task.
+    task: tokio::task::JoinHandle<Result<(), crate::Error>>,
+}
+
+impl RunningProxy {
+    /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
+    pub async fn start(config: Config) -> Result<Self, crate::Error> {
+        let addr = config.listen_addr()?;
+        let listener = TcpListener::bind(addr).await.map_err(crate::Error::Listen)?;
+        let addr = listener.local_addr().map_err(crate::Error::Listen)?;
+        let proxy = Proxy::new(config)?;
+        let stats = proxy.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(proxy.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stats,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) -> Result<(), crate::Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,113 @@
+//! Authentication, relayed: the upstream's pg_hba and passwords stay the source of truth.
+//!
+//! Tandem forwards the client's StartupMessage, then passes each Authentication request to
+//! the client and each answer back, so trust, cleartext, md5, SCRAM-SHA-256 and GSS all
+//! work unchanged. Two things are changed on the way: SCRAM-SHA-256-PLUS is removed from
+//! the mechanism list (channel binding ties SCRAM to one TLS channel and there are two
+//! legs), and the upstream's BackendKeyData is replaced by the proxy's own for cancels.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::error::SessionError;
+use super::framed::{FrameReader, ReadError};
+use crate::cancel::{CancelMap, Registration};
+use crate::protocol::backend::{self, auth, ErrorFields, SCRAM_PLUS};
+use crate::protocol::startup::StartupMessage;
+use crate::protocol::tag;
+use crate::stream::Stream;
+
+/// A session that is ready for queries.
+pub struct Authenticated {
+    /// Keeps the session's cancel key alive.
+    pub cancel: Option<Registration>,
+    /// Upstream bytes read past ReadyForQuery (normally none).
+    pub upstream_leftover: BytesMut,
+    /// Client bytes read past its last authentication answer (normally none).
+    pub client_leftover: BytesMut,
+}
+
+/// Runs startup and authentication between a client and a freshly opened upstream.
+pub async fn relay(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    startup: &StartupMessage,
+    cancels: &Arc<CancelMap>,
+    max_body: usize,
+) -> Result<Authenticated, SessionError> {
+    let mut out = BytesMut::with_capacity(1024);
+    startup.encode(&mut out);
+    upstream.write_all(&out).await.map_err(SessionError::UpstreamIo)?;
+    out.clear();
+
+    let mut from_upstream = FrameReader::new(max_body);
+    let mut from_client = FrameReader::new(max_body);
+    let mut cancel = None;
+    loop {
+        let frame = match from_upstream.next(upstream).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(SessionError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(ReadError::Io(e)) => return Err(SessionError::UpstreamIo(e)),
+            Err(ReadError::Frame(e)) => return Err(SessionError::UpstreamFrame(e)),
+        };
+        match frame.tag {
+            tag::AUTHENTICATION => {
+                let code = backend::auth_code(frame.body())?;
+                if code == auth::SASL {
+                    let mechs: Vec<String> = backend::sasl_mechanisms(frame.body())?
+                        .into_iter()
+                        .filter(|m| m != SCRAM_PLUS)
+                        .collect();
+                    backend::encode_sasl(&mechs, &mut out);
+                } else {
+                    out.extend_from_slice(&frame.bytes);
+                }
+                if auth::expects_client_reply(code) {
+                    client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                    out.clear();
+                    let answer = match from_client.next(client).await {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
+                        Err(ReadError::Io(e)) => return Err(SessionError::ClientIo(e)),
+                        Err(ReadError::Frame(e)) => return Err(SessionError::ClientFrame(e)),
+                    };
+                    if answer.tag != tag::PASSWORD {
+                        return Err(SessionError::Protocol(format!(
+                            "expected password response, got message type {}",
+                            answer.tag
+                        )));
+                    }
+                    upstream.write_all(&answer.bytes).await.map_err(SessionError::UpstreamIo)?;
+                }
+            }
+            tag::BACKEND_KEY_DATA => {
+                let (pid, secret) = backend::backend_key(frame.body())?;
+                let (proxy_pid, proxy_secret, registration) = cancels.register(pid, secret);
+                backend::encode_backend_key(proxy_pid, &proxy_secret, &mut out);
+                cancel = Some(registration);
+            }
+            tag::ERROR_RESPONSE => {
+                out.extend_from_slice(&frame.bytes);
+                client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                let fields = ErrorFields::parse(frame.body());
+                return Err(SessionError::Refused(format!(
+                    "{} {}",
+                    fields.code.as_deref().unwrap_or("(no SQLSTATE)"),
+                    fields.message
+                )));
+            }
+            tag::READY_FOR_QUERY => {
+                out.extend_from_slice(&frame.bytes);
+                client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                return Ok(Authenticated {
+                    cancel,
+                    upstream_leftover: from_upstream.into_leftover(),
+                    client_leftover: from_client.into_leftover(),
+                });
+            }
+            _ => out.extend_from_slice(&frame.bytes),
+        }
+    }
+}

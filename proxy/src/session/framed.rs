@@ -1,0 +1,201 @@
+//! Finding message boundaries in a byte stream, by headers alone.
+//!
+//! [`Scanner`] is the relay's hot path: it walks frame headers in a buffer, lets the caller
+//! see the whole body of the few tags it inspects, and skips every other body, even one
+//! larger than the buffer, so forwarding never waits for a whole message. [`FrameReader`]
+//! reads whole frames one at a time for the (cold) authentication phase.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::protocol::frame::{parse_header, FrameError, HEADER_LEN};
+
+/// Walks frames across reads; remembers how much of a skipped body is still to come.
+#[derive(Debug)]
+pub struct Scanner {
+    /// Body bytes of the current, uninspected frame not yet seen.
+    skip: usize,
+    /// Largest body accepted.
+    max_body: usize,
+}
+
+impl Scanner {
+    /// A scanner that refuses bodies over `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        Self { skip: 0, max_body }
+    }
+
+    /// Scans `buf` from its start and returns how many bytes may be forwarded now.
+    ///
+    /// `visit(tag, body)` is called once per frame as its header is reached; `body` is the
+    /// whole body when `inspect(tag)` is true (the scan stops before such a frame until it
+    /// is fully buffered) and empty otherwise.
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        inspect: impl Fn(u8) -> bool,
+        mut visit: impl FnMut(u8, &[u8]),
+    ) -> Result<usize, FrameError> {
+        let mut pos = 0;
+        loop {
+            if self.skip > 0 {
+                let take = self.skip.min(buf.len() - pos);
+                pos += take;
+                self.skip -= take;
+                if self.skip > 0 {
+                    return Ok(pos);
+                }
+            }
+            let Some(header) = parse_header(&buf[pos..], self.max_body)? else {
+                return Ok(pos);
+            };
+            if inspect(header.tag) {
+                let end = pos + header.frame_len();
+                if buf.len() < end {
+                    return Ok(pos);
+                }
+                visit(header.tag, &buf[pos + HEADER_LEN..end]);
+                pos = end;
+            } else {
+                visit(header.tag, &[]);
+                pos += HEADER_LEN;
+                self.skip = header.body_len;
+            }
+        }
+    }
+}
+
+/// A whole frame: tag and the bytes on the wire, header included.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Message tag.
+    pub tag: u8,
+    /// The frame as received.
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    /// The body after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+}
+
+/// Why a whole frame could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The socket failed, or closed in the middle of a frame.
+    Io(std::io::Error),
+    /// The header was invalid.
+    Frame(FrameError),
+}
+
+/// Reads whole frames, keeping any extra bytes for the next call.
+#[derive(Debug)]
+pub struct FrameReader {
+    /// Bytes read but not yet returned.
+    buf: BytesMut,
+    /// Largest body accepted.
+    max_body: usize,
+}
+
+impl FrameReader {
+    /// A reader refusing bodies over `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(8192),
+            max_body,
+        }
+    }
+
+    /// The next frame, or `None` on a clean end of stream between frames.
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(h) = parse_header(&self.buf, self.max_body).map_err(ReadError::Frame)? {
+                if self.buf.len() >= h.frame_len() {
+                    let bytes = self.buf.split_to(h.frame_len()).freeze();
+                    return Ok(Some(Frame { tag: h.tag, bytes }));
+                }
+                self.buf.reserve(h.frame_len() - self.buf.len());
+            }
+            let n = r.read_buf(&mut self.buf).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Hands over bytes read past the last returned frame.
+    pub fn into_leftover(mut self) -> BytesMut {
+        self.buf.split()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend(((body.len() + 4) as i32).to_be_bytes());
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn scanner_skips_bodies_across_reads() {
+        let mut s = Scanner::new(1 << 20);
+        let mut wire = frame(b'D', &[7; 100]);
+        wire.extend(frame(b'Z', b"I"));
+        let mut tags = Vec::new();
+        // First read: header plus part of the body.
+        let n = s.scan(&wire[..20], |t| t == b'Z', |t, _| tags.push(t)).unwrap();
+        assert_eq!(n, 20);
+        // Rest of the body, then the Z header only: the Z must wait.
+        let n = s.scan(&wire[20..110], |t| t == b'Z', |t, _| tags.push(t)).unwrap();
+        assert_eq!(n, 85);
+        let mut bodies = Vec::new();
+        let n = s
+            .scan(&wire[105..], |t| t == b'Z', |t, b| {
+                tags.push(t);
+                bodies.push(b.to_vec())
+            })
+            .unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(tags, vec![b'D', b'Z']);
+        assert_eq!(bodies, vec![b"I".to_vec()]);
+    }
+
+    #[test]
+    fn scanner_refuses_oversized_and_lying_frames() {
+        let mut s = Scanner::new(10);
+        assert!(s.scan(&frame(b'Q', &[0; 11]), |_| false, |_, _| {}).is_err());
+        let mut s = Scanner::new(10);
+        assert!(s.scan(b"Q\0\0\0\0", |_| false, |_, _| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn reader_returns_frames_and_leftover() {
+        let mut wire = frame(b'R', &[0, 0, 0, 0]);
+        wire.extend(frame(b'Z', b"I"));
+        wire.extend(b"extra");
+        let mut r = FrameReader::new(100);
+        let mut src = wire.as_slice();
+        let f = r.next(&mut src).await.unwrap().unwrap();
+        assert_eq!((f.tag, f.body()), (b'R', &[0u8, 0, 0, 0][..]));
+        let f = r.next(&mut src).await.unwrap().unwrap();
+        assert_eq!(f.tag, b'Z');
+        assert_eq!(&r.into_leftover()[..], b"extra");
+    }
+
+    #[tokio::test]
+    async fn reader_reports_truncation() {
+        let wire = frame(b'R', &[0, 0, 0, 0]);
+        let mut src = &wire[..6];
+        let mut r = FrameReader::new(100);
+        assert!(matches!(r.next(&mut src).await, Err(ReadError::Io(_))));
+    }
+}

@@ -1,0 +1,156 @@
+//! One client connection from accept to close.
+//!
+//! Phases run in order, each in its own module: [`negotiate`] (TLS, cancel, StartupMessage),
+//! then connect and [`auth`] (relayed to the upstream), then [`relay`] until either side ends.
+//! A failure in any phase is a [`SessionError`], turned into the client's ErrorResponse here.
+
+pub mod auth;
+pub mod error;
+pub mod framed;
+pub mod negotiate;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+pub use error::SessionError;
+use negotiate::Negotiated;
+
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::startup::{encode_cancel, StartupMessage};
+use crate::server::Shared;
+use crate::stats::Stats;
+use crate::stream::Stream;
+
+/// Runs a client connection to its end. Never panics on peer input; logs how it ended.
+pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &shared.config.limits;
+    let deadline = Instant::now() + limits.startup_timeout();
+    let negotiated = tokio::time::timeout_at(
+        deadline,
+        negotiate::negotiate(Stream::Tcp(tcp), shared.acceptor.as_ref(), limits.max_startup_packet_bytes),
+    )
+    .await;
+    let (mut client, startup) = match negotiated {
+        Err(_) => {
+            debug!(%peer, "client did not finish startup in time");
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "startup failed");
+            return;
+        }
+        Ok(Ok(Negotiated::Cancel { pid, secret })) => {
+            forward_cancel(&shared, pid, &secret).await;
+            return;
+        }
+        Ok(Ok(Negotiated::Startup(client, startup))) => (client, startup),
+    };
+
+    if permit.is_none() {
+        Stats::add(&shared.stats.sessions_refused, 1);
+        warn!(%peer, max_clients = limits.max_clients, "refusing client: max_clients reached");
+        let fields = ErrorFields::new("FATAL", "53300", "sorry, too many clients already")
+            .with_hint("raise limits.max_clients in the Tandem config");
+        send_error(&mut client, &fields).await;
+        return;
+    }
+
+    let user = startup.user().unwrap_or_default().to_string();
+    let database = startup.database().unwrap_or_default().to_string();
+    info!(%peer, %user, %database, tls = client.is_tls(), "session start");
+    Stats::add(&shared.stats.sessions_total, 1);
+    shared.stats.sessions_active.fetch_add(1, Relaxed);
+    let result = serve(&mut client, &startup, &shared, deadline).await;
+    shared.stats.sessions_active.fetch_sub(1, Relaxed);
+    match result {
+        Ok(()) => info!("session end"),
+        Err(e) => {
+            Stats::add(&shared.stats.errors, 1);
+            info!(error = %e, "session end");
+        }
+    }
+    drop(permit);
+}
+
+/// Connects, authenticates, and relays. `client` is only used until the relay takes it.
+async fn serve(
+    client: &mut Stream,
+    startup: &StartupMessage,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<(), SessionError> {
+    let limits = &shared.config.limits;
+    let setup = async {
+        let mut upstream = shared.connector.connect().await?;
+        let authed =
+            auth::relay(client, &mut upstream, startup, &shared.cancels, limits.max_message_bytes).await?;
+        Ok::<_, SessionError>((upstream, authed))
+    };
+    let outcome = match tokio::time::timeout_at(deadline, setup).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::StartupTimeout(limits.startup_timeout_ms)),
+    };
+    let (upstream, authed) = match outcome {
+        Ok(ok) => ok,
+        Err(e) => {
+            if let Some(fields) = e.client_error() {
+                send_error(client, &fields).await;
+            }
+            return Err(e);
+        }
+    };
+    // The relay owns both streams from here; swap a placeholder in for the caller's handle.
+    let client_stream = std::mem::replace(client, Stream::Closed);
+    let _cancel_key = authed.cancel;
+    relay::run(
+        client_stream,
+        upstream,
+        authed.client_leftover,
+        authed.upstream_leftover,
+        relay::RelayContext {
+            stats: &shared.stats,
+            max_message_bytes: limits.max_message_bytes,
+            idle_timeout: limits.client_idle_timeout(),
+            shutdown: shared.shutdown.clone(),
+        },
+    )
+    .await
+}
+
+async fn send_error(client: &mut Stream, fields: &ErrorFields) {
+    let mut out = BytesMut::new();
+    fields.encode_error(&mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+}
+
+/// Passes a client's CancelRequest to the upstream backend its key maps to.
+async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
+    let Some((upstream_pid, upstream_secret)) = shared.cancels.lookup(pid, secret) else {
+        debug!(pid, "cancel request with unknown key ignored");
+        return;
+    };
+    Stats::add(&shared.stats.cancels, 1);
+    match shared.connector.connect().await {
+        Ok(mut upstream) => {
+            let mut out = BytesMut::new();
+            encode_cancel(upstream_pid, &upstream_secret, &mut out);
+            if let Err(e) = upstream.write_all(&out).await {
+                warn!(error = %e, "could not send cancel request upstream");
+            }
+            let _ = upstream.shutdown().await;
+        }
+        Err(e) => warn!(error = %e, "could not connect upstream for cancel request"),
+    }
+}

@@ -1,0 +1,304 @@
+//! The relay phase: bytes both ways, untouched, with frame boundaries tracked by header.
+//!
+//! Two loops run in one task: client -> upstream and upstream -> client. Each forwards
+//! whatever one read returned in one write (batching pipelined messages for free), looking
+//! only at tags. The client loop counts what is in flight (Query, Sync, FunctionCall each
+//! earn one ReadyForQuery); the upstream loop reads ReadyForQuery's status byte. Together
+//! they know when a session is idle, which is when shutdown and idle timeouts may close it.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::error::SessionError;
+use super::framed::Scanner;
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::tag;
+use crate::server::Phase;
+use crate::stats::Stats;
+use crate::stream::{ReadHalf, Stream, WriteHalf};
+
+/// Read buffer size; a read returns at most this much at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What both loops of one session know about it.
+struct SessionState {
+    /// Requests sent that still await their ReadyForQuery.
+    in_flight: AtomicI64,
+    /// Status byte of the last ReadyForQuery: I, T or E.
+    tx_status: AtomicU8,
+    /// The client has sent extended-protocol messages not yet closed by Sync.
+    mid_pipeline: AtomicBool,
+    /// The client said Terminate or went away; upstream EOF is then expected.
+    client_done: AtomicBool,
+}
+
+impl SessionState {
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Relaxed) <= 0
+            && self.tx_status.load(Relaxed) == b'I'
+            && !self.mid_pipeline.load(Relaxed)
+    }
+}
+
+/// Settings and shared objects the relay needs.
+pub struct RelayContext<'a> {
+    /// Process counters.
+    pub stats: &'a Stats,
+    /// Largest client message body.
+    pub max_message_bytes: usize,
+    /// Close idle clients after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Server lifecycle.
+    pub shutdown: watch::Receiver<Phase>,
+}
+
+/// Relays until either side ends. Returns the error that ended it, if any.
+pub async fn run(
+    client: Stream,
+    upstream: Stream,
+    client_leftover: BytesMut,
+    upstream_leftover: BytesMut,
+    ctx: RelayContext<'_>,
+) -> Result<(), SessionError> {
+    let state = SessionState {
+        in_flight: AtomicI64::new(0),
+        tx_status: AtomicU8::new(b'I'),
+        mid_pipeline: AtomicBool::new(false),
+        client_done: AtomicBool::new(false),
+    };
+    let (client_r, client_w) = client.into_split();
+    let (upstream_r, upstream_w) = upstream.into_split();
+    let (fatal_tx, fatal_rx) = oneshot::channel();
+
+    let c2u = client_to_upstream(client_r, upstream_w, client_leftover, &state, &ctx, fatal_tx);
+    let u2c = upstream_to_client(upstream_r, client_w, upstream_leftover, &state, &ctx, fatal_rx);
+    tokio::pin!(c2u, u2c);
+    tokio::select! {
+        end = &mut c2u => {
+            if end.is_err() {
+                // The error is on its way to the client through the other loop: let it land.
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut u2c).await;
+            }
+            end
+        }
+        end = &mut u2c => end,
+    }
+}
+
+fn client_frame_inspected(_tag: u8) -> bool {
+    false
+}
+
+async fn client_to_upstream(
+    mut client: ReadHalf,
+    mut upstream: WriteHalf,
+    mut buf: BytesMut,
+    state: &SessionState,
+    ctx: &RelayContext<'_>,
+    fatal: oneshot::Sender<ErrorFields>,
+) -> Result<(), SessionError> {
+    let mut scanner = Scanner::new(ctx.max_message_bytes);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut shutdown_seen = false;
+    let mut last_read = Instant::now();
+    let idle_timeout = ctx.idle_timeout.unwrap_or(Duration::from_secs(86400 * 365));
+    loop {
+        let mut queries = 0u64;
+        let mut syncs = 0i64;
+        let mut terminated = false;
+        let mut pipeline = None;
+        let scanned = scanner.scan(&buf, client_frame_inspected, |t, _| match t {
+            tag::QUERY | tag::FUNCTION_CALL => {
+                syncs += 1;
+                queries += u64::from(t == tag::QUERY);
+            }
+            tag::SYNC => {
+                syncs += 1;
+                pipeline = Some(false);
+            }
+            tag::EXECUTE => {
+                queries += 1;
+                pipeline = Some(true);
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => pipeline = Some(true),
+            tag::TERMINATE => terminated = true,
+            _ => {}
+        });
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => {
+                let err = SessionError::ClientFrame(e);
+                let _ = upstream.write_all(&TERMINATE).await;
+                if let Some(fields) = err.client_error() {
+                    let _ = fatal.send(fields);
+                }
+                return Err(err);
+            }
+        };
+        if n > 0 {
+            if syncs > 0 {
+                state.in_flight.fetch_add(syncs, Relaxed);
+            }
+            if let Some(p) = pipeline {
+                state.mid_pipeline.store(p, Relaxed);
+            }
+            upstream.write_all(&buf[..n]).await.map_err(SessionError::UpstreamIo)?;
+            buf.advance(n);
+            Stats::add(&ctx.stats.bytes_from_clients, n as u64);
+            Stats::add(&ctx.stats.queries, queries);
+            if terminated {
+                state.client_done.store(true, Relaxed);
+                let _ = upstream.shutdown().await;
+                return Ok(());
+            }
+            continue;
+        }
+        // Nothing forwardable is buffered: wait for the client (or a timer, or shutdown).
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = client.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => last_read = Instant::now(),
+                other => {
+                    // The client left, politely or not. Closing the upstream makes Postgres
+                    // roll back whatever transaction was open.
+                    state.client_done.store(true, Relaxed);
+                    let _ = upstream.write_all(&TERMINATE).await;
+                    let _ = upstream.shutdown().await;
+                    return other.map(|_| ()).map_err(SessionError::ClientIo);
+                }
+            },
+            _ = tokio::time::sleep_until(last_read + idle_timeout), if ctx.idle_timeout.is_some() => {
+                if state.is_idle() {
+                    let _ = upstream.write_all(&TERMINATE).await;
+                    let _ = fatal.send(ErrorFields::new(
+                        "FATAL",
+                        "57P05",
+                        "terminating connection due to idle-session timeout",
+                    ));
+                    return Err(SessionError::IdleTimeout);
+                }
+                last_read = Instant::now();
+            }
+            changed = shutdown.changed(), if !shutdown_seen => {
+                if changed.is_err() || *shutdown.borrow() != Phase::Running {
+                    shutdown_seen = true;
+                    if state.is_idle() {
+                        let _ = upstream.write_all(&TERMINATE).await;
+                        let _ = fatal.send(admin_shutdown());
+                        return Err(SessionError::Shutdown);
+                    }
+                    // Busy: the upstream loop closes it at its next idle ReadyForQuery.
+                }
+            }
+        }
+    }
+}
+
+const TERMINATE: [u8; 5] = [tag::TERMINATE, 0, 0, 0, 4];
+
+fn admin_shutdown() -> ErrorFields {
+    ErrorFields::new("FATAL", "57P01", "terminating connection due to administrator command")
+}
+
+fn upstream_frame_inspected(tag: u8) -> bool {
+    tag == tag::READY_FOR_QUERY || tag == tag::ERROR_RESPONSE
+}
+
+async fn upstream_to_client(
+    mut upstream: ReadHalf,
+    mut client: WriteHalf,
+    mut buf: BytesMut,
+    state: &SessionState,
+    ctx: &RelayContext<'_>,
+    mut fatal: oneshot::Receiver<ErrorFields>,
+) -> Result<(), SessionError> {
+    // Upstream frames are not size-limited (Postgres has its own), but lengths are checked.
+    let mut scanner = Scanner::new(i32::MAX as usize);
+    let mut fatal_open = true;
+    let mut upstream_said_fatal = false;
+    let mut out = BytesMut::new();
+    loop {
+        let mut ready = 0i64;
+        let mut status = None;
+        let mut errors = 0u64;
+        let scanned = scanner.scan(&buf, upstream_frame_inspected, |t, body| match t {
+            tag::READY_FOR_QUERY => {
+                ready += 1;
+                status = body.first().copied();
+            }
+            tag::ERROR_RESPONSE => {
+                errors += 1;
+                let severity = ErrorFields::parse(body).severity;
+                upstream_said_fatal |= severity == "FATAL" || severity == "PANIC";
+            }
+            _ => {}
+        });
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => {
+                let err = SessionError::UpstreamFrame(e);
+                if let Some(fields) = err.client_error() {
+                    let _ = deliver(&mut client, &fields, &mut out).await;
+                }
+                return Err(err);
+            }
+        };
+        if n > 0 {
+            client.write_all(&buf[..n]).await.map_err(SessionError::ClientIo)?;
+            buf.advance(n);
+            Stats::add(&ctx.stats.bytes_to_clients, n as u64);
+            Stats::add(&ctx.stats.errors, errors);
+            if ready > 0 {
+                state.in_flight.fetch_sub(ready, Relaxed);
+                if let Some(s) = status {
+                    state.tx_status.store(s, Relaxed);
+                }
+                if *ctx.shutdown.borrow() != Phase::Running && state.is_idle() {
+                    deliver(&mut client, &admin_shutdown(), &mut out).await?;
+                    return Err(SessionError::Shutdown);
+                }
+            }
+            continue;
+        }
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            msg = &mut fatal, if fatal_open => match msg {
+                Ok(fields) => {
+                    deliver(&mut client, &fields, &mut out).await?;
+                    return Ok(());
+                }
+                Err(_) => fatal_open = false,
+            },
+            read = upstream.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                other => {
+                    if state.client_done.load(Relaxed) || upstream_said_fatal {
+                        return Ok(());
+                    }
+                    let err = match other {
+                        Err(e) => SessionError::UpstreamIo(e),
+                        Ok(_) => SessionError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into()),
+                    };
+                    if let Some(fields) = err.client_error() {
+                        let _ = deliver(&mut client, &fields, &mut out).await;
+                    }
+                    return Err(err);
+                }
+            },
+        }
+    }
+}
+
+async fn deliver(client: &mut WriteHalf, fields: &ErrorFields, out: &mut BytesMut) -> Result<(), SessionError> {
+    out.clear();
+    fields.encode_error(out);
+    client.write_all(out).await.map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+    Ok(())
+}
