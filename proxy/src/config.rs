@@ -123,7 +123,8 @@ impl Limits {
     }
     /// Client idle timeout, if enabled.
     pub fn client_idle_timeout(&self) -> Option<Duration> {
-        (self.client_idle_timeout_ms > 0).then(|| Duration::from_millis(self.client_idle_timeout_ms))
+        (self.client_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.client_idle_timeout_ms))
     }
     /// Upstream connect timeout.
     pub fn upstream_connect_timeout(&self) -> Duration {
@@ -230,7 +231,10 @@ impl Config {
         };
         positive("limits.max_clients", l.max_clients as u64)?;
         positive("limits.startup_timeout_ms", l.startup_timeout_ms)?;
-        positive("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms)?;
+        positive(
+            "limits.upstream_connect_timeout_ms",
+            l.upstream_connect_timeout_ms,
+        )?;
         if l.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_message_bytes",
@@ -272,7 +276,10 @@ impl Config {
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|e| ConfigError::Invalid {
             key: "listen",
-            reason: format!("{:?} is not an address like 127.0.0.1:6432 ({e})", self.listen),
+            reason: format!(
+                "{:?} is not an address like 127.0.0.1:6432 ({e})",
+                self.listen
+            ),
         })
     }
 
@@ -282,8 +289,12 @@ impl Config {
             key: "upstream",
             reason,
         };
-        let pg = tokio_postgres::Config::from_str(&self.upstream)
-            .map_err(|e| invalid(format!("{:?} is not a connection string: {e}", self.upstream)))?;
+        let pg = tokio_postgres::Config::from_str(&self.upstream).map_err(|e| {
+            invalid(format!(
+                "{:?} is not a connection string: {e}",
+                self.upstream
+            ))
+        })?;
         let port = pg.get_ports().first().copied().unwrap_or(5432);
         match pg.get_hosts().first() {
             None => Ok(UpstreamAddr::Tcp {
@@ -387,13 +398,19 @@ max_clients = 5
         assert!(s.starts_with("t.toml:2: limits.max_clients: "), "{s}");
         assert!(!s.contains('\n'), "{s}");
 
-        let e = Config::parse("lisen = \"x\"\n", "t.toml").unwrap_err().to_string();
+        let e = Config::parse("lisen = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen"), "{e}");
 
-        let e = Config::parse("listen = \"nope\"\n", "t.toml").unwrap_err().to_string();
+        let e = Config::parse("listen = \"nope\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("config key `listen`"), "{e}");
 
-        let e = Config::parse("[limits]\nmax_clients = 0\n", "t.toml").unwrap_err().to_string();
+        let e = Config::parse("[limits]\nmax_clients = 0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("limits.max_clients"), "{e}");
 
         let e = Config::parse("[upstream_tls]\nmode = \"verify-full\"\n", "t.toml")

@@ -8,7 +8,7 @@
 
 pub mod cancel;
 pub mod config;
-// pub mod embedded;
+pub mod embedded;
 pub mod protocol;
 pub mod server;
 pub mod session;

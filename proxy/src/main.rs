@@ -12,7 +12,11 @@ use tokio::net::TcpListener;
 mod demo;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "PostgreSQL proxy for zero-downtime table migrations")]
+#[command(
+    name = "tandem",
+    version,
+    about = "PostgreSQL proxy for zero-downtime table migrations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,11 +107,17 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tandem: cannot start runtime: {e}");
@@ -136,7 +146,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Resolves on SIGTERM or SIGINT.
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process still stops on the default action.
         std::future::pending::<()>().await;
         return;

@@ -78,7 +78,11 @@ impl Proxy {
     }
 
     /// Accepts clients until `shutdown` resolves, then drains and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), crate::Error> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), crate::Error> {
         let shared = self.shared;
         let limits = shared.config.limits.clone();
         let slots = Arc::new(Semaphore::new(limits.max_clients));
@@ -111,13 +115,20 @@ impl Proxy {
         drop(listener);
         let _ = self.phase.send(Phase::Draining);
         let open = sessions.len();
-        info!(open, timeout_ms = limits.shutdown_timeout_ms, "shutting down: draining sessions");
+        info!(
+            open,
+            timeout_ms = limits.shutdown_timeout_ms,
+            "shutting down: draining sessions"
+        );
         let drained = tokio::time::timeout(limits.shutdown_timeout(), async {
             while sessions.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            warn!(left = sessions.len(), "drain timeout reached: closing remaining sessions");
+            warn!(
+                left = sessions.len(),
+                "drain timeout reached: closing remaining sessions"
+            );
             sessions.shutdown().await;
         }
         info!("tandem stopped");
@@ -141,7 +152,9 @@ impl RunningProxy {
     /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
     pub async fn start(config: Config) -> Result<Self, crate::Error> {
         let addr = config.listen_addr()?;
-        let listener = TcpListener::bind(addr).await.map_err(crate::Error::Listen)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(crate::Error::Listen)?;
         let addr = listener.local_addr().map_err(crate::Error::Listen)?;
         let proxy = Proxy::new(config)?;
         let stats = proxy.stats();

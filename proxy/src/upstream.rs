@@ -137,13 +137,13 @@ impl Connector {
             addr: addr.to_string(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid server name"),
         })?;
-        let stream = tls
-            .connect(name, tcp)
-            .await
-            .map_err(|source| UpstreamError::TlsHandshake {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let stream =
+            tls.connect(name, tcp)
+                .await
+                .map_err(|source| UpstreamError::TlsHandshake {
+                    addr: addr.to_string(),
+                    source,
+                })?;
         Ok(Stream::ClientTls(Box::new(stream)))
     }
 }

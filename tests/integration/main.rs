@@ -1,1 +1,9 @@
-//! Integration tests.
+//! Integration tests: a real Postgres, the proxy in-process on port 0, real clients.
+//!
+//! One binary, one shared server (see `tandem_tests`); every test makes its own tables.
+
+mod auth;
+mod bad_input;
+mod clients;
+mod lifecycle;
+mod relay;

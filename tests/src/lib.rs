@@ -1,1 +1,271 @@
-//! Test harness: a shared throwaway Postgres (or `TANDEM_TEST_PG`) and in-process proxies.
+//! Test harness: one real Postgres per test process, and proxies started in-process.
+//!
+//! The server is a throwaway cluster started by [`tandem::embedded`] on a free loopback port
+//! (it stops and deletes itself when the process ends, even after a panic), or the server
+//! named by `TANDEM_TEST_PG` (a superuser URL). Each test makes its own tables with
+//! [`unique`] names, so tests can run in parallel against one server.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use tandem::config::{Config, TlsConfig};
+use tandem::embedded::{Cluster, ClusterOptions, ServerTls};
+use tandem::RunningProxy;
+use tokio_postgres::{Client, NoTls};
+
+/// Password of every password-authenticated test role.
+pub const PASSWORD: &str = "s3cret-pw";
+/// Role that authenticates with SCRAM-SHA-256.
+pub const SCRAM_USER: &str = "tandem_scram";
+/// Role that authenticates with md5.
+pub const MD5_USER: &str = "tandem_md5";
+/// Role that authenticates with a cleartext password.
+pub const CLEAR_USER: &str = "tandem_clear";
+
+/// The Postgres every test talks to.
+pub struct TestPg {
+    /// Host (always loopback for a managed cluster).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Superuser name.
+    pub superuser: String,
+    /// Database tests use.
+    pub database: String,
+    /// Present when the harness started the server itself.
+    pub cluster: Option<Cluster>,
+    /// Certificate material: the server (when managed) and the proxy use it for TLS.
+    pub tls: TestTls,
+}
+
+/// A self-signed certificate for `localhost`/127.0.0.1 written to files.
+pub struct TestTls {
+    /// PEM certificate (also the CA, being self-signed).
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+    /// Path of the certificate file.
+    pub cert_path: PathBuf,
+    /// Path of the key file.
+    pub key_path: PathBuf,
+}
+
+impl TestPg {
+    /// Whether the auth-method roles exist with known pg_hba rules (managed cluster only).
+    pub fn has_auth_roles(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Connection string for a user straight to Postgres.
+    pub fn direct_url(&self, user: &str) -> String {
+        format!(
+            "postgres://{user}@{}:{}/{}",
+            self.host, self.port, self.database
+        )
+    }
+
+    /// Superuser connection straight to Postgres.
+    pub async fn direct(&self) -> Client {
+        connect_url(&self.direct_url(&self.superuser)).await
+    }
+}
+
+static PG: OnceLock<TestPg> = OnceLock::new();
+
+/// The shared server, started on first use.
+pub fn pg() -> &'static TestPg {
+    PG.get_or_init(start_pg)
+}
+
+fn start_pg() -> TestPg {
+    let tls = make_tls();
+    if let Ok(url) = std::env::var("TANDEM_TEST_PG") {
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .expect("TANDEM_TEST_PG is not a connection string");
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        return TestPg {
+            host,
+            port: cfg.get_ports().first().copied().unwrap_or(5432),
+            superuser: cfg.get_user().unwrap_or("postgres").to_string(),
+            database: cfg.get_dbname().unwrap_or("postgres").to_string(),
+            cluster: None,
+            tls,
+        };
+    }
+    let opts = ClusterOptions {
+        hba_lines: vec![
+            format!("host all {SCRAM_USER} 127.0.0.1/32 scram-sha-256"),
+            format!("host all {MD5_USER} 127.0.0.1/32 md5"),
+            format!("host all {CLEAR_USER} 127.0.0.1/32 password"),
+        ],
+        tls: Some(ServerTls {
+            cert_pem: tls.cert_pem.clone(),
+            key_pem: tls.key_pem.clone(),
+        }),
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(&opts).expect("cannot start a throwaway Postgres for the tests");
+    let setup = format!(
+        "SET password_encryption = 'scram-sha-256';
+         CREATE ROLE {SCRAM_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';
+         CREATE ROLE {CLEAR_USER} LOGIN PASSWORD '{PASSWORD}';
+         SET password_encryption = 'md5';
+         CREATE ROLE {MD5_USER} LOGIN PASSWORD '{PASSWORD}';"
+    );
+    cluster
+        .psql("postgres", &setup)
+        .expect("cannot create test roles");
+    TestPg {
+        host: cluster.host().to_string(),
+        port: cluster.port(),
+        superuser: cluster.superuser().to_string(),
+        database: "postgres".to_string(),
+        cluster: Some(cluster),
+        tls,
+    }
+}
+
+fn make_tls() -> TestTls {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("cannot generate a test certificate");
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let dir = std::env::temp_dir().join(format!("tandem-test-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("cannot create TLS temp dir");
+    let cert_path = dir.join("server.crt");
+    let key_path = dir.join("server.key");
+    std::fs::write(&cert_path, &cert_pem).expect("cannot write cert");
+    std::fs::write(&key_path, &key_pem).expect("cannot write key");
+    TestTls {
+        cert_pem,
+        key_pem,
+        cert_path,
+        key_path,
+    }
+}
+
+/// A name no other test in this process uses: `<prefix>_<pid>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A proxy config pointing at the test server, listening on a free port.
+pub fn proxy_config() -> Config {
+    let pg = pg();
+    Config {
+        listen: "127.0.0.1:0".to_string(),
+        upstream: format!(
+            "postgres://{}@{}:{}/{}",
+            pg.superuser, pg.host, pg.port, pg.database
+        ),
+        ..Config::default()
+    }
+}
+
+/// The proxy's client-facing TLS config from the test certificate.
+pub fn proxy_tls() -> TlsConfig {
+    let tls = &pg().tls;
+    TlsConfig {
+        cert: tls.cert_path.clone(),
+        key: tls.key_path.clone(),
+    }
+}
+
+/// Starts a proxy in this process with the default test config.
+pub async fn start_proxy() -> RunningProxy {
+    start_proxy_with(proxy_config()).await
+}
+
+/// Starts a proxy in this process with the given config.
+pub async fn start_proxy_with(config: Config) -> RunningProxy {
+    init_logging();
+    RunningProxy::start(config)
+        .await
+        .expect("cannot start proxy")
+}
+
+/// A connection string through the proxy.
+pub fn proxy_url(proxy: &RunningProxy, user: &str) -> String {
+    format!(
+        "postgres://{user}@127.0.0.1:{}/{}",
+        proxy.addr.port(),
+        pg().database
+    )
+}
+
+/// Connects with tokio-postgres, driving the connection in the background.
+pub async fn connect_url(url: &str) -> Client {
+    try_connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+/// Connects, returning the error instead of panicking.
+pub async fn try_connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Superuser connection through a proxy.
+pub async fn through(proxy: &RunningProxy) -> Client {
+    connect_url(&proxy_url(proxy, &pg().superuser)).await
+}
+
+/// Logs go to the test output when `RUST_LOG` is set.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    }
+}
+
+/// Path of a PostgreSQL client program (`psql`, `pgbench`), from PATH or the server's bin dir.
+pub fn pg_program(name: &str) -> PathBuf {
+    if let Some(dir) = pg().cluster.as_ref().and_then(|c| c.bin_dir()) {
+        let p = dir.join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+pub mod raw;
+
+/// The error of a result that must have failed (for values that are not `Debug`).
+pub fn expect_failure<T, E>(result: Result<T, E>, what: &str) -> E {
+    match result {
+        Ok(_) => panic!("{what}"),
+        Err(e) => e,
+    }
+}

@@ -267,6 +267,9 @@ mod tests {
     #[test]
     fn backend_key_checks_length() {
         assert!(backend_key(&[0, 0, 0, 1, 9]).is_err());
-        assert_eq!(backend_key(&[0, 0, 0, 1, 1, 2, 3, 4]), Ok((1, vec![1, 2, 3, 4])));
+        assert_eq!(
+            backend_key(&[0, 0, 0, 1, 1, 2, 3, 4]),
+            Ok((1, vec![1, 2, 3, 4]))
+        );
     }
 }

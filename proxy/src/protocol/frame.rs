@@ -102,7 +102,13 @@ mod tests {
     #[test]
     fn valid_header() {
         let h = parse_header(b"Q\0\0\0\x09abcd", 100).unwrap().unwrap();
-        assert_eq!(h, FrameHeader { tag: b'Q', body_len: 5 });
+        assert_eq!(
+            h,
+            FrameHeader {
+                tag: b'Q',
+                body_len: 5
+            }
+        );
         assert_eq!(h.frame_len(), 10);
     }
 

@@ -178,8 +178,10 @@ fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
         }
         let (value, after_value) =
             read_cstr(after_key).ok_or(malformed("parameter without a value"))?;
-        let key = String::from_utf8(key.to_vec()).map_err(|_| malformed("parameter name is not UTF-8"))?;
-        let value = String::from_utf8(value.to_vec()).map_err(|_| malformed("parameter value is not UTF-8"))?;
+        let key = String::from_utf8(key.to_vec())
+            .map_err(|_| malformed("parameter name is not UTF-8"))?;
+        let value = String::from_utf8(value.to_vec())
+            .map_err(|_| malformed("parameter value is not UTF-8"))?;
         params.push((key, value));
         rest = after_value;
     }
@@ -214,7 +216,10 @@ mod tests {
         let msg = StartupMessage {
             major: 3,
             minor: 0,
-            params: vec![("user".into(), "app".into()), ("database".into(), "db".into())],
+            params: vec![
+                ("user".into(), "app".into()),
+                ("database".into(), "db".into()),
+            ],
         };
         assert_eq!(parse(&body(&msg)), Ok(StartupPacket::Startup(msg.clone())));
         assert_eq!(msg.database(), Some("db"));
@@ -232,7 +237,10 @@ mod tests {
 
     #[test]
     fn special_requests() {
-        assert_eq!(parse(&SSL_REQUEST_CODE.to_be_bytes()), Ok(StartupPacket::SslRequest));
+        assert_eq!(
+            parse(&SSL_REQUEST_CODE.to_be_bytes()),
+            Ok(StartupPacket::SslRequest)
+        );
         assert_eq!(
             parse(&GSSENC_REQUEST_CODE.to_be_bytes()),
             Ok(StartupPacket::GssEncRequest)

@@ -19,6 +19,9 @@ use crate::protocol::startup::StartupMessage;
 use crate::protocol::tag;
 use crate::stream::Stream;
 
+/// Largest authentication message a client may send.
+const MAX_AUTH_MESSAGE: usize = 65535;
+
 /// A session that is ready for queries.
 pub struct Authenticated {
     /// Keeps the session's cancel key alive.
@@ -39,18 +42,31 @@ pub async fn relay(
 ) -> Result<Authenticated, SessionError> {
     let mut out = BytesMut::with_capacity(1024);
     startup.encode(&mut out);
-    upstream.write_all(&out).await.map_err(SessionError::UpstreamIo)?;
+    upstream
+        .write_all(&out)
+        .await
+        .map_err(SessionError::UpstreamIo)?;
     out.clear();
 
     let mut from_upstream = FrameReader::new(max_body);
-    let mut from_client = FrameReader::new(max_body);
+    // Postgres caps authentication messages at 65535 bytes (PG_MAX_AUTH_TOKEN_LENGTH).
+    let mut from_client = FrameReader::new(max_body.min(MAX_AUTH_MESSAGE));
     let mut cancel = None;
     loop {
         let frame = match from_upstream.next(upstream).await {
             Ok(Some(f)) => f,
-            Ok(None) => return Err(SessionError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(None) => {
+                return Err(SessionError::UpstreamIo(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
             Err(ReadError::Io(e)) => return Err(SessionError::UpstreamIo(e)),
             Err(ReadError::Frame(e)) => return Err(SessionError::UpstreamFrame(e)),
+            Err(ReadError::Unexpected(t)) => {
+                return Err(SessionError::Protocol(format!(
+                    "unexpected message type {t} from upstream"
+                )))
+            }
         };
         match frame.tag {
             tag::AUTHENTICATION => {
@@ -65,21 +81,36 @@ pub async fn relay(
                     out.extend_from_slice(&frame.bytes);
                 }
                 if auth::expects_client_reply(code) {
-                    client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                    client
+                        .write_all(&out)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
                     out.clear();
-                    let answer = match from_client.next(client).await {
+                    let answer = match from_client.next_if(client, |t| t == tag::PASSWORD).await {
                         Ok(Some(f)) => f,
-                        Ok(None) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
+                        Ok(None) => {
+                            return Err(SessionError::ClientIo(
+                                std::io::ErrorKind::UnexpectedEof.into(),
+                            ))
+                        }
                         Err(ReadError::Io(e)) => return Err(SessionError::ClientIo(e)),
                         Err(ReadError::Frame(e)) => return Err(SessionError::ClientFrame(e)),
+                        Err(ReadError::Unexpected(t)) => {
+                            return Err(SessionError::Protocol(format!(
+                                "expected password response, got message type {t}"
+                            )))
+                        }
                     };
-                    if answer.tag != tag::PASSWORD {
-                        return Err(SessionError::Protocol(format!(
-                            "expected password response, got message type {}",
-                            answer.tag
-                        )));
+                    if code == auth::SASL
+                        && upstream.is_tls()
+                        && claims_binding_support(answer.body())
+                    {
+                        return Err(SessionError::ChannelBinding);
                     }
-                    upstream.write_all(&answer.bytes).await.map_err(SessionError::UpstreamIo)?;
+                    upstream
+                        .write_all(&answer.bytes)
+                        .await
+                        .map_err(SessionError::UpstreamIo)?;
                 }
             }
             tag::BACKEND_KEY_DATA => {
@@ -90,7 +121,10 @@ pub async fn relay(
             }
             tag::ERROR_RESPONSE => {
                 out.extend_from_slice(&frame.bytes);
-                client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                client
+                    .write_all(&out)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
                 let fields = ErrorFields::parse(frame.body());
                 return Err(SessionError::Refused(format!(
                     "{} {}",
@@ -100,7 +134,10 @@ pub async fn relay(
             }
             tag::READY_FOR_QUERY => {
                 out.extend_from_slice(&frame.bytes);
-                client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+                client
+                    .write_all(&out)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
                 return Ok(Authenticated {
                     cancel,
                     upstream_leftover: from_upstream.into_leftover(),
@@ -109,5 +146,28 @@ pub async fn relay(
             }
             _ => out.extend_from_slice(&frame.bytes),
         }
+    }
+}
+
+/// Whether a SASLInitialResponse's GS2 header is `y`: "I support channel binding, but
+/// you did not offer it". Postgres on a TLS connection rejects that as a downgrade attack,
+/// and it did offer binding: on its own leg, which Tandem hid because it cannot hold.
+fn claims_binding_support(body: &[u8]) -> bool {
+    use crate::protocol::frame::{read_cstr, read_i32};
+    read_cstr(body)
+        .and_then(|(_mechanism, rest)| read_i32(rest))
+        .is_some_and(|(_len, data)| data.first() == Some(&b'y'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claims_binding_support;
+
+    #[test]
+    fn gs2_flag_is_read_safely() {
+        assert!(claims_binding_support(b"SCRAM-SHA-256\0\0\0\0\x05y,,n="));
+        assert!(!claims_binding_support(b"SCRAM-SHA-256\0\0\0\0\x05n,,n="));
+        assert!(!claims_binding_support(b"SCRAM-SHA-256\0\0\0"));
+        assert!(!claims_binding_support(b""));
     }
 }

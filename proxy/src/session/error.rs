@@ -44,6 +44,9 @@ pub enum SessionError {
     /// TLS with the client failed.
     #[error("TLS handshake with client failed: {0}")]
     ClientTls(io::Error),
+    /// SCRAM channel binding was requested across Tandem's two TLS legs.
+    #[error("SCRAM channel binding cannot span two TLS connections")]
+    ChannelBinding,
     /// The client sat idle past `limits.client_idle_timeout_ms`.
     #[error("idle-session timeout")]
     IdleTimeout,
@@ -68,6 +71,14 @@ impl SessionError {
             SessionError::Startup(e) => fatal("08P01", e.to_string()),
             SessionError::ClientFrame(e) => fatal("08P01", format!("invalid frontend message: {e}")),
             SessionError::Protocol(m) => fatal("08P01", m.clone()),
+            SessionError::ChannelBinding => Some(
+                ErrorFields::new(
+                    "FATAL",
+                    "28000",
+                    "tandem: SCRAM channel binding cannot span two TLS connections (client to Tandem, Tandem to the server)",
+                )
+                .with_hint("connect with channel_binding=disable, or set upstream_tls.mode = \"disable\""),
+            ),
             SessionError::UpstreamFrame(e) => {
                 fatal("08006", format!("tandem: upstream sent an invalid message: {e}"))
             }

@@ -88,6 +88,8 @@ pub enum ReadError {
     Io(std::io::Error),
     /// The header was invalid.
     Frame(FrameError),
+    /// A tag the caller does not accept here (seen from the header, before the body).
+    Unexpected(u8),
 }
 
 /// Reads whole frames, keeping any extra bytes for the next call.
@@ -109,9 +111,25 @@ impl FrameReader {
     }
 
     /// The next frame, or `None` on a clean end of stream between frames.
-    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Option<Frame>, ReadError> {
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Frame>, ReadError> {
+        self.next_if(r, |_| true).await
+    }
+
+    /// Like [`next`](Self::next), but fails as soon as a header shows a tag `accept` refuses,
+    /// without waiting for a body whose length may be a lie.
+    pub async fn next_if<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        accept: impl Fn(u8) -> bool,
+    ) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(h) = parse_header(&self.buf, self.max_body).map_err(ReadError::Frame)? {
+                if !accept(h.tag) {
+                    return Err(ReadError::Unexpected(h.tag));
+                }
                 if self.buf.len() >= h.frame_len() {
                     let bytes = self.buf.split_to(h.frame_len()).freeze();
                     return Ok(Some(Frame { tag: h.tag, bytes }));
@@ -152,17 +170,25 @@ mod tests {
         wire.extend(frame(b'Z', b"I"));
         let mut tags = Vec::new();
         // First read: header plus part of the body.
-        let n = s.scan(&wire[..20], |t| t == b'Z', |t, _| tags.push(t)).unwrap();
+        let n = s
+            .scan(&wire[..20], |t| t == b'Z', |t, _| tags.push(t))
+            .unwrap();
         assert_eq!(n, 20);
         // Rest of the body, then the Z header only: the Z must wait.
-        let n = s.scan(&wire[20..110], |t| t == b'Z', |t, _| tags.push(t)).unwrap();
+        let n = s
+            .scan(&wire[20..110], |t| t == b'Z', |t, _| tags.push(t))
+            .unwrap();
         assert_eq!(n, 85);
         let mut bodies = Vec::new();
         let n = s
-            .scan(&wire[105..], |t| t == b'Z', |t, b| {
-                tags.push(t);
-                bodies.push(b.to_vec())
-            })
+            .scan(
+                &wire[105..],
+                |t| t == b'Z',
+                |t, b| {
+                    tags.push(t);
+                    bodies.push(b.to_vec())
+                },
+            )
             .unwrap();
         assert_eq!(n, 6);
         assert_eq!(tags, vec![b'D', b'Z']);
@@ -172,7 +198,9 @@ mod tests {
     #[test]
     fn scanner_refuses_oversized_and_lying_frames() {
         let mut s = Scanner::new(10);
-        assert!(s.scan(&frame(b'Q', &[0; 11]), |_| false, |_, _| {}).is_err());
+        assert!(s
+            .scan(&frame(b'Q', &[0; 11]), |_| false, |_, _| {})
+            .is_err());
         let mut s = Scanner::new(10);
         assert!(s.scan(b"Q\0\0\0\0", |_| false, |_, _| {}).is_err());
     }

@@ -31,13 +31,22 @@ use crate::stats::Stats;
 use crate::stream::Stream;
 
 /// Runs a client connection to its end. Never panics on peer input; logs how it ended.
-pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
+pub async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     let _ = tcp.set_nodelay(true);
     let limits = &shared.config.limits;
     let deadline = Instant::now() + limits.startup_timeout();
     let negotiated = tokio::time::timeout_at(
         deadline,
-        negotiate::negotiate(Stream::Tcp(tcp), shared.acceptor.as_ref(), limits.max_startup_packet_bytes),
+        negotiate::negotiate(
+            Stream::Tcp(tcp),
+            shared.acceptor.as_ref(),
+            limits.max_startup_packet_bytes,
+        ),
     )
     .await;
     let (mut client, startup) = match negotiated {
@@ -92,8 +101,14 @@ async fn serve(
     let limits = &shared.config.limits;
     let setup = async {
         let mut upstream = shared.connector.connect().await?;
-        let authed =
-            auth::relay(client, &mut upstream, startup, &shared.cancels, limits.max_message_bytes).await?;
+        let authed = auth::relay(
+            client,
+            &mut upstream,
+            startup,
+            &shared.cancels,
+            limits.max_message_bytes,
+        )
+        .await?;
         Ok::<_, SessionError>((upstream, authed))
     };
     let outcome = match tokio::time::timeout_at(deadline, setup).await {

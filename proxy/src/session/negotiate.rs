@@ -37,34 +37,50 @@ pub async fn negotiate(
         match startup::parse(&body)? {
             StartupPacket::SslRequest => {
                 if stream.is_tls() {
-                    return Err(SessionError::Protocol("SSLRequest received on an encrypted connection".into()));
+                    return Err(SessionError::Protocol(
+                        "SSLRequest received on an encrypted connection".into(),
+                    ));
                 }
                 stream = match (acceptor, stream) {
                     (Some(acceptor), Stream::Tcp(mut tcp)) => {
                         tcp.write_all(b"S").await.map_err(SessionError::ClientIo)?;
-                        let tls = acceptor.accept(tcp).await.map_err(SessionError::ClientTls)?;
+                        let tls = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(SessionError::ClientTls)?;
                         Stream::ServerTls(Box::new(tls))
                     }
                     (_, mut other) => {
-                        other.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+                        other
+                            .write_all(b"N")
+                            .await
+                            .map_err(SessionError::ClientIo)?;
                         other
                     }
                 };
             }
             StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(SessionError::ClientIo)?;
             }
             StartupPacket::Cancel { pid, secret } => return Ok(Negotiated::Cancel { pid, secret }),
             StartupPacket::Startup(msg) => return Ok(Negotiated::Startup(stream, msg)),
         }
     }
-    Err(SessionError::Protocol("too many negotiation requests before StartupMessage".into()))
+    Err(SessionError::Protocol(
+        "too many negotiation requests before StartupMessage".into(),
+    ))
 }
 
 async fn read_packet(stream: &mut Stream, max_packet: usize) -> Result<BytesMut, SessionError> {
     let length = stream.read_i32().await.map_err(SessionError::ClientIo)?;
     let body_len = startup::check_length(length, max_packet)?;
     let mut body = BytesMut::zeroed(body_len);
-    stream.read_exact(&mut body).await.map_err(SessionError::ClientIo)?;
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(SessionError::ClientIo)?;
     Ok(body)
 }

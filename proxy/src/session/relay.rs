@@ -75,8 +75,22 @@ pub async fn run(
     let (upstream_r, upstream_w) = upstream.into_split();
     let (fatal_tx, fatal_rx) = oneshot::channel();
 
-    let c2u = client_to_upstream(client_r, upstream_w, client_leftover, &state, &ctx, fatal_tx);
-    let u2c = upstream_to_client(upstream_r, client_w, upstream_leftover, &state, &ctx, fatal_rx);
+    let c2u = client_to_upstream(
+        client_r,
+        upstream_w,
+        client_leftover,
+        &state,
+        &ctx,
+        fatal_tx,
+    );
+    let u2c = upstream_to_client(
+        upstream_r,
+        client_w,
+        upstream_leftover,
+        &state,
+        &ctx,
+        fatal_rx,
+    );
     tokio::pin!(c2u, u2c);
     tokio::select! {
         end = &mut c2u => {
@@ -147,7 +161,10 @@ async fn client_to_upstream(
             if let Some(p) = pipeline {
                 state.mid_pipeline.store(p, Relaxed);
             }
-            upstream.write_all(&buf[..n]).await.map_err(SessionError::UpstreamIo)?;
+            upstream
+                .write_all(&buf[..n])
+                .await
+                .map_err(SessionError::UpstreamIo)?;
             buf.advance(n);
             Stats::add(&ctx.stats.bytes_from_clients, n as u64);
             Stats::add(&ctx.stats.queries, queries);
@@ -202,7 +219,11 @@ async fn client_to_upstream(
 const TERMINATE: [u8; 5] = [tag::TERMINATE, 0, 0, 0, 4];
 
 fn admin_shutdown() -> ErrorFields {
-    ErrorFields::new("FATAL", "57P01", "terminating connection due to administrator command")
+    ErrorFields::new(
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command",
+    )
 }
 
 fn upstream_frame_inspected(tag: u8) -> bool {
@@ -249,7 +270,10 @@ async fn upstream_to_client(
             }
         };
         if n > 0 {
-            client.write_all(&buf[..n]).await.map_err(SessionError::ClientIo)?;
+            client
+                .write_all(&buf[..n])
+                .await
+                .map_err(SessionError::ClientIo)?;
             buf.advance(n);
             Stats::add(&ctx.stats.bytes_to_clients, n as u64);
             Stats::add(&ctx.stats.errors, errors);
@@ -295,10 +319,17 @@ async fn upstream_to_client(
     }
 }
 
-async fn deliver(client: &mut WriteHalf, fields: &ErrorFields, out: &mut BytesMut) -> Result<(), SessionError> {
+async fn deliver(
+    client: &mut WriteHalf,
+    fields: &ErrorFields,
+    out: &mut BytesMut,
+) -> Result<(), SessionError> {
     out.clear();
     fields.encode_error(out);
-    client.write_all(out).await.map_err(SessionError::ClientIo)?;
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
     client.flush().await.map_err(SessionError::ClientIo)?;
     Ok(())
 }

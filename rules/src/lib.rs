@@ -1,0 +1,48 @@
+//! Tandem's rule model and SQL rewriting. Pure: no I/O, no globals.
+//!
+//! Tandem is a PostgreSQL wire-protocol proxy that moves a hot legacy table to a new target
+//! table without an application change. While a rule is in `dual_write`, every write to the
+//! legacy table is sent to the server as one rewritten statement that also writes the
+//! target, atomically. This crate decides what to send:
+//!
+//! - [`rule`], [`name`], [`ruleset`]: the rules, their tables' catalog facts, and name
+//!   resolution through `search_path`;
+//! - [`prefilter`]: the allocation-free check the proxy runs on every statement;
+//! - [`plan()`]: from a client's SQL string to a [`Plan`] — pass through, rewritten
+//!   statements with the response fix-ups they need, a COPY to mirror, or a rejection.
+//!
+//! One module per rewrite (`insert`, `update`, `delete`, `truncate`, `merge`, `copy`), all
+//! built on the CTE shape described in `sqlgen`. Writes made by functions, triggers or views
+//! are invisible in SQL text and out of scope.
+#![deny(missing_docs)]
+
+mod copy;
+mod delete;
+mod ident;
+mod insert;
+mod lexer;
+mod merge;
+pub mod name;
+pub mod plan;
+pub mod prefilter;
+mod refusal;
+mod returning;
+pub mod rule;
+pub mod ruleset;
+mod split;
+mod sqlgen;
+mod truncate;
+mod update;
+mod writes;
+
+#[cfg(test)]
+mod testkit;
+
+pub use copy::{CopyFormat, CopyIn};
+pub use ident::quote_ident;
+pub use name::{NameError, TableName};
+pub use plan::{join_statements, plan, Plan, ResponseFix, StatementPlan, WriteTag};
+pub use prefilter::{mentions_ruled_table, RuledNames};
+pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
+pub use rule::{MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
+pub use ruleset::RuleSet;

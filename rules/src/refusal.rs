@@ -1,0 +1,220 @@
+//! Every reason Tandem refuses to run a statement, and what the client is told.
+//!
+//! Tandem fails closed: a write to a ruled table that it cannot mirror with certainty is
+//! not sent to the server at all (or, under the `record` policy, the proxy records the
+//! drift). Each reason is one variant carrying what the user needs to act — the table, the
+//! column, the construct — and maps to a SQLSTATE and hint in one place, so the proxy turns
+//! it into an `ErrorResponse` without knowing the cases.
+
+use crate::name::TableName;
+use crate::rule::{MirrorErrorPolicy, Mode};
+
+/// SQLSTATE `feature_not_supported`.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// SQLSTATE `object_not_in_prerequisite_state`.
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+
+/// Why a statement that touches a ruled table cannot be run as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The parser could not read a statement that mentions a ruled table.
+    #[error("tandem: cannot parse statement that mentions ruled table {table}; refusing to run it unmirrored")]
+    Unparsable {
+        /// The ruled table whose name appears.
+        table: TableName,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A positioned update or delete through a cursor.
+    #[error(
+        "tandem: UPDATE/DELETE ... WHERE CURRENT OF on ruled table {table} cannot be mirrored"
+    )]
+    CurrentOf {
+        /// The ruled table.
+        table: TableName,
+    },
+    /// `MERGE` cannot be put in a CTE on PostgreSQL 15, so it cannot carry a mirror.
+    #[error("tandem: MERGE into ruled table {table} cannot be mirrored in one statement on PostgreSQL 15; rewrite as INSERT ... ON CONFLICT or disable the rule")]
+    Merge {
+        /// The ruled table.
+        table: TableName,
+    },
+    /// An UPDATE assigns a key or target partition key column: the target row would move,
+    /// and RETURNING cannot show the old key to delete it by.
+    #[error("tandem: UPDATE changes key/partition column {column} of ruled table {table}; Tandem cannot mirror a row move in one statement in Postgres 15")]
+    KeyUpdate {
+        /// The ruled table.
+        table: TableName,
+        /// The assigned column.
+        column: String,
+    },
+    /// A write to a ruled table that is not the statement's top-level write.
+    #[error("tandem: statement writes ruled table {table} inside {context}; Tandem only mirrors a top-level INSERT, UPDATE, DELETE or TRUNCATE")]
+    NestedWrite {
+        /// The ruled table.
+        table: TableName,
+        /// Where the write sits (`a WITH clause`, `EXPLAIN ANALYZE`, ...).
+        context: &'static str,
+    },
+    /// `COPY … FROM 'file'` or `FROM PROGRAM`: the rows never pass through the proxy.
+    #[error(
+        "tandem: COPY into ruled table {table} from a server file or program cannot be mirrored"
+    )]
+    CopyFromServer {
+        /// The ruled table.
+        table: TableName,
+    },
+    /// `COPY … FROM STDIN` in a multi-statement query string.
+    #[error("tandem: COPY FROM STDIN into ruled table {table} must be sent as a query of its own")]
+    CopyInBatch {
+        /// The ruled table.
+        table: TableName,
+    },
+    /// Dropping a table while its rule is active would break every later write.
+    #[error("tandem: table {table} has an active rule; drop the rule first")]
+    DropRuled {
+        /// The ruled table.
+        table: TableName,
+    },
+    /// The rule's mode has no implementation yet; writes are refused rather than guessed.
+    #[error("tandem: rule for {table} is in mode {}, which this version of Tandem does not implement; writes are refused", mode.as_str())]
+    UnsupportedMode {
+        /// The ruled table.
+        table: TableName,
+        /// The configured mode.
+        mode: Mode,
+    },
+    /// RETURNING refers to something the mirror's final SELECT cannot see.
+    #[error("tandem: RETURNING of a write to ruled table {table} refers to {what}; Tandem can only return the ruled table's own columns when FROM/USING is present")]
+    Returning {
+        /// The ruled table.
+        table: TableName,
+        /// The offending reference.
+        what: String,
+    },
+    /// Some other construct the rewrite does not handle.
+    #[error("tandem: {construct} on ruled table {table} cannot be mirrored")]
+    Unsupported {
+        /// The ruled table.
+        table: TableName,
+        /// The construct, e.g. `INSERT with a joined target`.
+        construct: String,
+    },
+}
+
+impl Refusal {
+    /// The SQLSTATE the client receives.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Refusal::DropRuled { .. } => OBJECT_NOT_IN_PREREQUISITE_STATE,
+            _ => FEATURE_NOT_SUPPORTED,
+        }
+    }
+
+    /// The ruled table concerned.
+    pub fn table(&self) -> &TableName {
+        match self {
+            Refusal::Unparsable { table, .. }
+            | Refusal::CurrentOf { table }
+            | Refusal::Merge { table }
+            | Refusal::KeyUpdate { table, .. }
+            | Refusal::NestedWrite { table, .. }
+            | Refusal::CopyFromServer { table }
+            | Refusal::CopyInBatch { table }
+            | Refusal::DropRuled { table }
+            | Refusal::UnsupportedMode { table, .. }
+            | Refusal::Returning { table, .. }
+            | Refusal::Unsupported { table, .. } => table,
+        }
+    }
+
+    /// Extra detail for the `ErrorResponse`, when there is any.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Refusal::Unparsable { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Refusal::Unparsable { .. } => "simplify the statement, or set the rule's mode to off",
+            Refusal::CurrentOf { .. } => {
+                "update or delete the row by its key instead of through a cursor"
+            }
+            Refusal::Merge { .. } => return None,
+            Refusal::KeyUpdate { .. } => {
+                "delete the row and insert it again with the new key, in one transaction"
+            }
+            Refusal::NestedWrite { .. } => {
+                "run the write to the ruled table as a statement of its own"
+            }
+            Refusal::CopyFromServer { .. } => {
+                "use COPY ... FROM STDIN so the rows pass through Tandem"
+            }
+            Refusal::CopyInBatch { .. } => "send the COPY in a query message of its own",
+            Refusal::DropRuled { .. } => {
+                "remove the rule (or set its mode to off) and reload Tandem's configuration"
+            }
+            Refusal::UnsupportedMode { .. } => "set the rule's mode to dual_write or off",
+            Refusal::Returning { .. } => {
+                "qualify the returned columns with the ruled table's name or alias"
+            }
+            Refusal::Unsupported { .. } => {
+                "rewrite the statement as a plain INSERT, UPDATE or DELETE"
+            }
+        };
+        Some(hint.to_string())
+    }
+
+    /// Whether the rule's `record` policy may apply: a write that cannot be mirrored may be
+    /// let through and recorded as drift, but schema changes and unknown modes may not.
+    fn policy_applies(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::DropRuled { .. } | Refusal::UnsupportedMode { .. }
+        )
+    }
+}
+
+/// A refusal as the proxy reports it: everything for an `ErrorResponse`, plus the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// SQLSTATE code.
+    pub sqlstate: &'static str,
+    /// Primary message.
+    pub message: String,
+    /// Optional detail line.
+    pub detail: Option<String>,
+    /// Optional hint line.
+    pub hint: Option<String>,
+    /// The ruled table concerned.
+    pub table: Option<TableName>,
+    /// `Fail`: return the error. `Record`: the proxy may run the client's statement unmirrored
+    /// and record drift.
+    pub policy: MirrorErrorPolicy,
+    /// The typed reason, for callers that branch on it.
+    pub reason: Refusal,
+}
+
+impl Rejection {
+    /// The report for `reason` under the rule's error `policy`.
+    pub fn new(reason: Refusal, policy: MirrorErrorPolicy) -> Self {
+        let policy = if reason.policy_applies() {
+            policy
+        } else {
+            MirrorErrorPolicy::Fail
+        };
+        Self {
+            sqlstate: reason.sqlstate(),
+            message: reason.to_string(),
+            detail: reason.detail(),
+            hint: reason.hint(),
+            table: Some(reason.table().clone()),
+            policy,
+            reason,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Carrying the client's RETURNING list over to the rewrite's final SELECT.
+//!
+//! The client asked its write to return rows; the rewritten statement returns them from
+//! `SELECT <list> FROM tandem_w AS <name>`, where `tandem_w` holds exactly the written legacy
+//! rows and `<name>` is the client's alias or the table's bare name. That keeps column names,
+//! types and even the RowDescription's table OID identical. Two things need care:
+//! a reference spelled `schema.table.col` must lose its schema (the final SELECT only knows
+//! `<name>`), and with UPDATE … FROM or DELETE … USING the list may reference the other
+//! tables, which `tandem_w` does not carry: those lists are refused.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, Ident, ObjectName, ObjectNamePart, Query, SelectItem, SelectItemQualifiedWildcardKind,
+    Visit, VisitMut, Visitor, VisitorMut,
+};
+
+use crate::ident::normalize;
+use crate::refusal::Refusal;
+use crate::rule::ResolvedRule;
+
+/// The table a write names, as the client wrote it.
+pub(crate) struct Subject<'a> {
+    /// The table name as written (`orders`, `public.orders`).
+    pub table: &'a ObjectName,
+    /// The client's alias, if any.
+    pub alias: Option<&'a Ident>,
+    /// The rule for that table.
+    pub rule: &'a ResolvedRule,
+}
+
+impl Subject<'_> {
+    /// The identifier that names the written row in RETURNING: the alias, else the last
+    /// part of the table name.
+    pub(crate) fn row_name(&self) -> Ident {
+        match self.alias {
+            Some(alias) => alias.clone(),
+            None => last_ident(self.table)
+                .cloned()
+                .unwrap_or_else(|| Ident::new("")),
+        }
+    }
+
+    /// `qualifier.*` for the inner write's RETURNING when other tables are in scope.
+    pub(crate) fn row_star(&self) -> String {
+        match self.alias {
+            Some(alias) => format!("{alias}.*"),
+            None => format!("{}.*", self.table),
+        }
+    }
+
+    /// Does `parts` (a qualifier, without the column) name the written table?
+    fn is_subject(&self, parts: &[Ident]) -> bool {
+        let row = normalize(&self.row_name());
+        match (parts, self.alias) {
+            ([one], _) => normalize(one) == row,
+            (_, Some(_)) => false,
+            (many, None) => {
+                let written: Vec<String> = idents(self.table).map(normalize).collect();
+                let given: Vec<String> = many.iter().map(normalize).collect();
+                written.ends_with(&given) || given.ends_with(&written)
+            }
+        }
+    }
+
+    /// The client's RETURNING list rendered for `SELECT … FROM tandem_w AS <row_name>`.
+    pub(crate) fn projection(&self, items: &[SelectItem]) -> String {
+        let mut items = items.to_vec();
+        let row = self.row_name();
+        for item in &mut items {
+            if let SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(name),
+                _,
+            ) = item
+            {
+                let parts: Vec<Ident> = idents(name).cloned().collect();
+                if parts.len() > 1 && self.is_subject(&parts) {
+                    *name = ObjectName::from(vec![row.clone()]);
+                }
+            }
+            let _ = item.visit(&mut Requalify {
+                subject: self,
+                row: &row,
+            });
+        }
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// With FROM/USING tables in scope, accept only references to the written table.
+    pub(crate) fn check_only_subject(&self, items: &[SelectItem]) -> Result<(), Refusal> {
+        let refuse = |what: String| Refusal::Returning {
+            table: self.rule.rule.table.clone(),
+            what,
+        };
+        for item in items {
+            match item {
+                SelectItem::Wildcard(_) => {
+                    return Err(refuse(
+                        "* (which includes the other tables' columns)".into(),
+                    ))
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) => {
+                    let parts: Vec<Ident> = idents(n).cloned().collect();
+                    if !self.is_subject(&parts) {
+                        return Err(refuse(format!("{n}.*")));
+                    }
+                }
+                _ => {}
+            }
+            let mut check = OnlySubject {
+                subject: self,
+                legacy: &self.rule.shape.legacy_columns,
+            };
+            if let ControlFlow::Break(what) = item.visit(&mut check) {
+                return Err(refuse(what));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn idents(name: &ObjectName) -> impl Iterator<Item = &Ident> {
+    name.0.iter().filter_map(|p| match p {
+        ObjectNamePart::Identifier(i) => Some(i),
+        _ => None,
+    })
+}
+
+fn last_ident(name: &ObjectName) -> Option<&Ident> {
+    idents(name).last()
+}
+
+/// Rewrites `schema.table.col` to `<row>.col` in the final SELECT.
+struct Requalify<'a> {
+    subject: &'a Subject<'a>,
+    row: &'a Ident,
+}
+
+impl VisitorMut for Requalify<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::CompoundIdentifier(parts) = expr {
+            if parts.len() > 2 && self.subject.is_subject(&parts[..parts.len() - 1]) {
+                let column = parts[parts.len() - 1].clone();
+                *parts = vec![self.row.clone(), column];
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Finds the first reference that is not to the written table's own columns.
+struct OnlySubject<'a> {
+    subject: &'a Subject<'a>,
+    legacy: &'a [String],
+}
+
+impl Visitor for OnlySubject<'_> {
+    type Break = String;
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<String> {
+        ControlFlow::Break("a subquery".into())
+    }
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        match expr {
+            Expr::Identifier(id) if !self.legacy.contains(&normalize(id)) => ControlFlow::Break(
+                format!("column {id}, which is not a known column of the table"),
+            ),
+            Expr::CompoundIdentifier(parts)
+                if parts.len() > 1 && !self.subject.is_subject(&parts[..parts.len() - 1]) =>
+            {
+                let names: Vec<String> = parts.iter().map(ToString::to_string).collect();
+                ControlFlow::Break(names.join("."))
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}

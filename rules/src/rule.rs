@@ -1,0 +1,269 @@
+//! The rule model: which legacy table moves to which target, in what phase, and the
+//! catalog facts a rewrite needs.
+//!
+//! A [`Rule`] is what the operator writes in configuration. A [`TableShape`] is what the
+//! proxy reads from `pg_catalog` for that rule. Together, checked once by
+//! [`ResolvedRule::new`], they are everything the planner needs: the planner never looks at
+//! a catalog itself, so every rewrite is a pure function of (SQL, rules, search_path).
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::TableName;
+
+/// The schema a rule's table lands in when the configuration does not name one.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Phase of a migration. Only `Off` and `DualWrite` have behaviour in this version; the
+/// others are accepted so configuration can name them, and writes under them are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The rule exists but Tandem does nothing with it.
+    Off,
+    /// Every write to the legacy table also writes the target, in the same statement.
+    DualWrite,
+    /// Writes as `DualWrite`; reads see both tables (not implemented yet).
+    UnionRead,
+    /// The target becomes the table of record (not implemented yet).
+    Cutover,
+    /// Only the target is used (not implemented yet).
+    TargetOnly,
+}
+
+impl Mode {
+    /// The configuration spelling (`dual_write`, ...), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::DualWrite => "dual_write",
+            Mode::UnionRead => "union_read",
+            Mode::Cutover => "cutover",
+            Mode::TargetOnly => "target_only",
+        }
+    }
+}
+
+/// What the proxy does when the mirrored half of a write fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorErrorPolicy {
+    /// Fail the client's statement: the tables never disagree.
+    #[default]
+    Fail,
+    /// Let the legacy write through and record the drift for later repair.
+    Record,
+}
+
+/// One migration rule, as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawRule")]
+pub struct Rule {
+    /// The hot table the applications write today. Always schema-qualified.
+    pub table: TableName,
+    /// Where rows go. Defaults to `<table>_v2` in the table's schema.
+    pub target: TableName,
+    /// Migration phase.
+    pub mode: Mode,
+    /// Columns identifying a row in the target (its upsert conflict target), catalog spelling.
+    pub key: Vec<String>,
+    /// What to do when the mirrored write fails.
+    pub on_mirror_error: MirrorErrorPolicy,
+    /// Extra target columns and the SQL expression (over legacy columns) that fills them.
+    pub set: Vec<(String, String)>,
+    /// Share of rows the verifier samples, in `[0, 1]`.
+    pub sample_rate: f64,
+}
+
+/// The configuration form of a [`Rule`], before defaults that depend on other fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    table: TableName,
+    target: Option<TableName>,
+    #[serde(default = "default_mode")]
+    mode: Mode,
+    key: Vec<String>,
+    #[serde(default)]
+    on_mirror_error: MirrorErrorPolicy,
+    #[serde(default)]
+    set: Vec<(String, String)>,
+    #[serde(default = "default_sample_rate")]
+    sample_rate: f64,
+}
+
+fn default_mode() -> Mode {
+    Mode::Off
+}
+
+fn default_sample_rate() -> f64 {
+    1.0
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = RuleError;
+    fn try_from(raw: RawRule) -> Result<Self, Self::Error> {
+        let mut rule = Rule::new(raw.table, raw.mode, raw.key);
+        if let Some(target) = raw.target {
+            rule.target = qualify(target);
+        }
+        rule.on_mirror_error = raw.on_mirror_error;
+        rule.set = raw.set;
+        rule.sample_rate = raw.sample_rate;
+        rule.check()?;
+        Ok(rule)
+    }
+}
+
+/// Put a schema-less configured name in [`DEFAULT_SCHEMA`].
+fn qualify(mut name: TableName) -> TableName {
+    if name.schema.is_none() {
+        name.schema = Some(DEFAULT_SCHEMA.to_string());
+    }
+    name
+}
+
+impl Rule {
+    /// A rule with the default target (`<table>_v2`), `Fail` policy, no extra columns and a
+    /// sample rate of 1. A schema-less `table` is placed in [`DEFAULT_SCHEMA`].
+    pub fn new(table: TableName, mode: Mode, key: Vec<String>) -> Self {
+        let table = qualify(table);
+        let target = table.with_suffix("_v2");
+        Self {
+            table,
+            target,
+            mode,
+            key,
+            on_mirror_error: MirrorErrorPolicy::Fail,
+            set: Vec::new(),
+            sample_rate: 1.0,
+        }
+    }
+
+    /// Checks that need only the rule itself.
+    fn check(&self) -> Result<(), RuleError> {
+        let table = &self.table;
+        if self.key.is_empty() {
+            return Err(RuleError::NoKey(table.clone()));
+        }
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(RuleError::SampleRate(table.clone(), self.sample_rate));
+        }
+        if self.target == self.table {
+            return Err(RuleError::TargetIsTable(table.clone()));
+        }
+        for (column, expr) in &self.set {
+            crate::sqlgen::parse_expr(expr).map_err(|reason| RuleError::SetExpr {
+                table: table.clone(),
+                column: column.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Catalog facts for one rule, read by the caller from `pg_catalog`. Column names are in
+/// catalog spelling (`pg_attribute.attname`), not SQL spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TableShape {
+    /// Legacy columns in table order, generated columns excluded.
+    pub legacy_columns: Vec<String>,
+    /// All target columns.
+    pub target_columns: Vec<String>,
+    /// Columns in both tables and not generated in the target: the ones copied.
+    pub mirrored_columns: Vec<String>,
+    /// The target's partition key columns (empty when it is not partitioned).
+    pub target_partition_key: Vec<String>,
+}
+
+/// A rule checked against its tables' shape: the unit the planner works with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedRule {
+    /// The configured rule.
+    pub rule: Rule,
+    /// Its tables' catalog facts.
+    pub shape: TableShape,
+}
+
+impl ResolvedRule {
+    /// Check that the rule can be mirrored with this shape: the key columns are mirrored,
+    /// the target's partition key is part of the key (PostgreSQL only allows a unique index
+    /// on a partitioned table when it contains the partition key, and the mirror upserts on
+    /// that index), and every `set` column exists in the target and is not also mirrored.
+    pub fn new(rule: Rule, shape: TableShape) -> Result<Self, RuleError> {
+        rule.check()?;
+        let table = &rule.table;
+        for key in &rule.key {
+            if !shape.mirrored_columns.contains(key) {
+                return Err(RuleError::KeyNotMirrored(table.clone(), key.clone()));
+            }
+        }
+        for column in &shape.target_partition_key {
+            if !rule.key.contains(column) {
+                return Err(RuleError::PartitionKeyNotInKey(
+                    table.clone(),
+                    column.clone(),
+                ));
+            }
+        }
+        for (column, _) in &rule.set {
+            if !shape.target_columns.contains(column) {
+                return Err(RuleError::SetColumnMissing(table.clone(), column.clone()));
+            }
+            if shape.mirrored_columns.contains(column) {
+                return Err(RuleError::SetColumnMirrored(table.clone(), column.clone()));
+            }
+        }
+        if shape.mirrored_columns.is_empty() {
+            return Err(RuleError::NothingMirrored(table.clone()));
+        }
+        Ok(Self { rule, shape })
+    }
+}
+
+/// Why a rule (or rule set) cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// `key` is empty.
+    #[error("rule for {0}: key must name at least one column")]
+    NoKey(TableName),
+    /// `sample_rate` outside `[0, 1]`.
+    #[error("rule for {0}: sample_rate {1} is not between 0 and 1")]
+    SampleRate(TableName, f64),
+    /// `target` is the legacy table itself.
+    #[error("rule for {0}: target must differ from the table")]
+    TargetIsTable(TableName),
+    /// A `set` expression is not valid SQL.
+    #[error("rule for {table}: set expression for column {column} does not parse: {reason}")]
+    SetExpr {
+        /// The rule's legacy table.
+        table: TableName,
+        /// The target column the expression fills.
+        column: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A key column is not among the mirrored columns.
+    #[error("rule for {0}: key column {1} is not a mirrored column (present in both tables and not generated in the target)")]
+    KeyNotMirrored(TableName, String),
+    /// A target partition key column is not part of the key.
+    #[error("rule for {0}: target partition key column {1} must be part of the rule's key")]
+    PartitionKeyNotInKey(TableName, String),
+    /// A `set` column does not exist in the target.
+    #[error("rule for {0}: set column {1} does not exist in the target")]
+    SetColumnMissing(TableName, String),
+    /// A `set` column would also be copied from the legacy row.
+    #[error("rule for {0}: set column {1} is also a mirrored column")]
+    SetColumnMirrored(TableName, String),
+    /// No column is copied at all.
+    #[error("rule for {0}: no column is mirrored")]
+    NothingMirrored(TableName),
+    /// Two rules name the same legacy table.
+    #[error("two rules for table {0}")]
+    Duplicate(TableName),
+}
+
+#[cfg(test)]
+#[path = "tests/rule.rs"]
+mod tests;

@@ -1,0 +1,160 @@
+//! The SQL text every mirror rewrite shares.
+//!
+//! All write rewrites have one shape: the client's write becomes a data-modifying CTE whose
+//! `RETURNING` hands the written legacy rows to a second CTE that writes the target, and a
+//! final `SELECT` gives the client back its own RETURNING rows:
+//!
+//! ```sql
+//! WITH <client CTEs>, tandem_w AS (<client write> RETURNING *),
+//!      tandem_m AS (<mirror write reading tandem_w>)
+//! SELECT <client RETURNING> FROM tandem_w AS <alias>   -- or SELECT FROM tandem_w
+//! ```
+//!
+//! Both CTEs run in the client's statement, so the two tables change atomically and see the
+//! same snapshot. Values the legacy table generated (serials, defaults, generated columns)
+//! are copied from what it returned, never computed again. The CTE names are prefixed
+//! `tandem_` so they do not collide with the client's own CTEs.
+
+use sqlparser::ast::{Expr, Statement, With};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::ident::quote_ident;
+use crate::rule::ResolvedRule;
+
+/// Name of the CTE holding the client's write.
+pub(crate) const WRITE_CTE: &str = "tandem_w";
+/// Name of the CTE holding the mirror write.
+pub(crate) const MIRROR_CTE: &str = "tandem_m";
+
+/// Parse one SQL expression (a rule's `set` value).
+pub(crate) fn parse_expr(text: &str) -> Result<Expr, String> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| e.to_string())
+}
+
+/// Parse text that must hold exactly one statement.
+pub(crate) fn parse_statement(sql: &str) -> Result<Statement, String> {
+    let mut statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        n => Err(format!("expected one statement, found {n}")),
+    }
+}
+
+/// Does the parser's rendering of `stmt` parse back to the same tree? A rewrite embeds the
+/// client's statement as rendered, so a rendering that changed its meaning must not be sent.
+pub(crate) fn renders_faithfully(stmt: &Statement) -> bool {
+    parse_statement(&stmt.to_string()).is_ok_and(|back| &back == stmt)
+}
+
+/// Quoted, comma-separated column list.
+fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
+    columns
+        .into_iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `tandem_m AS (INSERT INTO target (...) SELECT ... FROM tandem_w ON CONFLICT (key) DO ...)`:
+/// insert the written rows into the target, or overwrite the target's copy. Key columns
+/// are never overwritten; when every column is a key column there is nothing to update.
+pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
+    let shape = &rule.shape;
+    let set = &rule.rule.set;
+    let columns: Vec<&String> = shape
+        .mirrored_columns
+        .iter()
+        .chain(set.iter().map(|(c, _)| c))
+        .collect();
+    let values: Vec<String> = shape
+        .mirrored_columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .chain(set.iter().map(|(_, e)| format!("({e})")))
+        .collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !rule.rule.key.contains(c))
+        .map(|c| {
+            let c = quote_ident(c);
+            format!("{c} = EXCLUDED.{c}")
+        })
+        .collect();
+    let action = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {WRITE_CTE} \
+         ON CONFLICT ({key}) {action})",
+        target = rule.rule.target,
+        columns = column_list(columns),
+        values = values.join(", "),
+        key = column_list(&rule.rule.key),
+    )
+}
+
+/// `tandem_m AS (DELETE FROM target AS tandem_t USING tandem_w WHERE <key matches>)`.
+pub(crate) fn delete_cte(rule: &ResolvedRule) -> String {
+    let matches: Vec<String> = rule
+        .rule
+        .key
+        .iter()
+        .map(|k| {
+            let k = quote_ident(k);
+            format!("tandem_t.{k} = {WRITE_CTE}.{k}")
+        })
+        .collect();
+    format!(
+        "{MIRROR_CTE} AS (DELETE FROM {target} AS tandem_t USING {WRITE_CTE} WHERE {cond})",
+        target = rule.rule.target,
+        cond = matches.join(" AND "),
+    )
+}
+
+/// The parts of a mirrored write, assembled by [`Composed::sql`].
+pub(crate) struct Composed<'a> {
+    /// The client's own WITH clause, kept in front of Tandem's CTEs.
+    pub with: Option<&'a With>,
+    /// The client's write with Tandem's RETURNING.
+    pub write: String,
+    /// The mirror CTE ([`upsert_cte`] or [`delete_cte`]).
+    pub mirror: String,
+    /// The client's RETURNING list, rendered for the final SELECT; `None` when it had none.
+    pub projection: Option<String>,
+    /// Name the final SELECT gives `tandem_w`, so the RETURNING list's references resolve.
+    pub alias: String,
+}
+
+impl Composed<'_> {
+    /// The rewritten statement.
+    pub(crate) fn sql(&self) -> String {
+        let mut sql = String::from("WITH ");
+        if let Some(with) = self.with {
+            if with.recursive {
+                sql.push_str("RECURSIVE ");
+            }
+            for cte in &with.cte_tables {
+                sql.push_str(&cte.to_string());
+                sql.push_str(", ");
+            }
+        }
+        sql.push_str(&format!(
+            "{WRITE_CTE} AS ({}), {} ",
+            self.write, self.mirror
+        ));
+        match &self.projection {
+            Some(list) => {
+                sql.push_str(&format!("SELECT {list} FROM {WRITE_CTE} AS {}", self.alias))
+            }
+            None => sql.push_str(&format!("SELECT FROM {WRITE_CTE}")),
+        }
+        sql
+    }
+}

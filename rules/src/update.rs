@@ -1,0 +1,113 @@
+//! Mirroring `UPDATE` of a ruled table.
+//!
+//! ```sql
+//! UPDATE orders o SET note = c.name FROM customers c WHERE c.id = o.customer RETURNING o.id
+//! -- becomes
+//! WITH tandem_w AS (UPDATE orders o SET ... FROM customers c WHERE ... RETURNING o.*),
+//!      tandem_m AS (INSERT INTO public.orders_v2 (...) SELECT ... FROM tandem_w
+//!                   ON CONFLICT (id) DO UPDATE SET ...)
+//! SELECT o.id FROM tandem_w AS o
+//! ```
+//!
+//! The mirror is an upsert, so an updated row that was not backfilled yet lands in the
+//! target too. With FROM, `RETURNING o.*` keeps the other tables' columns out of
+//! `tandem_w`, and the client's RETURNING may only name the updated table. An UPDATE that
+//! assigns a key or target partition-key column is refused: the target row would have to
+//! move, and on PostgreSQL 15 RETURNING cannot show the old key to find it by.
+
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, ObjectName, ObjectNamePart, TableFactor, Update, With,
+};
+
+use crate::ident::normalize;
+use crate::plan::{ResponseFix, StatementPlan, WriteTag};
+use crate::refusal::Refusal;
+use crate::returning::Subject;
+use crate::rule::ResolvedRule;
+use crate::sqlgen::{upsert_cte, Composed};
+
+/// Rewrite an UPDATE of `rule`'s table (with the client's `with`, if any).
+pub(crate) fn rewrite(
+    with: Option<&With>,
+    upd: &Update,
+    rule: &ResolvedRule,
+) -> Result<StatementPlan, Refusal> {
+    let unsupported = |construct: &str| Refusal::Unsupported {
+        table: rule.rule.table.clone(),
+        construct: construct.to_string(),
+    };
+    let TableFactor::Table { name, alias, .. } = &upd.table.relation else {
+        return Err(unsupported("UPDATE of something other than a table"));
+    };
+    if !upd.table.joins.is_empty()
+        || upd.or.is_some()
+        || upd.output.is_some()
+        || !upd.order_by.is_empty()
+        || upd.limit.is_some()
+        || !upd.optimizer_hints.is_empty()
+    {
+        return Err(unsupported("UPDATE syntax from another SQL dialect"));
+    }
+    check_assignments(&upd.assignments, rule)?;
+    let subject = Subject {
+        table: name,
+        alias: alias.as_ref().map(|a| &a.name),
+        rule,
+    };
+    let row = if upd.from.is_some() {
+        if let Some(items) = &upd.returning {
+            subject.check_only_subject(items)?;
+        }
+        subject.row_star()
+    } else {
+        "*".to_string()
+    };
+    let mut write = upd.clone();
+    write.returning = None;
+    let sql = Composed {
+        with,
+        write: format!("{write} RETURNING {row}"),
+        mirror: upsert_cte(rule),
+        projection: upd.returning.as_deref().map(|r| subject.projection(r)),
+        alias: subject.row_name().to_string(),
+    }
+    .sql();
+    Ok(StatementPlan {
+        sql,
+        response: ResponseFix::Mirror {
+            tag: WriteTag::Update,
+            returning: upd.returning.is_some(),
+        },
+        rule_table: Some(rule.rule.table.clone()),
+        policy: Some(rule.rule.on_mirror_error),
+    })
+}
+
+/// Refuse assignments to key or target partition-key columns.
+fn check_assignments(assignments: &[Assignment], rule: &ResolvedRule) -> Result<(), Refusal> {
+    for assignment in assignments {
+        let targets: &[ObjectName] = match &assignment.target {
+            AssignmentTarget::ColumnName(name) => std::slice::from_ref(name),
+            AssignmentTarget::Tuple(names) => names,
+        };
+        for target in targets {
+            // `SET col.field = …` assigns a field of composite column `col`.
+            let Some(ObjectNamePart::Identifier(first)) = target.0.first() else {
+                continue;
+            };
+            let column = normalize(first);
+            if rule.rule.key.contains(&column) || rule.shape.target_partition_key.contains(&column)
+            {
+                return Err(Refusal::KeyUpdate {
+                    table: rule.rule.table.clone(),
+                    column,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "tests/update.rs"]
+mod tests;
