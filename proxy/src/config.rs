@@ -33,6 +33,9 @@ pub struct Config {
     /// Limits that protect the proxy and the upstream from bad or greedy clients.
     #[serde(default)]
     pub limits: Limits,
+    /// Migration rules, one per legacy table (`[[rule]]` in the file).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<tandem_rules::Rule>,
 }
 
 fn default_listen() -> String {
@@ -145,6 +148,7 @@ impl Default for Config {
             tls: None,
             upstream_tls: UpstreamTlsConfig::default(),
             limits: Limits::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -262,6 +266,14 @@ impl Config {
                 key: "upstream_tls.ca",
                 reason: "verify-full needs a CA file".into(),
             });
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if self.rules[..i].iter().any(|r| r.table == rule.table) {
+                return Err(ConfigError::Invalid {
+                    key: "rule.table",
+                    reason: format!("two rules for table {}", rule.table),
+                });
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(ConfigError::Invalid {
@@ -389,6 +401,22 @@ max_clients = 5
             c.upstream_addr().unwrap(),
             UpstreamAddr::Unix("/tmp/.s.PGSQL.5433".into())
         );
+    }
+
+    #[test]
+    fn rules_parse_with_defaults() {
+        let c = Config::parse(
+            "[[rule]]\ntable = \"public.orders\"\nmode = \"dual_write\"\n\n[[rule]]\ntable = \"items\"\ntarget = \"items_shadow\"\nkey = [\"id\"]\non_mirror_error = \"record\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].target.to_string(), "public.orders_v2");
+        assert_eq!(c.rules[1].target.to_string(), "public.items_shadow");
+        let e = Config::parse("[[rule]]\ntable = \"t\"\nmode = \"sideways\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode"), "{e}");
     }
 
     #[test]

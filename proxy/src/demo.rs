@@ -60,7 +60,7 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let proxy = Proxy::new(config)?;
+    let proxy = Proxy::new(config).await?;
 
     println!(
         "tandem demo: PostgreSQL on 127.0.0.1:{} (data in {})",

@@ -6,8 +6,11 @@
 //! from startup to close), [`server`] (accept loop, limits, shutdown), [`config`], [`cancel`],
 //! [`stats`], and [`embedded`] (a throwaway local Postgres for the demo and the tests).
 
+pub mod active_rules;
 pub mod cancel;
+pub mod catalog;
 pub mod config;
+pub mod drift;
 pub mod embedded;
 pub mod protocol;
 pub mod server;
@@ -33,6 +36,9 @@ pub enum Error {
     /// Upstream settings could not be used.
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
+    /// A rule could not be resolved against the catalog.
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
     /// The listen socket failed.
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),

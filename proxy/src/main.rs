@@ -138,7 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let proxy = Proxy::new(config)?;
+    let proxy = Proxy::new(config).await?;
     proxy.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -15,8 +15,15 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
+use std::str::FromStr;
+
+use tandem_rules::Mode;
+
+use crate::active_rules::ActiveRules;
 use crate::cancel::CancelMap;
+use crate::catalog;
 use crate::config::Config;
+use crate::drift::DriftSink;
 use crate::stats::Stats;
 use crate::upstream::Connector;
 
@@ -43,6 +50,10 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Lifecycle, watched by every session.
     pub shutdown: watch::Receiver<Phase>,
+    /// Rules in force, when any rule is not `off`.
+    pub rules: Option<Arc<ActiveRules>>,
+    /// Where `record`-policy refusals go.
+    pub drift: Option<DriftSink>,
 }
 
 /// A proxy ready to serve: configuration loaded, TLS material read.
@@ -54,19 +65,25 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds a proxy from a validated config (reads TLS files).
-    pub fn new(config: Config) -> Result<Self, crate::Error> {
+    /// Builds a proxy from a validated config: reads TLS files and, when rules are
+    /// configured, resolves them against the upstream's catalog (refusing any rule it cannot
+    /// honour).
+    pub async fn new(config: Config) -> Result<Self, crate::Error> {
         let acceptor = crate::tls::acceptor(&config)?;
         let connector = Connector::new(&config)?;
+        let config = Arc::new(config);
+        let (rules, drift) = load_rules(&config, &connector).await?;
         let (phase, shutdown) = watch::channel(Phase::Running);
         Ok(Self {
             shared: Arc::new(Shared {
-                config: Arc::new(config),
+                config,
                 acceptor,
                 connector,
                 cancels: Arc::new(CancelMap::default()),
                 stats: Arc::new(Stats::default()),
                 shutdown,
+                rules,
+                drift,
             }),
             phase,
         })
@@ -136,6 +153,37 @@ impl Proxy {
     }
 }
 
+/// Resolves the configured rules, and prepares Tandem's own schema when a rule needs it.
+async fn load_rules(
+    config: &Arc<Config>,
+    connector: &Arc<Connector>,
+) -> Result<(Option<Arc<ActiveRules>>, Option<DriftSink>), crate::Error> {
+    if config.rules.iter().all(|r| r.mode == Mode::Off) {
+        return Ok((None, None));
+    }
+    let client = catalog::side_connection(config, connector).await?;
+    let set = catalog::resolve(&client, &config.rules, 1).await?;
+    client
+        .batch_execute(crate::drift::SUPPORT_SQL)
+        .await
+        .map_err(catalog::CatalogError::from)?;
+    let database = upstream_database(config);
+    for rule in &set.rules {
+        info!(table = %rule.rule.table, target = %rule.rule.target, mode = rule.rule.mode.as_str(), key = ?rule.rule.key, %database, "rule active");
+    }
+    let drift = DriftSink::start(Arc::clone(config), Arc::clone(connector));
+    Ok((Some(Arc::new(ActiveRules::new(set, database))), Some(drift)))
+}
+
+/// The database the upstream URL names (the rules' tables live there).
+fn upstream_database(config: &Config) -> String {
+    let pg = tokio_postgres::Config::from_str(&config.upstream).ok();
+    pg.as_ref()
+        .and_then(|c| c.get_dbname().or(c.get_user()))
+        .unwrap_or("postgres")
+        .to_string()
+}
+
 /// A proxy running in the background, for tests and embedding.
 pub struct RunningProxy {
     /// The address it listens on.
@@ -156,7 +204,7 @@ impl RunningProxy {
             .await
             .map_err(crate::Error::Listen)?;
         let addr = listener.local_addr().map_err(crate::Error::Listen)?;
-        let proxy = Proxy::new(config)?;
+        let proxy = Proxy::new(config).await?;
         let stats = proxy.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(listener, async {

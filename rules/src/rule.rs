@@ -82,6 +82,8 @@ struct RawRule {
     target: Option<TableName>,
     #[serde(default = "default_mode")]
     mode: Mode,
+    /// Empty means "the legacy table's primary key", filled in from the catalog.
+    #[serde(default)]
     key: Vec<String>,
     #[serde(default)]
     on_mirror_error: MirrorErrorPolicy,
@@ -139,12 +141,10 @@ impl Rule {
         }
     }
 
-    /// Checks that need only the rule itself.
+    /// Checks that need only the rule itself. An empty key is allowed here: the caller
+    /// fills it from the legacy primary key before [`ResolvedRule::new`] requires one.
     fn check(&self) -> Result<(), RuleError> {
         let table = &self.table;
-        if self.key.is_empty() {
-            return Err(RuleError::NoKey(table.clone()));
-        }
         if !(0.0..=1.0).contains(&self.sample_rate) {
             return Err(RuleError::SampleRate(table.clone(), self.sample_rate));
         }
@@ -193,6 +193,9 @@ impl ResolvedRule {
     pub fn new(rule: Rule, shape: TableShape) -> Result<Self, RuleError> {
         rule.check()?;
         let table = &rule.table;
+        if rule.key.is_empty() {
+            return Err(RuleError::NoKey(table.clone()));
+        }
         for key in &rule.key {
             if !shape.mirrored_columns.contains(key) {
                 return Err(RuleError::KeyNotMirrored(table.clone(), key.clone()));

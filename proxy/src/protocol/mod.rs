@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod frame;
+pub mod frontend;
 pub mod startup;
 
 pub use frame::{FrameError, FrameHeader};

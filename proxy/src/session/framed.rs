@@ -10,11 +10,64 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::frame::{parse_header, FrameError, HEADER_LEN};
 
+/// What to do with one frame.
+#[derive(Debug)]
+pub enum Action {
+    /// Send it on unchanged.
+    Forward,
+    /// Do not send it.
+    Drop,
+    /// Send these bytes instead (whole frames). Only for inspected frames.
+    Replace(BytesMut),
+}
+
+/// The bytes a scan decided to send: the input prefix itself while every frame is
+/// forwarded unchanged (no copy), or an owned buffer once some frame was dropped or replaced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Bytes to send when `diverged`.
+    owned: BytesMut,
+    /// Whether `owned` replaces the input prefix.
+    diverged: bool,
+}
+
+impl Output {
+    /// The bytes to send for a scan that consumed `n` bytes of `buf`.
+    pub fn bytes<'a>(&'a self, buf: &'a [u8], n: usize) -> &'a [u8] {
+        if self.diverged {
+            &self.owned
+        } else {
+            &buf[..n]
+        }
+    }
+
+    fn reset(&mut self) {
+        self.owned.clear();
+        self.diverged = false;
+    }
+
+    /// Switches to the owned buffer, copying what was forwarded so far.
+    fn diverge(&mut self, buf: &[u8], upto: usize) {
+        if !self.diverged {
+            self.owned.extend_from_slice(&buf[..upto]);
+            self.diverged = true;
+        }
+    }
+
+    fn forward(&mut self, bytes: &[u8]) {
+        if self.diverged {
+            self.owned.extend_from_slice(bytes);
+        }
+    }
+}
+
 /// Walks frames across reads; remembers how much of a skipped body is still to come.
 #[derive(Debug)]
 pub struct Scanner {
     /// Body bytes of the current, uninspected frame not yet seen.
     skip: usize,
+    /// Whether those bytes are being dropped rather than forwarded.
+    skip_drops: bool,
     /// Largest body accepted.
     max_body: usize,
 }
@@ -22,24 +75,36 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner that refuses bodies over `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
-        Self { skip: 0, max_body }
+        Self {
+            skip: 0,
+            skip_drops: false,
+            max_body,
+        }
     }
 
-    /// Scans `buf` from its start and returns how many bytes may be forwarded now.
+    /// Scans `buf` from its start and returns how many bytes were consumed; `out` then
+    /// says what to send for them.
     ///
     /// `visit(tag, body)` is called once per frame as its header is reached; `body` is the
     /// whole body when `inspect(tag)` is true (the scan stops before such a frame until it
-    /// is fully buffered) and empty otherwise.
+    /// is fully buffered) and empty otherwise. Its [`Action`] decides the frame's fate.
     pub fn scan(
         &mut self,
         buf: &[u8],
         inspect: impl Fn(u8) -> bool,
-        mut visit: impl FnMut(u8, &[u8]),
+        mut visit: impl FnMut(u8, &[u8]) -> Action,
+        out: &mut Output,
     ) -> Result<usize, FrameError> {
+        out.reset();
         let mut pos = 0;
         loop {
             if self.skip > 0 {
                 let take = self.skip.min(buf.len() - pos);
+                if self.skip_drops {
+                    out.diverge(buf, pos);
+                } else {
+                    out.forward(&buf[pos..pos + take]);
+                }
                 pos += take;
                 self.skip -= take;
                 if self.skip > 0 {
@@ -54,12 +119,29 @@ impl Scanner {
                 if buf.len() < end {
                     return Ok(pos);
                 }
-                visit(header.tag, &buf[pos + HEADER_LEN..end]);
+                match visit(header.tag, &buf[pos + HEADER_LEN..end]) {
+                    Action::Forward => out.forward(&buf[pos..end]),
+                    Action::Drop => out.diverge(buf, pos),
+                    Action::Replace(bytes) => {
+                        out.diverge(buf, pos);
+                        out.owned.extend_from_slice(&bytes);
+                    }
+                }
                 pos = end;
             } else {
-                visit(header.tag, &[]);
+                let drop = match visit(header.tag, &[]) {
+                    Action::Forward => {
+                        out.forward(&buf[pos..pos + HEADER_LEN]);
+                        false
+                    }
+                    Action::Drop | Action::Replace(_) => {
+                        out.diverge(buf, pos);
+                        true
+                    }
+                };
                 pos += HEADER_LEN;
                 self.skip = header.body_len;
+                self.skip_drops = drop;
             }
         }
     }
@@ -166,43 +248,90 @@ mod tests {
     #[test]
     fn scanner_skips_bodies_across_reads() {
         let mut s = Scanner::new(1 << 20);
+        let mut out = Output::default();
         let mut wire = frame(b'D', &[7; 100]);
         wire.extend(frame(b'Z', b"I"));
-        let mut tags = Vec::new();
+        let mut tags: Vec<(u8, Vec<u8>)> = Vec::new();
+        let inspect = |t: u8| t == b'Z';
         // First read: header plus part of the body.
         let n = s
-            .scan(&wire[..20], |t| t == b'Z', |t, _| tags.push(t))
+            .scan(
+                &wire[..20],
+                inspect,
+                |t, b| {
+                    tags.push((t, b.to_vec()));
+                    Action::Forward
+                },
+                &mut out,
+            )
             .unwrap();
         assert_eq!(n, 20);
+        assert_eq!(out.bytes(&wire[..20], n), &wire[..20]);
         // Rest of the body, then the Z header only: the Z must wait.
         let n = s
-            .scan(&wire[20..110], |t| t == b'Z', |t, _| tags.push(t))
+            .scan(
+                &wire[20..110],
+                inspect,
+                |t, b| {
+                    tags.push((t, b.to_vec()));
+                    Action::Forward
+                },
+                &mut out,
+            )
             .unwrap();
         assert_eq!(n, 85);
-        let mut bodies = Vec::new();
         let n = s
             .scan(
                 &wire[105..],
-                |t| t == b'Z',
+                inspect,
                 |t, b| {
-                    tags.push(t);
-                    bodies.push(b.to_vec())
+                    tags.push((t, b.to_vec()));
+                    Action::Forward
                 },
+                &mut out,
             )
             .unwrap();
         assert_eq!(n, 6);
-        assert_eq!(tags, vec![b'D', b'Z']);
-        assert_eq!(bodies, vec![b"I".to_vec()]);
+        assert_eq!(tags, vec![(b'D', vec![]), (b'Z', b"I".to_vec())]);
+    }
+
+    #[test]
+    fn scanner_drops_and_replaces_across_reads() {
+        let mut wire = frame(b'T', b"x");
+        wire.extend(frame(b'D', &[7; 50]));
+        wire.extend(frame(b'C', b"SELECT 1\0"));
+        wire.extend(frame(b'Z', b"I"));
+        let mut s = Scanner::new(1 << 20);
+        let mut out = Output::default();
+        let mut sent = Vec::new();
+        let inspect = |t: u8| t == b'C' || t == b'Z';
+        let visit = |t: u8, _: &[u8]| match t {
+            b'T' | b'D' => Action::Drop,
+            b'C' => Action::Replace(BytesMut::from(&frame(b'C', b"INSERT 0 1\0")[..])),
+            _ => Action::Forward,
+        };
+        let mut pos = 0;
+        for cut in [12, 40, wire.len()] {
+            let n = s.scan(&wire[pos..cut], inspect, visit, &mut out).unwrap();
+            sent.extend_from_slice(out.bytes(&wire[pos..cut], n));
+            pos += n;
+        }
+        assert_eq!(pos, wire.len());
+        let mut expected = frame(b'C', b"INSERT 0 1\0");
+        expected.extend(frame(b'Z', b"I"));
+        assert_eq!(sent, expected);
     }
 
     #[test]
     fn scanner_refuses_oversized_and_lying_frames() {
+        let mut out = Output::default();
         let mut s = Scanner::new(10);
+        let fwd = |_: u8, _: &[u8]| Action::Forward;
         assert!(s
-            .scan(&frame(b'Q', &[0; 11]), |_| false, |_, _| {})
+            .scan(&frame(b'Q', &[0; 11]), |_| false, fwd, &mut out)
             .is_err());
         let mut s = Scanner::new(10);
-        assert!(s.scan(b"Q\0\0\0\0", |_| false, |_, _| {}).is_err());
+        assert!(s.scan(b"Q\0\0\0\0", |_| false, fwd, &mut out).is_err());
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod framed;
+pub mod mirror;
 pub mod negotiate;
 pub mod relay;
 
@@ -137,9 +138,52 @@ async fn serve(
             max_message_bytes: limits.max_message_bytes,
             idle_timeout: limits.client_idle_timeout(),
             shutdown: shared.shutdown.clone(),
+            mirror: client_side(shared, startup),
         },
     )
     .await
+}
+
+/// The rewriting half for a session on the rules' database, if rules are active.
+fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::ClientSide> {
+    let rules = shared.rules.as_ref()?;
+    if rules.is_empty() || startup.database() != Some(rules.database.as_str()) {
+        return None;
+    }
+    Some(mirror::ClientSide::new(
+        Arc::clone(rules),
+        search_path(startup),
+        shared.drift.clone(),
+    ))
+}
+
+/// The session's search_path as the client set it at startup (a `search_path` parameter or
+/// `-c search_path=...` in `options`), else Postgres's default with `$user` expanded.
+/// A later `SET search_path` is not seen; see docs/config.md.
+fn search_path(startup: &StartupMessage) -> Arc<[String]> {
+    let from_options = startup.param("options").and_then(|o| {
+        o.split_whitespace()
+            .filter_map(|w| {
+                w.strip_prefix("search_path=")
+                    .or_else(|| w.strip_prefix("-csearch_path="))
+            })
+            .next_back()
+            .map(str::to_string)
+    });
+    let user = startup.user().unwrap_or_default().to_string();
+    match startup
+        .param("search_path")
+        .map(str::to_string)
+        .or(from_options)
+    {
+        Some(path) => path
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .map(|s| if s == "$user" { user.clone() } else { s })
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => Arc::from([user, "public".to_string()]),
+    }
 }
 
 async fn send_error(client: &mut Stream, fields: &ErrorFields) {

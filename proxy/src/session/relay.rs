@@ -15,7 +15,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::error::SessionError;
-use super::framed::Scanner;
+use super::framed::{Action, Output, Scanner};
+use super::mirror::{ClientSide, ExpectQueue, ServerSide};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::tag;
 use crate::server::Phase;
@@ -35,6 +36,8 @@ struct SessionState {
     mid_pipeline: AtomicBool,
     /// The client said Terminate or went away; upstream EOF is then expected.
     client_done: AtomicBool,
+    /// Responses owed for a ruled session's messages (unused without rules).
+    expect: ExpectQueue,
 }
 
 impl SessionState {
@@ -55,6 +58,8 @@ pub struct RelayContext<'a> {
     pub idle_timeout: Option<Duration>,
     /// Server lifecycle.
     pub shutdown: watch::Receiver<Phase>,
+    /// Rewriting for a session on the rules' database; `None` relays untouched.
+    pub mirror: Option<ClientSide>,
 }
 
 /// Relays until either side ends. Returns the error that ended it, if any.
@@ -70,7 +75,11 @@ pub async fn run(
         tx_status: AtomicU8::new(b'I'),
         mid_pipeline: AtomicBool::new(false),
         client_done: AtomicBool::new(false),
+        expect: ExpectQueue::default(),
     };
+    let mut ctx = ctx;
+    let client_side = ctx.mirror.take();
+    let ruled = client_side.is_some();
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let (fatal_tx, fatal_rx) = oneshot::channel();
@@ -81,6 +90,7 @@ pub async fn run(
         client_leftover,
         &state,
         &ctx,
+        client_side,
         fatal_tx,
     );
     let u2c = upstream_to_client(
@@ -89,6 +99,7 @@ pub async fn run(
         upstream_leftover,
         &state,
         &ctx,
+        ruled,
         fatal_rx,
     );
     tokio::pin!(c2u, u2c);
@@ -104,19 +115,18 @@ pub async fn run(
     }
 }
 
-fn client_frame_inspected(_tag: u8) -> bool {
-    false
-}
-
 async fn client_to_upstream(
     mut client: ReadHalf,
     mut upstream: WriteHalf,
     mut buf: BytesMut,
     state: &SessionState,
     ctx: &RelayContext<'_>,
+    mut client_side: Option<ClientSide>,
     fatal: oneshot::Sender<ErrorFields>,
 ) -> Result<(), SessionError> {
     let mut scanner = Scanner::new(ctx.max_message_bytes);
+    let mut out = Output::default();
+    let ruled = client_side.is_some();
     let mut shutdown = ctx.shutdown.clone();
     let mut shutdown_seen = false;
     let mut last_read = Instant::now();
@@ -126,23 +136,38 @@ async fn client_to_upstream(
         let mut syncs = 0i64;
         let mut terminated = false;
         let mut pipeline = None;
-        let scanned = scanner.scan(&buf, client_frame_inspected, |t, _| match t {
-            tag::QUERY | tag::FUNCTION_CALL => {
-                syncs += 1;
-                queries += u64::from(t == tag::QUERY);
-            }
-            tag::SYNC => {
-                syncs += 1;
-                pipeline = Some(false);
-            }
-            tag::EXECUTE => {
-                queries += 1;
-                pipeline = Some(true);
-            }
-            b'P' | b'B' | b'D' | b'C' | b'H' => pipeline = Some(true),
-            tag::TERMINATE => terminated = true,
-            _ => {}
-        });
+        let scanned = {
+            // Held only while scanning, never across an await.
+            let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
+            scanner.scan(
+                &buf,
+                |t| ruled && ClientSide::inspects(t),
+                |t, body| {
+                    match t {
+                        tag::QUERY | tag::FUNCTION_CALL => {
+                            syncs += 1;
+                            queries += u64::from(t == tag::QUERY);
+                        }
+                        tag::SYNC => {
+                            syncs += 1;
+                            pipeline = Some(false);
+                        }
+                        tag::EXECUTE => {
+                            queries += 1;
+                            pipeline = Some(true);
+                        }
+                        b'P' | b'B' | b'D' | b'C' | b'H' => pipeline = Some(true),
+                        tag::TERMINATE => terminated = true,
+                        _ => {}
+                    }
+                    match (&mut client_side, &mut queue) {
+                        (Some(side), Some(queue)) => side.visit(t, body, queue),
+                        _ => Action::Forward,
+                    }
+                },
+                &mut out,
+            )
+        };
         let n = match scanned {
             Ok(n) => n,
             Err(e) => {
@@ -162,7 +187,7 @@ async fn client_to_upstream(
                 state.mid_pipeline.store(p, Relaxed);
             }
             upstream
-                .write_all(&buf[..n])
+                .write_all(out.bytes(&buf, n))
                 .await
                 .map_err(SessionError::UpstreamIo)?;
             buf.advance(n);
@@ -236,8 +261,10 @@ async fn upstream_to_client(
     mut buf: BytesMut,
     state: &SessionState,
     ctx: &RelayContext<'_>,
+    ruled: bool,
     mut fatal: oneshot::Receiver<ErrorFields>,
 ) -> Result<(), SessionError> {
+    let mut output = Output::default();
     // Upstream frames are not size-limited (Postgres has its own), but lengths are checked.
     let mut scanner = Scanner::new(i32::MAX as usize);
     let mut fatal_open = true;
@@ -247,18 +274,32 @@ async fn upstream_to_client(
         let mut ready = 0i64;
         let mut status = None;
         let mut errors = 0u64;
-        let scanned = scanner.scan(&buf, upstream_frame_inspected, |t, body| match t {
-            tag::READY_FOR_QUERY => {
-                ready += 1;
-                status = body.first().copied();
-            }
-            tag::ERROR_RESPONSE => {
-                errors += 1;
-                let severity = ErrorFields::parse(body).severity;
-                upstream_said_fatal |= severity == "FATAL" || severity == "PANIC";
-            }
-            _ => {}
-        });
+        let scanned = {
+            let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
+            scanner.scan(
+                &buf,
+                |t| upstream_frame_inspected(t) || (ruled && ServerSide::inspects(t)),
+                |t, body| {
+                    match t {
+                        tag::READY_FOR_QUERY => {
+                            ready += 1;
+                            status = body.first().copied();
+                        }
+                        tag::ERROR_RESPONSE => {
+                            errors += 1;
+                            let severity = ErrorFields::parse(body).severity;
+                            upstream_said_fatal |= severity == "FATAL" || severity == "PANIC";
+                        }
+                        _ => {}
+                    }
+                    match &mut queue {
+                        Some(queue) => ServerSide::visit(t, body, queue),
+                        None => Action::Forward,
+                    }
+                },
+                &mut output,
+            )
+        };
         let n = match scanned {
             Ok(n) => n,
             Err(e) => {
@@ -271,7 +312,7 @@ async fn upstream_to_client(
         };
         if n > 0 {
             client
-                .write_all(&buf[..n])
+                .write_all(output.bytes(&buf, n))
                 .await
                 .map_err(SessionError::ClientIo)?;
             buf.advance(n);

@@ -70,7 +70,23 @@ fn every_mode_is_representable() {
 #[test]
 fn bad_configs_are_refused() {
     let err = |text: &str| toml::from_str::<Rule>(text).unwrap_err().to_string();
-    assert!(err("table = 't'\nkey = []").contains("key must name"));
+    // An empty or missing key is allowed in configuration (the primary key is used) but
+    // a resolved rule must have one.
+    assert!(toml::from_str::<Rule>("table = 't'")
+        .unwrap()
+        .key
+        .is_empty());
+    let keyless: Rule = toml::from_str("table = 't'\nkey = []").unwrap();
+    let shape = TableShape {
+        legacy_columns: vec!["id".into()],
+        target_columns: vec!["id".into()],
+        mirrored_columns: vec!["id".into()],
+        target_partition_key: vec![],
+    };
+    assert!(matches!(
+        ResolvedRule::new(keyless, shape),
+        Err(RuleError::NoKey(_))
+    ));
     assert!(err("table = 't'\nkey = ['id']\nsample_rate = 2.0").contains("sample_rate"));
     assert!(err("table = 't'\nkey = ['id']\nset = [['c', 'now(']]").contains("does not parse"));
     assert!(err("table = 't'\ntarget = 'public.t'\nkey = ['id']").contains("must differ"));

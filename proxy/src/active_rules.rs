@@ -1,0 +1,63 @@
+//! The rules in force, with what sessions need to apply them fast.
+//!
+//! Built once from the config and the catalog, then shared read-only by every session:
+//! the resolved [`RuleSet`], the pre-filter's name set, the database the rules belong to,
+//! and a plan cache keyed by SQL text, so a repeated or prepared statement is planned once
+//! across all sessions.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tandem_rules::{mentions_ruled_table, plan, Plan, RuleSet, RuledNames};
+
+/// Plans kept before the cache is cleared (statements are usually a small, fixed set).
+const PLAN_CACHE_LIMIT: usize = 10_000;
+
+/// Rules ready for sessions.
+#[derive(Debug)]
+pub struct ActiveRules {
+    /// The resolved rules.
+    pub set: RuleSet,
+    /// Bare names the pre-filter looks for.
+    names: RuledNames,
+    /// Database whose tables the rules name; sessions on other databases are not ruled.
+    pub database: String,
+    /// Plans by (SQL text, search_path).
+    cache: DashMap<(String, Arc<[String]>), Arc<Plan>>,
+}
+
+impl ActiveRules {
+    /// Wraps a resolved rule set for `database`.
+    pub fn new(set: RuleSet, database: String) -> Self {
+        let names = RuledNames::new(&set);
+        Self {
+            set,
+            names,
+            database,
+            cache: DashMap::new(),
+        }
+    }
+
+    /// Whether any rule mirrors anything.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The plan for a statement, or `None` when it names no ruled table (the common case,
+    /// decided without parsing).
+    pub fn plan(&self, sql: &str, search_path: &Arc<[String]>) -> Option<Arc<Plan>> {
+        if !mentions_ruled_table(sql, &self.names) {
+            return None;
+        }
+        let key = (sql.to_string(), Arc::clone(search_path));
+        if let Some(hit) = self.cache.get(&key) {
+            return Some(Arc::clone(&hit));
+        }
+        let planned = Arc::new(plan(sql, &self.set, search_path));
+        if self.cache.len() >= PLAN_CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(key, Arc::clone(&planned));
+        Some(planned)
+    }
+}

@@ -1,0 +1,202 @@
+//! Reading the catalog for rules: does the target exist, which columns are mirrored, what
+//! is the key, and can the target take an upsert on it.
+//!
+//! Runs at start on a side connection (tokio-postgres over Tandem's own upstream connector,
+//! so upstream TLS settings apply). A rule Tandem cannot honour is refused with the table
+//! and the reason: a proxy that starts with a broken rule would leave writes unmirrored.
+
+use std::str::FromStr;
+
+use tandem_rules::{Mode, ResolvedRule, Rule, RuleSet, TableShape};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::Config;
+use crate::upstream::{Connector, UpstreamError};
+
+/// Why the rules could not be resolved against the catalog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// The side connection failed.
+    #[error("cannot read the catalog: {0}")]
+    Connect(#[from] UpstreamError),
+    /// The server refused a catalog query or login.
+    #[error("cannot read the catalog: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// The upstream URL is unusable for a side connection.
+    #[error("upstream: {0}")]
+    Url(String),
+    /// A rule cannot be honoured.
+    #[error("rule for {table}: {reason}")]
+    Rule {
+        /// The legacy table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Opens a side connection with the upstream URL's user, password and database.
+pub async fn side_connection(
+    config: &Config,
+    connector: &Connector,
+) -> Result<Client, CatalogError> {
+    let pg = tokio_postgres::Config::from_str(&config.upstream)
+        .map_err(|e| CatalogError::Url(e.to_string()))?;
+    let stream = connector.connect().await?;
+    let (client, connection) = pg.connect_raw(stream, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "side connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Resolves every configured rule that is not `off` into a [`RuleSet`].
+pub async fn resolve(
+    client: &Client,
+    rules: &[Rule],
+    version: u64,
+) -> Result<RuleSet, CatalogError> {
+    let mut resolved = Vec::new();
+    for rule in rules.iter().filter(|r| r.mode != Mode::Off) {
+        resolved.push(resolve_one(client, rule.clone()).await?);
+    }
+    RuleSet::new(version, resolved).map_err(|e| CatalogError::Rule {
+        table: String::new(),
+        reason: e.to_string(),
+    })
+}
+
+async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, CatalogError> {
+    let table = rule.table.to_string();
+    let refuse = |reason: String| CatalogError::Rule {
+        table: table.clone(),
+        reason,
+    };
+    let legacy_oid = relation_oid(client, &table)
+        .await?
+        .ok_or_else(|| refuse(format!("legacy table {table} does not exist")))?;
+    let target = rule.target.to_string();
+    let target_oid = relation_oid(client, &target).await?.ok_or_else(|| {
+        refuse(format!(
+            "target table {target} does not exist (create it first)"
+        ))
+    })?;
+
+    let legacy = columns(client, legacy_oid).await?;
+    let target_cols = columns(client, target_oid).await?;
+    let legacy_columns: Vec<String> = legacy
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| c.name.clone())
+        .collect();
+    let mirrored_columns: Vec<String> = legacy_columns
+        .iter()
+        .filter(|name| target_cols.iter().any(|t| &t.name == *name && !t.generated))
+        .cloned()
+        .collect();
+    let target_partition_key = partition_key(client, target_oid).await?;
+
+    if rule.key.is_empty() {
+        rule.key = primary_key(client, legacy_oid).await?;
+        if rule.key.is_empty() {
+            return Err(refuse(format!(
+                "no key given and {table} has no primary key; set key = [...]"
+            )));
+        }
+        // A partitioned target's unique keys must contain the partition key.
+        for column in &target_partition_key {
+            if !rule.key.contains(column) {
+                rule.key.push(column.clone());
+            }
+        }
+    }
+    if !has_unique_index_on(client, target_oid, &rule.key).await? {
+        return Err(refuse(format!(
+            "target {target} has no unique index or constraint on exactly ({}); the mirror upserts on it",
+            rule.key.join(", ")
+        )));
+    }
+    let shape = TableShape {
+        legacy_columns,
+        target_columns: target_cols.iter().map(|c| c.name.clone()).collect(),
+        mirrored_columns,
+        target_partition_key,
+    };
+    ResolvedRule::new(rule, shape).map_err(|e| refuse(e.to_string()))
+}
+
+struct Column {
+    name: String,
+    generated: bool,
+}
+
+async fn relation_oid(client: &Client, name: &str) -> Result<Option<u32>, CatalogError> {
+    let row = client
+        .query_one("SELECT to_regclass($1)::oid", &[&name])
+        .await?;
+    Ok(row.get::<_, Option<u32>>(0))
+}
+
+async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT attname::text, attgenerated <> '' FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            generated: r.get(1),
+        })
+        .collect())
+}
+
+async fn partition_key(client: &Client, oid: u32) -> Result<Vec<String>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_partitioned_table p \
+             CROSS JOIN LATERAL unnest(p.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.attnum \
+             WHERE p.partrelid = $1 ORDER BY k.ord",
+            &[&oid],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+            &[&oid],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn has_unique_index_on(
+    client: &Client,
+    oid: u32,
+    key: &[String],
+) -> Result<bool, CatalogError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique \
+               AND i.indpred IS NULL AND i.indexprs IS NULL \
+               AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a \
+                    WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
+                   = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) AS k))",
+            &[&oid, &key],
+        )
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,153 @@
+//! Frontend messages Tandem reads or writes when a session has rules: Query, Parse, Bind,
+//! Describe, Execute, Close. Only names, SQL text and row limits are decoded; parameter
+//! values are never looked at.
+
+use bytes::{BufMut, BytesMut};
+
+use super::frame::{read_cstr, read_i32};
+
+/// A malformed frontend message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {0} message")]
+pub struct Malformed(pub &'static str);
+
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, Malformed> {
+    std::str::from_utf8(bytes).map_err(|_| Malformed(what))
+}
+
+/// The SQL of a Query body.
+pub fn query_sql(body: &[u8]) -> Result<&str, Malformed> {
+    let (sql, _) = read_cstr(body).ok_or(Malformed("Query"))?;
+    utf8(sql, "Query")
+}
+
+/// A Parse message's parts.
+pub struct Parse<'a> {
+    /// Prepared statement name ("" = unnamed).
+    pub name: &'a str,
+    /// The SQL text.
+    pub sql: &'a str,
+    /// Everything after the SQL: parameter count and type OIDs, kept as sent.
+    pub param_types: &'a [u8],
+}
+
+/// Decodes a Parse body.
+pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, Malformed> {
+    let err = Malformed("Parse");
+    let (name, rest) = read_cstr(body).ok_or(err.clone())?;
+    let (sql, param_types) = read_cstr(rest).ok_or(err.clone())?;
+    if param_types.len() < 2 {
+        return Err(err);
+    }
+    Ok(Parse {
+        name: utf8(name, "Parse")?,
+        sql: utf8(sql, "Parse")?,
+        param_types,
+    })
+}
+
+/// Portal and statement names of a Bind body.
+pub fn bind_names(body: &[u8]) -> Result<(&str, &str), Malformed> {
+    let (portal, rest) = read_cstr(body).ok_or(Malformed("Bind"))?;
+    let (statement, _) = read_cstr(rest).ok_or(Malformed("Bind"))?;
+    Ok((utf8(portal, "Bind")?, utf8(statement, "Bind")?))
+}
+
+/// Kind ('S' statement or 'P' portal) and name of a Describe or Close body.
+pub fn target<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a str), Malformed> {
+    let (&kind, rest) = body.split_first().ok_or(Malformed(what))?;
+    let (name, _) = read_cstr(rest).ok_or(Malformed(what))?;
+    if kind != b'S' && kind != b'P' {
+        return Err(Malformed(what));
+    }
+    Ok((kind, utf8(name, what)?))
+}
+
+/// Portal name and row limit of an Execute body.
+pub fn execute(body: &[u8]) -> Result<(&str, i32), Malformed> {
+    let (portal, rest) = read_cstr(body).ok_or(Malformed("Execute"))?;
+    let (max_rows, _) = read_i32(rest).ok_or(Malformed("Execute"))?;
+    Ok((utf8(portal, "Execute")?, max_rows))
+}
+
+fn begin(out: &mut BytesMut, tag: u8) -> usize {
+    out.put_u8(tag);
+    let start = out.len();
+    out.put_i32(0);
+    start
+}
+
+fn finish(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn cstr(out: &mut BytesMut, s: &str) {
+    out.extend(s.bytes().filter(|&b| b != 0));
+    out.put_u8(0);
+}
+
+/// Encodes a Query.
+pub fn encode_query(sql: &str, out: &mut BytesMut) {
+    let start = begin(out, b'Q');
+    cstr(out, sql);
+    finish(out, start);
+}
+
+/// Encodes a Parse with raw parameter-type bytes (count + OIDs) as the client sent them.
+pub fn encode_parse(name: &str, sql: &str, param_types: &[u8], out: &mut BytesMut) {
+    let start = begin(out, b'P');
+    cstr(out, name);
+    cstr(out, sql);
+    out.put_slice(param_types);
+    finish(out, start);
+}
+
+/// Encodes a Bind with no parameters and default result formats.
+pub fn encode_bind_empty(portal: &str, statement: &str, out: &mut BytesMut) {
+    let start = begin(out, b'B');
+    cstr(out, portal);
+    cstr(out, statement);
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    finish(out, start);
+}
+
+/// Encodes an Execute.
+pub fn encode_execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
+    let start = begin(out, b'E');
+    cstr(out, portal);
+    out.put_i32(max_rows);
+    finish(out, start);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_bounds() {
+        let mut b = BytesMut::new();
+        encode_parse("s1", "SELECT $1", &[0, 1, 0, 0, 0, 23], &mut b);
+        let p = parse_parse(&b[5..]).unwrap();
+        assert_eq!(
+            (p.name, p.sql, p.param_types),
+            ("s1", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..])
+        );
+        assert!(parse_parse(b"s1\0SELECT").is_err());
+        let mut b = BytesMut::new();
+        encode_execute("p", 5, &mut b);
+        assert_eq!(execute(&b[5..]).unwrap(), ("p", 5));
+        assert!(execute(b"p\0\0").is_err());
+        assert_eq!(target(b"Sname\0", "Describe").unwrap(), (b'S', "name"));
+        assert!(target(b"Xname\0", "Describe").is_err());
+        assert!(target(b"", "Describe").is_err());
+        let mut b = BytesMut::new();
+        encode_bind_empty("", "st", &mut b);
+        assert_eq!(bind_names(&b[5..]).unwrap(), ("", "st"));
+        let mut b = BytesMut::new();
+        encode_query("SELECT 1", &mut b);
+        assert_eq!(query_sql(&b[5..]).unwrap(), "SELECT 1");
+    }
+}

@@ -1,0 +1,681 @@
+//! Applying rules inside a session: rewrite what the client sends, fix what it gets back.
+//!
+//! [`ClientSide`] looks at each client message of a ruled session: a Query or Parse that
+//! writes a ruled table is replaced by its rewritten form (or by a statement that raises
+//! Tandem's refusal), and every message that earns a response pushes an [`Expect`] on a
+//! queue shared with [`ServerSide`]. The server side walks its responses against that
+//! queue: responses of untouched messages pass unchanged; for a mirrored write it drops the
+//! zero-column rows of a statement the client wrote without RETURNING, turns
+//! RowDescription into NoData for its Describe, and replaces the `SELECT n` tag with the
+//! client's `INSERT 0 n` / `UPDATE n` / `DELETE n`. Sessions without rules never get here.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection, ResponseFix, WriteTag};
+use tracing::{debug, warn};
+
+use super::framed::Action;
+use crate::active_rules::ActiveRules;
+use crate::drift::{DriftRecord, DriftSink};
+use crate::protocol::frontend;
+
+/// How a rewritten statement's responses map back: the client's tag and whether it asked
+/// for RETURNING rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirror {
+    /// The tag the client expects.
+    pub tag: WriteTag,
+    /// Whether rows go to the client.
+    pub returning: bool,
+}
+
+/// Which message a response group answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgKind {
+    /// Parse: ParseComplete.
+    Parse,
+    /// Bind: BindComplete.
+    Bind,
+    /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
+    DescribeStatement,
+    /// Describe of a portal: RowDescription or NoData.
+    DescribePortal,
+    /// Execute: rows, then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// Close: CloseComplete.
+    Close,
+}
+
+impl MsgKind {
+    fn ends_with(self, tag: u8) -> bool {
+        match self {
+            MsgKind::Parse => tag == b'1',
+            MsgKind::Bind => tag == b'2',
+            MsgKind::Close => tag == b'3',
+            MsgKind::DescribeStatement | MsgKind::DescribePortal => tag == b'T' || tag == b'n',
+            MsgKind::Execute => matches!(tag, b'C' | b'I' | b's'),
+        }
+    }
+}
+
+/// What to do with one message's responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgMode {
+    /// Forward unchanged.
+    Pass,
+    /// Tandem injected the message: drop its normal responses (errors still go through).
+    Hide,
+    /// Describe of a mirrored write without RETURNING: RowDescription becomes NoData.
+    NoData,
+    /// Execute of a mirrored write.
+    Mirror(Mirror),
+}
+
+/// The responses the server owes, in order.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// A simple Query (or FunctionCall): one fix per statement, up to ReadyForQuery.
+    Query {
+        /// Fixes by statement index; missing ones pass.
+        fixes: Arc<[ResponseFix]>,
+        /// Index of the statement whose responses come next.
+        next: usize,
+    },
+    /// One extended-protocol message.
+    Msg {
+        /// Which message.
+        kind: MsgKind,
+        /// What to do.
+        mode: MsgMode,
+    },
+    /// Sync: answered by ReadyForQuery.
+    Sync,
+}
+
+/// The queue both halves of a ruled session share.
+pub type ExpectQueue = std::sync::Mutex<VecDeque<Expect>>;
+
+/// Client-to-server half: rewrites and records expectations.
+pub struct ClientSide {
+    /// Rules in force.
+    rules: Arc<ActiveRules>,
+    /// The session's search_path for resolving bare table names.
+    search_path: Arc<[String]>,
+    /// Prepared statements that are rewritten mirrors, by name.
+    statements: HashMap<String, Mirror>,
+    /// Portals bound to such statements, by name.
+    portals: HashMap<String, Mirror>,
+    /// Where `record`-policy refusals are written.
+    drift: Option<DriftSink>,
+}
+
+impl ClientSide {
+    /// A client side for a session on the rules' database.
+    pub fn new(
+        rules: Arc<ActiveRules>,
+        search_path: Arc<[String]>,
+        drift: Option<DriftSink>,
+    ) -> Self {
+        Self {
+            rules,
+            search_path,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            drift,
+        }
+    }
+
+    /// Tags whose whole body the client side needs.
+    pub fn inspects(tag: u8) -> bool {
+        matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C')
+    }
+
+    /// Decides one client message's fate and records what its responses need.
+    pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let msg = |kind, mode| Expect::Msg { kind, mode };
+        match tag {
+            b'Q' => self.query(body, queue),
+            b'P' => self.parse(body, queue),
+            b'B' => {
+                if let Ok((portal, statement)) = frontend::bind_names(body) {
+                    match self.statements.get(statement) {
+                        Some(m) => {
+                            self.portals.insert(portal.to_string(), *m);
+                        }
+                        None => {
+                            self.portals.remove(portal);
+                        }
+                    }
+                }
+                queue.push_back(msg(MsgKind::Bind, MsgMode::Pass));
+                Action::Forward
+            }
+            b'D' => {
+                let (kind, fix) = match frontend::target(body, "Describe") {
+                    Ok((b'S', name)) => (MsgKind::DescribeStatement, self.statements.get(name)),
+                    Ok((_, name)) => (MsgKind::DescribePortal, self.portals.get(name)),
+                    Err(_) => (MsgKind::DescribePortal, None),
+                };
+                let mode = match fix {
+                    Some(m) if !m.returning => MsgMode::NoData,
+                    _ => MsgMode::Pass,
+                };
+                queue.push_back(msg(kind, mode));
+                Action::Forward
+            }
+            b'E' => {
+                let Ok((portal, max_rows)) = frontend::execute(body) else {
+                    queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
+                    return Action::Forward;
+                };
+                match self.portals.get(portal) {
+                    Some(m) => {
+                        queue.push_back(msg(MsgKind::Execute, MsgMode::Mirror(*m)));
+                        // A write runs to completion on its first Execute; the rewritten
+                        // SELECT would stop at the row limit and never send the write's tag.
+                        if max_rows != 0 {
+                            let mut out = BytesMut::new();
+                            frontend::encode_execute(portal, 0, &mut out);
+                            return Action::Replace(out);
+                        }
+                        Action::Forward
+                    }
+                    None => {
+                        queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
+                        Action::Forward
+                    }
+                }
+            }
+            b'C' => {
+                match frontend::target(body, "Close") {
+                    Ok((b'S', name)) => {
+                        self.statements.remove(name);
+                    }
+                    Ok((_, name)) => {
+                        self.portals.remove(name);
+                    }
+                    Err(_) => {}
+                }
+                queue.push_back(msg(MsgKind::Close, MsgMode::Pass));
+                Action::Forward
+            }
+            b'S' => {
+                queue.push_back(Expect::Sync);
+                Action::Forward
+            }
+            b'F' => {
+                queue.push_back(Expect::Query {
+                    fixes: Arc::from([]),
+                    next: 0,
+                });
+                Action::Forward
+            }
+            _ => Action::Forward,
+        }
+    }
+
+    fn query(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let plain = || Expect::Query {
+            fixes: Arc::from([]),
+            next: 0,
+        };
+        let Ok(sql) = frontend::query_sql(body) else {
+            queue.push_back(plain());
+            return Action::Forward;
+        };
+        let Some(plan) = self.rules.plan(sql, &self.search_path) else {
+            queue.push_back(plain());
+            return Action::Forward;
+        };
+        let mut out = BytesMut::new();
+        match &*plan {
+            Plan::Rewritten(statements) => {
+                let fixes: Arc<[ResponseFix]> = statements.iter().map(|s| s.response).collect();
+                queue.push_back(Expect::Query { fixes, next: 0 });
+                frontend::encode_query(&join_statements(statements), &mut out);
+                debug!(
+                    statements = statements.len(),
+                    "query rewritten for dual-write"
+                );
+                Action::Replace(out)
+            }
+            Plan::Reject(rejection) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, sql);
+                queue.push_back(plain());
+                Action::Forward
+            }
+            Plan::Passthrough => {
+                queue.push_back(plain());
+                Action::Forward
+            }
+            other => {
+                queue.push_back(plain());
+                frontend::encode_query(&raise_sql(&refusal_of(other)), &mut out);
+                Action::Replace(out)
+            }
+        }
+    }
+
+    fn parse(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let pass = Expect::Msg {
+            kind: MsgKind::Parse,
+            mode: MsgMode::Pass,
+        };
+        let Ok(parse) = frontend::parse_parse(body) else {
+            queue.push_back(pass);
+            return Action::Forward;
+        };
+        let plan = self.rules.plan(parse.sql, &self.search_path);
+        let mut out = BytesMut::new();
+        match plan.as_deref() {
+            None | Some(Plan::Passthrough) => {
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
+                let statement = &statements[0];
+                match statement.response {
+                    ResponseFix::Mirror { tag, returning } => {
+                        self.statements
+                            .insert(parse.name.to_string(), Mirror { tag, returning });
+                    }
+                    ResponseFix::None => {
+                        self.statements.remove(parse.name);
+                    }
+                }
+                queue.push_back(pass);
+                frontend::encode_parse(parse.name, &statement.sql, parse.param_types, &mut out);
+                Action::Replace(out)
+            }
+            Some(Plan::Rewritten(_)) => {
+                // Several statements in one Parse: Postgres refuses it itself.
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, parse.sql);
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(other) => {
+                // Refuse at the Parse's place in the stream: run a statement that raises the
+                // refusal, hiding the ParseComplete/BindComplete of the messages injected to
+                // run it. The server then skips the client's messages up to Sync, as after
+                // any failed Parse, and the transaction state is exactly Postgres's own.
+                self.statements.remove(parse.name);
+                let raise = raise_sql(&refusal_of(other));
+                frontend::encode_parse("", &raise, &[0, 0], &mut out);
+                frontend::encode_bind_empty("", "", &mut out);
+                frontend::encode_execute("", 0, &mut out);
+                queue.push_back(Expect::Msg {
+                    kind: MsgKind::Parse,
+                    mode: MsgMode::Hide,
+                });
+                queue.push_back(Expect::Msg {
+                    kind: MsgKind::Bind,
+                    mode: MsgMode::Hide,
+                });
+                queue.push_back(Expect::Msg {
+                    kind: MsgKind::Execute,
+                    mode: MsgMode::Pass,
+                });
+                Action::Replace(out)
+            }
+        }
+    }
+
+    fn record(&self, rejection: &Rejection, sql: &str) {
+        let table = rejection
+            .table
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        warn!(%table, reason = %rejection.message, "statement runs unmirrored (on_mirror_error = record)");
+        if let Some(drift) = &self.drift {
+            let target = self
+                .rules
+                .set
+                .rules
+                .iter()
+                .find(|r| rejection.table.as_ref() == Some(&r.rule.table))
+                .map(|r| r.rule.target.to_string())
+                .unwrap_or_default();
+            drift.record(DriftRecord {
+                rule_table: table,
+                target_table: target,
+                operation: "unmirrored".into(),
+                sqlstate: rejection.sqlstate.to_string(),
+                error: rejection.message.clone(),
+                statement: sql.to_string(),
+            });
+        }
+    }
+}
+
+/// The refusal for a plan Tandem will not run.
+fn refusal_of(plan: &Plan) -> Rejection {
+    match plan {
+        Plan::Reject(rejection) => rejection.clone(),
+        Plan::CopyIn(copy) => Rejection {
+            sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+            message: format!(
+                "tandem: COPY FROM STDIN into ruled table {} is not mirrored yet",
+                copy.table
+            ),
+            detail: Some(
+                "Tandem refuses writes it cannot mirror rather than let them diverge.".into(),
+            ),
+            hint: Some(format!(
+                "load the rows with INSERT, or COPY into {} and {} separately with the rule off",
+                copy.table, copy.target
+            )),
+            table: Some(copy.table.clone()),
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: copy.table.clone(),
+                construct: "COPY FROM STDIN".into(),
+            },
+        },
+        _ => Rejection {
+            sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+            message: "tandem: statement cannot be mirrored".into(),
+            detail: None,
+            hint: None,
+            table: None,
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: tandem_rules::TableName::new(None, "?"),
+                construct: "statement".into(),
+            },
+        },
+    }
+}
+
+/// A statement that makes the server raise the refusal with its SQLSTATE, message, detail
+/// and hint, so the error and the transaction state are the server's own.
+pub fn raise_sql(rejection: &Rejection) -> String {
+    let lit = |s: &str| {
+        format!(
+            "'{}'",
+            s.replace('\'', "''").replace("$tandem$", "$ tandem $")
+        )
+    };
+    let mut using = vec![
+        format!("ERRCODE = {}", lit(rejection.sqlstate)),
+        format!("MESSAGE = {}", lit(&rejection.message)),
+    ];
+    if let Some(detail) = &rejection.detail {
+        using.push(format!("DETAIL = {}", lit(detail)));
+    }
+    if let Some(hint) = &rejection.hint {
+        using.push(format!("HINT = {}", lit(hint)));
+    }
+    if let Some(table) = &rejection.table {
+        using.push(format!("TABLE = {}", lit(&table.name)));
+        if let Some(schema) = &table.schema {
+            using.push(format!("SCHEMA = {}", lit(schema)));
+        }
+    }
+    format!(
+        "DO $tandem$ BEGIN RAISE EXCEPTION USING {}; END $tandem$",
+        using.join(", ")
+    )
+}
+
+/// Server-to-client half: applies the expectations to the responses.
+#[derive(Debug, Default)]
+pub struct ServerSide;
+
+impl ServerSide {
+    /// Tags whose whole body the server side needs.
+    pub fn inspects(tag: u8) -> bool {
+        matches!(tag, b'C' | b'Z' | b'E')
+    }
+
+    /// Decides one server message's fate.
+    pub fn visit(tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        // Asynchronous messages can arrive at any point.
+        if matches!(tag, b'N' | b'A' | b'S') {
+            return Action::Forward;
+        }
+        if tag == b'Z' {
+            while let Some(e) = queue.pop_front() {
+                if matches!(e, Expect::Sync | Expect::Query { .. }) {
+                    break;
+                }
+            }
+            return Action::Forward;
+        }
+        let Some(head) = queue.front_mut() else {
+            return Action::Forward;
+        };
+        if tag == b'E' {
+            // After an error the server skips everything up to the next Sync.
+            while matches!(queue.front(), Some(Expect::Msg { .. })) {
+                queue.pop_front();
+            }
+            return Action::Forward;
+        }
+        match head {
+            Expect::Query { fixes, next } => {
+                let fix = fixes.get(*next).copied().unwrap_or(ResponseFix::None);
+                match (tag, fix) {
+                    (b'C', _) | (b'I', _) => {
+                        *next += 1;
+                        fixed_tag(tag, body, fix)
+                    }
+                    (
+                        b'T' | b'D',
+                        ResponseFix::Mirror {
+                            returning: false, ..
+                        },
+                    ) => Action::Drop,
+                    _ => Action::Forward,
+                }
+            }
+            Expect::Msg { kind, mode } => {
+                let (kind, mode) = (*kind, *mode);
+                let action = match mode {
+                    MsgMode::Pass => Action::Forward,
+                    MsgMode::Hide => Action::Drop,
+                    MsgMode::NoData if tag == b'T' => Action::Replace(no_data()),
+                    MsgMode::NoData => Action::Forward,
+                    MsgMode::Mirror(m) => match tag {
+                        b'D' if !m.returning => Action::Drop,
+                        b'C' => fixed_tag(
+                            tag,
+                            body,
+                            ResponseFix::Mirror {
+                                tag: m.tag,
+                                returning: m.returning,
+                            },
+                        ),
+                        _ => Action::Forward,
+                    },
+                };
+                if kind.ends_with(tag) {
+                    queue.pop_front();
+                }
+                action
+            }
+            Expect::Sync => Action::Forward,
+        }
+    }
+}
+
+fn no_data() -> BytesMut {
+    BytesMut::from(&[b'n', 0, 0, 0, 4][..])
+}
+
+/// CommandComplete for a mirrored write: `SELECT n` becomes the client's own tag.
+fn fixed_tag(tag: u8, body: &[u8], fix: ResponseFix) -> Action {
+    let ResponseFix::Mirror { tag: write, .. } = fix else {
+        return Action::Forward;
+    };
+    if tag != b'C' {
+        return Action::Forward;
+    }
+    let text = body.strip_suffix(&[0]).unwrap_or(body);
+    let rows = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.strip_prefix("SELECT "))
+        .and_then(|n| n.parse::<u64>().ok());
+    let Some(rows) = rows else {
+        return Action::Forward;
+    };
+    let new_tag = write.tag(rows);
+    let mut out = BytesMut::with_capacity(new_tag.len() + 6);
+    out.extend_from_slice(b"C");
+    out.extend_from_slice(&((new_tag.len() + 5) as i32).to_be_bytes());
+    out.extend_from_slice(new_tag.as_bytes());
+    out.extend_from_slice(&[0]);
+    Action::Replace(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror(returning: bool) -> ResponseFix {
+        ResponseFix::Mirror {
+            tag: WriteTag::Update,
+            returning,
+        }
+    }
+
+    fn bytes(a: Action) -> Option<Vec<u8>> {
+        match a {
+            Action::Replace(b) => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn simple_query_fixes_tag_and_drops_rows() {
+        let mut q = VecDeque::new();
+        q.push_back(Expect::Query {
+            fixes: Arc::from([ResponseFix::None, mirror(false)]),
+            next: 0,
+        });
+        // Statement 1 untouched.
+        assert!(matches!(
+            ServerSide::visit(b'T', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'C', b"SELECT 1\0", &mut q),
+            Action::Forward
+        ));
+        // Statement 2 mirrored without RETURNING.
+        assert!(matches!(ServerSide::visit(b'T', b"", &mut q), Action::Drop));
+        assert!(matches!(ServerSide::visit(b'D', b"", &mut q), Action::Drop));
+        let c = bytes(ServerSide::visit(b'C', b"SELECT 3\0", &mut q)).unwrap();
+        assert_eq!(&c[5..], b"UPDATE 3\0");
+        assert!(matches!(
+            ServerSide::visit(b'Z', b"I", &mut q),
+            Action::Forward
+        ));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn extended_fixes_describe_and_execute_and_skips_after_error() {
+        let mut q = VecDeque::new();
+        for e in [
+            Expect::Msg {
+                kind: MsgKind::Parse,
+                mode: MsgMode::Pass,
+            },
+            Expect::Msg {
+                kind: MsgKind::DescribeStatement,
+                mode: MsgMode::NoData,
+            },
+            Expect::Msg {
+                kind: MsgKind::Bind,
+                mode: MsgMode::Pass,
+            },
+            Expect::Msg {
+                kind: MsgKind::Execute,
+                mode: MsgMode::Mirror(Mirror {
+                    tag: WriteTag::Insert,
+                    returning: false,
+                }),
+            },
+            Expect::Sync,
+        ] {
+            q.push_back(e);
+        }
+        assert!(matches!(
+            ServerSide::visit(b'1', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(
+            ServerSide::visit(b't', b"", &mut q),
+            Action::Forward
+        ));
+        assert_eq!(
+            bytes(ServerSide::visit(b'T', b"", &mut q)).unwrap(),
+            b"n\0\0\0\x04"
+        );
+        assert!(matches!(
+            ServerSide::visit(b'2', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(ServerSide::visit(b'D', b"", &mut q), Action::Drop));
+        let c = bytes(ServerSide::visit(b'C', b"SELECT 2\0", &mut q)).unwrap();
+        assert_eq!(&c[5..], b"INSERT 0 2\0");
+        ServerSide::visit(b'Z', b"I", &mut q);
+        assert!(q.is_empty());
+
+        q.push_back(Expect::Msg {
+            kind: MsgKind::Parse,
+            mode: MsgMode::Hide,
+        });
+        q.push_back(Expect::Msg {
+            kind: MsgKind::Bind,
+            mode: MsgMode::Hide,
+        });
+        q.push_back(Expect::Msg {
+            kind: MsgKind::Execute,
+            mode: MsgMode::Pass,
+        });
+        q.push_back(Expect::Msg {
+            kind: MsgKind::Bind,
+            mode: MsgMode::Pass,
+        });
+        q.push_back(Expect::Sync);
+        assert!(matches!(ServerSide::visit(b'1', b"", &mut q), Action::Drop));
+        assert!(matches!(ServerSide::visit(b'2', b"", &mut q), Action::Drop));
+        assert!(matches!(
+            ServerSide::visit(b'E', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(q.front(), Some(Expect::Sync)));
+        ServerSide::visit(b'Z', b"E", &mut q);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn raise_sql_escapes_quotes() {
+        let r = Rejection {
+            sqlstate: "0A000",
+            message: "it's $tandem$ here".into(),
+            detail: None,
+            hint: Some("h'".into()),
+            table: None,
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: tandem_rules::TableName::new(None, "t"),
+                construct: "x".into(),
+            },
+        };
+        let sql = raise_sql(&r);
+        assert!(sql.contains("MESSAGE = 'it''s $ tandem $ here'"), "{sql}");
+        assert!(sql.contains("HINT = 'h'''"));
+    }
+}

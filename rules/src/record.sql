@@ -1,0 +1,116 @@
+-- Tandem's support objects, created idempotently by the proxy at start (`SUPPORT_SQL`).
+-- See record.rs for why the `record` policy needs a function.
+
+CREATE SCHEMA IF NOT EXISTS tandem;
+
+CREATE TABLE IF NOT EXISTS tandem.drift (
+    id           bigserial PRIMARY KEY,
+    at           timestamptz NOT NULL DEFAULT now(),
+    rule_table   text NOT NULL,
+    target_table text NOT NULL,
+    operation    text NOT NULL,
+    sqlstate     text,
+    error        text,
+    statement    text,
+    resolved     boolean NOT NULL DEFAULT false
+);
+
+-- Mirror `rows` (the written legacy rows, as an array of the legacy table's row type) into
+-- `target_table`; if that fails for any reason, record the failure in tandem.drift instead
+-- of raising. Returns the number of target rows written, 0 when there was nothing to
+-- mirror, -1 when the failure was recorded.
+--
+-- operation:    'insert' or 'update' (both upsert into the target) or 'delete' (by key).
+-- rule_table:   the legacy table, SQL spelling; only recorded.
+-- target_table: the target table, SQL spelling (`app."Line Items_v2"`).
+-- columns:      mirrored columns, catalog spelling.
+-- key_columns:  the upsert conflict target / delete match, catalog spelling.
+-- set_columns, set_exprs: extra target columns and the trusted configured expressions
+--               over the legacy columns that fill them.
+-- statement:    the client's statement, only recorded.
+--
+-- Not SECURITY DEFINER (the target write runs with the client's rights, as in the `fail`
+-- form) and no `SET search_path`: set expressions are evaluated in the client's
+-- search_path, as in the `fail` form. Everything the body names itself is qualified.
+CREATE OR REPLACE FUNCTION tandem.mirror(
+    operation    text,
+    rule_table   text,
+    target_table text,
+    columns      text[],
+    key_columns  text[],
+    set_columns  text[],
+    set_exprs    text[],
+    rows         anyarray,
+    statement    text
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $tandem$
+DECLARE
+    all_columns text[] := columns OPERATOR(pg_catalog.||) set_columns;
+    target      text;
+    command     text;
+    affected    integer;
+    detail      text;
+BEGIN
+    IF rows IS NULL OR pg_catalog.cardinality(rows) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        IF pg_catalog.cardinality(set_columns)
+                OPERATOR(pg_catalog.<>) pg_catalog.cardinality(set_exprs) THEN
+            RAISE EXCEPTION 'tandem.mirror: % set columns but % set expressions',
+                pg_catalog.cardinality(set_columns), pg_catalog.cardinality(set_exprs);
+        END IF;
+        -- regclass output quotes and schema-qualifies exactly as needed.
+        target := target_table::pg_catalog.regclass::pg_catalog.text;
+        IF operation OPERATOR(pg_catalog.=) 'delete' THEN
+            command := pg_catalog.format(
+                'DELETE FROM %s AS tandem_t USING pg_catalog.unnest($1) AS tandem_w WHERE %s',
+                target,
+                (SELECT pg_catalog.string_agg(
+                            pg_catalog.format('tandem_t.%1$I = tandem_w.%1$I', k),
+                            ' AND ' ORDER BY n)
+                   FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS u(k, n)));
+        ELSIF operation OPERATOR(pg_catalog.=) ANY (ARRAY['insert', 'update']) THEN
+            command := pg_catalog.format(
+                'INSERT INTO %s (%s) SELECT %s FROM pg_catalog.unnest($1) AS tandem_w '
+                'ON CONFLICT (%s) %s',
+                target,
+                (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY n)
+                   FROM pg_catalog.unnest(all_columns) WITH ORDINALITY AS u(c, n)),
+                (SELECT pg_catalog.string_agg(v, ', ' ORDER BY n) FROM (
+                    SELECT pg_catalog.format('tandem_w.%I', c), n
+                      FROM pg_catalog.unnest(columns) WITH ORDINALITY AS u(c, n)
+                    UNION ALL
+                    SELECT '(' OPERATOR(pg_catalog.||) e OPERATOR(pg_catalog.||) ')',
+                           pg_catalog.cardinality(columns) OPERATOR(pg_catalog.+) n
+                      FROM pg_catalog.unnest(set_exprs) WITH ORDINALITY AS u(e, n)
+                 ) AS vals(v, n)),
+                (SELECT pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' ORDER BY n)
+                   FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS u(k, n)),
+                COALESCE(
+                    'DO UPDATE SET ' OPERATOR(pg_catalog.||) (
+                        SELECT pg_catalog.string_agg(
+                                   pg_catalog.format('%1$I = EXCLUDED.%1$I', c), ', ' ORDER BY n)
+                          FROM pg_catalog.unnest(all_columns) WITH ORDINALITY AS u(c, n)
+                         WHERE c OPERATOR(pg_catalog.<>) ALL (key_columns)),
+                    'DO NOTHING'));
+        ELSE
+            RAISE EXCEPTION 'tandem.mirror: unknown operation %', operation;
+        END IF;
+        EXECUTE command USING rows;
+        GET DIAGNOSTICS affected = ROW_COUNT;
+        RETURN affected;
+    EXCEPTION WHEN OTHERS THEN
+        -- Runs after the block's subtransaction rolled back: the target is untouched, the
+        -- legacy write (outside the block) stands. query_canceled is not caught by OTHERS.
+        GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+        INSERT INTO tandem.drift (rule_table, target_table, operation, sqlstate, error, statement)
+        VALUES (mirror.rule_table, mirror.target_table, mirror.operation, SQLSTATE,
+                SQLERRM OPERATOR(pg_catalog.||)
+                    COALESCE(E'\n' OPERATOR(pg_catalog.||) NULLIF(detail, ''), ''),
+                mirror.statement);
+        RETURN -1;
+    END;
+END
+$tandem$;
