@@ -60,6 +60,30 @@ impl MsgKind {
     }
 }
 
+/// What to do with one statement's responses inside a simple Query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StmtFix {
+    /// Forward unchanged.
+    Pass,
+    /// A mirrored write: fix its tag, drop rows when the client had no RETURNING.
+    Mirror(Mirror),
+    /// A statement Tandem added: drop everything but errors and notices.
+    Hide,
+    /// Hold the CommandComplete until the whole Query succeeds (a COPY whose rows are
+    /// mirrored by a later, hidden statement: if that fails, the client sees only the error,
+    /// as it would had the COPY itself failed).
+    Defer,
+}
+
+impl From<ResponseFix> for StmtFix {
+    fn from(fix: ResponseFix) -> Self {
+        match fix {
+            ResponseFix::None => StmtFix::Pass,
+            ResponseFix::Mirror { tag, returning } => StmtFix::Mirror(Mirror { tag, returning }),
+        }
+    }
+}
+
 /// What to do with one message's responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsgMode {
@@ -79,9 +103,11 @@ pub enum Expect {
     /// A simple Query (or FunctionCall): one fix per statement, up to ReadyForQuery.
     Query {
         /// Fixes by statement index; missing ones pass.
-        fixes: Arc<[ResponseFix]>,
+        fixes: Arc<[StmtFix]>,
         /// Index of the statement whose responses come next.
         next: usize,
+        /// A deferred CommandComplete, released just before ReadyForQuery.
+        held: Option<BytesMut>,
     },
     /// One extended-protocol message.
     Msg {
@@ -209,6 +235,7 @@ impl ClientSide {
                 queue.push_back(Expect::Query {
                     fixes: Arc::from([]),
                     next: 0,
+                    held: None,
                 });
                 Action::Forward
             }
@@ -220,6 +247,7 @@ impl ClientSide {
         let plain = || Expect::Query {
             fixes: Arc::from([]),
             next: 0,
+            held: None,
         };
         let Ok(sql) = frontend::query_sql(body) else {
             queue.push_back(plain());
@@ -232,8 +260,12 @@ impl ClientSide {
         let mut out = BytesMut::new();
         match &*plan {
             Plan::Rewritten(statements) => {
-                let fixes: Arc<[ResponseFix]> = statements.iter().map(|s| s.response).collect();
-                queue.push_back(Expect::Query { fixes, next: 0 });
+                let fixes: Arc<[StmtFix]> = statements.iter().map(|s| s.response.into()).collect();
+                queue.push_back(Expect::Query {
+                    fixes,
+                    next: 0,
+                    held: None,
+                });
                 frontend::encode_query(&join_statements(statements), &mut out);
                 debug!(
                     statements = statements.len(),
@@ -250,6 +282,22 @@ impl ClientSide {
                 queue.push_back(plain());
                 Action::Forward
             }
+            Plan::CopyIn(copy) => match self.copy_in(copy) {
+                Some((sql, fixes)) => {
+                    queue.push_back(Expect::Query {
+                        fixes,
+                        next: 0,
+                        held: None,
+                    });
+                    frontend::encode_query(&sql, &mut out);
+                    Action::Replace(out)
+                }
+                None => {
+                    queue.push_back(plain());
+                    frontend::encode_query(&raise_sql(&refusal_of(&plan)), &mut out);
+                    Action::Replace(out)
+                }
+            },
             other => {
                 queue.push_back(plain());
                 frontend::encode_query(&raise_sql(&refusal_of(other)), &mut out);
@@ -329,6 +377,50 @@ impl ClientSide {
         }
     }
 
+    /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with
+    /// the COPY's own column list and options (so the client's tag is the real `COPY n`),
+    /// then one mirrored INSERT moves them into legacy and target in the same transaction.
+    /// Tandem's added statements are hidden from the client.
+    fn copy_in(&self, copy: &tandem_rules::CopyIn) -> Option<(String, Arc<[StmtFix]>)> {
+        let temp = format!("pg_temp.{}", copy_table_name(&copy.table.to_string()));
+        let cols = copy
+            .columns
+            .iter()
+            .map(|c| tandem_rules::quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let insert = format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {temp}",
+            copy.table
+        );
+        let mirror_sql = match tandem_rules::plan(&insert, &self.rules.set, &self.search_path) {
+            Plan::Rewritten(statements) if statements.len() == 1 => statements[0].sql.clone(),
+            _ => return None,
+        };
+        let create = format!(
+            "DO $tandem$ BEGIN IF to_regclass('{temp}') IS NULL THEN \
+             CREATE TEMP TABLE {} AS SELECT {cols} FROM {} WITH NO DATA; END IF; END $tandem$",
+            copy_table_name(&copy.table.to_string()),
+            copy.table
+        );
+        let statements = [
+            (create, StmtFix::Hide),
+            (format!("TRUNCATE {temp}"), StmtFix::Hide),
+            (
+                format!("COPY {temp} ({cols}) FROM STDIN {}", copy.options),
+                StmtFix::Defer,
+            ),
+            (mirror_sql, StmtFix::Hide),
+            (format!("TRUNCATE {temp}"), StmtFix::Hide),
+        ];
+        let sql = statements
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(";\n");
+        Some((sql, statements.iter().map(|(_, f)| *f).collect()))
+    }
+
     fn record(&self, rejection: &Rejection, sql: &str) {
         let table = rejection
             .table
@@ -355,6 +447,25 @@ impl ClientSide {
             });
         }
     }
+}
+
+/// The session temp table a COPY into `table` lands in first.
+fn copy_table_name(table: &str) -> String {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let hash = table.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("tandem_copy_{safe}_{:08x}", hash as u32)
 }
 
 /// The refusal for a plan Tandem will not run.
@@ -445,8 +556,17 @@ impl ServerSide {
         }
         if tag == b'Z' {
             while let Some(e) = queue.pop_front() {
-                if matches!(e, Expect::Sync | Expect::Query { .. }) {
-                    break;
+                match e {
+                    Expect::Query {
+                        held: Some(mut held),
+                        ..
+                    } => {
+                        held.extend_from_slice(&[b'Z', 0, 0, 0, 5]);
+                        held.extend_from_slice(body);
+                        return Action::Replace(held);
+                    }
+                    Expect::Sync | Expect::Query { .. } => break,
+                    Expect::Msg { .. } => {}
                 }
             }
             return Action::Forward;
@@ -455,25 +575,38 @@ impl ServerSide {
             return Action::Forward;
         };
         if tag == b'E' {
-            // After an error the server skips everything up to the next Sync.
+            // After an error the server skips everything up to the next Sync, and a
+            // deferred tag must never be seen.
             while matches!(queue.front(), Some(Expect::Msg { .. })) {
                 queue.pop_front();
+            }
+            if let Some(Expect::Query { held, .. }) = queue.front_mut() {
+                *held = None;
             }
             return Action::Forward;
         }
         match head {
-            Expect::Query { fixes, next } => {
-                let fix = fixes.get(*next).copied().unwrap_or(ResponseFix::None);
-                match (tag, fix) {
-                    (b'C', _) | (b'I', _) => {
-                        *next += 1;
-                        fixed_tag(tag, body, fix)
+            Expect::Query { fixes, next, held } => {
+                let fix = fixes.get(*next).copied().unwrap_or(StmtFix::Pass);
+                if matches!(tag, b'C' | b'I') {
+                    *next += 1;
+                }
+                match (fix, tag) {
+                    (StmtFix::Hide, _) => Action::Drop,
+                    (StmtFix::Defer, b'C') => {
+                        let mut frame = BytesMut::with_capacity(body.len() + 5);
+                        frame.extend_from_slice(b"C");
+                        frame.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+                        frame.extend_from_slice(body);
+                        *held = Some(frame);
+                        Action::Drop
                     }
+                    (StmtFix::Mirror(m), b'C') => fixed_tag(body, m.tag),
                     (
-                        b'T' | b'D',
-                        ResponseFix::Mirror {
+                        StmtFix::Mirror(Mirror {
                             returning: false, ..
-                        },
+                        }),
+                        b'T' | b'D',
                     ) => Action::Drop,
                     _ => Action::Forward,
                 }
@@ -487,14 +620,7 @@ impl ServerSide {
                     MsgMode::NoData => Action::Forward,
                     MsgMode::Mirror(m) => match tag {
                         b'D' if !m.returning => Action::Drop,
-                        b'C' => fixed_tag(
-                            tag,
-                            body,
-                            ResponseFix::Mirror {
-                                tag: m.tag,
-                                returning: m.returning,
-                            },
-                        ),
+                        b'C' => fixed_tag(body, m.tag),
                         _ => Action::Forward,
                     },
                 };
@@ -513,13 +639,7 @@ fn no_data() -> BytesMut {
 }
 
 /// CommandComplete for a mirrored write: `SELECT n` becomes the client's own tag.
-fn fixed_tag(tag: u8, body: &[u8], fix: ResponseFix) -> Action {
-    let ResponseFix::Mirror { tag: write, .. } = fix else {
-        return Action::Forward;
-    };
-    if tag != b'C' {
-        return Action::Forward;
-    }
+fn fixed_tag(body: &[u8], write: WriteTag) -> Action {
     let text = body.strip_suffix(&[0]).unwrap_or(body);
     let rows = std::str::from_utf8(text)
         .ok()
@@ -541,11 +661,11 @@ fn fixed_tag(tag: u8, body: &[u8], fix: ResponseFix) -> Action {
 mod tests {
     use super::*;
 
-    fn mirror(returning: bool) -> ResponseFix {
-        ResponseFix::Mirror {
+    fn mirror(returning: bool) -> StmtFix {
+        StmtFix::Mirror(Mirror {
             tag: WriteTag::Update,
             returning,
-        }
+        })
     }
 
     fn bytes(a: Action) -> Option<Vec<u8>> {
@@ -559,8 +679,9 @@ mod tests {
     fn simple_query_fixes_tag_and_drops_rows() {
         let mut q = VecDeque::new();
         q.push_back(Expect::Query {
-            fixes: Arc::from([ResponseFix::None, mirror(false)]),
+            fixes: Arc::from([StmtFix::Pass, mirror(false), StmtFix::Hide]),
             next: 0,
+            held: None,
         });
         // Statement 1 untouched.
         assert!(matches!(
@@ -677,5 +798,67 @@ mod tests {
         let sql = raise_sql(&r);
         assert!(sql.contains("MESSAGE = 'it''s $ tandem $ here'"), "{sql}");
         assert!(sql.contains("HINT = 'h'''"));
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn deferred_copy_tag_is_dropped_on_error() {
+        let mut q = VecDeque::new();
+        q.push_back(Expect::Query {
+            fixes: Arc::from([
+                StmtFix::Hide,
+                StmtFix::Hide,
+                StmtFix::Defer,
+                StmtFix::Hide,
+                StmtFix::Hide,
+            ]),
+            next: 0,
+            held: None,
+        });
+        assert!(matches!(
+            ServerSide::visit(b'C', b"DO\0", &mut q),
+            Action::Drop
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'C', b"TRUNCATE TABLE\0", &mut q),
+            Action::Drop
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'G', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'C', b"COPY 2\0", &mut q),
+            Action::Drop
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'E', b"", &mut q),
+            Action::Forward
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'Z', b"I", &mut q),
+            Action::Forward
+        ));
+        q.push_back(Expect::Query {
+            fixes: Arc::from([StmtFix::Defer, StmtFix::Hide]),
+            next: 0,
+            held: None,
+        });
+        assert!(matches!(
+            ServerSide::visit(b'C', b"COPY 2\0", &mut q),
+            Action::Drop
+        ));
+        assert!(matches!(
+            ServerSide::visit(b'C', b"SELECT 2\0", &mut q),
+            Action::Drop
+        ));
+        match ServerSide::visit(b'Z', b"I", &mut q) {
+            Action::Replace(b) => assert_eq!(&b[..], b"C\0\0\0\x0bCOPY 2\0Z\0\0\0\x05I"),
+            other => panic!("{other:?}"),
+        }
     }
 }
