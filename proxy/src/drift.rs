@@ -15,22 +15,6 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::upstream::Connector;
 
-/// Tandem's own schema objects, created idempotently at start when rules are active.
-pub const SUPPORT_SQL: &str = "
-CREATE SCHEMA IF NOT EXISTS tandem;
-CREATE TABLE IF NOT EXISTS tandem.drift (
-    id           bigserial PRIMARY KEY,
-    at           timestamptz NOT NULL DEFAULT now(),
-    rule_table   text NOT NULL,
-    target_table text NOT NULL,
-    operation    text NOT NULL,
-    sqlstate     text,
-    error        text,
-    statement    text,
-    resolved     boolean NOT NULL DEFAULT false
-);
-";
-
 /// One unmirrored write.
 #[derive(Debug, Clone)]
 pub struct DriftRecord {

@@ -164,7 +164,7 @@ async fn load_rules(
     let client = catalog::side_connection(config, connector).await?;
     let set = catalog::resolve(&client, &config.rules, 1).await?;
     client
-        .batch_execute(crate::drift::SUPPORT_SQL)
+        .batch_execute(tandem_rules::SUPPORT_SQL)
         .await
         .map_err(catalog::CatalogError::from)?;
     let database = upstream_database(config);

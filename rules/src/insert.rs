@@ -20,13 +20,15 @@ use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::ResolvedRule;
-use crate::sqlgen::{upsert_cte, Composed};
+use crate::sqlgen::{mirror, Composed};
 
-/// Rewrite an INSERT into `rule`'s table (with the client's `with`, if any).
+/// Rewrite an INSERT into `rule`'s table (with the client's `with`, if any);
+/// `statement` is the client's text, kept with any drift under the `record` policy.
 pub(crate) fn rewrite(
     with: Option<&With>,
     ins: &Insert,
     rule: &ResolvedRule,
+    statement: &str,
 ) -> Result<StatementPlan, Refusal> {
     let unsupported = |construct: &str| Refusal::Unsupported {
         table: rule.rule.table.clone(),
@@ -48,7 +50,7 @@ pub(crate) fn rewrite(
     let sql = Composed {
         with,
         write: format!("{write} RETURNING *"),
-        mirror: upsert_cte(rule),
+        mirror: mirror(rule, WriteTag::Insert, statement),
         projection: ins.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
     }

@@ -195,7 +195,7 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(&stmt, with, top, rule)
+            plan_write(&stmt, with, top, rule, piece)
         }
         Statement::Explain {
             analyze: false,
@@ -222,12 +222,14 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
     }
 }
 
-/// Plan a top-level INSERT/UPDATE/DELETE/MERGE whose table has an active `rule`.
+/// Plan a top-level INSERT/UPDATE/DELETE/MERGE whose table has an active `rule`; `piece` is
+/// the client's text of `stmt`.
 fn plan_write(
     stmt: &Statement,
     with: Option<&With>,
     top: &Statement,
     rule: &ResolvedRule,
+    piece: &str,
 ) -> Result<Outcome, Refusal> {
     if let Statement::Merge(_) = top {
         return Err(merge::refuse(rule));
@@ -240,9 +242,9 @@ fn plan_write(
         });
     }
     let plan = match top {
-        Statement::Insert(ins) => insert::rewrite(with, ins, rule)?,
-        Statement::Update(upd) => update::rewrite(with, upd, rule)?,
-        Statement::Delete(del) => delete::rewrite(with, del, rule)?,
+        Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
+        Statement::Update(upd) => update::rewrite(with, upd, rule, piece)?,
+        Statement::Delete(del) => delete::rewrite(with, del, rule, piece)?,
         _ => return Ok(Outcome::Untouched),
     };
     Ok(Outcome::Rewritten(plan))

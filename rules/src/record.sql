@@ -15,6 +15,24 @@ CREATE TABLE IF NOT EXISTS tandem.drift (
     resolved     boolean NOT NULL DEFAULT false
 );
 
+-- Appends one drift row. SECURITY DEFINER so that a client role needs no privilege on
+-- tandem.drift: without one, the first mirror failure would fail the client's statement
+-- after all, exactly when `record` matters. Anyone allowed to use schema tandem can add
+-- (not read) drift rows; a spurious row is a false alarm, never a hidden divergence.
+CREATE OR REPLACE FUNCTION tandem.record_drift(
+    rule_table   text,
+    target_table text,
+    operation    text,
+    sqlstate     text,
+    error        text,
+    statement    text
+) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $tandem$
+    INSERT INTO tandem.drift (rule_table, target_table, operation, sqlstate, error, statement)
+    VALUES ($1, $2, $3, $4, $5, $6)
+$tandem$;
+
 -- Mirror `rows` (the written legacy rows, as an array of the legacy table's row type) into
 -- `target_table`; if that fails for any reason, record the failure in tandem.drift instead
 -- of raising. Returns the number of target rows written, 0 when there was nothing to
@@ -31,7 +49,8 @@ CREATE TABLE IF NOT EXISTS tandem.drift (
 --
 -- Not SECURITY DEFINER (the target write runs with the client's rights, as in the `fail`
 -- form) and no `SET search_path`: set expressions are evaluated in the client's
--- search_path, as in the `fail` form. Everything the body names itself is qualified.
+-- search_path, as in the `fail` form; like any SQL, the body's own built-in names resolve
+-- in pg_catalog first.
 CREATE OR REPLACE FUNCTION tandem.mirror(
     operation    text,
     rule_table   text,
@@ -46,54 +65,49 @@ CREATE OR REPLACE FUNCTION tandem.mirror(
 LANGUAGE plpgsql VOLATILE
 AS $tandem$
 DECLARE
-    all_columns text[] := columns OPERATOR(pg_catalog.||) set_columns;
+    all_columns text[] := columns || set_columns;
     target      text;
     command     text;
     affected    integer;
     detail      text;
 BEGIN
-    IF rows IS NULL OR pg_catalog.cardinality(rows) OPERATOR(pg_catalog.=) 0 THEN
+    IF rows IS NULL OR cardinality(rows) = 0 THEN
         RETURN 0;
     END IF;
     BEGIN
-        IF pg_catalog.cardinality(set_columns)
-                OPERATOR(pg_catalog.<>) pg_catalog.cardinality(set_exprs) THEN
+        IF cardinality(set_columns) <> cardinality(set_exprs) THEN
             RAISE EXCEPTION 'tandem.mirror: % set columns but % set expressions',
-                pg_catalog.cardinality(set_columns), pg_catalog.cardinality(set_exprs);
+                cardinality(set_columns), cardinality(set_exprs);
         END IF;
         -- regclass output quotes and schema-qualifies exactly as needed.
-        target := target_table::pg_catalog.regclass::pg_catalog.text;
-        IF operation OPERATOR(pg_catalog.=) 'delete' THEN
-            command := pg_catalog.format(
+        target := target_table::regclass::text;
+        IF operation = 'delete' THEN
+            command := format(
                 'DELETE FROM %s AS tandem_t USING pg_catalog.unnest($1) AS tandem_w WHERE %s',
                 target,
-                (SELECT pg_catalog.string_agg(
-                            pg_catalog.format('tandem_t.%1$I = tandem_w.%1$I', k),
-                            ' AND ' ORDER BY n)
-                   FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS u(k, n)));
-        ELSIF operation OPERATOR(pg_catalog.=) ANY (ARRAY['insert', 'update']) THEN
-            command := pg_catalog.format(
+                (SELECT string_agg(format('tandem_t.%1$I = tandem_w.%1$I', k), ' AND ' ORDER BY n)
+                   FROM unnest(key_columns) WITH ORDINALITY AS u(k, n)));
+        ELSIF operation = ANY (ARRAY['insert', 'update']) THEN
+            command := format(
                 'INSERT INTO %s (%s) SELECT %s FROM pg_catalog.unnest($1) AS tandem_w '
                 'ON CONFLICT (%s) %s',
                 target,
-                (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY n)
-                   FROM pg_catalog.unnest(all_columns) WITH ORDINALITY AS u(c, n)),
-                (SELECT pg_catalog.string_agg(v, ', ' ORDER BY n) FROM (
-                    SELECT pg_catalog.format('tandem_w.%I', c), n
-                      FROM pg_catalog.unnest(columns) WITH ORDINALITY AS u(c, n)
+                (SELECT string_agg(format('%I', c), ', ' ORDER BY n)
+                   FROM unnest(all_columns) WITH ORDINALITY AS u(c, n)),
+                (SELECT string_agg(v, ', ' ORDER BY n) FROM (
+                    SELECT format('tandem_w.%I', c), n
+                      FROM unnest(columns) WITH ORDINALITY AS u(c, n)
                     UNION ALL
-                    SELECT '(' OPERATOR(pg_catalog.||) e OPERATOR(pg_catalog.||) ')',
-                           pg_catalog.cardinality(columns) OPERATOR(pg_catalog.+) n
-                      FROM pg_catalog.unnest(set_exprs) WITH ORDINALITY AS u(e, n)
+                    SELECT '(' || e || ')', cardinality(columns) + n
+                      FROM unnest(set_exprs) WITH ORDINALITY AS u(e, n)
                  ) AS vals(v, n)),
-                (SELECT pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' ORDER BY n)
-                   FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS u(k, n)),
+                (SELECT string_agg(format('%I', k), ', ' ORDER BY n)
+                   FROM unnest(key_columns) WITH ORDINALITY AS u(k, n)),
                 COALESCE(
-                    'DO UPDATE SET ' OPERATOR(pg_catalog.||) (
-                        SELECT pg_catalog.string_agg(
-                                   pg_catalog.format('%1$I = EXCLUDED.%1$I', c), ', ' ORDER BY n)
-                          FROM pg_catalog.unnest(all_columns) WITH ORDINALITY AS u(c, n)
-                         WHERE c OPERATOR(pg_catalog.<>) ALL (key_columns)),
+                    'DO UPDATE SET ' || (
+                        SELECT string_agg(format('%1$I = EXCLUDED.%1$I', c), ', ' ORDER BY n)
+                          FROM unnest(all_columns) WITH ORDINALITY AS u(c, n)
+                         WHERE c <> ALL (key_columns)),
                     'DO NOTHING'));
         ELSE
             RAISE EXCEPTION 'tandem.mirror: unknown operation %', operation;
@@ -105,12 +119,14 @@ BEGIN
         -- Runs after the block's subtransaction rolled back: the target is untouched, the
         -- legacy write (outside the block) stands. query_canceled is not caught by OTHERS.
         GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-        INSERT INTO tandem.drift (rule_table, target_table, operation, sqlstate, error, statement)
-        VALUES (mirror.rule_table, mirror.target_table, mirror.operation, SQLSTATE,
-                SQLERRM OPERATOR(pg_catalog.||)
-                    COALESCE(E'\n' OPERATOR(pg_catalog.||) NULLIF(detail, ''), ''),
-                mirror.statement);
+        PERFORM tandem.record_drift(rule_table, target_table, operation, SQLSTATE,
+                                    SQLERRM || COALESCE(E'\n' || NULLIF(detail, ''), ''),
+                                    statement);
         RETURN -1;
     END;
 END
 $tandem$;
+
+-- Client roles call tandem.mirror() from their own statements. EXECUTE on functions is
+-- PUBLIC by default; the schema's USAGE is not.
+GRANT USAGE ON SCHEMA tandem TO PUBLIC;

@@ -14,13 +14,19 @@
 //! same snapshot. Values the legacy table generated (serials, defaults, generated columns)
 //! are copied from what it returned, never computed again. The CTE names are prefixed
 //! `tandem_` so they do not collide with the client's own CTEs.
+//!
+//! That is the `fail` policy's form. Under `record` there is no `tandem_m`: the final
+//! SELECT gets a `WHERE` condition that mirrors through `tandem.mirror()` (see
+//! [`record`](crate::record)), so a failure of the target's half is caught.
 
 use sqlparser::ast::{Expr, Statement, With};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::ident::quote_ident;
-use crate::rule::ResolvedRule;
+use crate::plan::WriteTag;
+use crate::record;
+use crate::rule::{MirrorErrorPolicy, ResolvedRule};
 
 /// Name of the CTE holding the client's write.
 pub(crate) const WRITE_CTE: &str = "tandem_w";
@@ -63,7 +69,7 @@ fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
 /// `tandem_m AS (INSERT INTO target (...) SELECT ... FROM tandem_w ON CONFLICT (key) DO ...)`:
 /// insert the written rows into the target, or overwrite the target's copy. Key columns
 /// are never overwritten; when every column is a key column there is nothing to update.
-pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
+fn upsert_cte(rule: &ResolvedRule) -> String {
     let shape = &rule.shape;
     let set = &rule.rule.set;
     let columns: Vec<&String> = shape
@@ -101,7 +107,7 @@ pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
 }
 
 /// `tandem_m AS (DELETE FROM target AS tandem_t USING tandem_w WHERE <key matches>)`.
-pub(crate) fn delete_cte(rule: &ResolvedRule) -> String {
+fn delete_cte(rule: &ResolvedRule) -> String {
     let matches: Vec<String> = rule
         .rule
         .key
@@ -118,14 +124,34 @@ pub(crate) fn delete_cte(rule: &ResolvedRule) -> String {
     )
 }
 
+/// How a rewrite writes the target, by the rule's error policy.
+pub(crate) enum Mirror {
+    /// `fail`: the `tandem_m` CTE ([`upsert_cte`] or [`delete_cte`]); a target error fails
+    /// the statement.
+    Cte(String),
+    /// `record`: the final SELECT's `WHERE` condition calling `tandem.mirror()`, which
+    /// records a target error as drift instead.
+    Guard(String),
+}
+
+/// The mirror of a write of kind `op` under `rule`'s policy; `statement` is the client's
+/// text, kept with any drift.
+pub(crate) fn mirror(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Mirror {
+    match (rule.rule.on_mirror_error, op) {
+        (MirrorErrorPolicy::Fail, WriteTag::Delete) => Mirror::Cte(delete_cte(rule)),
+        (MirrorErrorPolicy::Fail, _) => Mirror::Cte(upsert_cte(rule)),
+        (MirrorErrorPolicy::Record, _) => Mirror::Guard(record::guard(rule, op, statement)),
+    }
+}
+
 /// The parts of a mirrored write, assembled by [`Composed::sql`].
 pub(crate) struct Composed<'a> {
     /// The client's own WITH clause, kept in front of Tandem's CTEs.
     pub with: Option<&'a With>,
     /// The client's write with Tandem's RETURNING.
     pub write: String,
-    /// The mirror CTE ([`upsert_cte`] or [`delete_cte`]).
-    pub mirror: String,
+    /// How the target is written.
+    pub mirror: Mirror,
     /// The client's RETURNING list, rendered for the final SELECT; `None` when it had none.
     pub projection: Option<String>,
     /// Name the final SELECT gives `tandem_w`, so the RETURNING list's references resolve.
@@ -145,15 +171,19 @@ impl Composed<'_> {
                 sql.push_str(", ");
             }
         }
-        sql.push_str(&format!(
-            "{WRITE_CTE} AS ({}), {} ",
-            self.write, self.mirror
-        ));
+        sql.push_str(&format!("{WRITE_CTE} AS ({})", self.write));
+        if let Mirror::Cte(cte) = &self.mirror {
+            sql.push_str(&format!(", {cte}"));
+        }
         match &self.projection {
-            Some(list) => {
-                sql.push_str(&format!("SELECT {list} FROM {WRITE_CTE} AS {}", self.alias))
-            }
-            None => sql.push_str(&format!("SELECT FROM {WRITE_CTE}")),
+            Some(list) => sql.push_str(&format!(
+                " SELECT {list} FROM {WRITE_CTE} AS {}",
+                self.alias
+            )),
+            None => sql.push_str(&format!(" SELECT FROM {WRITE_CTE}")),
+        }
+        if let Mirror::Guard(condition) = &self.mirror {
+            sql.push_str(&format!(" WHERE {condition}"));
         }
         sql
     }

@@ -24,13 +24,15 @@ use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::ResolvedRule;
-use crate::sqlgen::{upsert_cte, Composed};
+use crate::sqlgen::{mirror, Composed};
 
-/// Rewrite an UPDATE of `rule`'s table (with the client's `with`, if any).
+/// Rewrite an UPDATE of `rule`'s table (with the client's `with`, if any);
+/// `statement` is the client's text, kept with any drift under the `record` policy.
 pub(crate) fn rewrite(
     with: Option<&With>,
     upd: &Update,
     rule: &ResolvedRule,
+    statement: &str,
 ) -> Result<StatementPlan, Refusal> {
     let unsupported = |construct: &str| Refusal::Unsupported {
         table: rule.rule.table.clone(),
@@ -67,7 +69,7 @@ pub(crate) fn rewrite(
     let sql = Composed {
         with,
         write: format!("{write} RETURNING {row}"),
-        mirror: upsert_cte(rule),
+        mirror: mirror(rule, WriteTag::Update, statement),
         projection: upd.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
     }
