@@ -304,3 +304,83 @@ async fn errors_keep_all_fields() {
         assert_eq!(a.schema(), b.schema());
     }
 }
+
+mod raw_protocol {
+    //! Protocol corners drivers rarely exercise: GSSENCRequest, a newer minor version,
+    //! FunctionCall.
+
+    use std::time::Duration;
+
+    use tandem_tests::raw::{self, message, read_until_ready};
+    use tandem_tests::{pg, start_proxy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gssenc_request_is_declined_then_startup_works() {
+        let proxy = start_proxy().await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+            .await
+            .unwrap();
+        assert_eq!(s.read_u8().await.unwrap(), b'N');
+        s.write_all(&raw::startup(&pg().superuser, &pg().database, &[]))
+            .await
+            .unwrap();
+        let frames = read_until_ready(&mut s, WAIT).await;
+        assert_eq!(frames.last().map(|f| f.0), Some(b'Z'));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn newer_minor_version_is_negotiated_by_the_server() {
+        let proxy = start_proxy().await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut startup = raw::startup(
+            &pg().superuser,
+            &pg().database,
+            &[("_pq_.test_option", "1")],
+        );
+        startup[6..8].copy_from_slice(&2u16.to_be_bytes()); // protocol 3.2
+        s.write_all(&startup).await.unwrap();
+        let frames = read_until_ready(&mut s, WAIT).await;
+        let negotiate = frames
+            .iter()
+            .find(|f| f.0 == b'v')
+            .expect("NegotiateProtocolVersion relayed");
+        // The newest version the server supports (3.0: PG 15 sends the whole version
+        // number here), then the unrecognised _pq_ option.
+        assert_eq!(&negotiate.1[..4], &0x0003_0000i32.to_be_bytes());
+        assert!(String::from_utf8_lossy(&negotiate.1).contains("_pq_.test_option"));
+        assert_eq!(frames.last().map(|f| f.0), Some(b'Z'));
+        s.write_all(&raw::query("SELECT 1")).await.unwrap();
+        let frames = read_until_ready(&mut s, WAIT).await;
+        assert!(frames.iter().any(|f| f.0 == b'D'));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn function_call_round_trips() {
+        let proxy = start_proxy().await;
+        let app = tandem_tests::unique("fcall");
+        let mut s = raw::login(proxy.addr, &pg().superuser, &pg().database, &app).await;
+        // int4pl (OID 177) with two text-format arguments, text result.
+        let mut body = Vec::new();
+        body.extend(177i32.to_be_bytes());
+        body.extend(0i16.to_be_bytes()); // argument formats: all text
+        body.extend(2i16.to_be_bytes());
+        for arg in [b"2".as_slice(), b"40".as_slice()] {
+            body.extend((arg.len() as i32).to_be_bytes());
+            body.extend(arg);
+        }
+        body.extend(0i16.to_be_bytes()); // result format: text
+        s.write_all(&message(b'F', &body)).await.unwrap();
+        let frames = read_until_ready(&mut s, WAIT).await;
+        let result = frames
+            .iter()
+            .find(|f| f.0 == b'V')
+            .expect("FunctionCallResponse");
+        assert_eq!(&result.1[4..], b"42");
+        assert_eq!(frames.last().map(|f| f.0), Some(b'Z'));
+    }
+}
