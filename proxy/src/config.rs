@@ -21,6 +21,9 @@ pub struct Config {
     /// Only its host, port and TLS settings are used; user and database come from each client.
     #[serde(default = "default_upstream")]
     pub upstream: String,
+    /// Runtime threads: 0 = one per CPU, 1 = a single-threaded event loop.
+    #[serde(default)]
+    pub workers: usize,
     /// Log filter (`info`, `debug`, `tandem=trace`...); `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -145,6 +148,7 @@ impl Default for Config {
             listen: default_listen(),
             upstream: default_upstream(),
             log_level: default_log_level(),
+            workers: 0,
             tls: None,
             upstream_tls: UpstreamTlsConfig::default(),
             limits: Limits::default(),

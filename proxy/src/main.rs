@@ -35,6 +35,9 @@ enum Command {
         /// Upstream connection string, overriding the file's `upstream`.
         #[arg(long)]
         upstream: Option<String>,
+        /// Runtime threads, overriding the file's `workers` (0 = one per CPU, 1 = single-threaded).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Start a throwaway local Postgres with a sample schema and run the proxy in front of it.
     Demo {
@@ -57,13 +60,17 @@ fn main() -> ExitCode {
             config,
             listen,
             upstream,
+            workers,
         } => {
-            let config = match load_config(config, listen, upstream) {
+            let mut config = match load_config(config, listen, upstream) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
+            if let Some(w) = workers {
+                config.workers = w;
+            }
             init_logging(&config.log_level);
-            run(async move { serve(config).await })
+            run(config.workers, async move { serve(config).await })
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
@@ -74,7 +81,7 @@ fn main() -> ExitCode {
         },
         Command::Demo { listen } => {
             init_logging("info");
-            run(async move { demo::run(listen).await })
+            run(0, async move { demo::run(listen).await })
         }
     }
 }
@@ -113,11 +120,21 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `fut` on a runtime with `workers` threads: 1 is a single-threaded event loop (like
+/// PgBouncer: fewest wake-ups per round trip), 0 one worker per CPU.
+fn run(workers: usize, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let built = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if workers > 1 {
+            builder.worker_threads(workers);
+        }
+        builder.enable_all().build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tandem: cannot start runtime: {e}");
