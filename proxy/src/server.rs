@@ -163,8 +163,12 @@ async fn load_rules(
     }
     let client = catalog::side_connection(config, connector).await?;
     let set = catalog::resolve(&client, &config.rules, 1).await?;
+    // Several proxies may start at once; CREATE ... IF NOT EXISTS is not safe concurrently.
     client
-        .batch_execute(tandem_rules::SUPPORT_SQL)
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SUPPORT_LOCK}); {} COMMIT;",
+            tandem_rules::SUPPORT_SQL
+        ))
         .await
         .map_err(catalog::CatalogError::from)?;
     let database = upstream_database(config);
@@ -174,6 +178,9 @@ async fn load_rules(
     let drift = DriftSink::start(Arc::clone(config), Arc::clone(connector));
     Ok((Some(Arc::new(ActiveRules::new(set, database))), Some(drift)))
 }
+
+/// Advisory lock key serialising the creation of Tandem's own schema objects.
+const SUPPORT_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
 
 /// The database the upstream URL names (the rules' tables live there).
 fn upstream_database(config: &Config) -> String {

@@ -5,5 +5,6 @@
 mod auth;
 mod bad_input;
 mod clients;
+mod dual_write;
 mod lifecycle;
 mod relay;

@@ -260,6 +260,7 @@ pub fn pg_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+pub mod mirror;
 pub mod raw;
 
 /// The error of a result that must have failed (for values that are not `Debug`).

@@ -17,7 +17,9 @@ pub enum Action {
     Forward,
     /// Do not send it.
     Drop,
-    /// Send these bytes instead (whole frames). Only for inspected frames.
+    /// Send these bytes instead (whole frames). Only for inspected frames: a frame that is
+    /// not inspected may not be fully buffered, so asking to replace it is a bug, caught in
+    /// debug builds and treated as Drop otherwise.
     Replace(BytesMut),
 }
 
@@ -134,7 +136,12 @@ impl Scanner {
                         out.forward(&buf[pos..pos + HEADER_LEN]);
                         false
                     }
-                    Action::Drop | Action::Replace(_) => {
+                    Action::Drop => {
+                        out.diverge(buf, pos);
+                        true
+                    }
+                    Action::Replace(_) => {
+                        debug_assert!(false, "replace of an uninspected frame {}", header.tag);
                         out.diverge(buf, pos);
                         true
                     }

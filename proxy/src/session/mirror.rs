@@ -543,9 +543,10 @@ pub fn raise_sql(rejection: &Rejection) -> String {
 pub struct ServerSide;
 
 impl ServerSide {
-    /// Tags whose whole body the server side needs.
+    /// Tags whose whole body the server side needs (RowDescription too, since a frame can
+    /// only be replaced whole).
     pub fn inspects(tag: u8) -> bool {
-        matches!(tag, b'C' | b'Z' | b'E')
+        matches!(tag, b'C' | b'Z' | b'E' | b'T')
     }
 
     /// Decides one server message's fate.
