@@ -48,11 +48,13 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
         .psql("postgres", SAMPLE_SCHEMA)
         .context("cannot create the sample schema")?;
 
-    let mut config = Config {
-        listen,
-        upstream: cluster.url("postgres"),
-        ..Config::default()
-    };
+    let mut config = Config::parse(
+        &format!(
+            "listen = {listen:?}\nupstream = {:?}\n\n[[rule]]\ntable = \"public.orders\"\nmode = \"dual_write\"\n",
+            cluster.url("postgres")
+        ),
+        "demo config",
+    )?;
     config.limits.shutdown_timeout_ms = 2_000;
     config.validate()?;
     let addr = config.listen_addr()?;
@@ -68,6 +70,9 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
         cluster.data_dir().display()
     );
     println!("tandem demo: legacy table public.orders (1000 rows), target public.orders_v2 (LIST by tenant, empty)");
+    println!("tandem demo: rule: public.orders -> public.orders_v2 in dual_write; try");
+    println!("    INSERT INTO orders (tenant, amount) VALUES ('acme', 9.99) RETURNING id;");
+    println!("    SELECT * FROM orders_v2;");
     println!("tandem demo: proxy listening on {addr}; connect with:");
     println!();
     println!("    psql postgres://postgres@{addr}/postgres");

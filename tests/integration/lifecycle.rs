@@ -189,6 +189,19 @@ fn demo_runs_a_throwaway_postgres_and_cleans_up() {
         .unwrap()
         .get(0);
     assert!(parted, "demo target is partitioned");
+    // The demo's rule is in dual_write: a write through the proxy lands in both tables.
+    let id: i64 = rt
+        .block_on(client.query_one(
+            "INSERT INTO orders (tenant, amount) VALUES ('acme', 9.99) RETURNING id",
+            &[],
+        ))
+        .unwrap()
+        .get(0);
+    let mirrored: i64 = rt
+        .block_on(client.query_one("SELECT count(*) FROM orders_v2 WHERE id = $1", &[&id]))
+        .unwrap()
+        .get(0);
+    assert_eq!(mirrored, 1, "demo dual-writes into orders_v2");
     drop(client);
     nix_kill_int(child.id());
     let out = child.wait_with_output().unwrap();
