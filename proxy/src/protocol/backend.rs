@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{read_cstr, read_i32};
+use super::frame::{begin, finish, read_cstr, read_i32};
 use super::tag;
 
 /// Authentication request codes (the i32 after the 'R' header).
@@ -213,18 +213,6 @@ pub fn encode_ready_for_query(status: u8, out: &mut BytesMut) {
     let start = begin(out, tag::READY_FOR_QUERY);
     out.put_u8(status);
     finish(out, start);
-}
-
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let start = out.len();
-    out.put_i32(0);
-    start
-}
-
-fn finish(out: &mut BytesMut, start: usize) {
-    let len = (out.len() - start) as i32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 #[cfg(test)]

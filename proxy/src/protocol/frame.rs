@@ -4,6 +4,8 @@
 //! forwards. A length is a peer's claim: it is checked against the minimum (4) and the
 //! configured maximum before any buffer is sized from it.
 
+use bytes::{BufMut, BytesMut};
+
 /// Size of a tagged frame's header: tag byte plus length word.
 pub const HEADER_LEN: usize = 5;
 
@@ -76,6 +78,21 @@ pub fn parse_header(buf: &[u8], max_body: usize) -> Result<Option<FrameHeader>, 
         });
     }
     Ok(Some(FrameHeader { tag, body_len }))
+}
+
+/// Starts a tagged frame in `out` with a placeholder length; returns where the length
+/// word is, for [`finish`].
+pub fn begin(out: &mut BytesMut, tag: u8) -> usize {
+    out.put_u8(tag);
+    let start = out.len();
+    out.put_i32(0);
+    start
+}
+
+/// Patches the length word of a frame started with [`begin`].
+pub fn finish(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Reads a NUL-terminated string at the start of `buf`, returning it and the rest.

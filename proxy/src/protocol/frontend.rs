@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{read_cstr, read_i32};
+use super::frame::{begin, finish, read_cstr, read_i32};
 
 /// A malformed frontend message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,18 +68,6 @@ pub fn execute(body: &[u8]) -> Result<(&str, i32), Malformed> {
     let (portal, rest) = read_cstr(body).ok_or(Malformed("Execute"))?;
     let (max_rows, _) = read_i32(rest).ok_or(Malformed("Execute"))?;
     Ok((utf8(portal, "Execute")?, max_rows))
-}
-
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let start = out.len();
-    out.put_i32(0);
-    start
-}
-
-fn finish(out: &mut BytesMut, start: usize) {
-    let len = (out.len() - start) as i32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 fn cstr(out: &mut BytesMut, s: &str) {
