@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::framed::Action;
 use crate::active_rules::ActiveRules;
 use crate::drift::{DriftRecord, DriftSink};
+use crate::protocol::frame::{begin, finish};
 use crate::protocol::frontend;
 
 /// How a rewritten statement's responses map back: the client's tag and whether it asked
@@ -595,11 +596,7 @@ impl ServerSide {
                 match (fix, tag) {
                     (StmtFix::Hide, _) => Action::Drop,
                     (StmtFix::Defer, b'C') => {
-                        let mut frame = BytesMut::with_capacity(body.len() + 5);
-                        frame.extend_from_slice(b"C");
-                        frame.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-                        frame.extend_from_slice(body);
-                        *held = Some(frame);
+                        *held = Some(command_complete(body));
                         Action::Drop
                     }
                     (StmtFix::Mirror(m), b'C') => fixed_tag(body, m.tag),
@@ -649,13 +646,18 @@ fn fixed_tag(body: &[u8], write: WriteTag) -> Action {
     let Some(rows) = rows else {
         return Action::Forward;
     };
-    let new_tag = write.tag(rows);
-    let mut out = BytesMut::with_capacity(new_tag.len() + 6);
-    out.extend_from_slice(b"C");
-    out.extend_from_slice(&((new_tag.len() + 5) as i32).to_be_bytes());
-    out.extend_from_slice(new_tag.as_bytes());
-    out.extend_from_slice(&[0]);
-    Action::Replace(out)
+    let mut tag = write.tag(rows).into_bytes();
+    tag.push(0);
+    Action::Replace(command_complete(&tag))
+}
+
+/// A CommandComplete frame around a NUL-terminated tag.
+fn command_complete(tag_with_nul: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(tag_with_nul.len() + 5);
+    let start = begin(&mut out, b'C');
+    out.extend_from_slice(tag_with_nul);
+    finish(&mut out, start);
+    out
 }
 
 #[cfg(test)]
