@@ -21,7 +21,8 @@ pub struct Config {
     /// Only its host, port and TLS settings are used; user and database come from each client.
     #[serde(default = "default_upstream")]
     pub upstream: String,
-    /// Runtime threads: 0 = one per CPU, 1 = a single-threaded event loop.
+    /// Session threads: 0 = one per CPU, 1 = one event loop for everything, N = N threads.
+    /// Each thread runs its sessions start to finish, so a round trip never crosses threads.
     #[serde(default)]
     pub workers: usize,
     /// Log filter (`info`, `debug`, `tandem=trace`...); `RUST_LOG` wins when set.

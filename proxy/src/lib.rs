@@ -19,6 +19,7 @@ pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{Proxy, RunningProxy};

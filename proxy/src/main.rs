@@ -35,7 +35,7 @@ enum Command {
         /// Upstream connection string, overriding the file's `upstream`.
         #[arg(long)]
         upstream: Option<String>,
-        /// Runtime threads, overriding the file's `workers` (0 = one per CPU, 1 = single-threaded).
+        /// Session threads, overriding the file's `workers` (0 = one per CPU, 1 = one event loop for everything).
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
                 config.workers = w;
             }
             init_logging(&config.log_level);
-            run(config.workers, async move { serve(config).await })
+            run(async move { serve(config).await })
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         },
         Command::Demo { listen } => {
             init_logging("info");
-            run(0, async move { demo::run(listen).await })
+            run(async move { demo::run(listen).await })
         }
     }
 }
@@ -120,20 +120,12 @@ fn init_logging(level: &str) {
         .init();
 }
 
-/// Runs `fut` on a runtime with `workers` threads: 1 is a single-threaded event loop (like
-/// PgBouncer: fewest wake-ups per round trip), 0 one worker per CPU.
-fn run(workers: usize, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let built = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if workers > 1 {
-            builder.worker_threads(workers);
-        }
-        builder.enable_all().build()
-    };
+/// Runs `fut` on a single-threaded runtime: it accepts connections and runs side tasks;
+/// sessions run on the worker pool (see `tandem::workers`) unless `workers = 1`.
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match built {
         Ok(r) => r,
         Err(e) => {

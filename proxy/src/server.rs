@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::drift::DriftSink;
 use crate::stats::Stats;
 use crate::upstream::Connector;
+use crate::workers::WorkerPool;
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,14 @@ impl Proxy {
         let slots = Arc::new(Semaphore::new(limits.max_clients));
         let next_id = AtomicU64::new(1);
         let mut sessions = JoinSet::new();
+        // `workers = 1`: sessions share this runtime. Otherwise a pool of single-threaded
+        // runtimes, so no session's round trip crosses threads.
+        let pool = match shared.config.workers {
+            1 => None,
+            n => Some(
+                WorkerPool::start(crate::workers::worker_count(n)).map_err(crate::Error::Listen)?,
+            ),
+        };
         tokio::pin!(shutdown);
         info!(listen = %listener.local_addr().map_err(crate::Error::Listen)?, upstream = %shared.connector.addr_string(), "tandem accepting connections");
         loop {
@@ -125,7 +134,26 @@ impl Proxy {
                     let permit = Arc::clone(&slots).try_acquire_owned().ok();
                     let id = next_id.fetch_add(1, Relaxed);
                     let span = tracing::info_span!("session", id);
-                    sessions.spawn(crate::session::run(tcp, peer, Arc::clone(&shared), permit).instrument(span));
+                    let shared = Arc::clone(&shared);
+                    match &pool {
+                        None => {
+                            sessions.spawn(crate::session::run(tcp, peer, shared, permit).instrument(span));
+                        }
+                        Some(pool) => {
+                            // Move the socket to the worker's reactor.
+                            let Ok(std_tcp) = tcp.into_std() else { continue };
+                            sessions.spawn_on(
+                                async move {
+                                    match tokio::net::TcpStream::from_std(std_tcp) {
+                                        Ok(tcp) => crate::session::run(tcp, peer, shared, permit).await,
+                                        Err(e) => warn!(error = %e, "cannot move socket to worker"),
+                                    }
+                                }
+                                .instrument(span),
+                                pool.pick(),
+                            );
+                        }
+                    }
                 }
             }
         }
