@@ -68,10 +68,12 @@ pub(crate) fn rewrite(
     write.returning = None;
     let sql = Composed {
         with,
+        before: None,
         write: format!("{write} RETURNING {row}"),
         mirror: mirror(rule, WriteTag::Delete, statement),
         projection: del.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
+        check: None,
     }
     .sql();
     Ok(StatementPlan {

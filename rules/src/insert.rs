@@ -49,10 +49,12 @@ pub(crate) fn rewrite(
     write.returning = None;
     let sql = Composed {
         with,
+        before: None,
         write: format!("{write} RETURNING *"),
         mirror: mirror(rule, WriteTag::Insert, statement),
         projection: ins.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
+        check: None,
     }
     .sql();
     Ok(StatementPlan {

@@ -11,7 +11,8 @@
 //! - [`plan()`]: from a client's SQL string to a [`Plan`] — pass through, rewritten
 //!   statements with the response fix-ups they need, a COPY to mirror, or a rejection.
 //!
-//! One module per rewrite (`insert`, `update`, `delete`, `truncate`, `merge`, `copy`), all
+//! One module per rewrite (`insert`, `update` and its key-moving form `keymove`, `delete`,
+//! `truncate`, `merge`, `copy`), all
 //! built on the CTE shape described in `sqlgen`. Writes made by functions, triggers or views
 //! are invisible in SQL text and out of scope.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ mod copy;
 mod delete;
 mod ident;
 mod insert;
+mod keymove;
 mod lexer;
 mod merge;
 pub mod name;

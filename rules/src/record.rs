@@ -43,8 +43,10 @@ use crate::sqlgen::WRITE_CTE;
 /// Idempotent DDL the proxy runs at start, as one simple-query string: the `tandem` schema,
 /// the `tandem.drift` table, `tandem.mirror()` (what the `record` form calls) and
 /// `tandem.record_drift()` (SECURITY DEFINER, so client roles need no privilege on the drift
-/// table), and USAGE on the schema for PUBLIC. The role that runs it must own these objects
-/// once they exist. Without them, every `record`-form statement fails (function missing).
+/// table), `tandem.check_moved()` (what the key-move form of UPDATE calls under either
+/// policy, see [`keymove`](crate::keymove)), and USAGE on the schema for PUBLIC. The role
+/// that runs it must own these objects once they exist. Without them, every `record`-form
+/// statement and every key-moving UPDATE fails (function missing).
 pub const SUPPORT_SQL: &str = include_str!("record.sql");
 
 /// The final SELECT's `WHERE` condition that mirrors `tandem_w` through `tandem.mirror()`.
@@ -78,7 +80,7 @@ pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Strin
 
 /// A string literal that reads back as `text` whatever `standard_conforming_strings` is:
 /// `E'…'` when it holds a backslash, plain `'…'` otherwise.
-fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     let quoted = text.replace('\'', "''");
     if text.contains('\\') {
         format!("E'{}'", quoted.replace('\\', "\\\\"))

@@ -1,5 +1,5 @@
 -- Tandem's support objects, created idempotently by the proxy at start (`SUPPORT_SQL`).
--- See record.rs for why the `record` policy needs a function.
+-- See record.rs for why the `record` policy needs a function, keymove.rs for check_moved.
 
 CREATE SCHEMA IF NOT EXISTS tandem;
 
@@ -124,6 +124,31 @@ BEGIN
                                     statement);
         RETURN -1;
     END;
+END
+$tandem$;
+
+-- The key-move form of UPDATE (keymove.rs) locks the rows to update in `tandem_o` and
+-- updates them by ctid. When another transaction changed one of them after the statement's
+-- snapshot, the UPDATE skips it, though a plain UPDATE would have updated its newest
+-- version: fail the statement (retryably) instead of mirroring a wrong move. Returns true.
+CREATE OR REPLACE FUNCTION tandem.check_moved(
+    rule_table text,
+    locked     bigint,
+    updated    bigint
+) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $tandem$
+BEGIN
+    IF locked IS DISTINCT FROM updated THEN
+        RAISE EXCEPTION 'tandem: could not serialize access due to concurrent update of ruled table %',
+                rule_table
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The UPDATE changes the rule''s key; %s of the %s rows it '
+                                  'locked were changed by another transaction after the '
+                                  'statement started.', locked - updated, locked),
+                  HINT = 'Retry the statement.';
+    END IF;
+    RETURN true;
 END
 $tandem$;
 

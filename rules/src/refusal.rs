@@ -40,14 +40,16 @@ pub enum Refusal {
         /// The ruled table.
         table: TableName,
     },
-    /// An UPDATE assigns a key or target partition key column: the target row would move,
-    /// and RETURNING cannot show the old key to delete it by.
-    #[error("tandem: UPDATE changes key/partition column {column} of ruled table {table}; Tandem cannot mirror a row move in one statement in Postgres 15")]
+    /// An UPDATE assigns a key or target partition key column in a form whose row move
+    /// Tandem cannot mirror (with FROM, or under the `record` policy).
+    #[error("tandem: UPDATE changes key/partition column {column} of ruled table {table} {context}; Tandem cannot mirror a row move in that form")]
     KeyUpdate {
         /// The ruled table.
         table: TableName,
         /// The assigned column.
         column: String,
+        /// What makes the move unmirrorable (`together with FROM`, ...).
+        context: &'static str,
     },
     /// A write to a ruled table that is not the statement's top-level write.
     #[error("tandem: statement writes ruled table {table} inside {context}; Tandem only mirrors a top-level INSERT, UPDATE, DELETE or TRUNCATE")]
@@ -146,7 +148,8 @@ impl Refusal {
             }
             Refusal::Merge { .. } => return None,
             Refusal::KeyUpdate { .. } => {
-                "delete the row and insert it again with the new key, in one transaction"
+                "change the key with an UPDATE without FROM under the fail policy (a subquery \
+                 can supply the new value), or delete the row and insert it again with the new key"
             }
             Refusal::NestedWrite { .. } => {
                 "run the write to the ruled table as a statement of its own"

@@ -41,12 +41,18 @@ impl Subject<'_> {
         }
     }
 
+    /// What qualifies the written table's columns inside the write: the alias, else the
+    /// table name as written.
+    pub(crate) fn qualifier(&self) -> String {
+        match self.alias {
+            Some(alias) => alias.to_string(),
+            None => self.table.to_string(),
+        }
+    }
+
     /// `qualifier.*` for the inner write's RETURNING when other tables are in scope.
     pub(crate) fn row_star(&self) -> String {
-        match self.alias {
-            Some(alias) => format!("{alias}.*"),
-            None => format!("{}.*", self.table),
-        }
+        format!("{}.*", self.qualifier())
     }
 
     /// Does `parts` (a qualifier, without the column) name the written table?

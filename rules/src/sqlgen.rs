@@ -69,7 +69,7 @@ fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
 /// `tandem_m AS (INSERT INTO target (...) SELECT ... FROM tandem_w ON CONFLICT (key) DO ...)`:
 /// insert the written rows into the target, or overwrite the target's copy. Key columns
 /// are never overwritten; when every column is a key column there is nothing to update.
-fn upsert_cte(rule: &ResolvedRule) -> String {
+pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
     let shape = &rule.shape;
     let set = &rule.rule.set;
     let columns: Vec<&String> = shape
@@ -148,6 +148,9 @@ pub(crate) fn mirror(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Mirr
 pub(crate) struct Composed<'a> {
     /// The client's own WITH clause, kept in front of Tandem's CTEs.
     pub with: Option<&'a With>,
+    /// A Tandem CTE the write reads, placed before `tandem_w` (the key-move form's
+    /// `tandem_o`, see [`keymove`](crate::keymove)).
+    pub before: Option<String>,
     /// The client's write with Tandem's RETURNING.
     pub write: String,
     /// How the target is written.
@@ -156,6 +159,9 @@ pub(crate) struct Composed<'a> {
     pub projection: Option<String>,
     /// Name the final SELECT gives `tandem_w`, so the RETURNING list's references resolve.
     pub alias: String,
+    /// A condition the final SELECT must check once per statement (it raises rather than
+    /// filters), ANDed before any `record` guard.
+    pub check: Option<String>,
 }
 
 impl Composed<'_> {
@@ -171,6 +177,10 @@ impl Composed<'_> {
                 sql.push_str(", ");
             }
         }
+        if let Some(cte) = &self.before {
+            sql.push_str(cte);
+            sql.push_str(", ");
+        }
         sql.push_str(&format!("{WRITE_CTE} AS ({})", self.write));
         if let Mirror::Cte(cte) = &self.mirror {
             sql.push_str(&format!(", {cte}"));
@@ -182,8 +192,13 @@ impl Composed<'_> {
             )),
             None => sql.push_str(&format!(" SELECT FROM {WRITE_CTE}")),
         }
-        if let Mirror::Guard(condition) = &self.mirror {
-            sql.push_str(&format!(" WHERE {condition}"));
+        let guard = match &self.mirror {
+            Mirror::Guard(condition) => Some(condition),
+            Mirror::Cte(_) => None,
+        };
+        let conditions: Vec<&str> = self.check.iter().chain(guard).map(String::as_str).collect();
+        if !conditions.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
         }
         sql
     }

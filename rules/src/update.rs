@@ -12,18 +12,20 @@
 //! The mirror is an upsert, so an updated row that was not backfilled yet lands in the
 //! target too. With FROM, `RETURNING o.*` keeps the other tables' columns out of
 //! `tandem_w`, and the client's RETURNING may only name the updated table. An UPDATE that
-//! assigns a key or target partition-key column is refused: the target row would have to
-//! move, and on PostgreSQL 15 RETURNING cannot show the old key to find it by.
+//! assigns a key or target partition-key column moves the target row, which takes the
+//! [`keymove`](crate::keymove) form; that form is refused with FROM and under the `record`
+//! policy.
 
 use sqlparser::ast::{
     Assignment, AssignmentTarget, ObjectName, ObjectNamePart, TableFactor, Update, With,
 };
 
 use crate::ident::normalize;
+use crate::keymove;
 use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
-use crate::rule::ResolvedRule;
+use crate::rule::{MirrorErrorPolicy, ResolvedRule};
 use crate::sqlgen::{mirror, Composed};
 
 /// Rewrite an UPDATE of `rule`'s table (with the client's `with`, if any);
@@ -50,12 +52,25 @@ pub(crate) fn rewrite(
     {
         return Err(unsupported("UPDATE syntax from another SQL dialect"));
     }
-    check_assignments(&upd.assignments, rule)?;
     let subject = Subject {
         table: name,
         alias: alias.as_ref().map(|a| &a.name),
         rule,
     };
+    if let Some(column) = assigned_key(&upd.assignments, rule) {
+        let refuse = |context| Refusal::KeyUpdate {
+            table: rule.rule.table.clone(),
+            column,
+            context,
+        };
+        if upd.from.is_some() {
+            return Err(refuse("together with FROM"));
+        }
+        if rule.rule.on_mirror_error == MirrorErrorPolicy::Record {
+            return Err(refuse("under the record error policy"));
+        }
+        return Ok(keymove::rewrite(with, upd, &subject));
+    }
     let row = if upd.from.is_some() {
         if let Some(items) = &upd.returning {
             subject.check_only_subject(items)?;
@@ -68,10 +83,12 @@ pub(crate) fn rewrite(
     write.returning = None;
     let sql = Composed {
         with,
+        before: None,
         write: format!("{write} RETURNING {row}"),
         mirror: mirror(rule, WriteTag::Update, statement),
         projection: upd.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
+        check: None,
     }
     .sql();
     Ok(StatementPlan {
@@ -85,8 +102,9 @@ pub(crate) fn rewrite(
     })
 }
 
-/// Refuse assignments to key or target partition-key columns.
-fn check_assignments(assignments: &[Assignment], rule: &ResolvedRule) -> Result<(), Refusal> {
+/// The first key column (the target's partition key is part of the key) that `assignments`
+/// assign, if any.
+fn assigned_key(assignments: &[Assignment], rule: &ResolvedRule) -> Option<String> {
     for assignment in assignments {
         let targets: &[ObjectName] = match &assignment.target {
             AssignmentTarget::ColumnName(name) => std::slice::from_ref(name),
@@ -100,14 +118,11 @@ fn check_assignments(assignments: &[Assignment], rule: &ResolvedRule) -> Result<
             let column = normalize(first);
             if rule.rule.key.contains(&column) || rule.shape.target_partition_key.contains(&column)
             {
-                return Err(Refusal::KeyUpdate {
-                    table: rule.rule.table.clone(),
-                    column,
-                });
+                return Some(column);
             }
         }
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
