@@ -23,20 +23,27 @@
 //!
 //! Everything here is blocking `std` code; async callers wrap it in `spawn_blocking`.
 
+mod binaries;
+mod cluster_dir;
+mod guardian;
+
 use std::fmt;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{Gid, Pid, Uid, User};
+use nix::unistd::Pid;
+
+use binaries::{find_binaries, is_executable};
+use cluster_dir::{log_tail, make_cluster_dir, read_from, tail, write_private, RunAs};
+use guardian::{guardian_gone, read_events, GuardianEvent, GUARDIAN};
 
 const HOST: &str = "127.0.0.1";
 const SUPERUSER: &str = "postgres";
@@ -50,42 +57,7 @@ const FAST_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const IMMEDIATE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ports tried before giving up when each one is taken between probe and bind.
 const START_ATTEMPTS: usize = 5;
-const LOG_TAIL_LINES: usize = 30;
 const POLL: Duration = Duration::from_millis(20);
-
-/// Guardian script, run as `sh -c GUARDIAN tandem-pg-guardian <dir> <initdb> <postgres argv...>`.
-///
-/// Paths and the postgres command arrive as positional parameters, so nothing is ever quoted
-/// into shell text. The watcher subshell only uses builtins, so killing it leaves no orphans.
-/// SIGPIPE is ignored so that reporting to an owner that has died cannot kill the script
-/// before it removes the directory.
-const GUARDIAN: &str = r#"trap '' PIPE
-dir=$1
-initdb=$2
-shift 2
-exec 3<&0 0</dev/null
-"$initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C \
-  3<&- >"$dir/initdb.log" 2>&1
-echo "initdb $?"
-while IFS= read -r port <&3; do
-  "$@" -p "$port" 3<&- >>"$dir/postgres.log" 2>&1 &
-  pid=$!
-  echo "started $pid"
-  (
-    while IFS= read -r line; do :; done
-    kill -INT "$pid" 2>/dev/null
-  ) <&3 >/dev/null 2>&1 &
-  watcher=$!
-  wait "$pid"
-  status=$?
-  kill "$watcher" 2>/dev/null
-  wait "$watcher" 2>/dev/null
-  echo "exited $status"
-done
-exec 3<&-
-rm -rf "$dir"
-"#;
-
 /// What can go wrong while starting or using an embedded cluster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -473,48 +445,6 @@ enum Launch {
     PortTaken,
 }
 
-/// A line from the guardian's stdout.
-enum GuardianEvent {
-    Initialized { ok: bool },
-    Started(Pid),
-    Exited,
-}
-
-fn guardian_gone() -> EmbeddedError {
-    EmbeddedError::Io {
-        what: "talking to the embedded cluster guardian".into(),
-        source: io::Error::new(io::ErrorKind::BrokenPipe, "the guardian shell exited"),
-    }
-}
-
-/// Forwards the guardian's reports to a channel, so readiness polling can time out.
-fn read_events(stdout: ChildStdout) -> Result<Receiver<GuardianEvent>, EmbeddedError> {
-    let (tx, rx) = mpsc::channel();
-    thread::Builder::new()
-        .name("tandem-pg-guardian".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event = match line.split_once(' ') {
-                    Some(("initdb", status)) => GuardianEvent::Initialized {
-                        ok: status.trim() == "0",
-                    },
-                    Some(("started", pid)) => match pid.trim().parse() {
-                        Ok(pid) => GuardianEvent::Started(Pid::from_raw(pid)),
-                        Err(_) => continue,
-                    },
-                    Some(("exited", _)) => GuardianEvent::Exited,
-                    _ => continue,
-                };
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(io_err("starting the guardian reader thread"))?;
-    Ok(rx)
-}
-
 /// The postgres arguments other than the port, which the guardian appends per attempt.
 fn server_args(dir: &Path, data_dir: &Path, opts: &ClusterOptions) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> =
@@ -556,188 +486,12 @@ fn postmaster_ready(pid_file: &str, pid: Pid) -> bool {
     lines.next().map(str::trim) == Some(pid.to_string().as_str())
         && lines.nth(6).map(str::trim) == Some("ready")
 }
-
-/// Who the server runs as: PostgreSQL refuses root, so root borrows the `postgres` user.
-struct RunAs {
-    ids: Option<(Uid, Gid)>,
-}
-
-impl RunAs {
-    fn detect() -> Result<RunAs, EmbeddedError> {
-        if !nix::unistd::geteuid().is_root() {
-            return Ok(RunAs { ids: None });
-        }
-        match User::from_name(SUPERUSER) {
-            Ok(Some(user)) => Ok(RunAs {
-                ids: Some((user.uid, user.gid)),
-            }),
-            Ok(None) => Err(EmbeddedError::NoPostgresUser),
-            Err(errno) => Err(EmbeddedError::Io {
-                what: "looking up the postgres OS user".into(),
-                source: errno.into(),
-            }),
-        }
-    }
-
-    /// A command running `program` in `dir` as the server user.
-    fn command(&self, program: &Path, dir: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.current_dir(dir);
-        if let Some((uid, gid)) = self.ids {
-            command.uid(uid.as_raw()).gid(gid.as_raw()).env("HOME", dir);
-        }
-        command
-    }
-
-    fn chown(&self, path: &Path) -> io::Result<()> {
-        match self.ids {
-            Some((uid, gid)) => {
-                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
-            }
-            None => Ok(()),
-        }
-    }
-}
-
-fn make_cluster_dir(run_as: &RunAs) -> Result<PathBuf, EmbeddedError> {
-    let base = std::path::absolute(std::env::temp_dir())
-        .map_err(io_err("finding the temporary directory"))?;
-    loop {
-        let name = format!(
-            "tandem-pg-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let dir = base.join(name);
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(format!("creating {}", dir.display()))(e)),
-        }
-        if let Err(e) = run_as.chown(&dir) {
-            let _ = fs::remove_dir(&dir);
-            return Err(io_err(format!(
-                "giving {} to the postgres user",
-                dir.display()
-            ))(e));
-        }
-        return Ok(dir);
-    }
-}
-
-/// Writes a file only the server user may read, as PostgreSQL demands for `server.key`.
-fn write_private(run_as: &RunAs, path: &Path, contents: &str) -> Result<(), EmbeddedError> {
-    let what = || format!("writing {}", path.display());
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(what()))?;
-    file.write_all(contents.as_bytes())
-        .map_err(io_err(what()))?;
-    run_as.chown(path).map_err(io_err(what()))
-}
-
 /// A port nobody listens on right now; postgres may still lose a race for it.
 fn free_port() -> Result<u16, EmbeddedError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(io_err("finding a free TCP port on 127.0.0.1"))
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut bytes = Vec::new();
-    if let Ok(mut file) = fs::File::open(path) {
-        if file.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = file.read_to_end(&mut bytes);
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-}
-
-fn log_tail(path: &Path, offset: u64) -> String {
-    tail(&read_from(path, offset))
-}
-
-/// Where the server binaries are, and whether that came from PATH.
-struct Binaries {
-    initdb: PathBuf,
-    postgres: PathBuf,
-    bin_dir: Option<PathBuf>,
-}
-
-/// The first PATH directory holding both `initdb` and `postgres` (so they match), else the
-/// newest `/usr/lib/postgresql/<version>/bin`, where Debian and Ubuntu put them.
-fn find_binaries() -> Result<Binaries, EmbeddedError> {
-    let has_both =
-        |dir: &Path| is_executable(&dir.join("initdb")) && is_executable(&dir.join("postgres"));
-    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .filter(|p| p.is_absolute())
-                .collect()
-        })
-        .unwrap_or_default();
-    let found = |dir: &Path, bin_dir: Option<PathBuf>| Binaries {
-        initdb: dir.join("initdb"),
-        postgres: dir.join("postgres"),
-        bin_dir,
-    };
-    if let Some(dir) = path_dirs.iter().find(|dir| has_both(dir)) {
-        return Ok(found(dir, None));
-    }
-    let lib_dirs = versioned_bin_dirs(Path::new("/usr/lib/postgresql"));
-    if let Some(dir) = lib_dirs.iter().find(|dir| has_both(dir)) {
-        return Ok(found(dir, Some(dir.clone())));
-    }
-    let path_list: Vec<String> = path_dirs.iter().map(|p| p.display().to_string()).collect();
-    Err(EmbeddedError::BinariesNotFound {
-        searched: format!(
-            "PATH ({}) and /usr/lib/postgresql/*/bin ({})",
-            path_list.join(":"),
-            if lib_dirs.is_empty() {
-                "none exist".to_owned()
-            } else {
-                lib_dirs
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        ),
-    })
-}
-
-/// `<root>/<version>/bin` for every numeric version directory, newest first.
-fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            Some((parse_version(&name)?, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, dir)| dir).collect()
-}
-
-fn parse_version(name: &str) -> Option<Vec<u32>> {
-    name.split('.').map(|part| part.parse().ok()).collect()
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -757,17 +511,6 @@ mod tests {
                 "host all all ::1/128 trust",
             ]
         );
-    }
-
-    #[test]
-    fn versions_sort_numerically_not_as_text() {
-        let mut versions: Vec<Vec<u32>> = ["9.6", "15", "10", "16"]
-            .iter()
-            .filter_map(|v| parse_version(v))
-            .collect();
-        versions.sort_by(|a, b| b.cmp(a));
-        assert_eq!(versions, [vec![16], vec![15], vec![10], vec![9, 6]]);
-        assert_eq!(parse_version("common"), None);
     }
 
     #[test]
@@ -797,13 +540,5 @@ mod tests {
         assert!(ours < theirs, "{args:?}");
         assert!(args.contains(&"max_connections=300".to_owned()));
         assert!(!args.contains(&"ssl=on".to_owned()));
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        let tail = tail(&text);
-        assert!(tail.starts_with(&format!("line {}", 100 - LOG_TAIL_LINES)));
-        assert!(tail.ends_with("line 99"));
     }
 }

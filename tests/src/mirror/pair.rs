@@ -1,0 +1,206 @@
+//! One legacy/target table pair of a given target shape ([`Kind`]): names, DDL, the rule
+//! it calls for, and snapshots of its rows for assertions.
+
+use tokio_postgres::Client;
+
+use super::{db_text, diff, rows_text, RuleToml, LEGACY_COLUMNS};
+use crate::unique;
+
+/// What the target of a twin pair looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `<legacy>_v2`, `PARTITION BY LIST (tenant)`: acme, globex and a DEFAULT partition;
+    /// PK (id, tenant); rule key `["id", "tenant"]`.
+    List,
+    /// As `List` without the DEFAULT partition: a tenant other than acme/globex has nowhere
+    /// to go in the target (23514).
+    ListNoDefault,
+    /// `<legacy>_v2`, `PARTITION BY HASH (id)`, 4 partitions; PK (id); rule key left empty
+    /// (so the legacy primary key is used).
+    Hash,
+    /// `<legacy>_shadow` with `_sync_status` (set to `'synced'` by the rule) and
+    /// `_migrated_at DEFAULT now()`; PK (id); rule key `["id"]`.
+    Shadow,
+}
+
+/// One legacy table, its target, and a plain `src` table to join against.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Legacy table (in `public`).
+    pub legacy: String,
+    /// Target table (in `public`).
+    pub target: String,
+    /// A table without a rule: `(tenant text PRIMARY KEY, amount, note)` with three rows
+    /// (acme, globex, umbrella).
+    pub src: String,
+}
+
+impl Pair {
+    /// Fresh names for `kind`.
+    pub fn new(kind: Kind) -> Self {
+        let legacy = unique("dw");
+        let target = match kind {
+            Kind::Shadow => format!("{legacy}_shadow"),
+            _ => format!("{legacy}_v2"),
+        };
+        let src = format!("{legacy}_src");
+        Self {
+            legacy,
+            target,
+            src,
+        }
+    }
+
+    /// `template` with `{legacy}`, `{target}` and `{src}` replaced by this pair's names.
+    pub fn sql(&self, template: &str) -> String {
+        template
+            .replace("{legacy}", &self.legacy)
+            .replace("{target}", &self.target)
+            .replace("{src}", &self.src)
+    }
+
+    /// The DDL creating the pair.
+    pub fn ddl(&self, kind: Kind) -> String {
+        let cols = "id bigint NOT NULL, tenant text NOT NULL, amount numeric(10,2) NOT NULL, \
+                    note text, score float8 NOT NULL, token uuid NOT NULL, \
+                    created_at timestamptz NOT NULL";
+        let target = match kind {
+            Kind::List | Kind::ListNoDefault => {
+                let mut s = format!(
+                    "CREATE TABLE {{target}} ({cols}, PRIMARY KEY (id, tenant)) PARTITION BY LIST (tenant);
+                     CREATE TABLE {{target}}_acme PARTITION OF {{target}} FOR VALUES IN ('acme');
+                     CREATE TABLE {{target}}_globex PARTITION OF {{target}} FOR VALUES IN ('globex');"
+                );
+                if kind == Kind::List {
+                    s.push_str("CREATE TABLE {target}_other PARTITION OF {target} DEFAULT;");
+                }
+                s
+            }
+            Kind::Hash => {
+                let mut s = format!(
+                    "CREATE TABLE {{target}} ({cols}, PRIMARY KEY (id)) PARTITION BY HASH (id);"
+                );
+                for r in 0..4 {
+                    s.push_str(&format!(
+                        "CREATE TABLE {{target}}_h{r} PARTITION OF {{target}} \
+                         FOR VALUES WITH (MODULUS 4, REMAINDER {r});"
+                    ));
+                }
+                s
+            }
+            Kind::Shadow => format!(
+                "CREATE TABLE {{target}} ({cols}, _sync_status text NOT NULL DEFAULT 'pending', \
+                 _migrated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id));"
+            ),
+        };
+        self.sql(&format!(
+            "CREATE TABLE {{legacy}} (
+                 id bigserial PRIMARY KEY,
+                 tenant text NOT NULL DEFAULT 'acme',
+                 amount numeric(10,2) NOT NULL DEFAULT 0,
+                 note text,
+                 score float8 NOT NULL DEFAULT random(),
+                 token uuid NOT NULL DEFAULT gen_random_uuid(),
+                 created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE {{src}} (tenant text PRIMARY KEY, amount numeric(10,2), note text);
+             INSERT INTO {{src}} VALUES ('acme', 11, 'src acme'), ('globex', 12, 'src globex'),
+                 ('umbrella', 13, 'src umbrella');
+             {target}"
+        ))
+    }
+
+    /// The rule `kind` calls for on this pair, with the `fail` policy.
+    pub fn rule(&self, kind: Kind) -> RuleToml {
+        let rule = RuleToml::dual_write(&self.legacy);
+        match kind {
+            Kind::List | Kind::ListNoDefault => rule.key(&["id", "tenant"]),
+            Kind::Hash => rule,
+            Kind::Shadow => rule
+                .target(&format!("public.{}", self.target))
+                .key(&["id"])
+                .set("_sync_status", "'synced'"),
+        }
+    }
+
+    /// Creates the pair's tables, directly.
+    pub async fn create(&self, kind: Kind, client: &Client) {
+        client
+            .batch_execute(&self.ddl(kind))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create {}: {}", self.legacy, db_text(&e)));
+    }
+
+    /// Rows that differ between legacy and target on the mirrored columns, plus target rows
+    /// whose target-only columns were not filled as the rule says. Empty when in parity.
+    pub async fn drift(&self, kind: Kind, check: &Client) -> Vec<String> {
+        let mut out = diff(check, &self.legacy, &self.target, LEGACY_COLUMNS).await;
+        if kind == Kind::Shadow {
+            let bad = rows_text(
+                check,
+                &self.sql(
+                    "SELECT 'target-only columns not filled: ' || t::text FROM {target} t \
+                     WHERE _sync_status IS DISTINCT FROM 'synced' OR _migrated_at IS NULL",
+                ),
+            )
+            .await;
+            out.extend(bad);
+        }
+        out
+    }
+
+    /// Every legacy row as text, in id order: a snapshot to prove a statement changed nothing.
+    pub async fn legacy_rows(&self, check: &Client) -> Vec<String> {
+        rows_text(
+            check,
+            &self.sql("SELECT l::text FROM {legacy} l ORDER BY id"),
+        )
+        .await
+    }
+
+    /// Every target row as text, in id order.
+    pub async fn target_rows(&self, check: &Client) -> Vec<String> {
+        rows_text(
+            check,
+            &self.sql("SELECT t::text FROM {target} t ORDER BY id"),
+        )
+        .await
+    }
+
+    /// Number of legacy and target rows.
+    pub async fn counts(&self, check: &Client) -> (i64, i64) {
+        let row = check
+            .query_one(
+                &self
+                    .sql("SELECT (SELECT count(*) FROM {legacy}), (SELECT count(*) FROM {target})"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("count rows: {}", db_text(&e)));
+        (row.get(0), row.get(1))
+    }
+
+    /// Placeholder spellings of this pair's names, longest first so that `x_v2` is not
+    /// rewritten as `{legacy}_v2`.
+    pub(super) fn names(&self) -> Vec<(String, &'static str)> {
+        let mut names = vec![
+            (self.target.clone(), "{target}"),
+            (self.src.clone(), "{src}"),
+            (self.legacy.clone(), "{legacy}"),
+        ];
+        names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        names
+    }
+
+    pub(super) async fn oids(&self, check: &Client) -> Vec<(u32, &'static str)> {
+        let mut out = Vec::new();
+        for (name, placeholder) in self.names() {
+            let oid: u32 = check
+                .query_one("SELECT $1::text::regclass::oid", &[&name])
+                .await
+                .unwrap_or_else(|e| panic!("oid of {name}: {}", db_text(&e)))
+                .get(0);
+            out.push((oid, placeholder));
+        }
+        out
+    }
+}

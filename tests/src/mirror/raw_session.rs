@@ -1,0 +1,66 @@
+//! A byte-level client for the dual-write tests: sends simple or extended-protocol
+//! statements and returns every frame up to ReadyForQuery, exactly as the server sent it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::{pg, raw};
+
+/// The test server's address.
+pub fn direct_addr() -> SocketAddr {
+    (pg().host.as_str(), pg().port)
+        .to_socket_addrs()
+        .expect("resolve the test server")
+        .next()
+        .expect("the test server has an address")
+}
+
+/// A byte-level client: sees every message, exactly as sent, with its full command tag.
+pub struct RawSession {
+    stream: TcpStream,
+}
+
+/// How long a raw session waits for ReadyForQuery.
+const RAW_WAIT: Duration = Duration::from_secs(30);
+
+impl RawSession {
+    /// Logs in as the superuser to the test database (trust authentication).
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = raw::login(addr, &pg().superuser, &pg().database, "tandem-dual-write").await;
+        Self { stream }
+    }
+
+    /// Sends a simple Query; returns every frame up to ReadyForQuery.
+    pub async fn simple(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
+        self.send(&raw::query(sql)).await
+    }
+
+    /// Parse (unnamed), Describe statement, Bind (no parameters, text results), Describe
+    /// portal, Execute (no row limit), Sync; returns every frame up to ReadyForQuery.
+    pub async fn extended(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        out.extend(raw::message(b'P', &parse));
+        out.extend(raw::message(b'D', b"S\0"));
+        out.extend(raw::message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        out.extend(raw::message(b'D', b"P\0"));
+        out.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
+        out.extend(raw::message(b'S', &[]));
+        self.send(&out).await
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.stream.write_all(bytes).await.expect("send to server");
+        let frames = raw::read_until_ready(&mut self.stream, RAW_WAIT).await;
+        assert!(
+            frames.iter().any(|(t, _)| *t == b'Z'),
+            "no ReadyForQuery within {RAW_WAIT:?}: {frames:?}"
+        );
+        frames
+    }
+}
