@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use tandem_tests::{pg, pg_program, start_proxy, unique};
+use tandem_tests::{pg, pg_program, pgbench, start_proxy, unique};
 
 fn psql_file(port: u16, file: &PathBuf) -> (String, String, Option<i32>) {
     let out = Command::new(pg_program("psql"))
@@ -89,29 +89,6 @@ async fn psql_script_with_copy_and_an_error_matches_direct() {
         std::fs::read(&out_d).unwrap()
     );
     assert_eq!(std::fs::read_to_string(&out_p).unwrap().lines().count(), 10);
-}
-
-fn pgbench(port: u16, db: &str, args: &[&str]) -> String {
-    let out = Command::new(pg_program("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            &pg().superuser,
-        ])
-        .args(args)
-        .arg(db)
-        .output()
-        .expect("cannot run pgbench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "pgbench {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,3 +270,28 @@ pub fn expect_failure<T, E>(result: Result<T, E>, what: &str) -> E {
         Err(e) => e,
     }
 }
+
+/// Runs pgbench against `127.0.0.1:port` as the superuser on `db`; panics with its output
+/// when it fails, returns its stdout.
+pub fn pgbench(port: u16, db: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(pg_program("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            &pg().superuser,
+        ])
+        .args(args)
+        .arg(db)
+        .output()
+        .expect("cannot run pgbench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}

@@ -7,7 +7,7 @@ use futures_util::SinkExt;
 use tandem_tests::mirror::{
     config_with, db_text, diff, rows_text, start_ruled_proxy, Kind, Pair, RuleToml, Twins,
 };
-use tandem_tests::{pg, pg_program, unique};
+use tandem_tests::{pg, pg_program, pgbench, unique};
 
 use super::{assert_refusal, seeded_pair};
 
@@ -134,29 +134,6 @@ async fn copy_in_over_the_extended_protocol_is_mirrored_or_refused() {
     let rows = via.query("SELECT 1", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
     drop(proxy);
-}
-
-fn pgbench(port: u16, db: &str, args: &[&str]) -> String {
-    let out = Command::new(pg_program("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            &pg().superuser,
-        ])
-        .args(args)
-        .arg(db)
-        .output()
-        .expect("cannot run pgbench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "pgbench {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
