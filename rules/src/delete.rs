@@ -14,11 +14,10 @@
 
 use sqlparser::ast::{Delete, FromTable, TableFactor, With};
 
-use crate::plan::{ResponseFix, StatementPlan, WriteTag};
+use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::ResolvedRule;
-use crate::sqlgen::{mirror, Composed};
 
 /// Rewrite a DELETE from `rule`'s table (with the client's `with`, if any);
 /// `statement` is the client's text, kept with any drift under the `record` policy.
@@ -66,25 +65,14 @@ pub(crate) fn rewrite(
     };
     let mut write = del.clone();
     write.returning = None;
-    let sql = Composed {
+    Ok(subject.mirrored(
         with,
-        before: None,
-        write: format!("{write} RETURNING {row}"),
-        mirror: mirror(rule, WriteTag::Delete, statement),
-        projection: del.returning.as_deref().map(|r| subject.projection(r)),
-        alias: subject.row_name().to_string(),
-        check: None,
-    }
-    .sql();
-    Ok(StatementPlan {
-        sql,
-        response: ResponseFix::Mirror {
-            tag: WriteTag::Delete,
-            returning: del.returning.is_some(),
-        },
-        rule_table: Some(rule.rule.table.clone()),
-        policy: Some(rule.rule.on_mirror_error),
-    })
+        &write,
+        &row,
+        WriteTag::Delete,
+        del.returning.as_deref(),
+        statement,
+    ))
 }
 
 #[cfg(test)]

@@ -16,11 +16,10 @@
 
 use sqlparser::ast::{Insert, TableObject, With};
 
-use crate::plan::{ResponseFix, StatementPlan, WriteTag};
+use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::ResolvedRule;
-use crate::sqlgen::{mirror, Composed};
 
 /// Rewrite an INSERT into `rule`'s table (with the client's `with`, if any);
 /// `statement` is the client's text, kept with any drift under the `record` policy.
@@ -47,25 +46,14 @@ pub(crate) fn rewrite(
     };
     let mut write = ins.clone();
     write.returning = None;
-    let sql = Composed {
+    Ok(subject.mirrored(
         with,
-        before: None,
-        write: format!("{write} RETURNING *"),
-        mirror: mirror(rule, WriteTag::Insert, statement),
-        projection: ins.returning.as_deref().map(|r| subject.projection(r)),
-        alias: subject.row_name().to_string(),
-        check: None,
-    }
-    .sql();
-    Ok(StatementPlan {
-        sql,
-        response: ResponseFix::Mirror {
-            tag: WriteTag::Insert,
-            returning: ins.returning.is_some(),
-        },
-        rule_table: Some(rule.rule.table.clone()),
-        policy: Some(rule.rule.on_mirror_error),
-    })
+        &write,
+        "*",
+        WriteTag::Insert,
+        ins.returning.as_deref(),
+        statement,
+    ))
 }
 
 /// Clauses the parser accepts for other databases; PostgreSQL would reject them anyway.

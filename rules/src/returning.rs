@@ -30,6 +30,39 @@ pub(crate) struct Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// The plan for a mirrored write: the client's `write` (its RETURNING already removed)
+    /// returning `row` as `tandem_w`, the rule's mirror of those rows, and the client's
+    /// RETURNING list (if any) projected from `tandem_w`.
+    pub(crate) fn mirrored(
+        &self,
+        with: Option<&sqlparser::ast::With>,
+        write: &dyn std::fmt::Display,
+        row: &str,
+        tag: crate::plan::WriteTag,
+        returning: Option<&[sqlparser::ast::SelectItem]>,
+        statement: &str,
+    ) -> crate::plan::StatementPlan {
+        let sql = crate::sqlgen::Composed {
+            with,
+            before: None,
+            write: format!("{write} RETURNING {row}"),
+            mirror: crate::sqlgen::mirror(self.rule, tag, statement),
+            projection: returning.map(|r| self.projection(r)),
+            alias: self.row_name().to_string(),
+            check: None,
+        }
+        .sql();
+        crate::plan::StatementPlan {
+            sql,
+            response: crate::plan::ResponseFix::Mirror {
+                tag,
+                returning: returning.is_some(),
+            },
+            rule_table: Some(self.rule.rule.table.clone()),
+            policy: Some(self.rule.rule.on_mirror_error),
+        }
+    }
+
     /// The identifier that names the written row in RETURNING: the alias, else the last
     /// part of the table name.
     pub(crate) fn row_name(&self) -> Ident {

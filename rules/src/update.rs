@@ -22,11 +22,10 @@ use sqlparser::ast::{
 
 use crate::ident::normalize;
 use crate::keymove;
-use crate::plan::{ResponseFix, StatementPlan, WriteTag};
+use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::{MirrorErrorPolicy, ResolvedRule};
-use crate::sqlgen::{mirror, Composed};
 
 /// Rewrite an UPDATE of `rule`'s table (with the client's `with`, if any);
 /// `statement` is the client's text, kept with any drift under the `record` policy.
@@ -81,25 +80,14 @@ pub(crate) fn rewrite(
     };
     let mut write = upd.clone();
     write.returning = None;
-    let sql = Composed {
+    Ok(subject.mirrored(
         with,
-        before: None,
-        write: format!("{write} RETURNING {row}"),
-        mirror: mirror(rule, WriteTag::Update, statement),
-        projection: upd.returning.as_deref().map(|r| subject.projection(r)),
-        alias: subject.row_name().to_string(),
-        check: None,
-    }
-    .sql();
-    Ok(StatementPlan {
-        sql,
-        response: ResponseFix::Mirror {
-            tag: WriteTag::Update,
-            returning: upd.returning.is_some(),
-        },
-        rule_table: Some(rule.rule.table.clone()),
-        policy: Some(rule.rule.on_mirror_error),
-    })
+        &write,
+        &row,
+        WriteTag::Update,
+        upd.returning.as_deref(),
+        statement,
+    ))
 }
 
 /// The first key column (the target's partition key is part of the key) that `assignments`
