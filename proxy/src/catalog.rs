@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use tandem_rules::{Mode, ResolvedRule, Rule, RuleSet, TableShape};
+use tandem_rules::{ColumnInfo, Mode, ResolvedRule, Rule, RuleSet, TableShape};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::Config;
@@ -124,6 +124,10 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         target_columns: target_cols.iter().map(|c| c.name.clone()).collect(),
         mirrored_columns,
         target_partition_key,
+        legacy_oid,
+        target_oid,
+        legacy_table: legacy.iter().map(Column::info).collect(),
+        target_table: target_cols.iter().map(Column::info).collect(),
     };
     ResolvedRule::new(rule, shape).map_err(|e| refuse(e.to_string()))
 }
@@ -131,6 +135,18 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
 struct Column {
     name: String,
     generated: bool,
+    sql_type: String,
+    attnum: i16,
+}
+
+impl Column {
+    fn info(&self) -> ColumnInfo {
+        ColumnInfo {
+            name: self.name.clone(),
+            sql_type: self.sql_type.clone(),
+            attnum: self.attnum,
+        }
+    }
 }
 
 async fn relation_oid(client: &Client, name: &str) -> Result<Option<u32>, CatalogError> {
@@ -143,7 +159,8 @@ async fn relation_oid(client: &Client, name: &str) -> Result<Option<u32>, Catalo
 async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, CatalogError> {
     let rows = client
         .query(
-            "SELECT attname::text, attgenerated <> '' FROM pg_attribute \
+            "SELECT attname::text, attgenerated <> '', format_type(atttypid, atttypmod), attnum \
+             FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -153,6 +170,8 @@ async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, CatalogError>
         .map(|r| Column {
             name: r.get(0),
             generated: r.get(1),
+            sql_type: r.get(2),
+            attnum: r.get(3),
         })
         .collect())
 }

@@ -48,5 +48,5 @@ pub use plan::{join_statements, plan, Plan, ResponseFix, StatementPlan, WriteTag
 pub use prefilter::{mentions_ruled_table, RuledNames};
 pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
-pub use rule::{MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
+pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
 pub use ruleset::RuleSet;

@@ -174,6 +174,32 @@ pub struct TableShape {
     pub mirrored_columns: Vec<String>,
     /// The target's partition key columns (empty when it is not partitioned).
     pub target_partition_key: Vec<String>,
+    /// The legacy table's OID: RowDescriptions of rewritten reads are fixed to name it.
+    pub legacy_oid: u32,
+    /// The target table's OID.
+    pub target_oid: u32,
+    /// Every legacy column, generated ones included, in table order.
+    pub legacy_table: Vec<ColumnInfo>,
+    /// Every target column, generated ones included, in table order.
+    pub target_table: Vec<ColumnInfo>,
+}
+
+/// One column as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// `pg_attribute.attname`.
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`: usable in a cast.
+    pub sql_type: String,
+    /// `pg_attribute.attnum`.
+    pub attnum: i16,
+}
+
+impl TableShape {
+    /// A target column by name.
+    pub fn target_column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.target_table.iter().find(|c| c.name == name)
+    }
 }
 
 /// A rule checked against its tables' shape: the unit the planner works with.

@@ -59,6 +59,7 @@ mod tests {
             target_columns: vec!["id".into()],
             mirrored_columns: vec!["id".into()],
             target_partition_key: vec![],
+            ..TableShape::default()
         };
         let table = TableName::new(Some(schema), name);
         ResolvedRule::new(Rule::new(table, Mode::DualWrite, vec!["id".into()]), shape).unwrap()

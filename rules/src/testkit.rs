@@ -26,6 +26,7 @@ fn resolved(
         target_columns: strings(target),
         mirrored_columns: strings(mirrored),
         target_partition_key: strings(part),
+        ..TableShape::default()
     };
     ResolvedRule::new(rule, shape).expect("fixture rule is valid")
 }

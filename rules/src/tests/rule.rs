@@ -7,6 +7,7 @@ fn shape(mirrored: &[&str], target: &[&str], part: &[&str]) -> TableShape {
         target_columns: v(target),
         mirrored_columns: v(mirrored),
         target_partition_key: v(part),
+        ..TableShape::default()
     }
 }
 
@@ -82,6 +83,7 @@ fn bad_configs_are_refused() {
         target_columns: vec!["id".into()],
         mirrored_columns: vec!["id".into()],
         target_partition_key: vec![],
+        ..TableShape::default()
     };
     assert!(matches!(
         ResolvedRule::new(keyless, shape),
