@@ -44,7 +44,7 @@ mod testkit;
 pub use copy::{CopyFormat, CopyIn};
 pub use ident::quote_ident;
 pub use name::{NameError, TableName};
-pub use plan::{join_statements, plan, Plan, ResponseFix, StatementPlan, WriteTag};
+pub use plan::{join_statements, plan, ColumnOrigin, Plan, ResponseFix, StatementPlan, WriteTag};
 pub use prefilter::{mentions_ruled_table, RuledNames};
 pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};

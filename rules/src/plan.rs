@@ -66,8 +66,18 @@ impl StatementPlan {
     }
 }
 
-/// How the responses of a sent statement map back to the client's statement.
+/// Where a result column comes from, as a RowDescription names it: the table's OID and
+/// the column's attribute number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnOrigin {
+    /// `pg_class.oid` of the table.
+    pub table_oid: u32,
+    /// `pg_attribute.attnum` of the column.
+    pub attnum: i16,
+}
+
+/// How the responses of a sent statement map back to the client's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseFix {
     /// Forward the responses as they are: the statement is untouched, or (TRUNCATE) rewritten
     /// in a way that keeps its command tag.
@@ -81,6 +91,14 @@ pub enum ResponseFix {
         tag: WriteTag,
         /// Whether the client asked for RETURNING rows.
         returning: bool,
+    },
+    /// A read rewritten to read the target (`union_read`, `cutover`): rows pass unchanged,
+    /// but the RowDescription's origins are what the client's own statement would have
+    /// had. Field `i` of the RowDescription takes `origins[i]` when it is `Some`; other
+    /// fields (and fields past the end of the list) pass as the server sent them.
+    Read {
+        /// The legacy origin of each result column, when known.
+        origins: std::sync::Arc<[Option<ColumnOrigin>]>,
     },
 }
 

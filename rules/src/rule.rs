@@ -43,6 +43,48 @@ impl Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = String;
+    /// The configuration spelling, case-insensitive.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown mode {text:?}; expected one of off, dual_write, union_read, cutover, target_only"
+                )
+            })
+    }
+}
+
+impl Mode {
+    /// Every mode, in migration order.
+    pub const ALL: [Mode; 5] = [
+        Mode::Off,
+        Mode::DualWrite,
+        Mode::UnionRead,
+        Mode::Cutover,
+        Mode::TargetOnly,
+    ];
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl MirrorErrorPolicy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorErrorPolicy::Fail => "fail",
+            MirrorErrorPolicy::Record => "record",
+        }
+    }
+}
+
 /// What the proxy does when the mirrored half of a write fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

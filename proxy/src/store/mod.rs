@@ -1,0 +1,211 @@
+//! The rule store: rules live in the upstream database, shared by every proxy instance.
+//!
+//! An operator runs several Tandem instances behind a load balancer; a mode flip must reach
+//! all of them, and survive restarts. So the rules are rows in `tandem.rules` (created on
+//! first start by versioned migrations, see [`migrate`]), every change is logged in
+//! `tandem.rules_history` and announced with `NOTIFY tandem_rules` by a trigger (so even a
+//! hand-written UPDATE is seen), and each instance reloads the whole table on a
+//! notification or a periodic poll (see [`crate::rules_watch`]).
+//!
+//! The config file's `[[rule]]` entries only seed rows that do not exist yet
+//! ([`bootstrap`]); after that the store is the source of truth.
+
+pub mod change;
+
+use tandem_rules::{Mode, Rule, TableName};
+use tokio_postgres::Client;
+
+/// The channel every instance LISTENs on.
+pub const CHANNEL: &str = "tandem_rules";
+
+/// Advisory lock key serialising schema creation and migrations across instances.
+pub const SCHEMA_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
+
+/// Versioned migrations, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("001_rules.sql"))];
+
+/// Why the store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The server refused a query.
+    #[error("rule store: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// A stored row does not make a valid rule (edited by hand?).
+    #[error("rule store: row for {table}: {reason}")]
+    BadRow {
+        /// `table_name` of the row.
+        table: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One row of `tandem.rules`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRule {
+    /// The rule it describes.
+    pub rule: Rule,
+    /// Bumped by every change of the row.
+    pub version: i64,
+    /// When it last changed (text, as the server formats timestamptz).
+    pub updated_at: String,
+    /// Who last changed it (admin user, `config`, or the SQL role).
+    pub updated_by: String,
+}
+
+/// The whole store at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Id of the newest `tandem.rules_history` row: the store's global version. Every
+    /// change increases it, so instances compare it to know whether they are current.
+    pub version: u64,
+    /// Every rule, in any mode, ordered by table.
+    pub rules: Vec<StoredRule>,
+}
+
+/// Creates the `tandem` schema, the drift support objects and the rule store, applying
+/// migrations not applied yet. Idempotent and safe when several instances start at once.
+pub async fn migrate(client: &Client) -> Result<(), StoreError> {
+    let mut sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {} \
+         CREATE TABLE IF NOT EXISTS tandem.schema_migrations ( \
+             version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
+        tandem_rules::SUPPORT_SQL
+    );
+    for (version, body) in MIGRATIONS {
+        // Each migration runs only if its number is not recorded yet.
+        sql.push_str(&format!(
+            " DO $tandem_migrate$ BEGIN \
+               IF NOT EXISTS (SELECT 1 FROM tandem.schema_migrations WHERE version = {version}) THEN \
+                 EXECUTE {body}; \
+                 INSERT INTO tandem.schema_migrations (version) VALUES ({version}); \
+               END IF; END $tandem_migrate$;",
+            body = quote_literal(body),
+        ));
+    }
+    sql.push_str(" COMMIT;");
+    client.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// Inserts the configured rules that have no row yet; existing rows win.
+pub async fn bootstrap(client: &Client, rules: &[Rule]) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    for rule in rules {
+        inserted += client
+            .execute(
+                "INSERT INTO tandem.rules (table_name, target, key, mode, sample_rate, \
+                   on_mirror_error, set_columns, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, 'config') \
+                 ON CONFLICT (table_name) DO NOTHING",
+                &[
+                    &rule.table.to_string(),
+                    &rule.target.to_string(),
+                    &rule.key,
+                    &rule.mode.as_str(),
+                    &rule.sample_rate,
+                    &rule.on_mirror_error.as_str(),
+                    &set_json(&rule.set),
+                ],
+            )
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// Reads the whole store in one snapshot.
+pub async fn load(client: &Client) -> Result<Snapshot, StoreError> {
+    let rows = client
+        .query(
+            "SELECT (SELECT coalesce(max(id), 0) FROM tandem.rules_history)::int8, \
+               r.table_name, r.target, r.key, r.mode, r.sample_rate, r.on_mirror_error, \
+               r.set_columns::text, r.version, r.updated_at::text, r.updated_by \
+             FROM (SELECT 1) AS one LEFT JOIN tandem.rules AS r ON true \
+             ORDER BY r.table_name",
+            &[],
+        )
+        .await?;
+    let mut snapshot = Snapshot::default();
+    for row in &rows {
+        snapshot.version = row.get::<_, i64>(0).max(0) as u64;
+        let Some(table) = row.get::<_, Option<String>>(1) else {
+            continue; // no rules at all: the LEFT JOIN's empty row
+        };
+        let bad = |reason: String| StoreError::BadRow {
+            table: table.clone(),
+            reason,
+        };
+        let rule = rule_from_parts(RuleParts {
+            table: &table,
+            target: &row.get::<_, String>(2),
+            key: row.get(3),
+            mode: &row.get::<_, String>(4),
+            sample_rate: row.get(5),
+            on_mirror_error: &row.get::<_, String>(6),
+            set_json: &row.get::<_, String>(7),
+        })
+        .map_err(bad)?;
+        snapshot.rules.push(StoredRule {
+            rule,
+            version: row.get(8),
+            updated_at: row.get(9),
+            updated_by: row.get(10),
+        });
+    }
+    Ok(snapshot)
+}
+
+/// The text columns of a rule, as stored or typed by an operator.
+pub struct RuleParts<'a> {
+    /// Legacy table, SQL spelling.
+    pub table: &'a str,
+    /// Target table, SQL spelling.
+    pub target: &'a str,
+    /// Key columns, catalog spelling (empty: primary key).
+    pub key: Vec<String>,
+    /// Mode spelling.
+    pub mode: &'a str,
+    /// Share of reads sampled.
+    pub sample_rate: f64,
+    /// `fail` or `record`.
+    pub on_mirror_error: &'a str,
+    /// `[[column, expression], ...]` as JSON.
+    pub set_json: &'a str,
+}
+
+/// Builds a rule through the same validation as the config file.
+pub fn rule_from_parts(parts: RuleParts<'_>) -> Result<Rule, String> {
+    let set: serde_json::Value =
+        serde_json::from_str(parts.set_json).map_err(|e| format!("set_columns: {e}"))?;
+    let value = serde_json::json!({
+        "table": parts.table,
+        "target": parts.target,
+        "key": parts.key,
+        "mode": parts.mode,
+        "sample_rate": parts.sample_rate,
+        "on_mirror_error": parts.on_mirror_error,
+        "set": set,
+    });
+    serde_json::from_value::<Rule>(value).map_err(|e| e.to_string())
+}
+
+/// `set` as stored: `[[column, expression], ...]`.
+pub fn set_json(set: &[(String, String)]) -> String {
+    serde_json::to_string(set).unwrap_or_else(|_| "[]".into())
+}
+
+/// A SQL string literal (standard_conforming_strings on, as since PostgreSQL 9.1).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The rule for `table` in a snapshot.
+pub fn find<'a>(snapshot: &'a Snapshot, table: &TableName) -> Option<&'a StoredRule> {
+    snapshot.rules.iter().find(|r| &r.rule.table == table)
+}
+
+/// Modes in which the proxy acts on a rule.
+pub fn is_active(mode: Mode) -> bool {
+    mode != Mode::Off
+}
