@@ -50,7 +50,10 @@ impl RulesWatch {
 
     /// Health of the watch.
     pub fn status(&self) -> WatchStatus {
-        self.status.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reads the store now and applies it; returns the version in force afterwards.

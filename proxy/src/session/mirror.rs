@@ -13,7 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection, ResponseFix, WriteTag};
+use tandem_rules::{
+    join_statements, ColumnOrigin, MirrorErrorPolicy, Plan, Rejection, ResponseFix, WriteTag,
+};
 use tracing::{debug, warn};
 
 use super::framed::Action;
@@ -61,8 +63,11 @@ impl MsgKind {
     }
 }
 
+/// Legacy origins for a rewritten read's RowDescription fields.
+pub type Origins = Arc<[Option<ColumnOrigin>]>;
+
 /// What to do with one statement's responses inside a simple Query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StmtFix {
     /// Forward unchanged.
     Pass,
@@ -74,6 +79,8 @@ pub enum StmtFix {
     /// mirrored by a later, hidden statement: if that fails, the client sees only the error,
     /// as it would had the COPY itself failed).
     Defer,
+    /// A read rewritten to the target: its RowDescription gets the legacy origins.
+    Read(Origins),
 }
 
 impl From<ResponseFix> for StmtFix {
@@ -81,12 +88,13 @@ impl From<ResponseFix> for StmtFix {
         match fix {
             ResponseFix::None => StmtFix::Pass,
             ResponseFix::Mirror { tag, returning } => StmtFix::Mirror(Mirror { tag, returning }),
+            ResponseFix::Read { origins } => StmtFix::Read(origins),
         }
     }
 }
 
 /// What to do with one message's responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MsgMode {
     /// Forward unchanged.
     Pass,
@@ -96,6 +104,30 @@ pub enum MsgMode {
     NoData,
     /// Execute of a mirrored write.
     Mirror(Mirror),
+    /// Describe of a rewritten read: RowDescription gets the legacy origins.
+    Read(Origins),
+}
+
+/// What a prepared statement or portal needs when it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// A mirrored write.
+    Mirror(Mirror),
+    /// A rewritten read.
+    Read(Origins),
+}
+
+impl Prepared {
+    fn from_fix(fix: &ResponseFix) -> Option<Self> {
+        match fix {
+            ResponseFix::None => None,
+            ResponseFix::Mirror { tag, returning } => Some(Prepared::Mirror(Mirror {
+                tag: *tag,
+                returning: *returning,
+            })),
+            ResponseFix::Read { origins } => Some(Prepared::Read(Arc::clone(origins))),
+        }
+    }
 }
 
 /// The responses the server owes, in order.
@@ -130,10 +162,10 @@ pub struct ClientSide {
     rules: Arc<ActiveRules>,
     /// The session's search_path for resolving bare table names.
     search_path: Arc<[String]>,
-    /// Prepared statements that are rewritten mirrors, by name.
-    statements: HashMap<String, Mirror>,
+    /// Prepared statements that are rewritten, by name.
+    statements: HashMap<String, Prepared>,
     /// Portals bound to such statements, by name.
-    portals: HashMap<String, Mirror>,
+    portals: HashMap<String, Prepared>,
     /// Where `record`-policy refusals are written.
     drift: Option<DriftSink>,
 }
@@ -169,7 +201,7 @@ impl ClientSide {
                 if let Ok((portal, statement)) = frontend::bind_names(body) {
                     match self.statements.get(statement) {
                         Some(m) => {
-                            self.portals.insert(portal.to_string(), *m);
+                            self.portals.insert(portal.to_string(), m.clone());
                         }
                         None => {
                             self.portals.remove(portal);
@@ -186,7 +218,8 @@ impl ClientSide {
                     Err(_) => (MsgKind::DescribePortal, None),
                 };
                 let mode = match fix {
-                    Some(m) if !m.returning => MsgMode::NoData,
+                    Some(Prepared::Mirror(m)) if !m.returning => MsgMode::NoData,
+                    Some(Prepared::Read(origins)) => MsgMode::Read(Arc::clone(origins)),
                     _ => MsgMode::Pass,
                 };
                 queue.push_back(msg(kind, mode));
@@ -198,7 +231,7 @@ impl ClientSide {
                     return Action::Forward;
                 };
                 match self.portals.get(portal) {
-                    Some(m) => {
+                    Some(Prepared::Mirror(m)) => {
                         queue.push_back(msg(MsgKind::Execute, MsgMode::Mirror(*m)));
                         // A write runs to completion on its first Execute; the rewritten
                         // SELECT would stop at the row limit and never send the write's tag.
@@ -209,7 +242,7 @@ impl ClientSide {
                         }
                         Action::Forward
                     }
-                    None => {
+                    Some(Prepared::Read(_)) | None => {
                         queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
                         Action::Forward
                     }
@@ -261,7 +294,10 @@ impl ClientSide {
         let mut out = BytesMut::new();
         match &*plan {
             Plan::Rewritten(statements) => {
-                let fixes: Arc<[StmtFix]> = statements.iter().map(|s| s.response.into()).collect();
+                let fixes: Arc<[StmtFix]> = statements
+                    .iter()
+                    .map(|s| s.response.clone().into())
+                    .collect();
                 queue.push_back(Expect::Query {
                     fixes,
                     next: 0,
@@ -326,12 +362,11 @@ impl ClientSide {
             }
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
                 let statement = &statements[0];
-                match statement.response {
-                    ResponseFix::Mirror { tag, returning } => {
-                        self.statements
-                            .insert(parse.name.to_string(), Mirror { tag, returning });
+                match Prepared::from_fix(&statement.response) {
+                    Some(prepared) => {
+                        self.statements.insert(parse.name.to_string(), prepared);
                     }
-                    ResponseFix::None => {
+                    None => {
                         self.statements.remove(parse.name);
                     }
                 }
@@ -419,7 +454,7 @@ impl ClientSide {
             .map(|(s, _)| s.as_str())
             .collect::<Vec<_>>()
             .join(";\n");
-        Some((sql, statements.iter().map(|(_, f)| *f).collect()))
+        Some((sql, statements.iter().map(|(_, f)| f.clone()).collect()))
     }
 
     fn record(&self, rejection: &Rejection, sql: &str) {
@@ -589,7 +624,7 @@ impl ServerSide {
         }
         match head {
             Expect::Query { fixes, next, held } => {
-                let fix = fixes.get(*next).copied().unwrap_or(StmtFix::Pass);
+                let fix = fixes.get(*next).cloned().unwrap_or(StmtFix::Pass);
                 if matches!(tag, b'C' | b'I') {
                     *next += 1;
                 }
@@ -600,6 +635,7 @@ impl ServerSide {
                         Action::Drop
                     }
                     (StmtFix::Mirror(m), b'C') => fixed_tag(body, m.tag),
+                    (StmtFix::Read(origins), b'T') => patch_origins(body, &origins),
                     (
                         StmtFix::Mirror(Mirror {
                             returning: false, ..
@@ -610,12 +646,14 @@ impl ServerSide {
                 }
             }
             Expect::Msg { kind, mode } => {
-                let (kind, mode) = (*kind, *mode);
+                let kind = *kind;
                 let action = match mode {
                     MsgMode::Pass => Action::Forward,
                     MsgMode::Hide => Action::Drop,
                     MsgMode::NoData if tag == b'T' => Action::Replace(no_data()),
                     MsgMode::NoData => Action::Forward,
+                    MsgMode::Read(origins) if tag == b'T' => patch_origins(body, origins),
+                    MsgMode::Read(_) => Action::Forward,
                     MsgMode::Mirror(m) => match tag {
                         b'D' if !m.returning => Action::Drop,
                         b'C' => fixed_tag(body, m.tag),
@@ -630,6 +668,35 @@ impl ServerSide {
             Expect::Sync => Action::Forward,
         }
     }
+}
+
+/// A RowDescription whose fields' table OID and attribute number are replaced by the
+/// known legacy origins. A body that does not parse is forwarded as it is.
+fn patch_origins(body: &[u8], origins: &[Option<ColumnOrigin>]) -> Action {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    let start = begin(&mut out, b'T');
+    out.extend_from_slice(body);
+    finish(&mut out, start);
+    let Some(count) = body.get(..2).map(|c| i16::from_be_bytes([c[0], c[1]])) else {
+        return Action::Forward;
+    };
+    let mut at = 2usize;
+    for i in 0..count.max(0) as usize {
+        let Some(nul) = body.get(at..).and_then(|b| b.iter().position(|&c| c == 0)) else {
+            return Action::Forward;
+        };
+        at += nul + 1;
+        if body.len() < at + 18 {
+            return Action::Forward;
+        }
+        if let Some(Some(origin)) = origins.get(i) {
+            // +5: the frame header in `out`.
+            out[5 + at..5 + at + 4].copy_from_slice(&origin.table_oid.to_be_bytes());
+            out[5 + at + 4..5 + at + 6].copy_from_slice(&origin.attnum.to_be_bytes());
+        }
+        at += 18;
+    }
+    Action::Replace(out)
 }
 
 fn no_data() -> BytesMut {
