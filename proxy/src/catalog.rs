@@ -41,8 +41,7 @@ pub async fn side_connection(
     config: &Config,
     connector: &Connector,
 ) -> Result<Client, CatalogError> {
-    let pg = tokio_postgres::Config::from_str(&config.upstream)
-        .map_err(|e| CatalogError::Url(e.to_string()))?;
+    let pg = upstream_pg_config(config)?;
     let stream = connector.connect().await?;
     let (client, connection) = pg.connect_raw(stream, NoTls).await?;
     tokio::spawn(async move {
@@ -51,6 +50,11 @@ pub async fn side_connection(
         }
     });
     Ok(client)
+}
+
+/// The upstream URL as a tokio-postgres config (user, password, database).
+pub fn upstream_pg_config(config: &Config) -> Result<tokio_postgres::Config, CatalogError> {
+    tokio_postgres::Config::from_str(&config.upstream).map_err(|e| CatalogError::Url(e.to_string()))
 }
 
 /// Resolves every configured rule that is not `off` into a [`RuleSet`].

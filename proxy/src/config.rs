@@ -37,9 +37,37 @@ pub struct Config {
     /// Limits that protect the proxy and the upstream from bad or greedy clients.
     #[serde(default)]
     pub limits: Limits,
-    /// Migration rules, one per legacy table (`[[rule]]` in the file).
+    /// Migration rules, one per legacy table (`[[rule]]` in the file). They only seed the
+    /// rule store: a table that already has a row there keeps the stored rule.
     #[serde(default, rename = "rule")]
     pub rules: Vec<tandem_rules::Rule>,
+    /// The rule store in the upstream database.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The rule store (`tandem.rules` in the upstream URL's database).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Use the store. Default: on when the file has `[[rule]]` entries or `[admin]`.
+    /// Without it the proxy is a plain relay and needs no login of its own upstream.
+    pub enabled: Option<bool>,
+    /// How often each instance checks the store's version, in case a NOTIFY was missed (ms).
+    pub poll_interval_ms: u64,
+    /// The store's schema; its NOTIFY channel is `<schema>_rules`. Instances that share a
+    /// schema share their rules.
+    pub schema: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            poll_interval_ms: 1000,
+            schema: "tandem".into(),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -154,6 +182,7 @@ impl Default for Config {
             upstream_tls: UpstreamTlsConfig::default(),
             limits: Limits::default(),
             rules: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -221,6 +250,11 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| syntax_error(text, origin, &e))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether the rule store is used (see [`StoreConfig::enabled`]).
+    pub fn store_enabled(&self) -> bool {
+        self.store.enabled.unwrap_or(!self.rules.is_empty())
     }
 
     /// Checks values that TOML types cannot express.

@@ -42,6 +42,9 @@ pub enum Error {
     /// A rule could not be resolved against the catalog.
     #[error(transparent)]
     Catalog(#[from] catalog::CatalogError),
+    /// The rule store could not be read or prepared.
+    #[error("{0}")]
+    Store(String),
     /// The listen socket failed.
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),

@@ -17,13 +17,10 @@ use tracing::{info, warn, Instrument};
 
 use std::str::FromStr;
 
-use tandem_rules::Mode;
-
-use crate::active_rules::ActiveRules;
 use crate::cancel::CancelMap;
-use crate::catalog;
 use crate::config::Config;
 use crate::drift::DriftSink;
+use crate::rules_watch::{RulesWatch, WatchError};
 use crate::stats::Stats;
 use crate::upstream::Connector;
 use crate::workers::WorkerPool;
@@ -51,8 +48,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Lifecycle, watched by every session.
     pub shutdown: watch::Receiver<Phase>,
-    /// Rules in force, when any rule is not `off`.
-    pub rules: Option<Arc<ActiveRules>>,
+    /// The rules in force and their store, when the store is enabled.
+    pub watch: Option<Arc<RulesWatch>>,
     /// Where `record`-policy refusals go.
     pub drift: Option<DriftSink>,
 }
@@ -73,7 +70,7 @@ impl Proxy {
         let acceptor = crate::tls::acceptor(&config)?;
         let connector = Connector::new(&config)?;
         let config = Arc::new(config);
-        let (rules, drift) = load_rules(&config, &connector).await?;
+        let (watch, drift) = load_rules(&config, &connector).await?;
         let (phase, shutdown) = watch::channel(Phase::Running);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -83,7 +80,7 @@ impl Proxy {
                 cancels: Arc::new(CancelMap::default()),
                 stats: Arc::new(Stats::default()),
                 shutdown,
-                rules,
+                watch,
                 drift,
             }),
             phase,
@@ -181,34 +178,24 @@ impl Proxy {
     }
 }
 
-/// Resolves the configured rules, and prepares Tandem's own schema when a rule needs it.
+/// Starts the rule store watch (migrating and seeding the store) when the store is on.
 async fn load_rules(
     config: &Arc<Config>,
     connector: &Arc<Connector>,
-) -> Result<(Option<Arc<ActiveRules>>, Option<DriftSink>), crate::Error> {
-    if config.rules.iter().all(|r| r.mode == Mode::Off) {
+) -> Result<(Option<Arc<RulesWatch>>, Option<DriftSink>), crate::Error> {
+    if !config.store_enabled() {
         return Ok((None, None));
     }
-    let client = catalog::side_connection(config, connector).await?;
-    let set = catalog::resolve(&client, &config.rules, 1).await?;
-    // Several proxies may start at once; CREATE ... IF NOT EXISTS is not safe concurrently.
-    client
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({SUPPORT_LOCK}); {} COMMIT;",
-            tandem_rules::SUPPORT_SQL
-        ))
-        .await
-        .map_err(catalog::CatalogError::from)?;
     let database = upstream_database(config);
-    for rule in &set.rules {
-        info!(table = %rule.rule.table, target = %rule.rule.target, mode = rule.rule.mode.as_str(), key = ?rule.rule.key, %database, "rule active");
-    }
+    let watch = RulesWatch::start(Arc::clone(config), Arc::clone(connector), database)
+        .await
+        .map_err(|e| match e {
+            WatchError::Catalog(c) => crate::Error::Catalog(c),
+            other => crate::Error::Store(other.to_string()),
+        })?;
     let drift = DriftSink::start(Arc::clone(config), Arc::clone(connector));
-    Ok((Some(Arc::new(ActiveRules::new(set, database))), Some(drift)))
+    Ok((Some(watch), Some(drift)))
 }
-
-/// Advisory lock key serialising the creation of Tandem's own schema objects.
-const SUPPORT_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
 
 /// The database the upstream URL names (the rules' tables live there).
 fn upstream_database(config: &Config) -> String {

@@ -91,6 +91,14 @@ pub fn encode_parse(name: &str, sql: &str, param_types: &[u8], out: &mut BytesMu
     finish(out, start);
 }
 
+/// Encodes a Close of a statement (`kind` b'S') or portal (b'P').
+pub fn encode_close(kind: u8, name: &str, out: &mut BytesMut) {
+    let start = begin(out, b'C');
+    out.put_u8(kind);
+    cstr(out, name);
+    finish(out, start);
+}
+
 /// Encodes a Bind with no parameters and default result formats.
 pub fn encode_bind_empty(portal: &str, statement: &str, out: &mut BytesMut) {
     let start = begin(out, b'B');

@@ -23,6 +23,7 @@ use crate::active_rules::ActiveRules;
 use crate::drift::{DriftRecord, DriftSink};
 use crate::protocol::frame::{begin, finish};
 use crate::protocol::frontend;
+use crate::rules_watch::RulesWatch;
 
 /// How a rewritten statement's responses map back: the client's tag and whether it asked
 /// for RETURNING rows.
@@ -156,10 +157,29 @@ pub enum Expect {
 /// The queue both halves of a ruled session share.
 pub type ExpectQueue = std::sync::Mutex<VecDeque<Expect>>;
 
+/// A prepared statement as the server holds it: the client's SQL, what was sent for it,
+/// and the rules version it was planned under.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The client's text.
+    sql: String,
+    /// Parameter count and types, as the client sent them.
+    param_types: Vec<u8>,
+    /// The text the server prepared (the rewrite, or the client's own).
+    sent: String,
+    /// Rules version it was planned under.
+    version: u64,
+}
+
 /// Client-to-server half: rewrites and records expectations.
 pub struct ClientSide {
-    /// Rules in force.
+    /// Where newer rules come from.
+    watch: Arc<RulesWatch>,
+    /// Rules this session plans with: adopted from `watch` only at transaction boundaries.
     rules: Arc<ActiveRules>,
+    /// Every prepared statement of the session, so one planned under older rules is planned
+    /// again on its next use.
+    known: HashMap<String, Known>,
     /// The session's search_path for resolving bare table names.
     search_path: Arc<[String]>,
     /// Prepared statements that are rewritten, by name.
@@ -173,17 +193,42 @@ pub struct ClientSide {
 impl ClientSide {
     /// A client side for a session on the rules' database.
     pub fn new(
-        rules: Arc<ActiveRules>,
+        watch: Arc<RulesWatch>,
         search_path: Arc<[String]>,
         drift: Option<DriftSink>,
     ) -> Self {
         Self {
-            rules,
+            rules: watch.current(),
+            watch,
+            known: HashMap::new(),
             search_path,
             statements: HashMap::new(),
             portals: HashMap::new(),
             drift,
         }
+    }
+
+    /// The rules version this session plans with.
+    pub fn version(&self) -> u64 {
+        self.rules.set.version
+    }
+
+    /// Takes the newest rules if they changed. Call only at a transaction boundary (no
+    /// request in flight, ReadyForQuery said idle): a transaction never sees two versions.
+    /// Returns the version in force afterwards.
+    pub fn adopt_latest(&mut self) -> u64 {
+        if self.watch.version() != self.rules.set.version {
+            let newer = self.watch.current();
+            if newer.set.version != self.rules.set.version {
+                debug!(
+                    from = self.rules.set.version,
+                    to = newer.set.version,
+                    "session adopts new rules"
+                );
+                self.rules = newer;
+            }
+        }
+        self.rules.set.version
     }
 
     /// Tags whose whole body the client side needs.
@@ -198,6 +243,11 @@ impl ClientSide {
             b'Q' => self.query(body, queue),
             b'P' => self.parse(body, queue),
             b'B' => {
+                let mut out = BytesMut::new();
+                let mut refreshed = false;
+                if let Ok((_, statement)) = frontend::bind_names(body) {
+                    refreshed = self.refresh(statement, queue, &mut out);
+                }
                 if let Ok((portal, statement)) = frontend::bind_names(body) {
                     match self.statements.get(statement) {
                         Some(m) => {
@@ -209,9 +259,18 @@ impl ClientSide {
                     }
                 }
                 queue.push_back(msg(MsgKind::Bind, MsgMode::Pass));
+                if refreshed {
+                    append_frame(&mut out, b'B', body);
+                    return Action::Replace(out);
+                }
                 Action::Forward
             }
             b'D' => {
+                let mut out = BytesMut::new();
+                let mut refreshed = false;
+                if let Ok((b'S', name)) = frontend::target(body, "Describe") {
+                    refreshed = self.refresh(name, queue, &mut out);
+                }
                 let (kind, fix) = match frontend::target(body, "Describe") {
                     Ok((b'S', name)) => (MsgKind::DescribeStatement, self.statements.get(name)),
                     Ok((_, name)) => (MsgKind::DescribePortal, self.portals.get(name)),
@@ -223,6 +282,10 @@ impl ClientSide {
                     _ => MsgMode::Pass,
                 };
                 queue.push_back(msg(kind, mode));
+                if refreshed {
+                    append_frame(&mut out, b'D', body);
+                    return Action::Replace(out);
+                }
                 Action::Forward
             }
             b'E' => {
@@ -252,6 +315,7 @@ impl ClientSide {
                 match frontend::target(body, "Close") {
                     Ok((b'S', name)) => {
                         self.statements.remove(name);
+                        self.known.remove(name);
                     }
                     Ok((_, name)) => {
                         self.portals.remove(name);
@@ -287,6 +351,12 @@ impl ClientSide {
             queue.push_back(plain());
             return Action::Forward;
         };
+        if !self.known.is_empty() && forgets_statements(sql) {
+            // DEALLOCATE ALL / DISCARD ALL: the server forgets them, and so do we (a
+            // statement re-prepared by Tandem would exist where Postgres says it does not).
+            self.known.clear();
+            self.statements.clear();
+        }
         let Some(plan) = self.rules.plan(sql, &self.search_path) else {
             queue.push_back(plain());
             return Action::Forward;
@@ -353,6 +423,24 @@ impl ClientSide {
             return Action::Forward;
         };
         let plan = self.rules.plan(parse.sql, &self.search_path);
+        let mut known = Known {
+            sql: parse.sql.to_string(),
+            param_types: parse.param_types.to_vec(),
+            sent: parse.sql.to_string(),
+            version: self.rules.set.version,
+        };
+        if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
+            if statements.len() == 1 {
+                known.sent = statements[0].sql.clone();
+            }
+        }
+        if matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
+        {
+            // Refused: the server never gets this statement.
+            self.known.remove(parse.name);
+        } else {
+            self.known.insert(parse.name.to_string(), known);
+        }
         let mut out = BytesMut::new();
         match plan.as_deref() {
             None | Some(Plan::Passthrough) => {
@@ -411,6 +499,85 @@ impl ClientSide {
                 Action::Replace(out)
             }
         }
+    }
+
+    /// Before a Bind or Describe of prepared statement `name`: if it was planned under older
+    /// rules, plan it again and, when the text the server must hold changed, put a hidden
+    /// Close + Parse of the new text in `out` (the caller appends the client's message).
+    /// A statement the new rules refuse gets the refusal raised in its place, so the
+    /// server fails the client's message and skips to Sync; it stays stale and is tried
+    /// again on its next use. Returns whether `out` holds messages to send first.
+    fn refresh(&mut self, name: &str, queue: &mut VecDeque<Expect>, out: &mut BytesMut) -> bool {
+        let version = self.rules.set.version;
+        let Some(known) = self.known.get(name) else {
+            return false;
+        };
+        if known.version == version {
+            return false;
+        }
+        let known = known.clone();
+        let plan = self.rules.plan(&known.sql, &self.search_path);
+        let (sent, prepared) = match plan.as_deref() {
+            None | Some(Plan::Passthrough) => (known.sql.clone(), None),
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => (
+                statements[0].sql.clone(),
+                Prepared::from_fix(&statements[0].response),
+            ),
+            Some(Plan::Rewritten(_)) => (known.sql.clone(), None),
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, &known.sql);
+                (known.sql.clone(), None)
+            }
+            Some(other) => {
+                let raise = raise_sql(&refusal_of(other));
+                frontend::encode_parse("", &raise, &[0, 0], out);
+                frontend::encode_bind_empty("", "", out);
+                frontend::encode_execute("", 0, out);
+                for (kind, mode) in [
+                    (MsgKind::Parse, MsgMode::Hide),
+                    (MsgKind::Bind, MsgMode::Hide),
+                    (MsgKind::Execute, MsgMode::Pass),
+                ] {
+                    queue.push_back(Expect::Msg { kind, mode });
+                }
+                return true;
+            }
+        };
+        match prepared {
+            Some(p) => {
+                self.statements.insert(name.to_string(), p);
+            }
+            None => {
+                self.statements.remove(name);
+            }
+        }
+        let changed = sent != known.sent;
+        self.known.insert(
+            name.to_string(),
+            Known {
+                sent: sent.clone(),
+                version,
+                ..known.clone()
+            },
+        );
+        if !changed {
+            return false;
+        }
+        debug!(
+            statement = name,
+            "prepared statement planned again under new rules"
+        );
+        frontend::encode_close(b'S', name, out);
+        frontend::encode_parse(name, &sent, &known.param_types, out);
+        queue.push_back(Expect::Msg {
+            kind: MsgKind::Close,
+            mode: MsgMode::Hide,
+        });
+        queue.push_back(Expect::Msg {
+            kind: MsgKind::Parse,
+            mode: MsgMode::Hide,
+        });
+        true
     }
 
     /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with
@@ -483,6 +650,20 @@ impl ClientSide {
             });
         }
     }
+}
+
+/// A frame around `body`.
+fn append_frame(out: &mut BytesMut, tag: u8, body: &[u8]) {
+    let start = begin(out, tag);
+    out.extend_from_slice(body);
+    finish(out, start);
+}
+
+/// Does a simple Query drop the session's prepared statements (`DEALLOCATE`, `DISCARD
+/// ALL`)? A cheap, conservative text check.
+fn forgets_statements(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("deallocate") || lower.contains("discard")
 }
 
 /// The session temp table a COPY into `table` lands in first.

@@ -146,12 +146,12 @@ async fn serve(
 
 /// The rewriting half for a session on the rules' database, if rules are active.
 fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::ClientSide> {
-    let rules = shared.rules.as_ref()?;
-    if rules.is_empty() || startup.database() != Some(rules.database.as_str()) {
+    let watch = shared.watch.as_ref()?;
+    if startup.database() != Some(watch.database()) {
         return None;
     }
     Some(mirror::ClientSide::new(
-        Arc::clone(rules),
+        Arc::clone(watch),
         search_path(startup),
         shared.drift.clone(),
     ))

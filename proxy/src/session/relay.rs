@@ -132,6 +132,12 @@ async fn client_to_upstream(
     let mut last_read = Instant::now();
     let idle_timeout = ctx.idle_timeout.unwrap_or(Duration::from_secs(86400 * 365));
     loop {
+        if let Some(side) = &mut client_side {
+            // A transaction boundary: nothing in flight and the server said idle.
+            if state.is_idle() {
+                side.adopt_latest();
+            }
+        }
         let mut queries = 0u64;
         let mut syncs = 0i64;
         let mut terminated = false;

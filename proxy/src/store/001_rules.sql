@@ -1,12 +1,15 @@
 -- Migration 1: the rule store. Rows are the source of truth for every proxy instance;
 -- the config file's [[rule]] entries only insert rows that do not exist yet.
 --
+-- `@store@` is the store's schema (config `store.schema`, default `tandem`); the channel
+-- is `<schema>_rules` (`tandem_rules`).
+--
 -- `table_name` and `set_columns` are the issue's `table` and `set`, renamed so hand-written
 -- SQL needs no quoting. Every change (through the admin console, the CLI, or plain SQL)
 -- goes through the trigger below: it bumps `version`, stamps `updated_at`, appends to
--- tandem.rules_history, and sends NOTIFY tandem_rules, which every instance LISTENs to.
+-- @store@.rules_history, and sends NOTIFY <schema>_rules, which every instance LISTENs to.
 
-CREATE TABLE tandem.rules (
+CREATE TABLE @store@.rules (
     table_name      text PRIMARY KEY,
     target          text NOT NULL,
     key             text[] NOT NULL DEFAULT '{}',
@@ -21,7 +24,7 @@ CREATE TABLE tandem.rules (
     updated_by      text NOT NULL DEFAULT current_user
 );
 
-CREATE TABLE tandem.rules_history (
+CREATE TABLE @store@.rules_history (
     id         bigserial PRIMARY KEY,
     at         timestamptz NOT NULL DEFAULT now(),
     table_name text NOT NULL,
@@ -31,7 +34,7 @@ CREATE TABLE tandem.rules_history (
     by         text NOT NULL
 );
 
-CREATE FUNCTION tandem.rules_changed() RETURNS trigger
+CREATE FUNCTION @store@.rules_changed() RETURNS trigger
 LANGUAGE plpgsql AS $tandem$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
@@ -45,10 +48,10 @@ BEGIN
 END
 $tandem$;
 
-CREATE FUNCTION tandem.rules_log() RETURNS trigger
+CREATE FUNCTION @store@.rules_log() RETURNS trigger
 LANGUAGE plpgsql AS $tandem$
 BEGIN
-    INSERT INTO tandem.rules_history (table_name, action, old_rule, new_rule, by)
+    INSERT INTO @store@.rules_history (table_name, action, old_rule, new_rule, by)
     VALUES (
         CASE WHEN TG_OP = 'DELETE' THEN OLD.table_name ELSE NEW.table_name END,
         lower(TG_OP),
@@ -56,13 +59,13 @@ BEGIN
         CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END,
         CASE WHEN TG_OP = 'DELETE' THEN current_user ELSE NEW.updated_by END
     );
-    PERFORM pg_notify('tandem_rules',
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_rules',
                       CASE WHEN TG_OP = 'DELETE' THEN OLD.table_name ELSE NEW.table_name END);
     RETURN NULL;
 END
 $tandem$;
 
-CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE ON tandem.rules
-    FOR EACH ROW EXECUTE FUNCTION tandem.rules_changed();
-CREATE TRIGGER rules_log AFTER INSERT OR UPDATE OR DELETE ON tandem.rules
-    FOR EACH ROW EXECUTE FUNCTION tandem.rules_log();
+CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE ON @store@.rules
+    FOR EACH ROW EXECUTE FUNCTION @store@.rules_changed();
+CREATE TRIGGER rules_log AFTER INSERT OR UPDATE OR DELETE ON @store@.rules
+    FOR EACH ROW EXECUTE FUNCTION @store@.rules_log();

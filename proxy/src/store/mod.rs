@@ -15,8 +15,42 @@ pub mod change;
 use tandem_rules::{Mode, Rule, TableName};
 use tokio_postgres::Client;
 
-/// The channel every instance LISTENs on.
-pub const CHANNEL: &str = "tandem_rules";
+/// Names of one store's objects. Each store is a schema (config `store.schema`, default
+/// `tandem`); separate fleets, or tests, can share a database with separate stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// The schema, catalog spelling.
+    pub schema: String,
+}
+
+impl Store {
+    /// The store in `schema`.
+    pub fn new(schema: &str) -> Self {
+        Self {
+            schema: schema.to_string(),
+        }
+    }
+
+    /// `"<schema>".<object>`, for SQL text.
+    pub fn qualified(&self, object: &str) -> String {
+        format!("{}.{object}", tandem_rules::quote_ident(&self.schema))
+    }
+
+    /// The rules table.
+    pub fn rules(&self) -> String {
+        self.qualified("rules")
+    }
+
+    /// The change log.
+    pub fn history(&self) -> String {
+        self.qualified("rules_history")
+    }
+
+    /// The NOTIFY channel: `<schema>_rules` (`tandem_rules` by default).
+    pub fn channel(&self) -> String {
+        format!("{}_rules", self.schema)
+    }
+}
 
 /// Advisory lock key serialising schema creation and migrations across instances.
 pub const SCHEMA_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
@@ -66,10 +100,13 @@ pub struct Snapshot {
 
 /// Creates the `tandem` schema, the drift support objects and the rule store, applying
 /// migrations not applied yet. Idempotent and safe when several instances start at once.
-pub async fn migrate(client: &Client) -> Result<(), StoreError> {
+pub async fn migrate(client: &Client, store: &Store) -> Result<(), StoreError> {
+    let schema = tandem_rules::quote_ident(&store.schema);
+    let migrations = store.qualified("schema_migrations");
     let mut sql = format!(
         "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {} \
-         CREATE TABLE IF NOT EXISTS tandem.schema_migrations ( \
+         CREATE SCHEMA IF NOT EXISTS {schema}; \
+         CREATE TABLE IF NOT EXISTS {migrations} ( \
              version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
         tandem_rules::SUPPORT_SQL
     );
@@ -77,11 +114,11 @@ pub async fn migrate(client: &Client) -> Result<(), StoreError> {
         // Each migration runs only if its number is not recorded yet.
         sql.push_str(&format!(
             " DO $tandem_migrate$ BEGIN \
-               IF NOT EXISTS (SELECT 1 FROM tandem.schema_migrations WHERE version = {version}) THEN \
+               IF NOT EXISTS (SELECT 1 FROM {migrations} WHERE version = {version}) THEN \
                  EXECUTE {body}; \
-                 INSERT INTO tandem.schema_migrations (version) VALUES ({version}); \
+                 INSERT INTO {migrations} (version) VALUES ({version}); \
                END IF; END $tandem_migrate$;",
-            body = quote_literal(body),
+            body = quote_literal(&body.replace("@store@", &schema)),
         ));
     }
     sql.push_str(" COMMIT;");
@@ -90,15 +127,19 @@ pub async fn migrate(client: &Client) -> Result<(), StoreError> {
 }
 
 /// Inserts the configured rules that have no row yet; existing rows win.
-pub async fn bootstrap(client: &Client, rules: &[Rule]) -> Result<u64, StoreError> {
+pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO {} (table_name, target, key, mode, sample_rate, \
+           on_mirror_error, set_columns, updated_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, 'config') \
+         ON CONFLICT (table_name) DO NOTHING",
+        store.rules()
+    );
     let mut inserted = 0;
     for rule in rules {
         inserted += client
             .execute(
-                "INSERT INTO tandem.rules (table_name, target, key, mode, sample_rate, \
-                   on_mirror_error, set_columns, updated_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, 'config') \
-                 ON CONFLICT (table_name) DO NOTHING",
+                &sql,
                 &[
                     &rule.table.to_string(),
                     &rule.target.to_string(),
@@ -115,17 +156,17 @@ pub async fn bootstrap(client: &Client, rules: &[Rule]) -> Result<u64, StoreErro
 }
 
 /// Reads the whole store in one snapshot.
-pub async fn load(client: &Client) -> Result<Snapshot, StoreError> {
-    let rows = client
-        .query(
-            "SELECT (SELECT coalesce(max(id), 0) FROM tandem.rules_history)::int8, \
-               r.table_name, r.target, r.key, r.mode, r.sample_rate, r.on_mirror_error, \
-               r.set_columns::text, r.version, r.updated_at::text, r.updated_by \
-             FROM (SELECT 1) AS one LEFT JOIN tandem.rules AS r ON true \
-             ORDER BY r.table_name",
-            &[],
-        )
-        .await?;
+pub async fn load(client: &Client, store: &Store) -> Result<Snapshot, StoreError> {
+    let sql = format!(
+        "SELECT (SELECT coalesce(max(id), 0) FROM {})::int8, \
+           r.table_name, r.target, r.key, r.mode, r.sample_rate, r.on_mirror_error, \
+           r.set_columns::text, r.version, r.updated_at::text, r.updated_by \
+         FROM (SELECT 1) AS one LEFT JOIN {} AS r ON true \
+         ORDER BY r.table_name",
+        store.history(),
+        store.rules()
+    );
+    let rows = client.query(&sql, &[]).await?;
     let mut snapshot = Snapshot::default();
     for row in &rows {
         snapshot.version = row.get::<_, i64>(0).max(0) as u64;
@@ -203,6 +244,13 @@ pub fn quote_literal(text: &str) -> String {
 /// The rule for `table` in a snapshot.
 pub fn find<'a>(snapshot: &'a Snapshot, table: &TableName) -> Option<&'a StoredRule> {
     snapshot.rules.iter().find(|r| &r.rule.table == table)
+}
+
+/// The store's version: the newest change's id.
+pub async fn version(client: &Client, store: &Store) -> Result<u64, StoreError> {
+    let sql = format!("SELECT coalesce(max(id), 0)::int8 FROM {}", store.history());
+    let row = client.query_one(&sql, &[]).await?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
 /// Modes in which the proxy acts on a rule.

@@ -104,6 +104,9 @@ pub fn config_with(rules: &[RuleToml]) -> Config {
     config.rules = Config::parse(&text, "dual-write test rules")
         .unwrap_or_else(|e| panic!("test rules do not parse: {e}\n{text}"))
         .rules;
+    // Every test proxy gets its own rule store, so tests sharing the server never see
+    // each other's rules (a fleet test shares one on purpose).
+    config.store.schema = crate::unique("tandem_store");
     config
 }
 
