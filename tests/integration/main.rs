@@ -6,5 +6,6 @@ mod auth;
 mod bad_input;
 mod clients;
 mod dual_write;
+mod fleet;
 mod lifecycle;
 mod relay;

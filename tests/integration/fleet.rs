@@ -1,0 +1,261 @@
+//! Rules across a fleet: several proxies share one rule store; a change made anywhere
+//! reaches every instance within a second, sessions adopt it only between transactions,
+//! and prepared statements are planned again under the new rules.
+
+use std::time::{Duration, Instant};
+
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, Kind, Pair};
+use tandem_tests::{pg, through};
+use tokio_postgres::Client;
+
+/// One row for `pair`'s legacy table; ids come from its bigserial.
+const INSERT: &str =
+    "INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 1, $1) RETURNING id";
+
+/// Sets the mode of `pair`'s rule in the store, directly in SQL (as an operator could).
+async fn set_mode(check: &Client, schema: &str, pair: &Pair, mode: &str) {
+    let sql = format!(
+        "UPDATE \"{schema}\".rules SET mode = $1, updated_by = 'test' WHERE table_name = $2"
+    );
+    let n = check
+        .execute(&sql, &[&mode, &format!("public.{}", pair.legacy)])
+        .await
+        .unwrap_or_else(|e| panic!("set mode: {}", db_text(&e)));
+    assert_eq!(n, 1, "the rule row exists");
+}
+
+/// Whether the target holds the legacy row `id`.
+async fn mirrored(check: &Client, pair: &Pair, id: i64) -> bool {
+    let row = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    row.get::<_, i64>(0) == 1
+}
+
+/// Inserts through `via` until a row is mirrored; returns how long that took.
+async fn until_mirrored(via: &Client, check: &Client, pair: &Pair) -> Duration {
+    let start = Instant::now();
+    loop {
+        let row = via
+            .query_one(&pair.sql(INSERT), &[&"probe"])
+            .await
+            .unwrap_or_else(|e| panic!("insert: {}", db_text(&e)));
+        if mirrored(check, pair, row.get(0)).await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the change never reached this instance"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_reaches_every_instance_sharing_the_store() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let a = start_ruled_proxy(config.clone()).await;
+    let b = start_ruled_proxy(config).await;
+    let (via_a, via_b) = (through(&a).await, through(&b).await);
+
+    // Off: nothing is mirrored on either instance.
+    for via in [&via_a, &via_b] {
+        let id: i64 = via
+            .query_one(&pair.sql(INSERT), &[&"off"])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!mirrored(&check, &pair, id).await);
+    }
+
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    let (la, lb) = tokio::join!(
+        until_mirrored(&via_a, &check, &pair),
+        until_mirrored(&via_b, &check, &pair)
+    );
+    eprintln!("flip to dual_write honoured after {la:?} (instance a), {lb:?} (instance b)");
+
+    set_mode(&check, &schema, &pair, "off").await;
+    // Back to off: within the deadline, writes stop being mirrored on both.
+    for via in [&via_a, &via_b] {
+        let start = Instant::now();
+        loop {
+            let id: i64 = via
+                .query_one(&pair.sql(INSERT), &[&"x"])
+                .await
+                .unwrap()
+                .get(0);
+            if !mirrored(&check, &pair, id).await {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "off never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_keeps_the_rules_it_started_with() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let probe = through(&proxy).await;
+    let via = through(&proxy).await;
+
+    via.batch_execute("BEGIN").await.unwrap();
+    let first: i64 = via
+        .query_one(&pair.sql(INSERT), &[&"in tx 1"])
+        .await
+        .unwrap()
+        .get(0);
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    // Another session sees the change...
+    until_mirrored(&probe, &check, &pair).await;
+    // ...but this transaction still runs under the rules it began with.
+    let second: i64 = via
+        .query_one(&pair.sql(INSERT), &[&"in tx 2"])
+        .await
+        .unwrap()
+        .get(0);
+    via.batch_execute("COMMIT").await.unwrap();
+    assert!(!mirrored(&check, &pair, first).await);
+    assert!(!mirrored(&check, &pair, second).await);
+    // The next transaction adopts the new rules.
+    let third: i64 = via
+        .query_one(&pair.sql(INSERT), &[&"after"])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(mirrored(&check, &pair, third).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_are_planned_again_under_new_rules() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let probe = through(&proxy).await;
+    let via = through(&proxy).await;
+    let insert = via.prepare(&pair.sql(INSERT)).await.unwrap();
+    let update = via
+        .prepare(&pair.sql("UPDATE {legacy} SET note = $1 WHERE id = $2"))
+        .await
+        .unwrap();
+    let id: i64 = via.query_one(&insert, &[&"off"]).await.unwrap().get(0);
+    assert!(!mirrored(&check, &pair, id).await);
+
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    until_mirrored(&probe, &check, &pair).await;
+    // Same prepared statements, now mirrored, with the client's own tags.
+    let id: i64 = via.query_one(&insert, &[&"dual"]).await.unwrap().get(0);
+    assert!(mirrored(&check, &pair, id).await);
+    assert_eq!(via.execute(&update, &[&"changed", &id]).await.unwrap(), 1);
+    let note: String = check
+        .query_one(&pair.sql("SELECT note FROM {target} WHERE id = $1"), &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "changed");
+
+    set_mode(&check, &schema, &pair, "off").await;
+    let start = Instant::now();
+    loop {
+        let id: i64 = via
+            .query_one(&insert, &[&"off again"])
+            .await
+            .unwrap()
+            .get(0);
+        if !mirrored(&check, &pair, id).await {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "off never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_added_to_the_store_applies_without_restart() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let mut config = config_with(&[]);
+    config.store.enabled = Some(true);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let via = through(&proxy).await;
+    let id: i64 = via
+        .query_one(&pair.sql(INSERT), &[&"none"])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!mirrored(&check, &pair, id).await);
+    check
+        .execute(
+            &format!(
+                "INSERT INTO \"{schema}\".rules (table_name, target, mode, updated_by) \
+                 VALUES ($1, $2, 'dual_write', 'test')"
+            ),
+            &[
+                &format!("public.{}", pair.legacy),
+                &format!("public.{}", pair.target),
+            ],
+        )
+        .await
+        .unwrap();
+    until_mirrored(&via, &check, &pair).await;
+    let history: i64 = check
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".rules_history"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 1, "the change is in the history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_change_that_cannot_be_honoured_keeps_the_previous_rules() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash)]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let via = through(&proxy).await;
+    check
+        .execute(
+            &format!("UPDATE \"{schema}\".rules SET target = 'public.no_such_table'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still mirrored into the real target: a broken rule never turns mirroring off.
+    let id: i64 = via
+        .query_one(&pair.sql(INSERT), &[&"kept"])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(mirrored(&check, &pair, id).await);
+}
