@@ -259,3 +259,42 @@ async fn a_store_change_that_cannot_be_honoured_keeps_the_previous_rules() {
         .get(0);
     assert!(mirrored(&check, &pair, id).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_made_before_a_rule_is_checked_again_on_execute() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let probe = through(&proxy).await;
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql(
+        "PREPARE ins (text) AS INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 1, $1); \
+         PREPARE sel AS SELECT count(*) FROM {legacy}",
+    ))
+    .await
+    .unwrap();
+    via.batch_execute("EXECUTE ins('off')").await.unwrap();
+
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    until_mirrored(&probe, &check, &pair).await;
+    // Under dual_write a PREPAREd write to the legacy table cannot be mirrored: EXECUTE
+    // fails closed instead of writing one table.
+    let (legacy_before, _) = pair.counts(&check).await;
+    let err = via
+        .batch_execute("EXECUTE ins('dual')")
+        .await
+        .expect_err("EXECUTE of a write prepared before the rule must be refused");
+    assert_eq!(
+        tandem_tests::mirror::sqlstate(&err),
+        "0A000",
+        "{}",
+        db_text(&err)
+    );
+    assert_eq!(pair.counts(&check).await.0, legacy_before);
+    // A prepared read is fine, and the session goes on.
+    let rows = via.simple_query("EXECUTE sel").await.unwrap();
+    assert!(!rows.is_empty());
+}

@@ -180,6 +180,8 @@ pub struct ClientSide {
     /// Every prepared statement of the session, so one planned under older rules is planned
     /// again on its next use.
     known: HashMap<String, Known>,
+    /// SQL-level prepared statements (`PREPARE name AS ...`), by name, likewise.
+    sql_prepared: HashMap<String, Known>,
     /// The session's search_path for resolving bare table names.
     search_path: Arc<[String]>,
     /// Prepared statements that are rewritten, by name.
@@ -201,6 +203,7 @@ impl ClientSide {
             rules: watch.current(),
             watch,
             known: HashMap::new(),
+            sql_prepared: HashMap::new(),
             search_path,
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -342,75 +345,150 @@ impl ClientSide {
     }
 
     fn query(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
-        let plain = || Expect::Query {
-            fixes: Arc::from([]),
-            next: 0,
-            held: None,
-        };
         let Ok(sql) = frontend::query_sql(body) else {
-            queue.push_back(plain());
+            queue.push_back(plain_query());
             return Action::Forward;
         };
-        if !self.known.is_empty() && forgets_statements(sql) {
-            // DEALLOCATE ALL / DISCARD ALL: the server forgets them, and so do we (a
-            // statement re-prepared by Tandem would exist where Postgres says it does not).
-            self.known.clear();
-            self.statements.clear();
+        // DEALLOCATE / DISCARD ALL are not tracked on purpose: forgetting a statement here
+        // could let one planned under older rules run unplanned, while remembering one the
+        // server dropped at worst re-creates it on a stale Bind.
+        // EXECUTE of a statement PREPAREd under older rules: prepare it again first.
+        let prefix = match self.refresh_sql_prepared(sql) {
+            Ok(prefix) => prefix,
+            Err(rejection) => {
+                let mut out = BytesMut::new();
+                queue.push_back(plain_query());
+                frontend::encode_query(&raise_sql(&rejection), &mut out);
+                return Action::Replace(out);
+            }
+        };
+        let plan = self.rules.plan(sql, &self.search_path);
+        if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
+        {
+            for (name, piece) in tandem_rules::prepared_statements(sql) {
+                let piece_plan = self.rules.plan(piece, &self.search_path);
+                self.remember_sql_prepared(name, piece, piece_plan.as_deref());
+            }
         }
-        let Some(plan) = self.rules.plan(sql, &self.search_path) else {
-            queue.push_back(plain());
-            return Action::Forward;
-        };
         let mut out = BytesMut::new();
-        match &*plan {
-            Plan::Rewritten(statements) => {
-                let fixes: Arc<[StmtFix]> = statements
-                    .iter()
-                    .map(|s| s.response.clone().into())
-                    .collect();
-                queue.push_back(Expect::Query {
-                    fixes,
-                    next: 0,
-                    held: None,
-                });
-                frontend::encode_query(&join_statements(statements), &mut out);
-                debug!(
-                    statements = statements.len(),
-                    "query rewritten for dual-write"
-                );
-                Action::Replace(out)
+        let (send, fixes): (String, Arc<[StmtFix]>) = match plan.as_deref() {
+            None | Some(Plan::Passthrough) => (sql.to_string(), Arc::from([])),
+            Some(Plan::Rewritten(statements)) => {
+                debug!(statements = statements.len(), "query rewritten");
+                (
+                    join_statements(statements),
+                    statements
+                        .iter()
+                        .map(|s| s.response.clone().into())
+                        .collect(),
+                )
             }
-            Plan::Reject(rejection) if rejection.policy == MirrorErrorPolicy::Record => {
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
                 self.record(rejection, sql);
-                queue.push_back(plain());
-                Action::Forward
+                (sql.to_string(), Arc::from([]))
             }
-            Plan::Passthrough => {
-                queue.push_back(plain());
-                Action::Forward
-            }
-            Plan::CopyIn(copy) => match self.copy_in(copy) {
-                Some((sql, fixes)) => {
-                    queue.push_back(Expect::Query {
-                        fixes,
-                        next: 0,
-                        held: None,
-                    });
-                    frontend::encode_query(&sql, &mut out);
-                    Action::Replace(out)
-                }
+            Some(plan @ Plan::CopyIn(copy)) => match self.copy_in(copy) {
+                Some(copy) => copy,
                 None => {
-                    queue.push_back(plain());
-                    frontend::encode_query(&raise_sql(&refusal_of(&plan)), &mut out);
-                    Action::Replace(out)
+                    queue.push_back(plain_query());
+                    frontend::encode_query(&raise_sql(&refusal_of(plan)), &mut out);
+                    return Action::Replace(out);
                 }
             },
-            other => {
-                queue.push_back(plain());
+            Some(other) => {
+                queue.push_back(plain_query());
                 frontend::encode_query(&raise_sql(&refusal_of(other)), &mut out);
-                Action::Replace(out)
+                return Action::Replace(out);
             }
+        };
+        let untouched = prefix.is_empty() && fixes.is_empty() && send == sql;
+        if untouched {
+            queue.push_back(plain_query());
+            return Action::Forward;
         }
+        let fixes: Arc<[StmtFix]> = prefix
+            .iter()
+            .map(|_| StmtFix::Hide)
+            .chain(fixes.iter().cloned())
+            .collect();
+        let mut text = prefix.join(";\n");
+        if !text.is_empty() {
+            text.push_str(";\n");
+        }
+        text.push_str(&send);
+        queue.push_back(Expect::Query {
+            fixes,
+            next: 0,
+            held: None,
+        });
+        frontend::encode_query(&text, &mut out);
+        Action::Replace(out)
+    }
+
+    /// Remembers a SQL-level `PREPARE` (unless the rules refused it, in which case the
+    /// server never gets it).
+    fn remember_sql_prepared(&mut self, name: String, sql: &str, plan: Option<&Plan>) {
+        let sent = match plan {
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
+            Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record => {
+                self.sql_prepared.remove(&name);
+                return;
+            }
+            _ => sql.to_string(),
+        };
+        self.sql_prepared.insert(
+            name,
+            Known {
+                sql: sql.to_string(),
+                param_types: Vec::new(),
+                sent,
+                version: self.rules.set.version,
+            },
+        );
+    }
+
+    /// For each statement `sql` EXECUTEs that was PREPAREd under older rules: plan its
+    /// PREPARE again; when the server must hold a different text, return `DEALLOCATE` +
+    /// the new `PREPARE` to run (hidden) before the client's query. A PREPARE the new
+    /// rules refuse fails the EXECUTE with that refusal.
+    fn refresh_sql_prepared(&mut self, sql: &str) -> Result<Vec<String>, Rejection> {
+        let mut prefix = Vec::new();
+        if self.sql_prepared.is_empty() {
+            return Ok(prefix);
+        }
+        let version = self.rules.set.version;
+        for name in tandem_rules::executed_names(sql) {
+            let Some(known) = self.sql_prepared.get(&name).cloned() else {
+                continue;
+            };
+            if known.version == version {
+                continue;
+            }
+            let sent = match self.rules.plan(&known.sql, &self.search_path).as_deref() {
+                None | Some(Plan::Passthrough) => known.sql.clone(),
+                Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
+                    statements[0].sql.clone()
+                }
+                Some(Plan::Reject(r)) if r.policy == MirrorErrorPolicy::Record => {
+                    self.record(r, &known.sql);
+                    known.sql.clone()
+                }
+                Some(other) => return Err(refusal_of(other)),
+            };
+            if sent != known.sent {
+                prefix.push(format!("DEALLOCATE {}", tandem_rules::quote_ident(&name)));
+                prefix.push(sent.clone());
+            }
+            self.sql_prepared.insert(
+                name,
+                Known {
+                    sent,
+                    version,
+                    ..known
+                },
+            );
+        }
+        Ok(prefix)
     }
 
     fn parse(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
@@ -652,18 +730,20 @@ impl ClientSide {
     }
 }
 
+/// The expectation of a simple Query whose responses all pass.
+fn plain_query() -> Expect {
+    Expect::Query {
+        fixes: Arc::from([]),
+        next: 0,
+        held: None,
+    }
+}
+
 /// A frame around `body`.
 fn append_frame(out: &mut BytesMut, tag: u8, body: &[u8]) {
     let start = begin(out, tag);
     out.extend_from_slice(body);
     finish(out, start);
-}
-
-/// Does a simple Query drop the session's prepared statements (`DEALLOCATE`, `DISCARD
-/// ALL`)? A cheap, conservative text check.
-fn forgets_statements(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    lower.contains("deallocate") || lower.contains("discard")
 }
 
 /// The session temp table a COPY into `table` lands in first.
