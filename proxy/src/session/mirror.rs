@@ -451,7 +451,7 @@ impl ClientSide {
     /// PREPARE again; when the server must hold a different text, return `DEALLOCATE` +
     /// the new `PREPARE` to run (hidden) before the client's query. A PREPARE the new
     /// rules refuse fails the EXECUTE with that refusal.
-    fn refresh_sql_prepared(&mut self, sql: &str) -> Result<Vec<String>, Rejection> {
+    fn refresh_sql_prepared(&mut self, sql: &str) -> Result<Vec<String>, Box<Rejection>> {
         let mut prefix = Vec::new();
         if self.sql_prepared.is_empty() {
             return Ok(prefix);
@@ -473,7 +473,7 @@ impl ClientSide {
                     self.record(r, &known.sql);
                     known.sql.clone()
                 }
-                Some(other) => return Err(refusal_of(other)),
+                Some(other) => return Err(Box::new(refusal_of(other))),
             };
             if sent != known.sent {
                 prefix.push(format!("DEALLOCATE {}", tandem_rules::quote_ident(&name)));
