@@ -9,3 +9,4 @@ mod dual_write;
 mod fleet;
 mod lifecycle;
 mod relay;
+mod walk;

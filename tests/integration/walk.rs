@@ -1,0 +1,177 @@
+//! The whole migration of one table under load, across two proxy instances sharing one
+//! rule store: `off -> dual_write -> (backfill) -> union_read -> cutover -> dual_write ->
+//! cutover -> target_only`, with pgbench writing and reading through both instances the
+//! whole time (one with prepared statements, one with simple queries). At every step the
+//! legacy and target tables must agree on every key the mode says they must, in one
+//! snapshot, and no client may see an error (pgbench retries deadlocks, which a mode switch
+//! can cause between two sessions still in different modes for one transaction).
+
+use std::time::Duration;
+
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, RuleToml};
+use tandem_tests::{pg, pgbench, unique};
+use tokio_postgres::Client;
+
+/// Rows the table starts with (ids 1..=ROWS); pgbench updates them and inserts others.
+const ROWS: i64 = 2000;
+
+/// Seconds each pgbench runs: long enough for the whole walk.
+const BENCH_SECONDS: u64 = 30;
+
+/// Rows present in one table and not the other (on every column), in one snapshot.
+async fn disagreement(check: &mut Client, legacy: &str, target: &str) -> (i64, i64) {
+    let tx = check
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .unwrap();
+    let cols = "id, tenant, balance, note";
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT {cols} FROM {legacy} EXCEPT SELECT {cols} FROM {target}) a), \
+                        (SELECT count(*) FROM (SELECT {cols} FROM {target} EXCEPT SELECT {cols} FROM {legacy}) b)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() {
+    let mut check = pg().direct().await;
+    let legacy = unique("walk");
+    let target = format!("{legacy}_v2");
+    check
+        .batch_execute(&format!(
+            "CREATE TABLE {legacy} (id bigint PRIMARY KEY, tenant text NOT NULL, balance bigint NOT NULL, note text);
+             INSERT INTO {legacy} SELECT g, CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, 0, 'seed' FROM generate_series(1, {ROWS}) g;
+             CREATE TABLE {target} (id bigint PRIMARY KEY, tenant text NOT NULL, balance bigint NOT NULL, note text) PARTITION BY HASH (id);
+             CREATE TABLE {target}_0 PARTITION OF {target} FOR VALUES WITH (MODULUS 4, REMAINDER 0);
+             CREATE TABLE {target}_1 PARTITION OF {target} FOR VALUES WITH (MODULUS 4, REMAINDER 1);
+             CREATE TABLE {target}_2 PARTITION OF {target} FOR VALUES WITH (MODULUS 4, REMAINDER 2);
+             CREATE TABLE {target}_3 PARTITION OF {target} FOR VALUES WITH (MODULUS 4, REMAINDER 3);"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    let config = config_with(&[RuleToml::dual_write(&legacy).mode("off")]);
+    let schema = config.store.schema.clone();
+    let a = start_ruled_proxy(config.clone()).await;
+    let b = start_ruled_proxy(config).await;
+
+    let script = std::env::temp_dir().join(format!("{legacy}.sql"));
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, {ROWS})\n\\set nid random(100000, 1000000000)\n\\set delta random(-50, 50)\n\
+             BEGIN;\n\
+             UPDATE {legacy} SET balance = balance + :delta WHERE id = :id;\n\
+             SELECT balance FROM {legacy} WHERE id = :id;\n\
+             INSERT INTO {legacy} (id, tenant, balance, note) VALUES (:nid, 'acme', :delta, 'bench') ON CONFLICT DO NOTHING;\n\
+             DELETE FROM {legacy} WHERE id = :nid - 7;\n\
+             END;\n"
+        ),
+    )
+    .unwrap();
+    let db = pg().database.clone();
+    let bench = |port: u16, protocol: &'static str| {
+        let script = script.display().to_string();
+        let db = db.clone();
+        std::thread::spawn(move || {
+            pgbench(
+                port,
+                &db,
+                &[
+                    "-n",
+                    "-c",
+                    "4",
+                    "-j",
+                    "1",
+                    "-M",
+                    protocol,
+                    "--max-tries",
+                    "20",
+                    "-T",
+                    &BENCH_SECONDS.to_string(),
+                    "-f",
+                    &script,
+                ],
+            )
+        })
+    };
+    let bench_a = bench(a.addr.port(), "prepared");
+    let bench_b = bench(b.addr.port(), "simple");
+    let pause = || tokio::time::sleep(Duration::from_millis(1500));
+    let table = format!("public.{legacy}");
+    let flip = |mode: &'static str| {
+        let sql = format!(
+            "UPDATE \"{schema}\".rules SET mode = '{mode}', updated_by = 'walk' WHERE table_name = '{table}'"
+        );
+        async move {
+            let c = pg().direct().await;
+            c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{}", db_text(&e)));
+        }
+    };
+
+    pause().await;
+    flip("dual_write").await;
+    pause().await;
+    let (_, extra) = disagreement(&mut check, &legacy, &target).await;
+    assert_eq!(extra, 0, "dual_write: every target row equals its legacy row");
+
+    // Backfill in batches, as the backfill job will.
+    for start in (1..=ROWS).step_by(500) {
+        check
+            .execute(
+                &format!(
+                    "INSERT INTO {target} SELECT * FROM {legacy} WHERE id BETWEEN $1 AND $2 ON CONFLICT DO NOTHING"
+                ),
+                &[&start, &(start + 499)],
+            )
+            .await
+            .unwrap();
+    }
+    pause().await;
+    assert_eq!(disagreement(&mut check, &legacy, &target).await, (0, 0), "after backfill");
+
+    for mode in ["union_read", "cutover", "dual_write", "cutover"] {
+        flip(mode).await;
+        pause().await;
+        assert_eq!(
+            disagreement(&mut check, &legacy, &target).await,
+            (0, 0),
+            "{mode}: legacy and target agree"
+        );
+    }
+
+    flip("target_only").await;
+    pause().await;
+    let legacy_sum = |sql: String| async move {
+        let c = pg().direct().await;
+        let r = c.query_one(&sql, &[]).await.unwrap();
+        (r.get::<_, i64>(0), r.get::<_, i64>(1))
+    };
+    let sum_sql = format!("SELECT count(*), coalesce(sum(balance), 0)::int8 FROM {legacy}");
+    let before = legacy_sum(sum_sql.clone()).await;
+    pause().await;
+    assert_eq!(
+        legacy_sum(sum_sql).await,
+        before,
+        "target_only: the legacy table no longer changes"
+    );
+
+    for (name, handle) in [("a (prepared)", bench_a), ("b (simple)", bench_b)] {
+        let out = handle.join().expect("pgbench thread");
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "pgbench {name} saw failures:\n{out}"
+        );
+        eprintln!("pgbench through instance {name}:\n{out}");
+    }
+    let _ = std::fs::remove_file(&script);
+}
