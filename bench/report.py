@@ -26,6 +26,8 @@ TARGET_DESCRIPTIONS = {
     "plain": "`plain`: `tandem serve`, no rules (passthrough), default workers, to database A",
     "dual": "`dual`: `tandem serve --config` with a `dual_write` rule on each of "
             "pgbench_accounts, pgbench_tellers, pgbench_branches (targets `*_v2`), to database B",
+    "union": "`union`: `tandem serve --config` with a `union_read` rule on pgbench_accounts "
+             "(target pgbench_accounts_v2, backfilled), to database B",
     "triggers": "`triggers`: Postgres itself, database C, where AFTER INSERT/UPDATE/DELETE FOR EACH "
                 "ROW PL/pgSQL triggers on the same three tables upsert into / delete from `*_v2`",
 }
@@ -113,7 +115,8 @@ def main():
 
     out = []
     w = out.append
-    title = "Tandem dual-write benchmark" if mode == "dual-write" else "Tandem benchmark"
+    title = {"dual-write": "Tandem dual-write benchmark",
+             "union-read": "Tandem union-read benchmark"}.get(mode, "Tandem benchmark")
     w(f"# {title}, {meta.get('date', '')}\n")
     w("## Setup\n")
     w(f"- Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('memory')} RAM, "
@@ -126,6 +129,13 @@ def main():
     w("- Targets (all over TCP on 127.0.0.1 to the same server; Tandem with RUST_LOG=warn):")
     for t in targets:
         w(f"  - {TARGET_DESCRIPTIONS.get(t, f'`{t}`')}")
+    if mode == "union-read":
+        w(f"- Databases: {meta.get('databases')}. B is a `CREATE DATABASE ... TEMPLATE` copy "
+          f"of A after `pgbench -i`, with `pgbench_accounts_v2` (`LIKE ... INCLUDING ALL`, "
+          f"hash-partitioned by aid into {meta.get('accounts_v2_partitions')} partitions) "
+          f"backfilled; `union` reads `pgbench_accounts` through a `union_read` rule, so every "
+          f"`SELECT abalance FROM pgbench_accounts WHERE aid = $1` reads the target plus the "
+          f"legacy rows missing from it.")
     if mode == "dual-write":
         w(f"- Databases: {meta.get('databases')}. B and C are `CREATE DATABASE ... TEMPLATE` "
           f"copies of A after `pgbench -i`; their `*_v2` tables are `LIKE ... INCLUDING ALL` "
@@ -267,10 +277,10 @@ def main():
     w("")
 
     st = read_tsv(work / "strace.tsv")
-    if st or mode != "dual-write":
+    if st or mode == "main":
         w("### Syscalls per transaction (strace -c -f, select-only prepared)\n")
     if not st:
-        if mode != "dual-write":
+        if mode == "main":
             w("Not measured (PROFILE_DURATION=0 or strace unavailable).\n")
     else:
         failed_attach = [row for row in st if len(row) > 1 and row[1] == "ATTACH_FAILED"]

@@ -3,6 +3,8 @@
 #
 #   bash bench/run.sh              the proxy-overhead comparison (mode "main")
 #   bash bench/run.sh dual-write   TPC-B with dual-write rules vs a trigger-based baseline
+#   bash bench/run.sh union-read   primary-key lookups (pgbench -S) through a union_read rule
+#                                  on pgbench_accounts vs Tandem without rules vs direct
 #
 # Knobs (environment): SCALE=10 CLIENTS=8 THREADS=2 DURATION=10 ROUNDS=3
 #   PROFILE_DURATION=5  length of each strace run (0 skips the syscall profile; default 0 in
@@ -41,13 +43,13 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 MODE=${1:-main}
 case $MODE in
-    main | dual-write) ;;
+    main | dual-write | union-read) ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: bash bench/run.sh [main|dual-write]" >&2
+        echo "usage: bash bench/run.sh [main|dual-write|union-read]" >&2
         exit 2
         ;;
 esac
@@ -94,6 +96,18 @@ if [[ $MODE == main ]]; then
     )
     WARMUP_ARGS="-S -M prepared"
     OUT=latest
+elif [[ $MODE == union-read ]]; then
+    TARGETS=${TARGETS:-"direct plain union"}
+    PROFILE_DURATION=${PROFILE_DURATION:-0}
+    SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
+    RATIOS="union/plain union/direct plain/direct"
+    WORKLOADS=(
+        "pk lookup simple|-S -M simple|$CLIENTS|$THREADS"
+        "pk lookup prepared|-S -M prepared|$CLIENTS|$THREADS"
+        "pk lookup prepared, 1 client|-S -M prepared|1|1"
+    )
+    WARMUP_ARGS="-S -M prepared"
+    OUT=union-read
 else
     TARGETS=${TARGETS:-"direct plain dual triggers"}
     PROFILE_DURATION=${PROFILE_DURATION:-0}
@@ -257,6 +271,22 @@ start_dual() {
     } >"$conf"
     DB_dual=$DB_B
     start_tandem_as dual --config "$conf"
+}
+
+# Union-read mode: Tandem with a union_read rule on pgbench_accounts, on B (backfilled _v2).
+start_union() {
+    local conf=$WORK/union.toml
+    cat >"$conf" <<EOF
+listen = "127.0.0.1:0"
+upstream = "postgres://postgres@127.0.0.1:$PG_PORT/$DB_B"
+
+[[rule]]
+table = "public.pgbench_accounts"
+target = "public.pgbench_accounts_v2"
+mode = "union_read"
+EOF
+    DB_union=$DB_B
+    start_tandem_as union --config "$conf"
 }
 
 # Dual-write mode: Postgres itself on C, where triggers mirror the same tables.
@@ -573,6 +603,12 @@ setup_databases() {
         trigger_sql >"$WORK/triggers.sql"
         psql_db "$DB_C" -f "$WORK/triggers.sql" >/dev/null
         dbs+=("$DB_B" "$DB_C")
+    elif [[ $MODE == union-read ]]; then
+        log "$DB_B: copy of $DB_A, with _v2 tables backfilled"
+        psql_db template1 -c "CREATE DATABASE $DB_B TEMPLATE $DB_A" >/dev/null
+        v2_sql >"$WORK/v2.sql"
+        psql_db "$DB_B" -f "$WORK/v2.sql" >/dev/null
+        dbs+=("$DB_B")
     fi
     for db in "${dbs[@]}"; do
         psql_db "$db" -c "VACUUM ANALYZE" >/dev/null
