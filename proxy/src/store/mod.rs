@@ -104,7 +104,8 @@ pub async fn migrate(client: &Client, store: &Store) -> Result<(), StoreError> {
     let schema = tandem_rules::quote_ident(&store.schema);
     let migrations = store.qualified("schema_migrations");
     let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {} \
+        "BEGIN; SET LOCAL client_min_messages = warning; \
+         SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {} \
          CREATE SCHEMA IF NOT EXISTS {schema}; \
          CREATE TABLE IF NOT EXISTS {migrations} ( \
              version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
