@@ -23,7 +23,7 @@ use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::sqlgen::{parse_statement, renders_faithfully};
 use crate::writes::{ruled_writes, written_table, Ctx};
-use crate::{copy, delete, insert, merge, truncate, update};
+use crate::{copy, delete, insert, merge, reads, rename, reverse, truncate, update};
 
 /// What the proxy does with a client's SQL string.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,13 +175,18 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
     }
 }
 
-/// A [`Plan::Reject`] carrying the policy of the refused table's rule.
+/// A [`Plan::Reject`] carrying the policy of the refused table's rule. In `cutover` and
+/// `target_only` the policy is always `fail`: letting the client's statement through would
+/// write the legacy table only, while the target is the table of record.
 fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
     let policy = rules
         .rules
         .iter()
         .find(|r| &r.rule.table == refusal.table())
-        .map_or(MirrorErrorPolicy::Fail, |r| r.rule.on_mirror_error);
+        .map_or(MirrorErrorPolicy::Fail, |r| match r.rule.mode {
+            Mode::Cutover | Mode::TargetOnly => MirrorErrorPolicy::Fail,
+            _ => r.rule.on_mirror_error,
+        });
     Plan::Reject(Rejection::new(refusal, policy))
 }
 
@@ -191,7 +196,21 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
         Ok(stmt) => stmt,
         Err(reason) => return unparsable(piece, reason, ctx),
     };
+    if let Some((renamed, rule)) = rename::rewrite(&stmt, ctx) {
+        return renamed_plan(&stmt, &renamed, rule, ctx);
+    }
     let writes = ruled_writes(&stmt, ctx);
+    if writes.is_empty() {
+        if let Some(read) = reads::rewrite(&stmt, ctx) {
+            if !renders_faithfully(&stmt) {
+                return Err(Refusal::Unsupported {
+                    table: read.rule_table.clone().unwrap_or_else(|| TableName::new(None, "?")),
+                    construct: "a read Tandem cannot re-render faithfully".into(),
+                });
+            }
+            return Ok(Outcome::Rewritten(read));
+        }
+    }
     let (with, top) = split_with(&stmt);
     match top {
         Statement::Insert(_)
@@ -259,6 +278,9 @@ fn plan_write(
             construct: "a statement Tandem cannot re-render faithfully".into(),
         });
     }
+    if rule.rule.mode == Mode::Cutover {
+        return Ok(Outcome::Rewritten(reverse::rewrite(with, top, rule, piece)?));
+    }
     let plan = match top {
         Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
         Statement::Update(upd) => update::rewrite(with, upd, rule, piece)?,
@@ -268,14 +290,42 @@ fn plan_write(
     Ok(Outcome::Rewritten(plan))
 }
 
-/// Only `dual_write` has mirror behaviour; later modes are refused until implemented.
+/// The modes in which a write to the legacy table is mirrored (`dual_write` and
+/// `union_read` forward, `cutover` in reverse). `target_only` never gets here (its
+/// statements are renamed first).
 pub(crate) fn require_dual_write(rule: &ResolvedRule) -> Result<(), Refusal> {
     match rule.rule.mode {
-        Mode::DualWrite => Ok(()),
+        Mode::DualWrite | Mode::UnionRead | Mode::Cutover => Ok(()),
         mode => Err(Refusal::UnsupportedMode {
             table: rule.rule.table.clone(),
             mode,
         }),
+    }
+}
+
+/// A statement whose `target_only` tables were renamed to their targets: planned again for
+/// any other ruled table it names (the renamed ones are no longer ruled names).
+fn renamed_plan(
+    original: &Statement,
+    renamed: &Statement,
+    rule: &ResolvedRule,
+    ctx: Ctx<'_>,
+) -> Result<Outcome, Refusal> {
+    if !renders_faithfully(original) {
+        return Err(Refusal::Unsupported {
+            table: rule.rule.table.clone(),
+            construct: "a statement Tandem cannot re-render faithfully".into(),
+        });
+    }
+    let sql = renamed.to_string();
+    match plan_statement(&sql, ctx)? {
+        Outcome::Untouched => Ok(Outcome::Rewritten(StatementPlan {
+            sql,
+            response: ResponseFix::None,
+            rule_table: Some(rule.rule.table.clone()),
+            policy: Some(MirrorErrorPolicy::Fail),
+        })),
+        other => Ok(other),
     }
 }
 

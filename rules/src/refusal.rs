@@ -131,6 +131,24 @@ impl Refusal {
         }
     }
 
+    /// The same refusal, naming `table` (a reverse rewrite refuses on the target's name).
+    pub(crate) fn for_table(mut self, name: &TableName) -> Self {
+        match &mut self {
+            Refusal::Unparsable { table, .. }
+            | Refusal::CurrentOf { table }
+            | Refusal::Merge { table }
+            | Refusal::KeyUpdate { table, .. }
+            | Refusal::NestedWrite { table, .. }
+            | Refusal::CopyFromServer { table }
+            | Refusal::CopyInBatch { table }
+            | Refusal::DropRuled { table }
+            | Refusal::UnsupportedMode { table, .. }
+            | Refusal::Returning { table, .. }
+            | Refusal::Unsupported { table, .. } => *table = name.clone(),
+        }
+        self
+    }
+
     /// Extra detail for the `ErrorResponse`, when there is any.
     pub fn detail(&self) -> Option<String> {
         match self {

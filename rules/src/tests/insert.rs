@@ -187,10 +187,13 @@ fn other_tables_and_modes_pass_through() {
 }
 
 #[test]
-fn unimplemented_modes_are_refused() {
-    let r = rejection("INSERT INTO refunds (id) VALUES (1)");
-    assert_eq!(r.sqlstate, "0A000");
-    assert!(r.message.contains("union_read"), "{}", r.message);
+fn union_read_writes_are_dual_writes() {
+    let plans = rewritten("INSERT INTO refunds (id) VALUES (1)");
+    assert!(
+        plans[0].sql.starts_with("WITH tandem_w AS (INSERT INTO refunds (id) VALUES (1) RETURNING *), tandem_m AS (INSERT INTO public.refunds_v2"),
+        "{}",
+        plans[0].sql
+    );
 }
 
 #[test]

@@ -26,6 +26,6 @@ fn other_tables_pass_through() {
 }
 
 #[test]
-fn unimplemented_mode_is_refused() {
-    assert!(rejection("TRUNCATE refunds").message.contains("union_read"));
+fn union_read_truncates_both() {
+    assert_rewrites("TRUNCATE refunds", "TRUNCATE refunds, public.refunds_v2");
 }

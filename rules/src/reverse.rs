@@ -1,0 +1,177 @@
+//! `cutover` writes: reverse dual-write. The target is the table of record; every write the
+//! client sends for the legacy table runs on the target, and the written rows are mirrored
+//! back into the legacy table in the same statement, so returning to `dual_write` or `off`
+//! loses nothing.
+//!
+//! It is the dual-write rewrite with the roles swapped: the client's statement has its
+//! table replaced by the target (keeping the client's alias, or taking the legacy table's
+//! bare name as alias so `orders.col` references resolve), and the rule is reversed (the
+//! target is written, the legacy table is the mirror, on the same key), so every form the
+//! dual-write rewrite supports — RETURNING, ON CONFLICT, UPDATE … FROM, DELETE … USING,
+//! key-moving UPDATEs, the `record` policy — works the same way:
+//!
+//! ```sql
+//! UPDATE orders SET note = 'x' WHERE id = 5
+//! -- becomes
+//! WITH tandem_w AS (UPDATE public.orders_v2 AS orders SET note = 'x' WHERE id = 5 RETURNING *),
+//!      tandem_m AS (INSERT INTO public.orders (...) SELECT ... FROM tandem_w
+//!                   ON CONFLICT (id) DO UPDATE SET ...)
+//! SELECT FROM tandem_w
+//! ```
+//!
+//! What the swap cannot give: the rule's `set` columns are not computed (the application
+//! writes the target directly now; give those columns a DEFAULT), the legacy table needs a
+//! unique index on the rule's key (the reverse upsert's conflict target), and `RETURNING *`
+//! is refused when the target's columns differ from the legacy table's (the client would
+//! see the target's shape): name the columns.
+
+use sqlparser::ast::{
+    FromTable, Ident, ObjectName, SelectItem, Statement, TableAlias, TableAliasWithoutColumns,
+    TableFactor, TableObject, With,
+};
+
+use crate::ident::quote_ident;
+use crate::name::TableName;
+use crate::plan::StatementPlan;
+use crate::refusal::Refusal;
+use crate::rule::{ResolvedRule, Rule, TableShape};
+use crate::{delete, insert, update};
+
+/// Rewrite a top-level INSERT/UPDATE/DELETE of `rule`'s legacy table (mode `cutover`).
+pub(crate) fn rewrite(
+    with: Option<&With>,
+    top: &Statement,
+    rule: &ResolvedRule,
+    piece: &str,
+) -> Result<StatementPlan, Refusal> {
+    let reversed = reversed(rule);
+    let mut write = top.clone();
+    let returning = match &mut write {
+        Statement::Insert(ins) => {
+            if let TableObject::TableName(name) = &mut ins.table {
+                *name = object_name(&rule.rule.target);
+            }
+            if ins.table_alias.is_none() {
+                ins.table_alias = Some(TableAliasWithoutColumns {
+                    explicit: true,
+                    alias: ident(&rule.rule.table.name),
+                });
+            }
+            ins.returning.clone()
+        }
+        Statement::Update(upd) => {
+            swap_factor(&mut upd.table.relation, rule);
+            upd.returning.clone()
+        }
+        Statement::Delete(del) => {
+            let from = match &mut del.from {
+                FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
+            };
+            if let Some(first) = from.first_mut() {
+                swap_factor(&mut first.relation, rule);
+            }
+            del.returning.clone()
+        }
+        _ => None,
+    };
+    if let Some(items) = &returning {
+        let star = items
+            .iter()
+            .any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+        if star && !same_columns(rule) {
+            return Err(Refusal::Unsupported {
+                table: rule.rule.table.clone(),
+                construct: "RETURNING * in cutover while the target's columns differ from the legacy table's (name the columns)".into(),
+            });
+        }
+    }
+    let mut plan = match &write {
+        Statement::Insert(ins) => insert::rewrite(with, ins, &reversed, piece),
+        Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece),
+        Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece),
+        _ => {
+            return Err(Refusal::Unsupported {
+                table: rule.rule.table.clone(),
+                construct: "this statement in cutover".into(),
+            })
+        }
+    }
+    .map_err(|refusal| refusal.for_table(&rule.rule.table))?;
+    plan.rule_table = Some(rule.rule.table.clone());
+    Ok(plan)
+}
+
+/// The rule with its roles swapped: the target is written, the legacy table mirrors it.
+fn reversed(rule: &ResolvedRule) -> ResolvedRule {
+    let shape = &rule.shape;
+    ResolvedRule {
+        rule: Rule {
+            table: rule.rule.target.clone(),
+            target: rule.rule.table.clone(),
+            mode: rule.rule.mode,
+            key: rule.rule.key.clone(),
+            on_mirror_error: rule.rule.on_mirror_error,
+            set: Vec::new(),
+            sample_rate: rule.rule.sample_rate,
+        },
+        shape: TableShape {
+            legacy_columns: shape.target_columns.clone(),
+            target_columns: shape.legacy_columns.clone(),
+            mirrored_columns: shape.mirrored_columns.clone(),
+            target_partition_key: Vec::new(),
+            legacy_oid: shape.target_oid,
+            target_oid: shape.legacy_oid,
+            legacy_table: shape.target_table.clone(),
+            target_table: shape.legacy_table.clone(),
+        },
+    }
+}
+
+/// Do both tables have the same column names in the same order?
+fn same_columns(rule: &ResolvedRule) -> bool {
+    let shape = &rule.shape;
+    if shape.legacy_table.is_empty() || shape.target_table.is_empty() {
+        return shape.legacy_columns == shape.target_columns;
+    }
+    shape
+        .legacy_table
+        .iter()
+        .map(|c| &c.name)
+        .eq(shape.target_table.iter().map(|c| &c.name))
+}
+
+/// Point a written table factor at the target, keeping (or adding) the alias.
+fn swap_factor(factor: &mut TableFactor, rule: &ResolvedRule) {
+    if let TableFactor::Table { name, alias, .. } = factor {
+        *name = object_name(&rule.rule.target);
+        if alias.is_none() {
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: ident(&rule.rule.table.name),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+    }
+}
+
+fn ident(name: &str) -> Ident {
+    if quote_ident(name) == name {
+        Ident::new(name)
+    } else {
+        Ident::with_quote('"', name)
+    }
+}
+
+fn object_name(table: &TableName) -> ObjectName {
+    let mut parts = Vec::new();
+    if let Some(schema) = &table.schema {
+        parts.push(ident(schema));
+    }
+    parts.push(ident(&table.name));
+    ObjectName::from(parts)
+}
+
+#[cfg(test)]
+#[path = "tests/reverse.rs"]
+mod tests;

@@ -1,0 +1,230 @@
+//! Reads under union_read and cutover, and target_only renames.
+
+use std::sync::Arc;
+
+use crate::name::TableName;
+use crate::plan::{plan, ColumnOrigin, Plan, ResponseFix, StatementPlan};
+use crate::rule::{ColumnInfo, Mode, ResolvedRule, Rule, TableShape};
+use crate::ruleset::RuleSet;
+
+fn col(name: &str, ty: &str, attnum: i16) -> ColumnInfo {
+    ColumnInfo {
+        name: name.into(),
+        sql_type: ty.into(),
+        attnum,
+    }
+}
+
+/// `public.orders (id bigint, amount numeric, note text)` -> `orders_v2` with `note` as
+/// varchar and an extra `tenant`; `public.items (id int, qty int)` -> `items_v2`, same shape.
+fn rules(orders: Mode, items: Mode) -> RuleSet {
+    let orders_shape = TableShape {
+        legacy_columns: vec!["id".into(), "amount".into(), "note".into()],
+        target_columns: vec!["id".into(), "tenant".into(), "amount".into(), "note".into()],
+        mirrored_columns: vec!["id".into(), "amount".into(), "note".into()],
+        target_partition_key: vec![],
+        legacy_oid: 1000,
+        target_oid: 2000,
+        legacy_table: vec![
+            col("id", "bigint", 1),
+            col("amount", "numeric", 3),
+            col("note", "text", 4),
+        ],
+        target_table: vec![
+            col("id", "bigint", 1),
+            col("tenant", "text", 2),
+            col("amount", "numeric", 3),
+            col("note", "character varying", 4),
+        ],
+    };
+    let items_shape = TableShape {
+        legacy_columns: vec!["id".into(), "qty".into()],
+        target_columns: vec!["id".into(), "qty".into()],
+        mirrored_columns: vec!["id".into(), "qty".into()],
+        target_partition_key: vec![],
+        legacy_oid: 3000,
+        target_oid: 4000,
+        legacy_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
+        target_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
+    };
+    let table = |t: &str| TableName::parse(t).unwrap();
+    let orders = ResolvedRule::new(
+        Rule::new(table("public.orders"), orders, vec!["id".into()]),
+        orders_shape,
+    )
+    .unwrap();
+    let items = ResolvedRule::new(
+        Rule::new(table("public.items"), items, vec!["id".into()]),
+        items_shape,
+    )
+    .unwrap();
+    RuleSet::new(3, vec![orders, items]).unwrap()
+}
+
+fn one(sql: &str, set: &RuleSet) -> StatementPlan {
+    match plan(sql, set, &["public".to_string()]) {
+        Plan::Rewritten(mut s) if s.len() == 1 => s.remove(0),
+        other => panic!("expected one rewritten statement for {sql}, got {other:?}"),
+    }
+}
+
+const ORDERS_UNION: &str = "(SELECT id, amount, note::TEXT AS note FROM public.orders_v2 UNION ALL SELECT id, amount, note FROM public.orders AS tandem_l WHERE NOT EXISTS (SELECT 1 FROM public.orders_v2 AS tandem_k WHERE tandem_k.id = tandem_l.id))";
+
+#[test]
+fn union_read_swaps_the_table_for_target_plus_missing_legacy_rows() {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    let p = one("SELECT * FROM orders WHERE id = $1", &set);
+    assert_eq!(
+        p.sql,
+        format!("SELECT * FROM {ORDERS_UNION} AS orders WHERE id = $1")
+    );
+    crate::sqlgen::parse_statement(&p.sql).unwrap();
+    let o = |attnum| {
+        Some(ColumnOrigin {
+            table_oid: 1000,
+            attnum,
+        })
+    };
+    assert_eq!(
+        p.response,
+        ResponseFix::Read {
+            origins: Arc::from([o(1), o(3), o(4)])
+        }
+    );
+}
+
+#[test]
+fn aliases_joins_subqueries_and_ctes() {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    let p = one(
+        "SELECT o.note, c.name, o.amount * 2 FROM public.orders o JOIN customers c ON c.id = o.id",
+        &set,
+    );
+    assert_eq!(
+        p.sql,
+        format!("SELECT o.note, c.name, o.amount * 2 FROM {ORDERS_UNION} o JOIN customers c ON c.id = o.id")
+    );
+    let ResponseFix::Read { origins } = &p.response else {
+        panic!()
+    };
+    assert_eq!(
+        &origins[..],
+        &[
+            Some(ColumnOrigin {
+                table_oid: 1000,
+                attnum: 4
+            }),
+            None,
+            None
+        ]
+    );
+    let p = one(
+        "SELECT count(*) FROM (SELECT id FROM orders WHERE amount > 1) s",
+        &set,
+    );
+    assert!(p.sql.contains(&format!("FROM {ORDERS_UNION} AS orders WHERE amount > 1")), "{}", p.sql);
+    let p = one("WITH x AS (SELECT id FROM orders) SELECT * FROM x", &set);
+    assert!(p.sql.starts_with(&format!("WITH x AS (SELECT id FROM {ORDERS_UNION} AS orders)")), "{}", p.sql);
+    // A CTE named like the ruled table shadows it.
+    assert_eq!(
+        plan("WITH orders AS (SELECT 1 AS id) SELECT * FROM orders", &set, &["public".into()]),
+        Plan::Passthrough
+    );
+    let p = one("EXPLAIN SELECT * FROM orders WHERE id = 1", &set);
+    assert!(p.sql.starts_with("EXPLAIN SELECT * FROM (SELECT id"), "{}", p.sql);
+}
+
+#[test]
+fn locking_reads_stay_on_legacy_in_union_read_but_not_in_cutover() {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    assert_eq!(
+        plan("SELECT * FROM orders WHERE id = 1 FOR UPDATE", &set, &["public".into()]),
+        Plan::Passthrough
+    );
+    let set = rules(Mode::Cutover, Mode::Off);
+    let p = one("SELECT * FROM orders WHERE id = 1 FOR UPDATE", &set);
+    assert_eq!(
+        p.sql,
+        "SELECT * FROM (SELECT id, amount, note::TEXT AS note FROM public.orders_v2) AS orders WHERE id = 1 FOR UPDATE"
+    );
+}
+
+#[test]
+fn reads_inside_writes_are_not_swapped() {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    assert_eq!(
+        plan("INSERT INTO log SELECT id FROM orders", &set, &["public".into()]),
+        Plan::Passthrough
+    );
+}
+
+#[test]
+fn origins_stop_at_a_wildcard_of_unknown_width() {
+    let set = rules(Mode::UnionRead, Mode::UnionRead);
+    let p = one("SELECT c.*, o.id FROM customers c, orders o", &set);
+    let ResponseFix::Read { origins } = &p.response else {
+        panic!()
+    };
+    assert!(origins.is_empty());
+    let p = one("SELECT o.*, i.qty AS q FROM orders o JOIN items i USING (id)", &set);
+    let ResponseFix::Read { origins } = &p.response else {
+        panic!()
+    };
+    assert_eq!(origins.len(), 4);
+    assert_eq!(
+        origins[3],
+        Some(ColumnOrigin {
+            table_oid: 3000,
+            attnum: 2
+        })
+    );
+    // Set operations report no origins, as Postgres does.
+    let p = one("SELECT id FROM orders UNION SELECT id FROM items", &set);
+    assert_eq!(p.response, ResponseFix::Read { origins: Arc::from([]) });
+}
+
+#[test]
+fn target_only_renames_every_use() {
+    let set = rules(Mode::TargetOnly, Mode::Off);
+    let path = ["public".to_string()];
+    for (input, expected) in [
+        (
+            "SELECT * FROM orders WHERE orders.id = 1",
+            "SELECT * FROM public.orders_v2 AS orders WHERE orders.id = 1",
+        ),
+        (
+            "INSERT INTO orders (id) VALUES (1) RETURNING id",
+            "INSERT INTO public.orders_v2 AS orders (id) VALUES (1) RETURNING id",
+        ),
+        (
+            "UPDATE orders o SET note = 'x' WHERE o.id = 1",
+            "UPDATE public.orders_v2 o SET note = 'x' WHERE o.id = 1",
+        ),
+        (
+            "DELETE FROM public.orders WHERE id = 1",
+            "DELETE FROM public.orders_v2 AS orders WHERE id = 1",
+        ),
+        ("TRUNCATE orders", "TRUNCATE public.orders_v2"),
+        ("COPY orders FROM STDIN", "COPY public.orders_v2 FROM STDIN"),
+        ("COPY orders TO STDOUT", "COPY public.orders_v2 TO STDOUT"),
+    ] {
+        let p = one(input, &set);
+        assert_eq!(p.sql, expected, "{input}");
+        assert_eq!(p.response, ResponseFix::None);
+    }
+    assert_eq!(
+        plan("ALTER TABLE orders ADD COLUMN x int", &set, &path),
+        Plan::Passthrough
+    );
+}
+
+#[test]
+fn mixed_modes_in_one_statement() {
+    let set = rules(Mode::TargetOnly, Mode::DualWrite);
+    let p = one("INSERT INTO items (id, qty) SELECT id, 1 FROM orders", &set);
+    assert!(
+        p.sql.starts_with("WITH tandem_w AS (INSERT INTO items (id, qty) SELECT id, 1 FROM public.orders_v2 AS orders RETURNING *)"),
+        "{}",
+        p.sql
+    );
+}
