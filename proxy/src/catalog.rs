@@ -103,8 +103,9 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         .collect();
     let target_partition_key = partition_key(client, target_oid).await?;
 
+    let legacy_primary_key = primary_key(client, legacy_oid).await?;
     if rule.key.is_empty() {
-        rule.key = primary_key(client, legacy_oid).await?;
+        rule.key = legacy_primary_key.clone();
         if rule.key.is_empty() {
             return Err(refuse(format!(
                 "no key given and {table} has no primary key; set key = [...]"
@@ -132,6 +133,7 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         target_oid,
         legacy_table: legacy.iter().map(Column::info).collect(),
         target_table: target_cols.iter().map(Column::info).collect(),
+        legacy_primary_key,
     };
     ResolvedRule::new(rule, shape).map_err(|e| refuse(e.to_string()))
 }

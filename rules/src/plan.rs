@@ -204,7 +204,10 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
         if let Some(read) = reads::rewrite(&stmt, ctx) {
             if !renders_faithfully(&stmt) {
                 return Err(Refusal::Unsupported {
-                    table: read.rule_table.clone().unwrap_or_else(|| TableName::new(None, "?")),
+                    table: read
+                        .rule_table
+                        .clone()
+                        .unwrap_or_else(|| TableName::new(None, "?")),
                     construct: "a read Tandem cannot re-render faithfully".into(),
                 });
             }
@@ -279,7 +282,9 @@ fn plan_write(
         });
     }
     if rule.rule.mode == Mode::Cutover {
-        return Ok(Outcome::Rewritten(reverse::rewrite(with, top, rule, piece)?));
+        return Ok(Outcome::Rewritten(reverse::rewrite(
+            with, top, rule, piece,
+        )?));
     }
     let plan = match top {
         Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,

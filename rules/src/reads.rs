@@ -309,8 +309,10 @@ fn origins(
                     .as_ref()
                     .map(|a| normalize(&a.name))
                     .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(normalize));
-                key.and_then(|k| swapped.get(&k).copied())
-                    .filter(|r| ctx.active(name).is_some_and(|a| a.rule.table == r.rule.table))
+                key.and_then(|k| swapped.get(&k).copied()).filter(|r| {
+                    ctx.active(name)
+                        .is_some_and(|a| a.rule.table == r.rule.table)
+                })
             }
             _ => None,
         },
@@ -347,11 +349,10 @@ fn origins(
                 None => break,
             },
             SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(q), _) => {
-                let rule = q
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .and_then(|i| swapped.get(&normalize(i)));
+                let rule =
+                    q.0.last()
+                        .and_then(|p| p.as_ident())
+                        .and_then(|i| swapped.get(&normalize(i)));
                 match rule {
                     Some(rule) if q.0.len() == 1 => out.extend(all(rule)),
                     _ => break,

@@ -20,8 +20,9 @@
 //! ```
 //!
 //! What the swap cannot give: the rule's `set` columns are not computed (the application
-//! writes the target directly now; give those columns a DEFAULT), the legacy table needs a
-//! unique index on the rule's key (the reverse upsert's conflict target), and `RETURNING *`
+//! writes the target directly now; give those columns a DEFAULT), the reverse upsert's
+//! conflict target is the legacy primary key when the rule's key contains it (else the
+//! rule's key, which then needs a unique index on the legacy table), and `RETURNING *`
 //! is refused when the target's columns differ from the legacy table's (the client would
 //! see the target's shape): name the columns.
 
@@ -75,9 +76,12 @@ pub(crate) fn rewrite(
         _ => None,
     };
     if let Some(items) = &returning {
-        let star = items
-            .iter()
-            .any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+        let star = items.iter().any(|i| {
+            matches!(
+                i,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
         if star && !same_columns(rule) {
             return Err(Refusal::Unsupported {
                 table: rule.rule.table.clone(),
@@ -104,12 +108,21 @@ pub(crate) fn rewrite(
 /// The rule with its roles swapped: the target is written, the legacy table mirrors it.
 fn reversed(rule: &ResolvedRule) -> ResolvedRule {
     let shape = &rule.shape;
+    // The legacy table's own primary key is the reverse upsert's conflict target when the
+    // rule's key extends it (a partitioned target's key adds the partition column, which
+    // the legacy table has no unique index on).
+    let pk = &shape.legacy_primary_key;
+    let key = if !pk.is_empty() && pk.iter().all(|c| shape.mirrored_columns.contains(c)) {
+        pk.clone()
+    } else {
+        rule.rule.key.clone()
+    };
     ResolvedRule {
         rule: Rule {
             table: rule.rule.target.clone(),
             target: rule.rule.table.clone(),
             mode: rule.rule.mode,
-            key: rule.rule.key.clone(),
+            key,
             on_mirror_error: rule.rule.on_mirror_error,
             set: Vec::new(),
             sample_rate: rule.rule.sample_rate,
@@ -123,6 +136,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             target_oid: shape.legacy_oid,
             legacy_table: shape.target_table.clone(),
             target_table: shape.legacy_table.clone(),
+            legacy_primary_key: Vec::new(),
         },
     }
 }

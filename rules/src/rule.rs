@@ -224,6 +224,9 @@ pub struct TableShape {
     pub legacy_table: Vec<ColumnInfo>,
     /// Every target column, generated ones included, in table order.
     pub target_table: Vec<ColumnInfo>,
+    /// The legacy table's primary key columns (empty when it has none): the conflict
+    /// target of the reverse mirror in `cutover`.
+    pub legacy_primary_key: Vec<String>,
 }
 
 /// One column as the catalog describes it.

@@ -8,5 +8,6 @@ mod clients;
 mod dual_write;
 mod fleet;
 mod lifecycle;
+mod modes;
 mod relay;
 mod walk;

@@ -114,7 +114,9 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
         );
         async move {
             let c = pg().direct().await;
-            c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{}", db_text(&e)));
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{}", db_text(&e)));
         }
     };
 
@@ -122,22 +124,40 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
     flip("dual_write").await;
     pause().await;
     let (_, extra) = disagreement(&mut check, &legacy, &target).await;
-    assert_eq!(extra, 0, "dual_write: every target row equals its legacy row");
+    assert_eq!(
+        extra, 0,
+        "dual_write: every target row equals its legacy row"
+    );
 
-    // Backfill in batches, as the backfill job will.
-    for start in (1..=ROWS).step_by(500) {
+    // Backfill in keyset batches, as the backfill job will.
+    let mut last = 0i64;
+    loop {
+        let end: Option<i64> = check
+            .query_one(
+                &format!("SELECT max(id) FROM (SELECT id FROM {legacy} WHERE id > $1 ORDER BY id LIMIT 500) b"),
+                &[&last],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let Some(end) = end else { break };
         check
             .execute(
                 &format!(
-                    "INSERT INTO {target} SELECT * FROM {legacy} WHERE id BETWEEN $1 AND $2 ON CONFLICT DO NOTHING"
+                    "INSERT INTO {target} SELECT * FROM {legacy} WHERE id > $1 AND id <= $2 ON CONFLICT DO NOTHING"
                 ),
-                &[&start, &(start + 499)],
+                &[&last, &end],
             )
             .await
             .unwrap();
+        last = end;
     }
     pause().await;
-    assert_eq!(disagreement(&mut check, &legacy, &target).await, (0, 0), "after backfill");
+    assert_eq!(
+        disagreement(&mut check, &legacy, &target).await,
+        (0, 0),
+        "after backfill"
+    );
 
     for mode in ["union_read", "cutover", "dual_write", "cutover"] {
         flip(mode).await;

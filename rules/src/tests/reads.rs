@@ -36,6 +36,7 @@ fn rules(orders: Mode, items: Mode) -> RuleSet {
             col("amount", "numeric", 3),
             col("note", "character varying", 4),
         ],
+        legacy_primary_key: vec!["id".into()],
     };
     let items_shape = TableShape {
         legacy_columns: vec!["id".into(), "qty".into()],
@@ -46,6 +47,7 @@ fn rules(orders: Mode, items: Mode) -> RuleSet {
         target_oid: 4000,
         legacy_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
         target_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
+        legacy_primary_key: vec!["id".into()],
     };
     let table = |t: &str| TableName::parse(t).unwrap();
     let orders = ResolvedRule::new(
@@ -122,23 +124,46 @@ fn aliases_joins_subqueries_and_ctes() {
         "SELECT count(*) FROM (SELECT id FROM orders WHERE amount > 1) s",
         &set,
     );
-    assert!(p.sql.contains(&format!("FROM {ORDERS_UNION} AS orders WHERE amount > 1")), "{}", p.sql);
+    assert!(
+        p.sql
+            .contains(&format!("FROM {ORDERS_UNION} AS orders WHERE amount > 1")),
+        "{}",
+        p.sql
+    );
     let p = one("WITH x AS (SELECT id FROM orders) SELECT * FROM x", &set);
-    assert!(p.sql.starts_with(&format!("WITH x AS (SELECT id FROM {ORDERS_UNION} AS orders)")), "{}", p.sql);
+    assert!(
+        p.sql.starts_with(&format!(
+            "WITH x AS (SELECT id FROM {ORDERS_UNION} AS orders)"
+        )),
+        "{}",
+        p.sql
+    );
     // A CTE named like the ruled table shadows it.
     assert_eq!(
-        plan("WITH orders AS (SELECT 1 AS id) SELECT * FROM orders", &set, &["public".into()]),
+        plan(
+            "WITH orders AS (SELECT 1 AS id) SELECT * FROM orders",
+            &set,
+            &["public".into()]
+        ),
         Plan::Passthrough
     );
     let p = one("EXPLAIN SELECT * FROM orders WHERE id = 1", &set);
-    assert!(p.sql.starts_with("EXPLAIN SELECT * FROM (SELECT id"), "{}", p.sql);
+    assert!(
+        p.sql.starts_with("EXPLAIN SELECT * FROM (SELECT id"),
+        "{}",
+        p.sql
+    );
 }
 
 #[test]
 fn locking_reads_stay_on_legacy_in_union_read_but_not_in_cutover() {
     let set = rules(Mode::UnionRead, Mode::Off);
     assert_eq!(
-        plan("SELECT * FROM orders WHERE id = 1 FOR UPDATE", &set, &["public".into()]),
+        plan(
+            "SELECT * FROM orders WHERE id = 1 FOR UPDATE",
+            &set,
+            &["public".into()]
+        ),
         Plan::Passthrough
     );
     let set = rules(Mode::Cutover, Mode::Off);
@@ -153,7 +178,11 @@ fn locking_reads_stay_on_legacy_in_union_read_but_not_in_cutover() {
 fn reads_inside_writes_are_not_swapped() {
     let set = rules(Mode::UnionRead, Mode::Off);
     assert_eq!(
-        plan("INSERT INTO log SELECT id FROM orders", &set, &["public".into()]),
+        plan(
+            "INSERT INTO log SELECT id FROM orders",
+            &set,
+            &["public".into()]
+        ),
         Plan::Passthrough
     );
 }
@@ -166,7 +195,10 @@ fn origins_stop_at_a_wildcard_of_unknown_width() {
         panic!()
     };
     assert!(origins.is_empty());
-    let p = one("SELECT o.*, i.qty AS q FROM orders o JOIN items i USING (id)", &set);
+    let p = one(
+        "SELECT o.*, i.qty AS q FROM orders o JOIN items i USING (id)",
+        &set,
+    );
     let ResponseFix::Read { origins } = &p.response else {
         panic!()
     };
@@ -180,7 +212,12 @@ fn origins_stop_at_a_wildcard_of_unknown_width() {
     );
     // Set operations report no origins, as Postgres does.
     let p = one("SELECT id FROM orders UNION SELECT id FROM items", &set);
-    assert_eq!(p.response, ResponseFix::Read { origins: Arc::from([]) });
+    assert_eq!(
+        p.response,
+        ResponseFix::Read {
+            origins: Arc::from([])
+        }
+    );
 }
 
 #[test]

@@ -1,0 +1,118 @@
+//! Writes under cutover (reverse dual-write) and target_only.
+
+use tandem_tests::mirror::{db_text, rows_text, sqlstate};
+
+use super::Fixture;
+
+async fn both(f: &Fixture, id: i64) -> (Vec<String>, Vec<String>) {
+    (
+        rows_text(
+            &f.check,
+            &f.sql(&format!("SELECT l::text FROM {{legacy}} l WHERE id = {id}")),
+        )
+        .await,
+        rows_text(
+            &f.check,
+            &f.sql(&format!("SELECT t::text FROM {{target}} t WHERE id = {id}")),
+        )
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_writes_land_in_the_target_and_back_in_legacy() {
+    let f = Fixture::new(10).await;
+    f.check
+        .batch_execute(&f.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"))
+        .await
+        .unwrap();
+    let (_proxy, via) = f.proxy("cutover").await;
+
+    let rows = via
+        .simple_query(&f.sql("INSERT INTO {legacy} (id, tenant, amount, note) VALUES (100, 'acme', 1, 'new') RETURNING id, note"))
+        .await
+        .unwrap();
+    assert_eq!(tandem_tests::mirror::simple_counts(&rows), vec![1]);
+    let (l, t) = both(&f, 100).await;
+    assert_eq!(l, t);
+    assert_eq!(l.len(), 1);
+
+    assert_eq!(
+        via.execute(
+            &f.sql("UPDATE {legacy} SET note = $1 WHERE id = $2"),
+            &[&"upd", &100i64]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let (l, t) = both(&f, 100).await;
+    assert_eq!(l, t);
+    assert!(l[0].contains("upd"));
+
+    // A key move (tenant is part of the key and the target's partition key).
+    assert_eq!(
+        via.execute(
+            &f.sql("UPDATE {legacy} SET tenant = 'globex' WHERE id = 100"),
+            &[]
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e))),
+        1
+    );
+    let (l, t) = both(&f, 100).await;
+    assert_eq!(l, t);
+    assert!(l[0].contains("globex"), "{l:?}");
+
+    let deleted = via
+        .query(
+            &f.sql("DELETE FROM {legacy} WHERE id = 100 RETURNING *"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(both(&f, 100).await, (vec![], vec![]));
+
+    // A write the target refuses fails the statement: neither table changes.
+    let err = via
+        .execute(
+            &f.sql("INSERT INTO {legacy} (id, tenant, amount) VALUES (1, 'globex', 1)"),
+            &[],
+        )
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(sqlstate(&err), "23505");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_only_reads_and_writes_the_target_alone() {
+    let f = Fixture::new(10).await;
+    f.check
+        .batch_execute(&f.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"))
+        .await
+        .unwrap();
+    let (_proxy, via) = f.proxy("target_only").await;
+    via.batch_execute(&f.sql(
+        "INSERT INTO {legacy} (id, tenant, amount, note) VALUES (200, 'acme', 1, 'only');
+         UPDATE {legacy} SET note = 'changed' WHERE id = 1;
+         DELETE FROM {legacy} WHERE id = 2",
+    ))
+    .await
+    .unwrap();
+    let (l, t) = both(&f, 200).await;
+    assert!(l.is_empty() && t.len() == 1);
+    let (l, t) = both(&f, 1).await;
+    assert!(!l[0].contains("changed") && t[0].contains("changed"));
+    let (l, t) = both(&f, 2).await;
+    assert!(l.len() == 1 && t.is_empty());
+    let n: i64 = via
+        .query_one(
+            &f.sql("SELECT count(*) FROM {legacy} WHERE note = 'changed'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "reads come from the target");
+}
