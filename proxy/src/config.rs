@@ -44,6 +44,73 @@ pub struct Config {
     /// The rule store in the upstream database.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The admin console (database `tandem` on the same listener).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// Who may use the admin console, authenticated by Tandem itself with SCRAM-SHA-256.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin user name.
+    pub user: String,
+    /// The password, or a PostgreSQL SCRAM-SHA-256 verifier (`SCRAM-SHA-256$...`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password (or verifier).
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// The SCRAM verifier for the configured password: parsed when it is one, derived
+    /// (random salt, 4096 iterations, as PostgreSQL does) when it is a plain password.
+    pub fn verifier(&self) -> Result<crate::admin::scram::Verifier, ConfigError> {
+        let secret = match (&self.password, &self.password_env) {
+            (Some(p), None) => p.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| ConfigError::Invalid {
+                key: "admin.password_env",
+                reason: format!("environment variable {var} is not set"),
+            })?,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "admin.password",
+                    reason: "give password or password_env, not both".into(),
+                })
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "admin.password",
+                    reason: "the admin console needs password or password_env".into(),
+                })
+            }
+        };
+        if secret.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "admin.password",
+                reason: "must not be empty".into(),
+            });
+        }
+        if secret.starts_with("SCRAM-SHA-256$") {
+            crate::admin::scram::Verifier::parse(&secret).map_err(|reason| ConfigError::Invalid {
+                key: "admin.password",
+                reason,
+            })
+        } else {
+            Ok(crate::admin::scram::Verifier::from_password(&secret))
+        }
+    }
 }
 
 /// The rule store (`tandem.rules` in the upstream URL's database).
@@ -183,6 +250,7 @@ impl Default for Config {
             limits: Limits::default(),
             rules: Vec::new(),
             store: StoreConfig::default(),
+            admin: None,
         }
     }
 }
@@ -254,12 +322,29 @@ impl Config {
 
     /// Whether the rule store is used (see [`StoreConfig::enabled`]).
     pub fn store_enabled(&self) -> bool {
-        self.store.enabled.unwrap_or(!self.rules.is_empty())
+        self.store
+            .enabled
+            .unwrap_or(!self.rules.is_empty() || self.admin.is_some())
     }
 
     /// Checks values that TOML types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if let Some(admin) = &self.admin {
+            if admin.user.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "admin.user",
+                    reason: "must not be empty".into(),
+                });
+            }
+            admin.verifier()?;
+            if self.store.enabled == Some(false) {
+                return Err(ConfigError::Invalid {
+                    key: "store.enabled",
+                    reason: "the admin console changes rules in the store; it cannot be off with [admin]".into(),
+                });
+            }
+        }
         self.upstream_addr()?;
         let l = &self.limits;
         let positive = |key, v: u64| {

@@ -7,6 +7,7 @@
 //! [`stats`], and [`embedded`] (a throwaway local Postgres for the demo and the tests).
 
 pub mod active_rules;
+pub mod admin;
 pub mod cancel;
 pub mod catalog;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod protocol;
 pub mod rules_watch;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod stats;
 pub mod store;
 pub mod stream;

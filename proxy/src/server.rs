@@ -21,6 +21,7 @@ use crate::cancel::CancelMap;
 use crate::config::Config;
 use crate::drift::DriftSink;
 use crate::rules_watch::{RulesWatch, WatchError};
+use crate::sessions::SessionRegistry;
 use crate::stats::Stats;
 use crate::upstream::Connector;
 use crate::workers::WorkerPool;
@@ -52,6 +53,10 @@ pub struct Shared {
     pub watch: Option<Arc<RulesWatch>>,
     /// Where `record`-policy refusals go.
     pub drift: Option<DriftSink>,
+    /// Every session of this instance.
+    pub sessions: Arc<SessionRegistry>,
+    /// The admin console's SCRAM verifier, when `[admin]` is configured.
+    pub admin_verifier: Option<crate::admin::scram::Verifier>,
 }
 
 /// A proxy ready to serve: configuration loaded, TLS material read.
@@ -68,6 +73,10 @@ impl Proxy {
     /// honour).
     pub async fn new(config: Config) -> Result<Self, crate::Error> {
         let acceptor = crate::tls::acceptor(&config)?;
+        let admin_verifier = match &config.admin {
+            Some(admin) => Some(admin.verifier()?),
+            None => None,
+        };
         let connector = Connector::new(&config)?;
         let config = Arc::new(config);
         let (watch, drift) = load_rules(&config, &connector).await?;
@@ -82,6 +91,8 @@ impl Proxy {
                 shutdown,
                 watch,
                 drift,
+                sessions: Arc::new(SessionRegistry::default()),
+                admin_verifier,
             }),
             phase,
         })
@@ -134,7 +145,7 @@ impl Proxy {
                     let shared = Arc::clone(&shared);
                     match &pool {
                         None => {
-                            sessions.spawn(crate::session::run(tcp, peer, shared, permit).instrument(span));
+                            sessions.spawn(crate::session::run(tcp, peer, shared, permit, id).instrument(span));
                         }
                         Some(pool) => {
                             // Move the socket to the worker's reactor.
@@ -142,7 +153,7 @@ impl Proxy {
                             sessions.spawn_on(
                                 async move {
                                     match tokio::net::TcpStream::from_std(std_tcp) {
-                                        Ok(tcp) => crate::session::run(tcp, peer, shared, permit).await,
+                                        Ok(tcp) => crate::session::run(tcp, peer, shared, permit, id).await,
                                         Err(e) => warn!(error = %e, "cannot move socket to worker"),
                                     }
                                 }

@@ -2,6 +2,7 @@
 //!
 //! One binary, one shared server (see `tandem_tests`); every test makes its own tables.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod clients;

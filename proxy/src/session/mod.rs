@@ -37,6 +37,7 @@ pub async fn run(
     peer: SocketAddr,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
+    id: u64,
 ) {
     let _ = tcp.set_nodelay(true);
     let limits = &shared.config.limits;
@@ -66,6 +67,14 @@ pub async fn run(
         Ok(Ok(Negotiated::Startup(client, startup))) => (client, startup),
     };
 
+    // The admin console answers even when max_clients is reached: that is when operators
+    // need it.
+    if startup.database() == Some(crate::admin::DATABASE) {
+        drop(permit);
+        crate::admin::console::serve(client, &startup, &shared).await;
+        return;
+    }
+
     if permit.is_none() {
         Stats::add(&shared.stats.sessions_refused, 1);
         warn!(%peer, max_clients = limits.max_clients, "refusing client: max_clients reached");
@@ -78,9 +87,12 @@ pub async fn run(
     let user = startup.user().unwrap_or_default().to_string();
     let database = startup.database().unwrap_or_default().to_string();
     info!(%peer, %user, %database, tls = client.is_tls(), "session start");
+    let registered = shared
+        .sessions
+        .register(id, &user, &database, peer, client.is_tls());
     Stats::add(&shared.stats.sessions_total, 1);
     shared.stats.sessions_active.fetch_add(1, Relaxed);
-    let result = serve(&mut client, &startup, &shared, deadline).await;
+    let result = serve(&mut client, &startup, &shared, deadline, &registered.info).await;
     shared.stats.sessions_active.fetch_sub(1, Relaxed);
     match result {
         Ok(()) => info!("session end"),
@@ -98,6 +110,7 @@ async fn serve(
     startup: &StartupMessage,
     shared: &Arc<Shared>,
     deadline: Instant,
+    info: &Arc<crate::sessions::SessionInfo>,
 ) -> Result<(), SessionError> {
     let limits = &shared.config.limits;
     let setup = async {
@@ -139,6 +152,7 @@ async fn serve(
             idle_timeout: limits.client_idle_timeout(),
             shutdown: shared.shutdown.clone(),
             mirror: client_side(shared, startup),
+            info: Arc::clone(info),
         },
     )
     .await

@@ -60,6 +60,8 @@ pub struct RelayContext<'a> {
     pub shutdown: watch::Receiver<Phase>,
     /// Rewriting for a session on the rules' database; `None` relays untouched.
     pub mirror: Option<ClientSide>,
+    /// This session in the registry (SHOW SESSIONS).
+    pub info: std::sync::Arc<crate::sessions::SessionInfo>,
 }
 
 /// Relays until either side ends. Returns the error that ended it, if any.
@@ -135,7 +137,7 @@ async fn client_to_upstream(
         if let Some(side) = &mut client_side {
             // A transaction boundary: nothing in flight and the server said idle.
             if state.is_idle() {
-                side.adopt_latest();
+                ctx.info.set_rules_version(side.adopt_latest());
             }
         }
         let mut queries = 0u64;
@@ -199,6 +201,7 @@ async fn client_to_upstream(
             buf.advance(n);
             Stats::add(&ctx.stats.bytes_from_clients, n as u64);
             Stats::add(&ctx.stats.queries, queries);
+            ctx.info.add_queries(queries);
             if terminated {
                 state.client_done.store(true, Relaxed);
                 let _ = upstream.shutdown().await;
@@ -328,6 +331,7 @@ async fn upstream_to_client(
                 state.in_flight.fetch_sub(ready, Relaxed);
                 if let Some(s) = status {
                     state.tx_status.store(s, Relaxed);
+                    ctx.info.set_state(s);
                 }
                 if *ctx.shutdown.borrow() != Phase::Running && state.is_idle() {
                     deliver(&mut client, &admin_shutdown(), &mut out).await?;

@@ -1,3 +1,471 @@
-//! Changing the rule store: the admin console's and the CLI's SET/ADD/DROP RULE, validated.
+//! Changing the rule store: what the admin console's SET/ADD/DROP RULE do, validated.
 //!
-//! (Owned by the admin work; see [`apply`].)
+//! A change that would lose data or break writes is refused with a SQLSTATE, a message and
+//! a hint naming the safe path, before anything is written:
+//!
+//! - the rule must resolve against the catalog in its new mode (both tables exist, the key
+//!   has a unique index in the target, the target's partition key is in the key);
+//! - transitions: `union_read` only from `dual_write`/`cutover` (from `off` the target is not
+//!   current); `cutover` only from `dual_write`/`union_read`, and only when every legacy key
+//!   is in the target (a finished backfill); `target_only` only from `cutover`; leaving
+//!   `target_only` only with FORCE (the legacy table stopped receiving writes);
+//! - entering `cutover` advances the target's sequences past the largest value in either
+//!   table (the target generates ids from now on), and leaving it for `dual_write`,
+//!   `union_read` or `off` does the same for the legacy table's sequences;
+//! - DROP RULE only in `off`, `dual_write` or `target_only`.
+//!
+//! The row is locked (`SELECT ... FOR UPDATE`) and its version compared, so two admins
+//! racing on one rule serialise, and the second sees the first's result.
+
+use tandem_rules::{quote_ident, MirrorErrorPolicy, Mode, ResolvedRule, Rule, TableName};
+use tokio_postgres::Client;
+
+use super::{rule_from_parts, set_json, RuleParts, Store, StoredRule};
+use crate::catalog::{self, CatalogError};
+
+/// A change an operator asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleChange {
+    /// `SET RULE t MODE m [FORCE]`
+    SetMode {
+        /// Legacy table.
+        table: TableName,
+        /// New mode.
+        mode: Mode,
+        /// Allow leaving `target_only`.
+        force: bool,
+    },
+    /// `SET RULE t SAMPLE x`
+    SetSample {
+        /// Legacy table.
+        table: TableName,
+        /// New rate.
+        rate: f64,
+    },
+    /// `ADD RULE ...`
+    Add(Rule),
+    /// `DROP RULE t`
+    Drop {
+        /// Legacy table.
+        table: TableName,
+    },
+}
+
+/// Why a change was refused, as the console reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ChangeError {
+    /// SQLSTATE.
+    pub sqlstate: &'static str,
+    /// Primary message.
+    pub message: String,
+    /// What to do instead.
+    pub hint: Option<String>,
+}
+
+impl ChangeError {
+    fn new(sqlstate: &'static str, message: String, hint: Option<&str>) -> Self {
+        Self {
+            sqlstate,
+            message,
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    fn state(message: String, hint: &str) -> Self {
+        Self::new("55000", message, Some(hint))
+    }
+}
+
+impl From<tokio_postgres::Error> for ChangeError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_string());
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        // Keep the server's class for the common cases.
+        let sqlstate = match code.as_deref() {
+            Some("42P01") => "42P01",
+            Some("40001") => "40001",
+            Some("42501") => "42501",
+            _ => "XX000",
+        };
+        Self::new(sqlstate, format!("tandem: rule store: {message}"), None)
+    }
+}
+
+impl From<CatalogError> for ChangeError {
+    fn from(e: CatalogError) -> Self {
+        match &e {
+            CatalogError::Rule { reason, .. } if reason.contains("does not exist") => Self::new(
+                "42P01",
+                format!("tandem: {e}"),
+                Some("create the table first"),
+            ),
+            CatalogError::Rule { .. } => Self::new(
+                "55000",
+                format!("tandem: {e}"),
+                Some("fix the tables or the rule's target/key, then retry"),
+            ),
+            _ => Self::new("08000", format!("tandem: {e}"), None),
+        }
+    }
+}
+
+/// What a successful change did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The rule after the change (`None` after DROP).
+    pub rule: Option<Rule>,
+    /// Side effects worth telling the operator (sequences advanced...).
+    pub notes: Vec<String>,
+}
+
+/// Validates and applies `change`, recording `by` as its author.
+pub async fn apply(
+    client: &mut Client,
+    store: &Store,
+    change: RuleChange,
+    by: &str,
+) -> Result<Applied, ChangeError> {
+    let table = match &change {
+        RuleChange::SetMode { table, .. }
+        | RuleChange::SetSample { table, .. }
+        | RuleChange::Drop { table } => table.clone(),
+        RuleChange::Add(rule) => rule.table.clone(),
+    };
+    let current = read(client, store, &table, false).await?;
+    let mut notes = Vec::new();
+    let new_rule = match (&change, &current) {
+        (RuleChange::Add(_), Some(_)) => {
+            return Err(ChangeError::new(
+                "42710",
+                format!("tandem: a rule for {table} already exists"),
+                Some("change it with SET RULE, or DROP RULE it first"),
+            ))
+        }
+        (RuleChange::Add(rule), None) => {
+            resolve(client, rule).await?;
+            Some(rule.clone())
+        }
+        (_, None) => {
+            return Err(ChangeError::new(
+                "42704",
+                format!("tandem: no rule for {table}"),
+                Some("see SHOW RULES, or ADD RULE it"),
+            ))
+        }
+        (RuleChange::SetSample { rate, .. }, Some(old)) => {
+            let mut rule = old.rule.clone();
+            rule.sample_rate = *rate;
+            Some(rule)
+        }
+        (RuleChange::Drop { .. }, Some(old)) => {
+            if matches!(old.rule.mode, Mode::UnionRead | Mode::Cutover) {
+                return Err(ChangeError::state(
+                    format!(
+                        "tandem: the rule for {table} is in {}; dropping it would send reads and writes back to the legacy table alone",
+                        old.rule.mode
+                    ),
+                    "SET RULE ... MODE dual_write (or off) first",
+                ));
+            }
+            None
+        }
+        (RuleChange::SetMode { mode, force, .. }, Some(old)) => {
+            let from = old.rule.mode;
+            transition(&table, from, *mode, *force)?;
+            let mut rule = old.rule.clone();
+            rule.mode = *mode;
+            let resolved = resolve(client, &rule).await?;
+            if *mode == Mode::Cutover && from != Mode::Cutover {
+                backfilled(client, &resolved).await?;
+                notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
+            }
+            if from == Mode::Cutover
+                && matches!(mode, Mode::DualWrite | Mode::UnionRead | Mode::Off)
+            {
+                notes.extend(advance_sequences(client, &rule.table, &rule.target).await?);
+            }
+            Some(rule)
+        }
+    };
+    // Write, serialised with other admins on this row.
+    let tx = client.transaction().await?;
+    let locked = read_in(&tx, store, &table).await?;
+    if locked.as_ref().map(|r| r.version) != current.as_ref().map(|r| r.version) {
+        return Err(ChangeError::new(
+            "40001",
+            format!("tandem: the rule for {table} changed while this change was being checked"),
+            Some("look at SHOW RULES and retry"),
+        ));
+    }
+    match &new_rule {
+        None => {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE table_name = $1", store.rules()),
+                &[&table.to_string()],
+            )
+            .await?;
+        }
+        Some(rule) => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
+                       set_columns, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8) \
+                     ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
+                       key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
+                       on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
+                       updated_by = EXCLUDED.updated_by",
+                    store.rules()
+                ),
+                &[
+                    &rule.table.to_string(),
+                    &rule.target.to_string(),
+                    &rule.key,
+                    &rule.mode.as_str(),
+                    &rule.sample_rate,
+                    &rule.on_mirror_error.as_str(),
+                    &set_json(&rule.set),
+                    &by,
+                ],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Applied {
+        rule: new_rule,
+        notes,
+    })
+}
+
+/// Is `from -> to` allowed? (See the module doc.)
+pub fn transition(table: &TableName, from: Mode, to: Mode, force: bool) -> Result<(), ChangeError> {
+    use Mode::*;
+    if from == to {
+        return Ok(());
+    }
+    if from == TargetOnly && !force {
+        return Err(ChangeError::state(
+            format!("tandem: {table} is in target_only; the legacy table has not received writes since, so leaving target_only would serve or keep stale rows"),
+            "copy the target's rows back into the legacy table first, then repeat the command with FORCE",
+        ));
+    }
+    let ok = match to {
+        Off | DualWrite => true,
+        UnionRead => matches!(from, DualWrite | Cutover | TargetOnly),
+        Cutover => matches!(from, DualWrite | UnionRead | TargetOnly),
+        TargetOnly => from == Cutover,
+    };
+    if ok {
+        return Ok(());
+    }
+    let hint = match to {
+        UnionRead => "SET RULE ... MODE dual_write first, and backfill the target",
+        Cutover => "SET RULE ... MODE dual_write first, backfill, then union_read or cutover",
+        _ => "go through cutover first: dual_write -> union_read -> cutover -> target_only",
+    };
+    Err(ChangeError::state(
+        format!(
+            "tandem: {table} cannot go from {from} to {to}: the target would not hold every row"
+        ),
+        hint,
+    ))
+}
+
+/// The stored rule for `table`, optionally locking its row.
+async fn read(
+    client: &Client,
+    store: &Store,
+    table: &TableName,
+    _lock: bool,
+) -> Result<Option<StoredRule>, ChangeError> {
+    read_in(client, store, table).await
+}
+
+async fn read_in(
+    client: &impl tokio_postgres::GenericClient,
+    store: &Store,
+    table: &TableName,
+) -> Result<Option<StoredRule>, ChangeError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT table_name, target, key, mode, sample_rate, on_mirror_error, \
+                   set_columns::text, version, updated_at::text, updated_by \
+                 FROM {} WHERE table_name = $1 FOR UPDATE",
+                store.rules()
+            ),
+            &[&table.to_string()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let name: String = row.get(0);
+    let rule = rule_from_parts(RuleParts {
+        table: &name,
+        target: &row.get::<_, String>(1),
+        key: row.get(2),
+        mode: &row.get::<_, String>(3),
+        sample_rate: row.get(4),
+        on_mirror_error: &row.get::<_, String>(5),
+        set_json: &row.get::<_, String>(6),
+    })
+    .map_err(|reason| {
+        ChangeError::new(
+            "XX000",
+            format!("tandem: stored rule for {name} is invalid: {reason}"),
+            Some("fix the row in the rule store"),
+        )
+    })?;
+    Ok(Some(StoredRule {
+        rule,
+        version: row.get(7),
+        updated_at: row.get(8),
+        updated_by: row.get(9),
+    }))
+}
+
+/// Resolves `rule` against the catalog as if it were active (an `off` rule is checked too,
+/// so ADD RULE catches a missing target at once).
+async fn resolve(client: &Client, rule: &Rule) -> Result<ResolvedRule, ChangeError> {
+    let mut active = rule.clone();
+    if active.mode == Mode::Off {
+        active.mode = Mode::DualWrite;
+    }
+    let set = catalog::resolve(client, &[active], 0).await?;
+    set.rules.into_iter().next().ok_or_else(|| {
+        ChangeError::new(
+            "XX000",
+            format!("tandem: rule for {} did not resolve", rule.table),
+            None,
+        )
+    })
+}
+
+/// Refuses cutover while any legacy key is missing from the target.
+async fn backfilled(client: &Client, rule: &ResolvedRule) -> Result<(), ChangeError> {
+    let matches = rule
+        .rule
+        .key
+        .iter()
+        .map(|k| {
+            let k = quote_ident(k);
+            format!("t.{k} = l.{k}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let missing: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {} AS l WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {matches})",
+                rule.rule.table, rule.rule.target
+            ),
+            &[],
+        )
+        .await?
+        .get(0);
+    if missing > 0 {
+        return Err(ChangeError::state(
+            format!(
+                "tandem: {} legacy rows of {} are not in {} yet; cutover would hide them",
+                missing, rule.rule.table, rule.rule.target
+            ),
+            "finish the backfill (INSERT INTO target SELECT ... ON CONFLICT DO NOTHING), then retry",
+        ));
+    }
+    Ok(())
+}
+
+/// Advances every sequence that feeds a column of `table` past the largest value of that
+/// column in `table` and `other`. Returns one note per sequence moved.
+async fn advance_sequences(
+    client: &Client,
+    table: &TableName,
+    other: &TableName,
+) -> Result<Vec<String>, ChangeError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, pg_get_serial_sequence($1::text, a.attname) \
+             FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
+               AND NOT a.attisdropped AND pg_get_serial_sequence($1::text, a.attname) IS NOT NULL",
+            &[&table.to_string()],
+        )
+        .await?;
+    let mut notes = Vec::new();
+    for row in rows {
+        let column: String = row.get(0);
+        let sequence: String = row.get(1);
+        let col = quote_ident(&column);
+        let has_other: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass \
+                 AND attname = $2::text AND NOT attisdropped)",
+                &[&other.to_string(), &column],
+            )
+            .await?
+            .get(0);
+        let other_max = if has_other {
+            format!("(SELECT max({col})::int8 FROM {other})")
+        } else {
+            "NULL".to_string()
+        };
+        let value: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT setval($1::text::regclass, greatest((SELECT last_value FROM {sequence}), \
+                       (SELECT max({col})::int8 FROM {table}), {other_max}, 1))"
+                ),
+                &[&sequence],
+            )
+            .await?
+            .get(0);
+        notes.push(format!("sequence {sequence} advanced to {value}"));
+    }
+    Ok(notes)
+}
+
+/// The policy a new rule gets from ADD RULE.
+pub fn default_policy() -> MirrorErrorPolicy {
+    MirrorErrorPolicy::Fail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_the_runbook() {
+        let t = TableName::new(Some("public"), "orders");
+        use Mode::*;
+        for (from, to) in [
+            (Off, DualWrite),
+            (DualWrite, UnionRead),
+            (UnionRead, Cutover),
+            (DualWrite, Cutover),
+            (Cutover, DualWrite),
+            (Cutover, UnionRead),
+            (Cutover, TargetOnly),
+            (UnionRead, Off),
+            (Cutover, Off),
+        ] {
+            assert!(transition(&t, from, to, false).is_ok(), "{from} -> {to}");
+        }
+        for (from, to) in [
+            (Off, UnionRead),
+            (Off, Cutover),
+            (Off, TargetOnly),
+            (DualWrite, TargetOnly),
+            (UnionRead, TargetOnly),
+            (TargetOnly, Cutover),
+            (TargetOnly, Off),
+        ] {
+            let err = transition(&t, from, to, false).unwrap_err();
+            assert_eq!(err.sqlstate, "55000");
+            assert!(err.hint.is_some());
+        }
+        assert!(transition(&t, TargetOnly, Cutover, true).is_ok());
+        assert!(transition(&t, TargetOnly, DualWrite, true).is_ok());
+    }
+}

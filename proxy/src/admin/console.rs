@@ -1,0 +1,607 @@
+//! One admin console session: SCRAM authentication, then simple queries answered as
+//! result sets.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use super::command::{self, Command};
+use super::scram::{Exchange, ScramError, Verifier};
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::frame::{begin, finish, read_cstr};
+use crate::protocol::startup::StartupMessage;
+use crate::server::Shared;
+use crate::store::change::{self, RuleChange};
+use crate::stream::Stream;
+
+/// Why a console session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The client went away or the socket failed.
+    #[error("admin console i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent something that is not the protocol.
+    #[error("admin console: {0}")]
+    Protocol(String),
+}
+
+/// Serves an admin console session to its end.
+pub async fn serve(mut client: Stream, startup: &StartupMessage, shared: &Arc<Shared>) {
+    let user = startup.user().unwrap_or_default().to_string();
+    let Some(admin) = shared.config.admin.as_ref() else {
+        let fields = ErrorFields::new("FATAL", "3D000", "database \"tandem\" does not exist")
+            .with_hint(
+                "the admin console is off; configure [admin] user and password in Tandem's config",
+            );
+        let _ = fatal(&mut client, &fields).await;
+        return;
+    };
+    if user != admin.user {
+        warn!(%user, "refused: not the admin user");
+        let fields = ErrorFields::new(
+            "FATAL",
+            "28000",
+            "tandem: only the admin user may connect to the admin console",
+        )
+        .with_hint("database \"tandem\" is Tandem's admin console; applications connect to their own database");
+        let _ = fatal(&mut client, &fields).await;
+        return;
+    }
+    let Some(verifier) = shared.admin_verifier.as_ref() else {
+        return;
+    };
+    let limits = &shared.config.limits;
+    let auth = tokio::time::timeout(
+        limits.startup_timeout(),
+        authenticate(&mut client, &user, verifier, limits.max_message_bytes),
+    )
+    .await;
+    match auth {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) | Err(_) => return,
+        Ok(Err(e)) => {
+            warn!(error = %e, "admin console authentication failed");
+            return;
+        }
+    }
+    info!(%user, "admin console session");
+    if let Err(e) = run(&mut client, &user, shared).await {
+        info!(error = %e, "admin console session ended");
+    }
+}
+
+async fn fatal(client: &mut Stream, fields: &ErrorFields) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    fields.encode_error(&mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    client.shutdown().await
+}
+
+/// Reads one message: tag and body (at most `max` bytes).
+async fn read_message(client: &mut Stream, max: usize) -> Result<(u8, Vec<u8>), ConsoleError> {
+    let mut header = [0u8; 5];
+    client.read_exact(&mut header).await?;
+    let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    if length < 4 || (length as usize - 4) > max {
+        return Err(ConsoleError::Protocol(format!(
+            "invalid message length {length}"
+        )));
+    }
+    let mut body = vec![0u8; length as usize - 4];
+    client.read_exact(&mut body).await?;
+    Ok((header[0], body))
+}
+
+fn auth_message(out: &mut BytesMut, code: i32, data: &[u8]) {
+    let start = begin(out, b'R');
+    out.put_i32(code);
+    out.put_slice(data);
+    finish(out, start);
+}
+
+/// SCRAM-SHA-256 against the admin verifier. `Ok(false)`: refused (the client was told).
+async fn authenticate(
+    client: &mut Stream,
+    user: &str,
+    verifier: &Verifier,
+    max: usize,
+) -> Result<bool, ConsoleError> {
+    let mut out = BytesMut::new();
+    auth_message(&mut out, 10, b"SCRAM-SHA-256\0\0");
+    client.write_all(&out).await?;
+    client.flush().await?;
+    let refuse = |code: &str, message: String| ErrorFields::new("FATAL", code, message);
+    let bad_password = || {
+        refuse(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        )
+    };
+    let protocol = |what: &str| refuse("08P01", format!("invalid SASL message: {what}"));
+
+    let (tag, body) = read_message(client, max).await?;
+    if tag != b'p' {
+        fatal(client, &protocol("expected SASLInitialResponse")).await?;
+        return Ok(false);
+    }
+    let Some((mechanism, rest)) = read_cstr(&body) else {
+        fatal(client, &protocol("no mechanism")).await?;
+        return Ok(false);
+    };
+    if mechanism != b"SCRAM-SHA-256" {
+        fatal(
+            client,
+            &refuse(
+                "28000",
+                "tandem: the admin console only supports SCRAM-SHA-256 (no channel binding)".into(),
+            ),
+        )
+        .await?;
+        return Ok(false);
+    }
+    let Some(data) = rest.get(4..) else {
+        fatal(client, &protocol("truncated")).await?;
+        return Ok(false);
+    };
+    let nonce: [u8; 18] = rand::random();
+    let (exchange, server_first) = match Exchange::start(data, verifier, &nonce) {
+        Ok(x) => x,
+        Err(ScramError::ChannelBinding) => {
+            fatal(
+                client,
+                &refuse(
+                    "28000",
+                    "tandem: the admin console does not support SCRAM channel binding".into(),
+                )
+                .with_hint("connect with channel_binding=disable (or prefer)"),
+            )
+            .await?;
+            return Ok(false);
+        }
+        Err(_) => {
+            fatal(client, &protocol("malformed client-first-message")).await?;
+            return Ok(false);
+        }
+    };
+    out.clear();
+    auth_message(&mut out, 11, server_first.as_bytes());
+    client.write_all(&out).await?;
+    client.flush().await?;
+    let (tag, body) = read_message(client, max).await?;
+    if tag != b'p' {
+        fatal(client, &protocol("expected SASLResponse")).await?;
+        return Ok(false);
+    }
+    let server_final = match exchange.finish(&body, verifier) {
+        Ok(f) => f,
+        Err(ScramError::BadProof) => {
+            warn!(%user, "admin console: wrong password");
+            fatal(client, &bad_password()).await?;
+            return Ok(false);
+        }
+        Err(_) => {
+            fatal(client, &bad_password()).await?;
+            return Ok(false);
+        }
+    };
+    out.clear();
+    auth_message(&mut out, 12, server_final.as_bytes());
+    auth_message(&mut out, 0, &[]);
+    let version = format!("15.0 (tandem {})", env!("CARGO_PKG_VERSION"));
+    for (name, value) in [
+        ("server_version", version.as_str()),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", "tandem"),
+    ] {
+        let start = begin(&mut out, b'S');
+        cstr(&mut out, name);
+        cstr(&mut out, value);
+        finish(&mut out, start);
+    }
+    let start = begin(&mut out, b'K');
+    out.put_i32(0);
+    out.put_i32(rand::random::<i32>());
+    finish(&mut out, start);
+    ready(&mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    Ok(true)
+}
+
+fn cstr(out: &mut BytesMut, s: &str) {
+    out.put_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+fn ready(out: &mut BytesMut) {
+    out.put_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+}
+
+/// The query loop.
+async fn run(client: &mut Stream, user: &str, shared: &Arc<Shared>) -> Result<(), ConsoleError> {
+    let max = shared.config.limits.max_message_bytes;
+    let mut out = BytesMut::new();
+    // After an extended-protocol message: error once, then ignore until Sync.
+    let mut skipping = false;
+    loop {
+        let (tag, body) = match read_message(client, max).await {
+            Ok(m) => m,
+            Err(ConsoleError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(())
+            }
+            Err(ConsoleError::Protocol(what)) => {
+                let _ = fatal(client, &ErrorFields::new("FATAL", "08P01", what.clone())).await;
+                return Err(ConsoleError::Protocol(what));
+            }
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        match tag {
+            b'X' => return Ok(()),
+            b'Q' => {
+                let text = read_cstr(&body)
+                    .and_then(|(q, _)| std::str::from_utf8(q).ok())
+                    .unwrap_or("");
+                execute_all(text, user, shared, &mut out).await;
+                ready(&mut out);
+            }
+            b'S' => {
+                skipping = false;
+                ready(&mut out);
+            }
+            b'H' => {}
+            _ => {
+                if !skipping {
+                    skipping = true;
+                    ErrorFields::new(
+                        "ERROR",
+                        "0A000",
+                        "tandem: the admin console accepts simple queries only",
+                    )
+                    .with_hint("use psql, or simple_query in a driver")
+                    .encode_error(&mut out);
+                }
+            }
+        }
+        if !out.is_empty() {
+            client.write_all(&out).await?;
+            client.flush().await?;
+        }
+    }
+}
+
+/// Runs every command of one query string; stops at the first error, like Postgres.
+async fn execute_all(text: &str, user: &str, shared: &Arc<Shared>, out: &mut BytesMut) {
+    let commands = command::parse_all(text);
+    if commands.is_empty() {
+        out.put_slice(&[b'I', 0, 0, 0, 4]);
+        return;
+    }
+    for parsed in commands {
+        let result = match parsed {
+            Ok(cmd) => execute(cmd, user, shared).await,
+            Err(reason) => Err(
+                ErrorFields::new("ERROR", "42601", format!("tandem: {reason}"))
+                    .with_hint(command::USAGE),
+            ),
+        };
+        match result {
+            Ok(result) => result.encode(out),
+            Err(fields) => {
+                fields.encode_error(out);
+                return;
+            }
+        }
+    }
+}
+
+/// A result set (or just a tag).
+struct Output {
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<Option<String>>>,
+    tag: String,
+}
+
+impl Output {
+    fn encode(&self, out: &mut BytesMut) {
+        if !self.columns.is_empty() {
+            let start = begin(out, b'T');
+            out.put_i16(self.columns.len() as i16);
+            for name in &self.columns {
+                cstr(out, name);
+                out.put_u32(0); // table OID
+                out.put_i16(0); // attnum
+                out.put_u32(25); // text
+                out.put_i16(-1);
+                out.put_i32(-1);
+                out.put_i16(0);
+            }
+            finish(out, start);
+            for row in &self.rows {
+                let start = begin(out, b'D');
+                out.put_i16(row.len() as i16);
+                for value in row {
+                    match value {
+                        Some(v) => {
+                            out.put_i32(v.len() as i32);
+                            out.put_slice(v.as_bytes());
+                        }
+                        None => out.put_i32(-1),
+                    }
+                }
+                finish(out, start);
+            }
+        }
+        let start = begin(out, b'C');
+        cstr(out, &self.tag);
+        finish(out, start);
+    }
+}
+
+fn error(code: &str, message: String) -> ErrorFields {
+    ErrorFields::new("ERROR", code, message)
+}
+
+async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Output, ErrorFields> {
+    let Some(watch) = shared.watch.as_ref() else {
+        return Err(error("55000", "tandem: the rule store is off".into()));
+    };
+    let side = || async {
+        crate::catalog::side_connection(&shared.config, &shared.connector)
+            .await
+            .map_err(|e| error("08000", format!("tandem: cannot reach the rule store: {e}")))
+    };
+    let change = match cmd {
+        Command::ShowRules => {
+            let client = side().await?;
+            let snapshot = crate::store::load(&client, watch.store())
+                .await
+                .map_err(|e| error("XX000", format!("tandem: {e}")))?;
+            let active = watch.current();
+            let rows = snapshot
+                .rules
+                .iter()
+                .map(|r| {
+                    let applied = match active
+                        .set
+                        .rules
+                        .iter()
+                        .find(|a| a.rule.table == r.rule.table)
+                    {
+                        Some(a) => a.rule == r.rule,
+                        None => r.rule.mode == tandem_rules::Mode::Off,
+                    };
+                    vec![
+                        Some(r.rule.table.to_string()),
+                        Some(r.rule.target.to_string()),
+                        Some(r.rule.key.join(", ")),
+                        Some(r.rule.mode.to_string()),
+                        Some(r.rule.sample_rate.to_string()),
+                        Some(r.rule.on_mirror_error.as_str().to_string()),
+                        Some(crate::store::set_json(&r.rule.set)),
+                        Some(r.version.to_string()),
+                        Some(r.updated_at.clone()),
+                        Some(r.updated_by.clone()),
+                        Some(applied.to_string()),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            let n = rows.len();
+            return Ok(Output {
+                columns: vec![
+                    "table",
+                    "target",
+                    "key",
+                    "mode",
+                    "sample_rate",
+                    "on_mirror_error",
+                    "set",
+                    "version",
+                    "updated_at",
+                    "updated_by",
+                    "applied",
+                ],
+                rows,
+                tag: format!("SHOW {n}"),
+            });
+        }
+        Command::ShowSessions => {
+            let rows: Vec<_> = shared
+                .sessions
+                .list()
+                .iter()
+                .map(|s| {
+                    let started: chrono_free::Rfc3339 = s.started_at.into();
+                    vec![
+                        Some(s.id.to_string()),
+                        Some(s.user.clone()),
+                        Some(s.database.clone()),
+                        Some(s.client_addr.to_string()),
+                        Some(s.tls.to_string()),
+                        Some(s.state_name().to_string()),
+                        Some(started.0),
+                        Some(s.rules_version.load(Relaxed).to_string()),
+                        Some(s.queries.load(Relaxed).to_string()),
+                    ]
+                })
+                .collect();
+            let n = rows.len();
+            return Ok(Output {
+                columns: vec![
+                    "id",
+                    "user",
+                    "database",
+                    "client_addr",
+                    "tls",
+                    "state",
+                    "started_at",
+                    "rules_version",
+                    "queries",
+                ],
+                rows,
+                tag: format!("SHOW {n}"),
+            });
+        }
+        Command::ShowStats => {
+            let s = shared.stats.snapshot();
+            let rows = [
+                ("sessions_total", s.sessions_total),
+                ("sessions_active", s.sessions_active),
+                ("sessions_refused", s.sessions_refused),
+                ("bytes_from_clients", s.bytes_from_clients),
+                ("bytes_to_clients", s.bytes_to_clients),
+                ("queries", s.queries),
+                ("errors", s.errors),
+                ("cancels", s.cancels),
+            ]
+            .iter()
+            .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
+            .collect::<Vec<_>>();
+            return Ok(Output {
+                columns: vec!["stat", "value"],
+                rows,
+                tag: "SHOW 8".into(),
+            });
+        }
+        Command::ShowVersion => {
+            let status = watch.status();
+            return Ok(Output {
+                columns: vec![
+                    "tandem",
+                    "store_schema",
+                    "store_version",
+                    "listening",
+                    "last_error",
+                ],
+                rows: vec![vec![
+                    Some(env!("CARGO_PKG_VERSION").to_string()),
+                    Some(watch.store().schema.clone()),
+                    Some(status.applied_version.to_string()),
+                    Some(status.listening.to_string()),
+                    status.last_error,
+                ]],
+                tag: "SHOW 1".into(),
+            });
+        }
+        Command::Reload => {
+            let version = watch.reload().await.map_err(|e| {
+                error(
+                    "55000",
+                    format!("tandem: reload failed, previous rules stay in force: {e}"),
+                )
+            })?;
+            return Ok(Output {
+                columns: vec!["store_version"],
+                rows: vec![vec![Some(version.to_string())]],
+                tag: "RELOAD".into(),
+            });
+        }
+        Command::SetMode { table, mode, force } => RuleChange::SetMode { table, mode, force },
+        Command::SetSample { table, rate } => RuleChange::SetSample { table, rate },
+        Command::Add {
+            table,
+            target,
+            key,
+            mode,
+        } => {
+            let mut rule = tandem_rules::Rule::new(table, mode, key);
+            if let Some(target) = target {
+                rule.target = target;
+            }
+            RuleChange::Add(rule)
+        }
+        Command::Drop { table } => RuleChange::Drop { table },
+    };
+    let tag = match &change {
+        RuleChange::Add(_) => "ADD RULE",
+        RuleChange::Drop { .. } => "DROP RULE",
+        _ => "SET RULE",
+    };
+    let mut client = side().await?;
+    let applied = change::apply(&mut client, watch.store(), change, user)
+        .await
+        .map_err(|e| {
+            let fields = error(e.sqlstate, e.message.clone());
+            match &e.hint {
+                Some(h) => fields.with_hint(h.clone()),
+                None => fields,
+            }
+        })?;
+    // This instance applies it now; the others get the NOTIFY.
+    let version = watch.reload().await.map_err(|e| {
+        error(
+            "55000",
+            format!("tandem: the change is stored but this instance could not apply it: {e}"),
+        )
+    })?;
+    let mut rows = Vec::new();
+    if let Some(rule) = &applied.rule {
+        rows.push(vec![
+            Some(rule.table.to_string()),
+            Some(rule.target.to_string()),
+            Some(rule.key.join(", ")),
+            Some(rule.mode.to_string()),
+            Some(rule.sample_rate.to_string()),
+            Some(version.to_string()),
+            Some(applied.notes.join("; ")),
+        ]);
+    }
+    Ok(Output {
+        columns: if rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                "table",
+                "target",
+                "key",
+                "mode",
+                "sample_rate",
+                "store_version",
+                "notes",
+            ]
+        },
+        rows,
+        tag: tag.to_string(),
+    })
+}
+
+/// RFC 3339 UTC timestamps without a date crate.
+mod chrono_free {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub struct Rfc3339(pub String);
+
+    impl From<SystemTime> for Rfc3339 {
+        fn from(t: SystemTime) -> Self {
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0) as i64;
+            let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+            // Civil from days (Howard Hinnant's algorithm).
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            Rfc3339(format!(
+                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            ))
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The admin console with psql: authentication, every command, transitions, errors.
+
+use std::process::Command;
+
+use tandem::config::AdminConfig;
+use tandem_tests::mirror::{config_with, start_ruled_proxy, Kind, Pair};
+use tandem_tests::{pg, pg_program, through};
+
+struct Psql {
+    stdout: String,
+    stderr: String,
+    ok: bool,
+}
+
+/// Runs psql against the proxy's console with `sql` (`-c`, unaligned, tuples only).
+fn psql(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Psql {
+    let out = Command::new(pg_program("psql"))
+        .arg(format!(
+            "postgres://{user}:{password}@127.0.0.1:{port}/{db}?sslmode=disable"
+        ))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-F",
+            "|",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
+    Psql {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ok: out.status.success(),
+    }
+}
+
+fn admin_config(pair: &Pair, mode: &str) -> tandem::Config {
+    let mut config = config_with(&[pair.rule(Kind::Hash).mode(mode)]);
+    config.admin = Some(AdminConfig {
+        user: "admin".into(),
+        password: Some("s3cret admin".into()),
+        password_env: None,
+    });
+    config
+}
+
+fn console(port: u16, sql: &str) -> Psql {
+    psql(port, "admin", "s3cret%20admin", "tandem", sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_and_changes_rules() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let proxy = start_ruled_proxy(admin_config(&pair, "off")).await;
+    let port = proxy.addr.port();
+    let table = format!("public.{}", pair.legacy);
+
+    let r = console(port, "SHOW RULES");
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("{table}|public.{}||off|1|fail|[]|1|", pair.target)),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.trim_end().ends_with("|config|true"),
+        "{}",
+        r.stdout
+    );
+
+    // Transitions that would lose data are refused with a hint.
+    let r = console(port, &format!("SET RULE {table} MODE cutover"));
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("cannot go from off to cutover"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("HINT:"), "{}", r.stderr);
+
+    let r = console(port, &format!("SET RULE {table} MODE dual_write"));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("|dual_write|"), "{}", r.stdout);
+    // Applied on this instance at once: writes through the proxy are mirrored.
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql(
+        "INSERT INTO {legacy} (tenant, amount, note, score, token, created_at) \
+         VALUES ('acme', 1, 'x', 1, gen_random_uuid(), now())",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(pair.counts(&check).await, (1, 1));
+
+    // Cutover needs every legacy key in the target.
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {legacy} (tenant, amount, note, score, token, created_at) \
+             VALUES ('globex', 2, 'not backfilled', 1, gen_random_uuid(), now())",
+        ))
+        .await
+        .unwrap();
+    let r = console(port, &format!("SET RULE {table} MODE cutover"));
+    assert!(!r.ok);
+    assert!(r.stderr.contains("1 legacy rows"), "{}", r.stderr);
+    check
+        .batch_execute(
+            &pair.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"),
+        )
+        .await
+        .unwrap();
+    for mode in [
+        "union_read",
+        "cutover",
+        "dual_write",
+        "cutover",
+        "target_only",
+    ] {
+        let r = console(port, &format!("SET RULE {table} MODE {mode}"));
+        assert!(r.ok, "{mode}: {}", r.stderr);
+    }
+    let r = console(port, &format!("SET RULE {table} MODE dual_write"));
+    assert!(!r.ok && r.stderr.contains("FORCE"), "{}", r.stderr);
+    let r = console(port, &format!("SET RULE {table} MODE cutover FORCE"));
+    assert!(r.ok, "{}", r.stderr);
+
+    let r = console(port, &format!("SET RULE {table} SAMPLE 0.25"));
+    assert!(
+        r.ok && r.stdout.contains("|0.25|"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let r = console(port, &format!("DROP RULE {table}"));
+    assert!(!r.ok && r.stderr.contains("SET RULE"), "{}", r.stderr);
+    assert!(console(port, &format!("SET RULE {table} MODE off")).ok);
+    let r = console(port, &format!("DROP RULE {table}"));
+    assert!(r.ok, "{}", r.stderr);
+    let r = console(
+        port,
+        &format!(
+            "ADD RULE {table} TARGET public.{} KEY (id) MODE dual_write",
+            pair.target
+        ),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let r = console(port, &format!("ADD RULE {table}"));
+    assert!(!r.ok && r.stderr.contains("already exists"), "{}", r.stderr);
+    let r = console(port, "ADD RULE public.no_such_table");
+    assert!(!r.ok && r.stderr.contains("does not exist"), "{}", r.stderr);
+
+    // History of every change, with who made it.
+    let schema = proxy_schema(&check, &table).await;
+    let n: i64 = check
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".rules_history WHERE by = 'admin'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n >= 10, "{n} admin changes logged");
+
+    let r = console(port, "SHOW SESSIONS");
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(&format!("|{}|", pg().database)),
+        "{}",
+        r.stdout
+    );
+    let r = console(port, "SHOW STATS; SHOW VERSION");
+    assert!(r.ok && r.stdout.contains("sessions_total|"), "{}", r.stdout);
+    let r = console(port, "RELOAD");
+    assert!(r.ok, "{}", r.stderr);
+}
+
+/// The store schema holding `table`'s rule.
+async fn proxy_schema(check: &tokio_postgres::Client, table: &str) -> String {
+    for row in check
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tandem_store%'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let schema: String = row.get(0);
+        let hit = check
+            .query_opt(
+                &format!("SELECT 1 FROM \"{schema}\".rules_history WHERE table_name = $1 LIMIT 1"),
+                &[&table],
+            )
+            .await
+            .ok()
+            .flatten();
+        if hit.is_some() {
+            return schema;
+        }
+    }
+    panic!("no store holds {table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_with_the_right_password_gets_in() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let proxy = start_ruled_proxy(admin_config(&pair, "off")).await;
+    let port = proxy.addr.port();
+
+    let r = psql(port, "admin", "wrong", "tandem", "SHOW RULES");
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("password authentication failed for user \"admin\""),
+        "{}",
+        r.stderr
+    );
+    let r = psql(port, &pg().superuser, "x", "tandem", "SHOW RULES");
+    assert!(!r.ok);
+    assert!(r.stderr.contains("only the admin user"), "{}", r.stderr);
+
+    // A bad command: an error with the list of commands, and the session goes on.
+    let r = console(port, "SHOW TABLES");
+    assert!(!r.ok);
+    assert!(r.stderr.contains("unknown SHOW target"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("HINT:  commands: SHOW RULES"),
+        "{}",
+        r.stderr
+    );
+    let out = Command::new(pg_program("psql"))
+        .arg(format!(
+            "postgres://admin:s3cret%20admin@127.0.0.1:{port}/tandem"
+        ))
+        .args(["-X", "-q", "-A", "-t"])
+        .arg("-c")
+        .arg("SHOW NOTHING")
+        .arg("-c")
+        .arg("SHOW VERSION")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+
+    // A SCRAM verifier in the config works the same.
+    let mut config = admin_config(&pair, "off");
+    config.admin = Some(AdminConfig {
+        user: "ops".into(),
+        password: Some(postgres_protocol_verifier("vpw")),
+        password_env: None,
+    });
+    let other = start_ruled_proxy(config).await;
+    let r = psql(other.addr.port(), "ops", "vpw", "tandem", "SHOW VERSION");
+    assert!(r.ok, "{}", r.stderr);
+}
+
+fn postgres_protocol_verifier(password: &str) -> String {
+    // What `SELECT rolpassword FROM pg_authid` shows for a SCRAM password.
+    let check = std::process::Command::new(pg_program("psql"))
+        .arg(pg().direct_url(&pg().superuser))
+        .args(["-X", "-q", "-A", "-t", "-c"])
+        .arg(format!(
+            "SET password_encryption = 'scram-sha-256'; CREATE ROLE tandem_verifier_probe_{n} PASSWORD '{password}'; \
+             SELECT rolpassword FROM pg_authid WHERE rolname = 'tandem_verifier_probe_{n}'; DROP ROLE tandem_verifier_probe_{n};",
+            n = std::process::id()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&check.stdout)
+        .lines()
+        .find(|l| l.starts_with("SCRAM-SHA-256$"))
+        .expect("verifier")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_admin_config_there_is_no_console() {
+    let proxy = tandem_tests::start_proxy().await;
+    let r = psql(proxy.addr.port(), "admin", "x", "tandem", "SHOW RULES");
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("database \"tandem\" does not exist"),
+        "{}",
+        r.stderr
+    );
+}
