@@ -45,12 +45,105 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
     },
+    /// Show or change migration rules through a running proxy's admin console.
+    Rules {
+        /// Admin console URL, e.g. postgres://admin:secret@127.0.0.1:6432/tandem.
+        #[arg(long, env = "TANDEM_ADMIN_URL", global = true, hide_env_values = true)]
+        admin: Option<String>,
+        #[command(subcommand)]
+        action: RulesAction,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesAction {
+    /// SHOW RULES.
+    List,
+    /// ADD RULE: start migrating a table (mode off unless --mode says otherwise).
+    Add {
+        /// Legacy table (`orders`, `public.orders`).
+        table: String,
+        /// Target table (default `<table>_v2`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Key columns, comma-separated (default: the legacy primary key plus the target's partition key).
+        #[arg(long, value_delimiter = ',')]
+        key: Vec<String>,
+        /// Initial mode.
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// SET RULE: change a rule's mode or sample rate.
+    Set {
+        /// Legacy table.
+        table: String,
+        /// New mode: off, dual_write, union_read, cutover, target_only.
+        #[arg(long, conflicts_with = "sample", required_unless_present = "sample")]
+        mode: Option<String>,
+        /// Leave target_only anyway.
+        #[arg(long, requires = "mode")]
+        force: bool,
+        /// Share of reads sampled for shadow comparison, 0..1.
+        #[arg(long)]
+        sample: Option<f64>,
+    },
+    /// DROP RULE.
+    Drop {
+        /// Legacy table.
+        table: String,
+    },
+    /// RELOAD: re-read the store on that instance now.
+    Reload,
+}
+
+impl RulesAction {
+    /// The console command for this action.
+    fn command(&self) -> String {
+        match self {
+            RulesAction::List => "SHOW RULES".into(),
+            RulesAction::Add {
+                table,
+                target,
+                key,
+                mode,
+            } => {
+                let mut c = format!("ADD RULE {table}");
+                if let Some(t) = target {
+                    c.push_str(&format!(" TARGET {t}"));
+                }
+                if !key.is_empty() {
+                    c.push_str(&format!(" KEY ({})", key.join(", ")));
+                }
+                if let Some(m) = mode {
+                    c.push_str(&format!(" MODE {m}"));
+                }
+                c
+            }
+            RulesAction::Set {
+                table,
+                mode: Some(mode),
+                force,
+                ..
+            } => format!(
+                "SET RULE {table} MODE {mode}{}",
+                if *force { " FORCE" } else { "" }
+            ),
+            RulesAction::Set {
+                table,
+                sample: Some(rate),
+                ..
+            } => format!("SET RULE {table} SAMPLE {rate}"),
+            RulesAction::Set { table, .. } => format!("SET RULE {table}"),
+            RulesAction::Drop { table } => format!("DROP RULE {table}"),
+            RulesAction::Reload => "RELOAD".into(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -79,6 +172,34 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Command::Rules { admin, action } => {
+            let Some(admin) = admin else {
+                eprintln!("tandem: give --admin <url> or set TANDEM_ADMIN_URL");
+                return ExitCode::from(2);
+            };
+            let command = action.command();
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| tandem::admin::cli::CliError {
+                    message: e.to_string(),
+                    hint: None,
+                })
+                .and_then(|rt| rt.block_on(tandem::admin::cli::run(&admin, &command)));
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tandem: {}", e.message);
+                    if let Some(hint) = e.hint {
+                        eprintln!("hint: {hint}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { listen } => {
             init_logging("info");
             run(async move { demo::run(listen).await })

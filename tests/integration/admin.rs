@@ -291,3 +291,42 @@ async fn without_admin_config_there_is_no_console() {
         r.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_to_the_console() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let proxy = start_ruled_proxy(admin_config(&pair, "off")).await;
+    let url = format!(
+        "postgres://admin:s3cret%20admin@127.0.0.1:{}/tandem",
+        proxy.addr.port()
+    );
+    let out = tandem::admin::cli::run(&url, "SHOW RULES").await.unwrap();
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("table "), "{out}");
+    assert!(out.contains(&pair.legacy), "{out}");
+    assert!(out.ends_with("(1 row)\n"), "{out}");
+    let out = tandem::admin::cli::run(
+        &url,
+        &format!("SET RULE public.{} MODE dual_write", pair.legacy),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("dual_write"), "{out}");
+    let err = tandem::admin::cli::run(
+        &url,
+        &format!("SET RULE public.{} MODE target_only", pair.legacy),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("cannot go from dual_write to target_only"), "{}", err.message);
+    assert!(err.hint.unwrap().contains("cutover"));
+    let err = tandem::admin::cli::run(
+        &url.replace("s3cret%20admin", "nope"),
+        "SHOW RULES",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("password authentication failed"), "{}", err.message);
+}

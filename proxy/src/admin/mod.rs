@@ -8,6 +8,7 @@
 //! through [`crate::store::change`] (validated, serialised, NOTIFYed to every instance) and
 //! are applied on this instance at once.
 
+pub mod cli;
 pub mod command;
 pub mod console;
 pub mod scram;
