@@ -50,7 +50,8 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
 
     let mut config = Config::parse(
         &format!(
-            "listen = {listen:?}\nupstream = {:?}\n\n[[rule]]\ntable = \"public.orders\"\nmode = \"dual_write\"\n",
+            "listen = {listen:?}\nupstream = {:?}\n\n[admin]\nuser = \"admin\"\npassword = \"demo\"\n\n\
+             [[rule]]\ntable = \"public.orders\"\nmode = \"dual_write\"\n",
             cluster.url("postgres")
         ),
         "demo config",
@@ -77,6 +78,11 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
     println!();
     println!("    psql postgres://postgres@{addr}/postgres");
     println!();
+    println!("tandem demo: the admin console (SHOW RULES, SET RULE public.orders MODE union_read, ...):");
+    println!();
+    println!("    psql postgres://admin:demo@{addr}/tandem");
+    println!();
+    println!("tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there.");
     println!("tandem demo: Ctrl-C stops the proxy and deletes the cluster.");
     proxy.serve(listener, crate::shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
