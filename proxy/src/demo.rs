@@ -78,11 +78,15 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
     println!();
     println!("    psql postgres://postgres@{addr}/postgres");
     println!();
-    println!("tandem demo: the admin console (SHOW RULES, SET RULE public.orders MODE union_read, ...):");
+    println!(
+        "tandem demo: the admin console (SHOW RULES, SET RULE public.orders MODE union_read, ...):"
+    );
     println!();
     println!("    psql postgres://admin:demo@{addr}/tandem");
     println!();
-    println!("tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there.");
+    println!(
+        "tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there."
+    );
     println!("tandem demo: Ctrl-C stops the proxy and deletes the cluster.");
     proxy.serve(listener, crate::shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;

@@ -320,13 +320,19 @@ async fn the_cli_speaks_to_the_console() {
     )
     .await
     .unwrap_err();
-    assert!(err.message.contains("cannot go from dual_write to target_only"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("cannot go from dual_write to target_only"),
+        "{}",
+        err.message
+    );
     assert!(err.hint.unwrap().contains("cutover"));
-    let err = tandem::admin::cli::run(
-        &url.replace("s3cret%20admin", "nope"),
-        "SHOW RULES",
-    )
-    .await
-    .unwrap_err();
-    assert!(err.message.contains("password authentication failed"), "{}", err.message);
+    let err = tandem::admin::cli::run(&url.replace("s3cret%20admin", "nope"), "SHOW RULES")
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("password authentication failed"),
+        "{}",
+        err.message
+    );
 }

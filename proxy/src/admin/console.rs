@@ -370,19 +370,31 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 .rules
                 .iter()
                 .map(|r| {
-                    let applied = match active
+                    let live = active
                         .set
                         .rules
                         .iter()
-                        .find(|a| a.rule.table == r.rule.table)
-                    {
-                        Some(a) => a.rule == r.rule,
+                        .find(|a| a.rule.table == r.rule.table);
+                    // An empty stored key means "primary key (+ partition key)", which the
+                    // instance resolved: compare everything else, show the resolved key.
+                    let applied = match live {
+                        Some(a) => {
+                            let mut stored = r.rule.clone();
+                            if stored.key.is_empty() {
+                                stored.key = a.rule.key.clone();
+                            }
+                            a.rule == stored
+                        }
                         None => r.rule.mode == tandem_rules::Mode::Off,
+                    };
+                    let key = match (r.rule.key.is_empty(), live) {
+                        (true, Some(a)) => a.rule.key.join(", "),
+                        _ => r.rule.key.join(", "),
                     };
                     vec![
                         Some(r.rule.table.to_string()),
                         Some(r.rule.target.to_string()),
-                        Some(r.rule.key.join(", ")),
+                        Some(key),
                         Some(r.rule.mode.to_string()),
                         Some(r.rule.sample_rate.to_string()),
                         Some(r.rule.on_mirror_error.as_str().to_string()),
