@@ -18,6 +18,30 @@ const ROWS: i64 = 2000;
 /// Seconds each pgbench runs: long enough for the whole walk.
 const BENCH_SECONDS: u64 = 30;
 
+/// Reads whose answer does not change under the load (it never deletes or re-tenants the
+/// seed rows), so through the proxy they must equal a direct read of the legacy table at
+/// every stage: aggregates, a join, ORDER BY ... LIMIT, and a prepared statement.
+async fn same_reads(via: &Client, check: &Client, legacy: &str) {
+    for sql in [
+        format!("SELECT count(*), min(id), max(id) FROM {legacy} WHERE id <= {ROWS}"),
+        format!("SELECT tenant, count(*) FROM {legacy} WHERE id <= {ROWS} GROUP BY tenant ORDER BY tenant"),
+        format!("SELECT a.id, b.tenant FROM {legacy} a JOIN {legacy} b ON b.id = a.id + 1 WHERE a.id < 6 ORDER BY a.id"),
+        format!("SELECT id, tenant FROM {legacy} WHERE id <= {ROWS} ORDER BY id DESC LIMIT 3"),
+    ] {
+        let text = |rows: Vec<tokio_postgres::Row>| {
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| format!("{:?}", r.get::<_, Option<String>>(i))).collect::<Vec<_>>().join("|"))
+                .collect::<Vec<_>>()
+        };
+        let wrapped = format!("SELECT t::text FROM ({sql}) t");
+        let proxied = text(via.query(&wrapped, &[]).await.unwrap());
+        let direct = text(check.query(&wrapped, &[]).await.unwrap());
+        assert_eq!(proxied, direct, "{sql}");
+        let stmt = via.prepare(&wrapped).await.unwrap();
+        assert_eq!(text(via.query(&stmt, &[]).await.unwrap()), direct, "prepared {sql}");
+    }
+}
+
 /// Rows present in one table and not the other (on every column), in one snapshot.
 async fn disagreement(check: &mut Client, legacy: &str, target: &str) -> (i64, i64) {
     let tx = check
@@ -59,8 +83,12 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
         ))
         .await
         .unwrap_or_else(|e| panic!("{}", db_text(&e)));
-    let config = config_with(&[RuleToml::dual_write(&legacy).mode("off")]);
-    let schema = config.store.schema.clone();
+    let mut config = config_with(&[RuleToml::dual_write(&legacy).mode("off")]);
+    config.admin = Some(tandem::config::AdminConfig {
+        user: "admin".into(),
+        password: Some("walk".into()),
+        password_env: None,
+    });
     let a = start_ruled_proxy(config.clone()).await;
     let b = start_ruled_proxy(config).await;
 
@@ -108,18 +136,23 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
     let bench_b = bench(b.addr.port(), "simple");
     let pause = || tokio::time::sleep(Duration::from_millis(1500));
     let table = format!("public.{legacy}");
+    // Each switch goes through one instance's admin console, alternating, as an operator
+    // behind a load balancer would land on either.
+    let consoles = [
+        format!("postgres://admin:walk@127.0.0.1:{}/tandem", a.addr.port()),
+        format!("postgres://admin:walk@127.0.0.1:{}/tandem", b.addr.port()),
+    ];
+    let flips = std::sync::atomic::AtomicUsize::new(0);
     let flip = |mode: &'static str| {
-        let sql = format!(
-            "UPDATE \"{schema}\".rules SET mode = '{mode}', updated_by = 'walk' WHERE table_name = '{table}'"
-        );
+        let n = flips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = consoles[n % 2].clone();
+        let command = format!("SET RULE {table} MODE {mode}");
         async move {
-            let c = pg().direct().await;
-            c.batch_execute(&sql)
+            tandem::admin::cli::run(&url, &command)
                 .await
-                .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+                .unwrap_or_else(|e| panic!("{command}: {} ({:?})", e.message, e.hint));
         }
     };
-
     pause().await;
     flip("dual_write").await;
     pause().await;
@@ -159,9 +192,13 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
         "after backfill"
     );
 
+    let via_a = tandem_tests::through(&a).await;
+    let via_b = tandem_tests::through(&b).await;
     for mode in ["union_read", "cutover", "dual_write", "cutover"] {
         flip(mode).await;
         pause().await;
+        same_reads(&via_a, &check, &legacy).await;
+        same_reads(&via_b, &check, &legacy).await;
         assert_eq!(
             disagreement(&mut check, &legacy, &target).await,
             (0, 0),
