@@ -79,15 +79,19 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         table: table.clone(),
         reason,
     };
-    let legacy_oid = relation_oid(client, &table)
-        .await?
-        .ok_or_else(|| refuse(format!("legacy table {table} does not exist")))?;
+    let legacy_found = relation_oid(client, &table).await?;
+    if legacy_found.is_none() && rule.mode != Mode::TargetOnly {
+        return Err(refuse(format!("legacy table {table} does not exist")));
+    }
     let target = rule.target.to_string();
     let target_oid = relation_oid(client, &target).await?.ok_or_else(|| {
         refuse(format!(
             "target table {target} does not exist (create it first)"
         ))
     })?;
+    // In target_only the legacy table may be gone already: applications still use its
+    // name, which Tandem renames to the target, so the target stands in for it.
+    let legacy_oid = legacy_found.unwrap_or(target_oid);
 
     let legacy = columns(client, legacy_oid).await?;
     let target_cols = columns(client, target_oid).await?;

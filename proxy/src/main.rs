@@ -97,6 +97,9 @@ enum RulesAction {
     Drop {
         /// Legacy table.
         table: String,
+        /// Drop a rule in target_only anyway.
+        #[arg(long)]
+        force: bool,
     },
     /// RELOAD: re-read the store on that instance now.
     Reload,
@@ -140,7 +143,9 @@ impl RulesAction {
                 ..
             } => format!("SET RULE {table} SAMPLE {rate}"),
             RulesAction::Set { table, .. } => format!("SET RULE {table}"),
-            RulesAction::Drop { table } => format!("DROP RULE {table}"),
+            RulesAction::Drop { table, force } => {
+                format!("DROP RULE {table}{}", if *force { " FORCE" } else { "" })
+            }
             RulesAction::Reload => "RELOAD".into(),
         }
     }

@@ -128,6 +128,9 @@ async fn the_console_shows_and_changes_rules() {
     }
     let r = console(port, &format!("SET RULE {table} MODE dual_write"));
     assert!(!r.ok && r.stderr.contains("FORCE"), "{}", r.stderr);
+    // Dropping the rule in target_only would send applications back to the stale table.
+    let r = console(port, &format!("DROP RULE {table}"));
+    assert!(!r.ok && r.stderr.contains("FORCE"), "{}", r.stderr);
     let r = console(port, &format!("SET RULE {table} MODE cutover FORCE"));
     assert!(r.ok, "{}", r.stderr);
 

@@ -46,10 +46,12 @@ pub enum Command {
         /// Initial mode (default `off`).
         mode: Mode,
     },
-    /// `DROP RULE <table>`
+    /// `DROP RULE <table> [FORCE]`
     Drop {
         /// Legacy table.
         table: TableName,
+        /// Allow dropping a rule in `target_only`.
+        force: bool,
     },
     /// `RELOAD`
     Reload,
@@ -59,7 +61,7 @@ pub enum Command {
 pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
 SET RULE <table> SAMPLE <0..1> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
-DROP RULE <table> | RELOAD";
+DROP RULE <table> [FORCE] | RELOAD";
 
 /// Splits a query string into statements at `;` outside double quotes and parses each.
 /// Empty statements are skipped.
@@ -199,7 +201,15 @@ pub fn parse(text: &str) -> Result<Command, String> {
         }
         "DROP" => {
             it.keyword("RULE")?;
-            Command::Drop { table: it.table()? }
+            let table = it.table()?;
+            let force = match it.peek() {
+                Some(w) if w.eq_ignore_ascii_case("FORCE") => {
+                    it.at += 1;
+                    true
+                }
+                _ => false,
+            };
+            Command::Drop { table, force }
         }
         "RELOAD" => Command::Reload,
         other => return Err(format!("unknown command {other:?}")),
@@ -334,7 +344,8 @@ mod tests {
         assert_eq!(
             parse("DROP RULE orders").unwrap(),
             Command::Drop {
-                table: t("public.orders")
+                table: t("public.orders"),
+                force: false
             }
         );
         assert_eq!(parse("reload").unwrap(), Command::Reload);

@@ -530,7 +530,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             }
             RuleChange::Add(rule)
         }
-        Command::Drop { table } => RuleChange::Drop { table },
+        Command::Drop { table, force } => RuleChange::Drop { table, force },
     };
     let tag = match &change {
         RuleChange::Add(_) => "ADD RULE",

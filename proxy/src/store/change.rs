@@ -12,7 +12,8 @@
 //! - entering `cutover` advances the target's sequences past the largest value in either
 //!   table (the target generates ids from now on), and leaving it for `dual_write`,
 //!   `union_read` or `off` does the same for the legacy table's sequences;
-//! - DROP RULE only in `off`, `dual_write` or `target_only`.
+//! - DROP RULE only in `off` or `dual_write`, or in `target_only` with FORCE (applications
+//!   still using the legacy name would fall back to the stale legacy table).
 //!
 //! The row is locked (`SELECT ... FOR UPDATE`) and its version compared, so two admins
 //! racing on one rule serialise, and the second sees the first's result.
@@ -44,10 +45,12 @@ pub enum RuleChange {
     },
     /// `ADD RULE ...`
     Add(Rule),
-    /// `DROP RULE t`
+    /// `DROP RULE t [FORCE]`
     Drop {
         /// Legacy table.
         table: TableName,
+        /// Allow dropping a rule in `target_only`.
+        force: bool,
     },
 }
 
@@ -132,7 +135,7 @@ pub async fn apply(
     let table = match &change {
         RuleChange::SetMode { table, .. }
         | RuleChange::SetSample { table, .. }
-        | RuleChange::Drop { table } => table.clone(),
+        | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
     let current = read(client, store, &table, false).await?;
@@ -161,7 +164,15 @@ pub async fn apply(
             rule.sample_rate = *rate;
             Some(rule)
         }
-        (RuleChange::Drop { .. }, Some(old)) => {
+        (RuleChange::Drop { force, .. }, Some(old)) => {
+            if old.rule.mode == Mode::TargetOnly && !force {
+                return Err(ChangeError::state(
+                    format!(
+                        "tandem: the rule for {table} is in target_only; without it, applications that still use the name {table} would read and write the legacy table, which stopped receiving writes"
+                    ),
+                    "switch the applications to the target's name first, then DROP RULE ... FORCE",
+                ));
+            }
             if matches!(old.rule.mode, Mode::UnionRead | Mode::Cutover) {
                 return Err(ChangeError::state(
                     format!(

@@ -115,4 +115,20 @@ async fn target_only_reads_and_writes_the_target_alone() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "reads come from the target");
+
+    // The legacy table can go while applications still use its name.
+    f.check
+        .batch_execute(&f.sql("DROP TABLE {legacy}"))
+        .await
+        .unwrap();
+    let (_fresh, via) = f.proxy("target_only").await;
+    let n: i64 = via
+        .query_one(&f.sql("SELECT count(*) FROM {legacy}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)))
+        .get(0);
+    assert_eq!(
+        n, 10,
+        "10 seeded + 1 inserted - 1 deleted, all in the target"
+    );
 }
