@@ -223,6 +223,8 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The rules in force, when the store is on.
+    pub watch: Option<Arc<RulesWatch>>,
     /// Resolves the shutdown future.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The serve task.
@@ -239,6 +241,7 @@ impl RunningProxy {
         let addr = listener.local_addr().map_err(crate::Error::Listen)?;
         let proxy = Proxy::new(config).await?;
         let stats = proxy.stats();
+        let watch = proxy.shared.watch.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(listener, async {
             let _ = stopped.await;
@@ -246,6 +249,7 @@ impl RunningProxy {
         Ok(Self {
             addr,
             stats,
+            watch,
             stop: Some(stop),
             task,
         })

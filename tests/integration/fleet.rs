@@ -298,3 +298,51 @@ async fn sql_prepare_made_before_a_rule_is_checked_again_on_execute() {
     let rows = via.simple_query("EXECUTE sel").await.unwrap();
     assert!(!rows.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_latency_across_two_instances() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let a = start_ruled_proxy(config.clone()).await;
+    let b = start_ruled_proxy(config).await;
+    let (wa, wb) = (a.watch.clone().unwrap(), b.watch.clone().unwrap());
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let mode = if i % 2 == 0 { "dual_write" } else { "off" };
+        let before = (wa.version(), wb.version());
+        set_mode(&check, &schema, &pair, mode).await;
+        // From the UPDATE's commit to both instances running the new version.
+        let start = Instant::now();
+        let mut seen = [None, None];
+        while seen.iter().any(Option::is_none) {
+            if seen[0].is_none() && wa.version() != before.0 {
+                seen[0] = Some(start.elapsed());
+            }
+            if seen[1].is_none() && wb.version() != before.1 {
+                seen[1] = Some(start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "flip {i} not applied"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.extend(seen.into_iter().flatten());
+    }
+    samples.sort();
+    eprintln!(
+        "flip latency over {} instance-flips: median {:?}, p90 {:?}, max {:?}",
+        samples.len(),
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1]
+    );
+    // Sessions report the version they plan with (SHOW SESSIONS shows it).
+    let via = through(&a).await;
+    via.batch_execute("SELECT 1").await.unwrap();
+    via.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(wa.version(), wb.version());
+}

@@ -132,3 +132,68 @@ async fn target_only_reads_and_writes_the_target_alone() {
         "10 seeded + 1 inserted - 1 deleted, all in the target"
     );
 }
+
+/// `\copy` through psql (a simple-protocol COPY FROM STDIN) into the legacy table.
+fn copy_rows(port: u16, table: &str, rows: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(tandem_tests::pg_program("psql"))
+        .arg(format!(
+            "postgres://{}@127.0.0.1:{port}/{}",
+            tandem_tests::pg().superuser,
+            tandem_tests::pg().database
+        ))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "\\copy {table} (id, tenant, amount, note) FROM STDIN"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rows.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_follows_the_mode() {
+    let f = Fixture::new(4).await;
+    f.check
+        .batch_execute(&f.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"))
+        .await
+        .unwrap();
+    let (cutover, _via) = f.proxy("cutover").await;
+    let out = copy_rows(
+        cutover.addr.port(),
+        &f.legacy,
+        "301\tacme\t1.00\tcopied\n302\tglobex\t2.00\tcopied\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [301, 302] {
+        let (l, t) = both(&f, id).await;
+        assert_eq!(l, t, "cutover COPY lands in both");
+        assert_eq!(l.len(), 1);
+    }
+    drop(cutover);
+    let (only, _via) = f.proxy("target_only").await;
+    let out = copy_rows(only.addr.port(), &f.legacy, "303\tacme\t3.00\tonly\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (l, t) = both(&f, 303).await;
+    assert!(
+        l.is_empty() && t.len() == 1,
+        "target_only COPY lands in the target alone"
+    );
+}
