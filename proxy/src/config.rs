@@ -570,4 +570,46 @@ max_clients = 5
             .to_string();
         assert!(e.contains("upstream_tls.ca"), "{e}");
     }
+
+    #[test]
+    fn admin_passwords_come_plain_as_verifiers_or_from_the_environment() {
+        let c = Config::parse("[admin]\nuser = \"ops\"\npassword = \"pw\"\n", "t").unwrap();
+        assert!(c.store_enabled(), "[admin] turns the store on");
+        assert!(
+            !format!("{:?}", c.admin).contains("pw\""),
+            "password redacted in Debug"
+        );
+        let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+        let c = Config::parse(
+            &format!("[admin]\nuser = \"ops\"\npassword = \"{verifier}\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert!(c.admin.unwrap().verifier().is_ok());
+        std::env::set_var("TANDEM_TEST_ADMIN_PW_CFG", "from-env");
+        let c = Config::parse(
+            "[admin]\nuser = \"ops\"\npassword_env = \"TANDEM_TEST_ADMIN_PW_CFG\"\n",
+            "t",
+        );
+        assert!(c.is_ok());
+        for (text, key) in [
+            (
+                "[admin]\nuser = \"ops\"\npassword_env = \"TANDEM_TEST_NO_SUCH_VAR\"\n",
+                "admin.password_env",
+            ),
+            ("[admin]\nuser = \"ops\"\n", "admin.password"),
+            ("[admin]\nuser = \"\"\npassword = \"x\"\n", "admin.user"),
+            (
+                "[admin]\nuser = \"ops\"\npassword = \"SCRAM-SHA-256$bad\"\n",
+                "admin.password",
+            ),
+            (
+                "[admin]\nuser = \"ops\"\npassword = \"x\"\n[store]\nenabled = false\n",
+                "store.enabled",
+            ),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -254,7 +254,9 @@ async fn listen_once(watch: &Arc<RulesWatch>) -> Result<(), WatchError> {
 async fn listen_connection(
     watch: &RulesWatch,
 ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<()>), WatchError> {
-    let pg = catalog::upstream_pg_config(&watch.config)?;
+    let mut pg = catalog::upstream_pg_config(&watch.config)?;
+    // Operators (and tests) find it in pg_stat_activity by this name.
+    pg.application_name(&format!("tandem rules watch {}", watch.store.schema));
     let stream = watch
         .connector
         .connect()

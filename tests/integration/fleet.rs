@@ -346,3 +346,48 @@ async fn flip_latency_across_two_instances() {
     via.batch_execute("SELECT 1").await.unwrap();
     assert_eq!(wa.version(), wb.version());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listen_connection_is_reestablished() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config).await;
+    let via = through(&proxy).await;
+    let app = format!("tandem rules watch {schema}");
+    let killed: i64 = check
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) t",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the watch connection was found");
+    // A change made while it is down is still applied (poll or reconnect).
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    until_mirrored(&via, &check, &pair).await;
+    // And it is back: LISTENing again.
+    let start = Instant::now();
+    loop {
+        let n: i64 = check
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 && proxy.watch.as_ref().unwrap().status().listening {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "watch never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

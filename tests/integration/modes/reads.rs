@@ -169,3 +169,32 @@ async fn row_description_keeps_the_legacy_tables_origins() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_locking_reads_lock_the_target_rows() {
+    let f = Fixture::new(4).await;
+    f.check
+        .batch_execute(&f.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"))
+        .await
+        .unwrap();
+    let (_proxy, via) = f.proxy("cutover").await;
+    via.batch_execute("BEGIN").await.unwrap();
+    let rows = via
+        .query(
+            &f.sql("SELECT id, note FROM {legacy} WHERE id = 3 FOR UPDATE"),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", tandem_tests::mirror::db_text(&e)));
+    assert_eq!(rows.len(), 1);
+    let err = f
+        .check
+        .query(
+            &f.sql("SELECT 1 FROM {target} WHERE id = 3 FOR UPDATE NOWAIT"),
+            &[],
+        )
+        .await
+        .expect_err("the target row is locked");
+    assert_eq!(tandem_tests::mirror::sqlstate(&err), "55P03");
+    via.batch_execute("COMMIT").await.unwrap();
+}
