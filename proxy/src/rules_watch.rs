@@ -256,7 +256,7 @@ async fn listen_connection(
 ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<()>), WatchError> {
     let mut pg = catalog::upstream_pg_config(&watch.config)?;
     // Operators (and tests) find it in pg_stat_activity by this name.
-    pg.application_name(&format!("tandem rules watch {}", watch.store.schema));
+    pg.application_name(format!("tandem rules watch {}", watch.store.schema));
     let stream = watch
         .connector
         .connect()
