@@ -43,7 +43,7 @@ use sqlparser::ast::{
     Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
 };
 
-use crate::ident::{normalize, quote_ident};
+use crate::ident::{ident, normalize, quote_ident};
 use crate::plan::{ColumnOrigin, ResponseFix, StatementPlan};
 use crate::rule::{Mode, ResolvedRule};
 use crate::sqlgen::parse_statement;
@@ -104,7 +104,7 @@ fn has_locks(stmt: &Statement) -> bool {
 
 /// Names of every CTE the statement defines (catalog spelling): a bare reference to one of
 /// them is the CTE, not the ruled table.
-fn cte_names(stmt: &Statement) -> Vec<String> {
+pub(crate) fn cte_names(stmt: &Statement) -> Vec<String> {
     struct Ctes(Vec<String>);
     impl Visitor for Ctes {
         type Break = ();
@@ -184,7 +184,7 @@ impl VisitorMut for Swap<'_> {
         };
         let alias = alias.clone().unwrap_or_else(|| TableAlias {
             explicit: true,
-            name: bare_ident(&rule.rule.table.name),
+            name: ident(&rule.rule.table.name),
             columns: Vec::new(),
             at: None,
         });
@@ -197,15 +197,6 @@ impl VisitorMut for Swap<'_> {
             sample: None,
         };
         ControlFlow::Continue(())
-    }
-}
-
-/// An identifier for a catalog name, quoted when needed.
-fn bare_ident(name: &str) -> Ident {
-    if quote_ident(name) == name {
-        Ident::new(name)
-    } else {
-        Ident::with_quote('"', name)
     }
 }
 

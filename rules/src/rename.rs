@@ -13,12 +13,11 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Ident, ObjectName, Query, Statement, TableAlias, TableAliasWithoutColumns,
-    TableFactor, TableObject, Visit, VisitMut, Visitor, VisitorMut,
+    CopySource, ObjectName, Statement, TableAlias, TableAliasWithoutColumns, TableFactor,
+    TableObject, VisitMut, VisitorMut,
 };
 
-use crate::ident::{normalize, quote_ident};
-use crate::name::TableName;
+use crate::ident::{ident, normalize, object_name};
 use crate::rule::{Mode, ResolvedRule};
 use crate::writes::Ctx;
 
@@ -30,7 +29,7 @@ pub(crate) fn rewrite<'a>(stmt: &Statement, ctx: Ctx<'a>) -> Option<(Statement, 
     let mut out = stmt.clone();
     let mut rename = Rename {
         ctx,
-        ctes: cte_names(stmt),
+        ctes: crate::reads::cte_names(stmt),
         first: None,
     };
     let _ = VisitMut::visit(&mut out, &mut rename);
@@ -51,23 +50,6 @@ fn renamable(stmt: &Statement) -> bool {
             | Statement::Explain { .. }
             | Statement::Prepare { .. }
     )
-}
-
-fn cte_names(stmt: &Statement) -> Vec<String> {
-    struct Ctes(Vec<String>);
-    impl Visitor for Ctes {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if let Some(with) = &q.with {
-                self.0
-                    .extend(with.cte_tables.iter().map(|c| normalize(&c.alias.name)));
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = Ctes(Vec::new());
-    let _ = stmt.visit(&mut v);
-    v.0
 }
 
 struct Rename<'a> {
@@ -150,23 +132,4 @@ impl VisitorMut for Rename<'_> {
         }
         ControlFlow::Continue(())
     }
-}
-
-/// An identifier for a catalog name, quoted when needed.
-fn ident(name: &str) -> Ident {
-    if quote_ident(name) == name {
-        Ident::new(name)
-    } else {
-        Ident::with_quote('"', name)
-    }
-}
-
-/// A parser name for a catalog-spelled table.
-fn object_name(table: &TableName) -> ObjectName {
-    let mut parts = Vec::new();
-    if let Some(schema) = &table.schema {
-        parts.push(ident(schema));
-    }
-    parts.push(ident(&table.name));
-    ObjectName::from(parts)
 }

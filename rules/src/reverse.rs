@@ -27,12 +27,11 @@
 //! see the target's shape): name the columns.
 
 use sqlparser::ast::{
-    FromTable, Ident, ObjectName, SelectItem, Statement, TableAlias, TableAliasWithoutColumns,
-    TableFactor, TableObject, With,
+    FromTable, SelectItem, Statement, TableAlias, TableAliasWithoutColumns, TableFactor,
+    TableObject, With,
 };
 
-use crate::ident::quote_ident;
-use crate::name::TableName;
+use crate::ident::{ident, object_name};
 use crate::plan::StatementPlan;
 use crate::refusal::Refusal;
 use crate::rule::{ResolvedRule, Rule, TableShape};
@@ -167,23 +166,6 @@ fn swap_factor(factor: &mut TableFactor, rule: &ResolvedRule) {
             });
         }
     }
-}
-
-fn ident(name: &str) -> Ident {
-    if quote_ident(name) == name {
-        Ident::new(name)
-    } else {
-        Ident::with_quote('"', name)
-    }
-}
-
-fn object_name(table: &TableName) -> ObjectName {
-    let mut parts = Vec::new();
-    if let Some(schema) = &table.schema {
-        parts.push(ident(schema));
-    }
-    parts.push(ident(&table.name));
-    ObjectName::from(parts)
 }
 
 #[cfg(test)]

@@ -5,10 +5,9 @@
 //! need no fixing. The client's other tables and options (`RESTART IDENTITY`, `CASCADE`)
 //! are kept; a target the client already listed is harmless, PostgreSQL ignores duplicates.
 
-use sqlparser::ast::{Ident, ObjectName, Truncate, TruncateTableTarget};
+use sqlparser::ast::{Truncate, TruncateTableTarget};
 
-use crate::ident::quote_ident;
-use crate::name::TableName;
+use crate::ident::object_name;
 use crate::plan::{require_dual_write, Outcome, ResponseFix, StatementPlan};
 use crate::refusal::Refusal;
 use crate::writes::Ctx;
@@ -38,23 +37,6 @@ pub(crate) fn plan(truncate: &Truncate, ctx: Ctx<'_>) -> Result<Outcome, Refusal
         rule_table: Some(first.rule.table.clone()),
         policy: Some(first.rule.on_mirror_error),
     }))
-}
-
-/// A parser name for a catalog-spelled table, quoted where needed.
-fn object_name(table: &TableName) -> ObjectName {
-    let ident = |part: &str| {
-        if quote_ident(part) == part {
-            Ident::new(part)
-        } else {
-            Ident::with_quote('"', part)
-        }
-    };
-    let mut parts = Vec::new();
-    if let Some(schema) = &table.schema {
-        parts.push(ident(schema));
-    }
-    parts.push(ident(&table.name));
-    ObjectName::from(parts)
 }
 
 #[cfg(test)]

@@ -36,6 +36,37 @@ async fn mirrored(check: &Client, pair: &Pair, id: i64) -> bool {
     row.get::<_, i64>(0) == 1
 }
 
+/// Inserts with `insert` through `via` until a row is not mirrored (`off` applied).
+async fn until_unmirrored(
+    via: &Client,
+    insert: &tokio_postgres::Statement,
+    check: &Client,
+    pair: &Pair,
+) {
+    let start = Instant::now();
+    loop {
+        let id: i64 = via.query_one(insert, &[&"off"]).await.unwrap().get(0);
+        if !mirrored(check, pair, id).await {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "off never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A fresh hash-partitioned pair, and a proxy config whose own store has its rule in `off`.
+async fn ruled_off() -> (Client, Pair, tandem::Config, String) {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
+    let schema = config.store.schema.clone();
+    (check, pair, config, schema)
+}
+
 /// Inserts through `via` until a row is mirrored; returns how long that took.
 async fn until_mirrored(via: &Client, check: &Client, pair: &Pair) -> Duration {
     let start = Instant::now();
@@ -57,11 +88,7 @@ async fn until_mirrored(via: &Client, check: &Client, pair: &Pair) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flip_reaches_every_instance_sharing_the_store() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let a = start_ruled_proxy(config.clone()).await;
     let b = start_ruled_proxy(config).await;
     let (via_a, via_b) = (through(&a).await, through(&b).await);
@@ -86,32 +113,14 @@ async fn a_flip_reaches_every_instance_sharing_the_store() {
     set_mode(&check, &schema, &pair, "off").await;
     // Back to off: within the deadline, writes stop being mirrored on both.
     for via in [&via_a, &via_b] {
-        let start = Instant::now();
-        loop {
-            let id: i64 = via
-                .query_one(&pair.sql(INSERT), &[&"x"])
-                .await
-                .unwrap()
-                .get(0);
-            if !mirrored(&check, &pair, id).await {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "off never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let insert = via.prepare(&pair.sql(INSERT)).await.unwrap();
+        until_unmirrored(via, &insert, &check, &pair).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_keeps_the_rules_it_started_with() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let proxy = start_ruled_proxy(config).await;
     let probe = through(&proxy).await;
     let via = through(&proxy).await;
@@ -145,11 +154,7 @@ async fn a_transaction_keeps_the_rules_it_started_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_are_planned_again_under_new_rules() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let proxy = start_ruled_proxy(config).await;
     let probe = through(&proxy).await;
     let via = through(&proxy).await;
@@ -175,22 +180,7 @@ async fn prepared_statements_are_planned_again_under_new_rules() {
     assert_eq!(note, "changed");
 
     set_mode(&check, &schema, &pair, "off").await;
-    let start = Instant::now();
-    loop {
-        let id: i64 = via
-            .query_one(&insert, &[&"off again"])
-            .await
-            .unwrap()
-            .get(0);
-        if !mirrored(&check, &pair, id).await {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "off never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_unmirrored(&via, &insert, &check, &pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,11 +252,7 @@ async fn a_store_change_that_cannot_be_honoured_keeps_the_previous_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_prepare_made_before_a_rule_is_checked_again_on_execute() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let proxy = start_ruled_proxy(config).await;
     let probe = through(&proxy).await;
     let via = through(&proxy).await;
@@ -301,11 +287,7 @@ async fn sql_prepare_made_before_a_rule_is_checked_again_on_execute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flip_latency_across_two_instances() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let a = start_ruled_proxy(config.clone()).await;
     let b = start_ruled_proxy(config).await;
     let (wa, wb) = (a.watch.clone().unwrap(), b.watch.clone().unwrap());
@@ -349,11 +331,7 @@ async fn flip_latency_across_two_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_listen_connection_is_reestablished() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &check).await;
-    let config = config_with(&[pair.rule(Kind::Hash).mode("off")]);
-    let schema = config.store.schema.clone();
+    let (check, pair, config, schema) = ruled_off().await;
     let proxy = start_ruled_proxy(config).await;
     let via = through(&proxy).await;
     let app = format!("tandem rules watch {schema}");

@@ -558,22 +558,7 @@ impl ClientSide {
                 // run it. The server then skips the client's messages up to Sync, as after
                 // any failed Parse, and the transaction state is exactly Postgres's own.
                 self.statements.remove(parse.name);
-                let raise = raise_sql(&refusal_of(other));
-                frontend::encode_parse("", &raise, &[0, 0], &mut out);
-                frontend::encode_bind_empty("", "", &mut out);
-                frontend::encode_execute("", 0, &mut out);
-                queue.push_back(Expect::Msg {
-                    kind: MsgKind::Parse,
-                    mode: MsgMode::Hide,
-                });
-                queue.push_back(Expect::Msg {
-                    kind: MsgKind::Bind,
-                    mode: MsgMode::Hide,
-                });
-                queue.push_back(Expect::Msg {
-                    kind: MsgKind::Execute,
-                    mode: MsgMode::Pass,
-                });
+                raise_in_place(&refusal_of(other), queue, &mut out);
                 Action::Replace(out)
             }
         }
@@ -607,17 +592,7 @@ impl ClientSide {
                 (known.sql.clone(), None)
             }
             Some(other) => {
-                let raise = raise_sql(&refusal_of(other));
-                frontend::encode_parse("", &raise, &[0, 0], out);
-                frontend::encode_bind_empty("", "", out);
-                frontend::encode_execute("", 0, out);
-                for (kind, mode) in [
-                    (MsgKind::Parse, MsgMode::Hide),
-                    (MsgKind::Bind, MsgMode::Hide),
-                    (MsgKind::Execute, MsgMode::Pass),
-                ] {
-                    queue.push_back(Expect::Msg { kind, mode });
-                }
+                raise_in_place(&refusal_of(other), queue, out);
                 return true;
             }
         };
@@ -727,6 +702,22 @@ impl ClientSide {
                 statement: sql.to_string(),
             });
         }
+    }
+}
+
+/// Messages that run a statement raising `rejection` in the extended protocol (unnamed
+/// Parse, Bind, Execute), with their ParseComplete/BindComplete hidden: the server fails
+/// there and skips the client's messages up to Sync, as after any failed message.
+fn raise_in_place(rejection: &Rejection, queue: &mut VecDeque<Expect>, out: &mut BytesMut) {
+    frontend::encode_parse("", &raise_sql(rejection), &[0, 0], out);
+    frontend::encode_bind_empty("", "", out);
+    frontend::encode_execute("", 0, out);
+    for (kind, mode) in [
+        (MsgKind::Parse, MsgMode::Hide),
+        (MsgKind::Bind, MsgMode::Hide),
+        (MsgKind::Execute, MsgMode::Pass),
+    ] {
+        queue.push_back(Expect::Msg { kind, mode });
     }
 }
 

@@ -21,7 +21,7 @@
 use tandem_rules::{quote_ident, MirrorErrorPolicy, Mode, ResolvedRule, Rule, TableName};
 use tokio_postgres::Client;
 
-use super::{rule_from_parts, set_json, RuleParts, Store, StoredRule};
+use super::{set_json, stored_rule, Store, StoredRule, RULE_COLUMNS};
 use crate::catalog::{self, CatalogError};
 
 /// A change an operator asks for.
@@ -138,7 +138,7 @@ pub async fn apply(
         | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
-    let current = read(client, store, &table, false).await?;
+    let current = read_in(client, store, &table).await?;
     let mut notes = Vec::new();
     let new_rule = match (&change, &current) {
         (RuleChange::Add(_), Some(_)) => {
@@ -286,16 +286,7 @@ pub fn transition(table: &TableName, from: Mode, to: Mode, force: bool) -> Resul
     ))
 }
 
-/// The stored rule for `table`, optionally locking its row.
-async fn read(
-    client: &Client,
-    store: &Store,
-    table: &TableName,
-    _lock: bool,
-) -> Result<Option<StoredRule>, ChangeError> {
-    read_in(client, store, table).await
-}
-
+/// The stored rule for `table`, its row locked when inside a transaction.
 async fn read_in(
     client: &impl tokio_postgres::GenericClient,
     store: &Store,
@@ -304,38 +295,20 @@ async fn read_in(
     let row = client
         .query_opt(
             &format!(
-                "SELECT table_name, target, key, mode, sample_rate, on_mirror_error, \
-                   set_columns::text, version, updated_at::text, updated_by \
-                 FROM {} WHERE table_name = $1 FOR UPDATE",
+                "SELECT {RULE_COLUMNS} FROM {} AS r WHERE r.table_name = $1 FOR UPDATE",
                 store.rules()
             ),
             &[&table.to_string()],
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let name: String = row.get(0);
-    let rule = rule_from_parts(RuleParts {
-        table: &name,
-        target: &row.get::<_, String>(1),
-        key: row.get(2),
-        mode: &row.get::<_, String>(3),
-        sample_rate: row.get(4),
-        on_mirror_error: &row.get::<_, String>(5),
-        set_json: &row.get::<_, String>(6),
-    })
-    .map_err(|reason| {
+    stored_rule(&row, 0).map(Some).map_err(|(name, reason)| {
         ChangeError::new(
             "XX000",
             format!("tandem: stored rule for {name} is invalid: {reason}"),
             Some("fix the row in the rule store"),
         )
-    })?;
-    Ok(Some(StoredRule {
-        rule,
-        version: row.get(7),
-        updated_at: row.get(8),
-        updated_by: row.get(9),
-    }))
+    })
 }
 
 /// Resolves `rule` against the catalog as if it were active (an `off` rule is checked too,

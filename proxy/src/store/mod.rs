@@ -156,12 +156,36 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
     Ok(inserted)
 }
 
+/// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
+pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
+    r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by";
+
+/// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
+/// the table and what is wrong with the row.
+pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (String, String)> {
+    let table: String = row.get(at);
+    let rule = rule_from_parts(RuleParts {
+        table: &table,
+        target: &row.get::<_, String>(at + 1),
+        key: row.get(at + 2),
+        mode: &row.get::<_, String>(at + 3),
+        sample_rate: row.get(at + 4),
+        on_mirror_error: &row.get::<_, String>(at + 5),
+        set_json: &row.get::<_, String>(at + 6),
+    })
+    .map_err(|reason| (table.clone(), reason))?;
+    Ok(StoredRule {
+        rule,
+        version: row.get(at + 7),
+        updated_at: row.get(at + 8),
+        updated_by: row.get(at + 9),
+    })
+}
+
 /// Reads the whole store in one snapshot.
 pub async fn load(client: &Client, store: &Store) -> Result<Snapshot, StoreError> {
     let sql = format!(
-        "SELECT (SELECT coalesce(max(id), 0) FROM {})::int8, \
-           r.table_name, r.target, r.key, r.mode, r.sample_rate, r.on_mirror_error, \
-           r.set_columns::text, r.version, r.updated_at::text, r.updated_by \
+        "SELECT (SELECT coalesce(max(id), 0) FROM {})::int8, {RULE_COLUMNS} \
          FROM (SELECT 1) AS one LEFT JOIN {} AS r ON true \
          ORDER BY r.table_name",
         store.history(),
@@ -171,29 +195,12 @@ pub async fn load(client: &Client, store: &Store) -> Result<Snapshot, StoreError
     let mut snapshot = Snapshot::default();
     for row in &rows {
         snapshot.version = row.get::<_, i64>(0).max(0) as u64;
-        let Some(table) = row.get::<_, Option<String>>(1) else {
+        if row.get::<_, Option<String>>(1).is_none() {
             continue; // no rules at all: the LEFT JOIN's empty row
-        };
-        let bad = |reason: String| StoreError::BadRow {
-            table: table.clone(),
-            reason,
-        };
-        let rule = rule_from_parts(RuleParts {
-            table: &table,
-            target: &row.get::<_, String>(2),
-            key: row.get(3),
-            mode: &row.get::<_, String>(4),
-            sample_rate: row.get(5),
-            on_mirror_error: &row.get::<_, String>(6),
-            set_json: &row.get::<_, String>(7),
-        })
-        .map_err(bad)?;
-        snapshot.rules.push(StoredRule {
-            rule,
-            version: row.get(8),
-            updated_at: row.get(9),
-            updated_by: row.get(10),
-        });
+        }
+        let stored =
+            stored_rule(row, 1).map_err(|(table, reason)| StoreError::BadRow { table, reason })?;
+        snapshot.rules.push(stored);
     }
     Ok(snapshot)
 }
