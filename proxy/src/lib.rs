@@ -8,6 +8,7 @@
 
 pub mod active_rules;
 pub mod admin;
+pub mod backfill;
 pub mod cancel;
 pub mod catalog;
 pub mod config;

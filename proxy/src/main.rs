@@ -53,6 +53,36 @@ enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// Copy the legacy rows dual-write has not copied yet, in resumable batches.
+    Backfill {
+        /// Legacy table (`orders`, `public.orders`); its rule must be in dual_write or later.
+        #[arg(long)]
+        table: String,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: i64,
+        /// Stop after this many batches (0 = no cap); run again to continue.
+        #[arg(long, default_value_t = 0)]
+        max_batches: u64,
+        /// Only rows matching this SQL predicate (one tenant or scope); it has its own cursor.
+        #[arg(long = "where")]
+        predicate: Option<String>,
+        /// Pause between batches (ms).
+        #[arg(long, default_value_t = 0)]
+        throttle_ms: u64,
+        /// Print the plan (estimated rows, batches, SQL) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start over, even after a finished run.
+        #[arg(long)]
+        restart: bool,
+        /// TOML config file (its upstream and store settings are used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Upstream connection string, overriding the file's.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
@@ -205,9 +235,126 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Backfill {
+            table,
+            batch_size,
+            max_batches,
+            predicate,
+            throttle_ms,
+            dry_run,
+            restart,
+            config,
+            upstream,
+        } => {
+            let config = match load_config(config, None, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let mut table = match tandem_rules::TableName::parse(&table) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("tandem: --table: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if table.schema.is_none() {
+                table.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+            }
+            let options = tandem::backfill::Options {
+                table,
+                batch_size,
+                max_batches,
+                predicate,
+                throttle: std::time::Duration::from_millis(throttle_ms),
+                dry_run,
+                restart,
+            };
+            backfill(config, options)
+        }
         Command::Demo { listen } => {
             init_logging("info");
             run(async move { demo::run(listen).await })
+        }
+    }
+}
+
+/// Runs `tandem backfill`: a progress line on a terminal, log lines otherwise, a report.
+fn backfill(config: Config, options: tandem::backfill::Options) -> ExitCode {
+    use std::io::{IsTerminal, Write};
+    use tandem::backfill::{progress_line, Outcome};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let mut on_progress = |p: &tandem::backfill::Progress| {
+        if terminal {
+            eprint!("\r{}   ", progress_line(p));
+            let _ = std::io::stderr().flush();
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!("{}", progress_line(p));
+            last_line = std::time::Instant::now();
+        }
+    };
+    let result = runtime.block_on(tandem::backfill::run(&config, &options, &mut on_progress));
+    if terminal {
+        eprintln!();
+    }
+    match result {
+        Ok(Outcome::Plan(plan)) => {
+            println!("table:          {}", options.table);
+            println!("estimated rows: {}", plan.estimated_rows);
+            println!("batches:        {} of {}", plan.batches, options.batch_size);
+            match &plan.resume_after {
+                Some(c) => println!("resumes after:  ({})", c.join(", ")),
+                None => println!("starts at:      the first key"),
+            }
+            println!("each batch runs (with $1 = the cursor):\n{}", plan.sql);
+            println!("dry run: nothing was written");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::AlreadyFinished {
+            finished_at,
+            copied,
+        }) => {
+            println!(
+                "backfill of {} already finished at {finished_at} ({copied} rows copied); nothing to do (--restart to run it again)",
+                options.table
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(outcome @ (Outcome::Finished(_) | Outcome::Paused(_))) => {
+            let finished = matches!(outcome, Outcome::Finished(_));
+            let (Outcome::Finished(report) | Outcome::Paused(report)) = outcome else {
+                return ExitCode::FAILURE;
+            };
+            let p = &report.progress;
+            println!("{}", progress_line(p));
+            println!(
+                "backfill of {}: {} ({}{}); this run: {} copied, {} already present, {} batches, {:.1} s; all runs: {} copied, {} already present",
+                options.table,
+                if finished { "finished" } else { "paused at --max-batches" },
+                if report.resumed { "resumed" } else { "fresh start" },
+                if finished { "" } else { "; run again to continue" },
+                p.copied,
+                p.skipped,
+                p.batches,
+                p.elapsed.as_secs_f64(),
+                report.total_copied,
+                report.total_skipped
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -55,3 +55,29 @@ pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
 pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
 pub use ruleset::RuleSet;
+
+/// Checks that `text` is one SQL expression (a backfill's `--where` predicate, say), so it
+/// can be put in a WHERE clause without changing the statement around it.
+pub fn check_expression(text: &str) -> Result<(), String> {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+    use sqlparser::tokenizer::Token;
+    let mut parser = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .map_err(|e| e.to_string())?;
+    parser.parse_expr().map_err(|e| e.to_string())?;
+    parser
+        .expect_token(&Token::EOF)
+        .map(|_| ())
+        .map_err(|_| "expected one expression and nothing after it".to_string())
+}
+
+#[cfg(test)]
+mod expression_tests {
+    #[test]
+    fn one_expression_only() {
+        assert!(super::check_expression("tenant = 'acme' AND id < 10").is_ok());
+        assert!(super::check_expression("1=1; DROP TABLE x").is_err());
+        assert!(super::check_expression("tenant = ").is_err());
+    }
+}

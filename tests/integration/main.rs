@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod backfill;
 mod bad_input;
 mod clients;
 mod dual_write;

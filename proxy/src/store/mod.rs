@@ -41,6 +41,11 @@ impl Store {
         self.qualified("rules")
     }
 
+    /// Backfill progress.
+    pub fn backfill_state(&self) -> String {
+        self.qualified("backfill_state")
+    }
+
     /// The change log.
     pub fn history(&self) -> String {
         self.qualified("rules_history")
@@ -56,7 +61,10 @@ impl Store {
 pub const SCHEMA_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("001_rules.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("001_rules.sql")),
+    (2, include_str!("002_backfill.sql")),
+];
 
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]

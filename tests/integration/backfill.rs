@@ -1,0 +1,295 @@
+//! `tandem backfill` against a real Postgres, under live writes through the proxy.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem::backfill::{self, Options, Outcome};
+use tandem_rules::TableName;
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, Kind, Pair};
+use tandem_tests::{pg, through};
+
+/// A pair with `rows` legacy rows that predate dual-write (the target is empty), and the
+/// config of a proxy with its rule in `mode`.
+async fn seeded(
+    kind: Kind,
+    rows: i64,
+    mode: &str,
+) -> (Pair, tokio_postgres::Client, tandem::Config) {
+    let check = pg().direct().await;
+    let pair = Pair::new(kind);
+    pair.create(kind, &check).await;
+    check
+        .batch_execute(&pair.sql(&format!(
+            "INSERT INTO {{legacy}} (tenant, amount, note) \
+             SELECT CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, g, 'seed ' || g \
+             FROM generate_series(1, {rows}) g"
+        )))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(kind).mode(mode)]);
+    (pair, check, config)
+}
+
+fn options(pair: &Pair, batch_size: i64) -> Options {
+    Options {
+        table: TableName::new(Some("public"), &pair.legacy),
+        batch_size,
+        max_batches: 0,
+        predicate: None,
+        throttle: Duration::ZERO,
+        dry_run: false,
+        restart: false,
+    }
+}
+
+async fn run(config: &tandem::Config, options: &Options) -> Outcome {
+    backfill::run(config, options, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("backfill: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_under_live_writes_ends_with_no_divergence() {
+    let (pair, check, config) = seeded(Kind::List, 3000, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let update =
+            pair.sql("UPDATE {legacy} SET amount = amount + 1, note = 'live' WHERE id = $1");
+        let delete = pair.sql("DELETE FROM {legacy} WHERE id = $1");
+        let insert =
+            pair.sql("INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 1, 'new')");
+        tokio::spawn(async move {
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let id = (i * 37) % 3000 + 1;
+                let r = match i % 3 {
+                    0 => via.execute(&update, &[&id]).await,
+                    1 => via.execute(&delete, &[&((i * 53) % 3000 + 1)]).await,
+                    _ => via.execute(&insert, &[]).await,
+                };
+                r.unwrap_or_else(|e| panic!("live write: {}", db_text(&e)));
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = run(
+        &config,
+        &Options {
+            throttle: Duration::from_millis(2),
+            ..options(&pair, 100)
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    let Outcome::Finished(report) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(report.progress.batches > 10, "{report:?}");
+    assert!(
+        writes > 50,
+        "live writes ran during the backfill ({writes})"
+    );
+    assert_eq!(pair.drift(Kind::List, &check).await, Vec::<String>::new());
+    let (legacy, target) = pair.counts(&check).await;
+    assert_eq!(legacy, target);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_batch_is_not_resurrected() {
+    let (pair, check, config) = seeded(Kind::Hash, 50, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let deleter = through(&proxy).await;
+    // The delete (legacy and, mirrored, target) is in flight when the batch reads the row.
+    deleter.batch_execute("BEGIN").await.unwrap();
+    deleter
+        .execute(&pair.sql("DELETE FROM {legacy} WHERE id = 25"), &[])
+        .await
+        .unwrap();
+    let batch = {
+        let config = config.clone();
+        let options = options(&pair, 1000);
+        tokio::spawn(async move { run(&config, &options).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!batch.is_finished(), "the batch waits for the row lock");
+    deleter.batch_execute("COMMIT").await.unwrap();
+    let Outcome::Finished(report) = batch.await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(report.progress.copied, 49);
+    let in_target: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE id = 25"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_target, 0,
+        "the deleted row is not resurrected in the target"
+    );
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_resumes_and_a_finished_one_is_not_rerun() {
+    let (pair, check, config) = seeded(Kind::Hash, 1000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+
+    // Dry run: a plan, and nothing written.
+    let plan = match run(
+        &config,
+        &Options {
+            dry_run: true,
+            ..options(&pair, 300)
+        },
+    )
+    .await
+    {
+        Outcome::Plan(plan) => plan,
+        other => panic!("{other:?}"),
+    };
+    assert!(plan.estimated_rows > 500, "{plan:?}");
+    assert_eq!(plan.batches, (plan.estimated_rows + 299) / 300);
+    assert!(
+        plan.sql.contains("FOR KEY SHARE") && plan.sql.contains("ON CONFLICT (id) DO NOTHING"),
+        "{}",
+        plan.sql
+    );
+    assert_eq!(pair.counts(&check).await, (1000, 0));
+
+    // Stopped after two batches (as if killed), then resumed.
+    match run(
+        &config,
+        &Options {
+            max_batches: 2,
+            ..options(&pair, 300)
+        },
+    )
+    .await
+    {
+        Outcome::Paused(r) => assert_eq!(r.progress.copied, 600),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pair.counts(&check).await, (1000, 600));
+    match run(&config, &options(&pair, 300)).await {
+        Outcome::Finished(r) => {
+            assert!(r.resumed);
+            assert_eq!(r.progress.copied, 400, "only the rest is read");
+            assert_eq!(r.total_copied, 1000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+    assert!(matches!(
+        run(&config, &options(&pair, 300)).await,
+        Outcome::AlreadyFinished { copied: 1000, .. }
+    ));
+    match run(
+        &config,
+        &Options {
+            restart: true,
+            ..options(&pair, 300)
+        },
+    )
+    .await
+    {
+        Outcome::Finished(r) => assert_eq!((r.progress.copied, r.progress.skipped), (0, 1000)),
+        other => panic!("{other:?}"),
+    }
+    let state: (String, i64) = {
+        let row = check
+            .query_one(
+                &format!(
+                    "SELECT status, batches FROM \"{}\".backfill_state WHERE table_name = $1",
+                    config.store.schema
+                ),
+                &[&format!("public.{}", pair.legacy)],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(state, ("finished".to_string(), 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_limits_the_scope_and_off_rules_are_refused() {
+    let (pair, check, config) = seeded(Kind::List, 200, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let scoped = Options {
+        predicate: Some("tenant = 'acme'".into()),
+        ..options(&pair, 30)
+    };
+    assert!(matches!(run(&config, &scoped).await, Outcome::Finished(r) if r.total_copied == 100));
+    let acme: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE tenant = 'acme'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pair.counts(&check).await, (200, 100));
+    assert_eq!(acme, 100);
+    let bad = Options {
+        predicate: Some("1=1; DROP TABLE x".into()),
+        ..options(&pair, 30)
+    };
+    assert!(backfill::run(&config, &bad, &mut |_| {}).await.is_err());
+
+    let (pair, _check, config) = seeded(Kind::Hash, 10, "off").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let err = backfill::run(&config, &options(&pair, 30), &mut |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set it to dual_write first"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_with_an_older_snapshot_does_not_leave_a_copy_behind() {
+    let (pair, check, config) = seeded(Kind::Hash, 50, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let deleter = through(&proxy).await;
+    // The deleter's snapshot predates the batch; it deletes the row after the batch copied
+    // it, so its mirrored delete cannot see the copy.
+    deleter
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .await
+        .unwrap();
+    let run_task = {
+        let config = config.clone();
+        let options = options(&pair, 1000);
+        tokio::spawn(async move { run(&config, &options).await })
+    };
+    // Wait for the batch to commit its copies.
+    loop {
+        if pair.counts(&check).await.1 == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    deleter
+        .execute(&pair.sql("DELETE FROM {legacy} WHERE id = 25"), &[])
+        .await
+        .unwrap();
+    assert!(
+        !run_task.is_finished(),
+        "the backfill waits for the older snapshot"
+    );
+    deleter.batch_execute("COMMIT").await.unwrap();
+    let Outcome::Finished(report) = run_task.await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(report.progress.removed, 1, "{report:?}");
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}
