@@ -73,7 +73,7 @@ pub enum BackfillError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A query failed.
-    #[error("backfill of {table} failed: {source}")]
+    #[error("backfill of {table} failed: {}", catalog::describe(.source))]
     Query {
         /// The legacy table.
         table: TableName,
@@ -162,8 +162,10 @@ pub struct DryRun {
 /// The statements a backfill of one rule runs.
 struct Statements {
     batch: String,
-    /// Deletes copied rows whose legacy row is gone (see [`Pending`]).
+    /// Finds copied keys whose legacy row is gone (see [`Pending`]).
     recheck: String,
+    /// Deletes those copies.
+    remove: String,
     remaining_estimate: String,
 }
 
@@ -271,7 +273,22 @@ fn statements(rule: &ResolvedRule, predicate: Option<&str>, batch_size: i64) -> 
         .map(|k| format!("l.{k} = t.{k}"))
         .collect::<Vec<_>>()
         .join(" AND ");
+    // Two steps, so the common case (no copy outlived its row) costs one index probe of
+    // the legacy table per copied key and never touches the target: `recheck` finds the
+    // copied keys whose legacy row is gone, `remove` deletes just those copies.
+    let match_gone = key
+        .iter()
+        .zip(&key_types)
+        .enumerate()
+        .map(|(i, (k, ty))| format!("l.{k} = k.c{}::{ty}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let recheck = format!(
+        "SELECT {alias_cols} FROM unnest({unnest_args}) AS k({alias_cols}) \
+         WHERE NOT EXISTS (SELECT 1 FROM {legacy} AS l WHERE {match_gone})",
+        legacy = rule.rule.table,
+    );
+    let remove = format!(
         "WITH gone AS (DELETE FROM {target} AS t USING unnest({unnest_args}) AS k({alias_cols}) \
            WHERE {match_copied} AND NOT EXISTS (SELECT 1 FROM {legacy} AS l WHERE {match_legacy}) \
            RETURNING 1) SELECT count(*)::int8 FROM gone",
@@ -285,6 +302,7 @@ fn statements(rule: &ResolvedRule, predicate: Option<&str>, batch_size: i64) -> 
     Statements {
         batch,
         recheck,
+        remove,
         remaining_estimate,
     }
 }
@@ -314,6 +332,8 @@ pub async fn run(
     let client = catalog::side_connection(config, &connector).await?;
     let names = Store::new(&config.store.schema);
     store::migrate(&client, &names).await?;
+    // The config's rules seed the store as when the proxy starts (stored rows win).
+    store::bootstrap(&client, &names, &config.rules).await?;
     let snapshot = store::load(&client, &names).await?;
     let stored = store::find(&snapshot, &options.table)
         .ok_or_else(|| BackfillError::NoRule(options.table.clone()))?;
@@ -434,7 +454,7 @@ pub async fn run(
         };
         let (read, copied) = (step.read, step.copied);
         pending.push(step.pending);
-        now.removed += settle(&client, &sql.recheck, &mut pending, false)
+        now.removed += settle(&client, &sql, &mut pending, false)
             .await
             .map_err(query_error)?;
         now.batches += 1;
@@ -447,7 +467,7 @@ pub async fn run(
         let finished = read < options.batch_size || step.last.is_none();
         let paused = options.max_batches > 0 && now.batches >= options.max_batches;
         if finished || paused {
-            now.removed += settle(&client, &sql.recheck, &mut pending, true)
+            now.removed += settle(&client, &sql, &mut pending, true)
                 .await
                 .map_err(query_error)?;
             now.elapsed = started.elapsed();
@@ -540,7 +560,7 @@ async fn batch(
 /// waits until all are re-checked. Returns how many copies were removed.
 async fn settle(
     client: &Client,
-    recheck: &str,
+    sql: &Statements,
     pending: &mut Vec<Pending>,
     wait: bool,
 ) -> Result<i64, tokio_postgres::Error> {
@@ -570,8 +590,18 @@ async fn settle(
                     .iter()
                     .map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let n: i64 = client.query_one(recheck, &params).await?.get(0);
-                removed += n;
+                let gone = client.query(&sql.recheck, &params).await?;
+                if !gone.is_empty() {
+                    let keys: Vec<Vec<String>> = (0..p.keys.len())
+                        .map(|i| gone.iter().map(|r| r.get::<_, String>(i)).collect())
+                        .collect();
+                    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = keys
+                        .iter()
+                        .map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync))
+                        .collect();
+                    let n: i64 = client.query_one(&sql.remove, &params).await?.get(0);
+                    removed += n;
+                }
             }
         }
         *pending = still;

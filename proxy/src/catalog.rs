@@ -52,6 +52,24 @@ pub async fn side_connection(
     Ok(client)
 }
 
+/// A server error as a person wants to read it: SQLSTATE, message, detail and hint
+/// (tokio-postgres's own Display says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; detail: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => e.to_string(),
+    }
+}
+
 /// The upstream URL as a tokio-postgres config (user, password, database).
 pub fn upstream_pg_config(config: &Config) -> Result<tokio_postgres::Config, CatalogError> {
     tokio_postgres::Config::from_str(&config.upstream).map_err(|e| CatalogError::Url(e.to_string()))

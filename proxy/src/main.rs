@@ -83,6 +83,36 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// Compare legacy and target tables in one snapshot and say whether each is ready for cutover.
+    Parity {
+        /// Tables to check (repeatable); default: every rule not in off.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Exit 1 when any readiness check fails.
+        #[arg(long)]
+        strict: bool,
+        /// Smallest acceptable mean shadow-read overlap.
+        #[arg(long, default_value_t = 0.95)]
+        min_overlap: f64,
+        /// Shadow-read samples needed for the overlap check (0 skips the check).
+        #[arg(long, default_value_t = 20)]
+        min_samples: i64,
+        /// Example keys shown per kind of mismatch.
+        #[arg(long, default_value_t = 20)]
+        sample_limit: usize,
+        /// Folder for <run_id>/summary.json and report.html.
+        #[arg(long, default_value = "artifacts/parity")]
+        out: PathBuf,
+        /// stdout format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// TOML config file (its upstream and store settings are used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Upstream connection string, overriding the file's.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
@@ -271,6 +301,44 @@ fn main() -> ExitCode {
             };
             backfill(config, options)
         }
+        Command::Parity {
+            tables,
+            strict,
+            min_overlap,
+            min_samples,
+            sample_limit,
+            out,
+            format,
+            config,
+            upstream,
+        } => {
+            let config = match load_config(config, None, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let mut names = Vec::new();
+            for t in &tables {
+                match tandem_rules::TableName::parse(t) {
+                    Ok(mut name) => {
+                        if name.schema.is_none() {
+                            name.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+                        }
+                        names.push(name);
+                    }
+                    Err(e) => {
+                        eprintln!("tandem: --table: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let options = tandem::parity::Options {
+                tables: names,
+                min_overlap,
+                min_samples,
+                sample_limit,
+            };
+            parity(config, options, strict, &out, &format)
+        }
         Command::Demo { listen } => {
             init_logging("info");
             run(async move { demo::run(listen).await })
@@ -356,6 +424,53 @@ fn backfill(config: Config, options: tandem::backfill::Options) -> ExitCode {
             eprintln!("tandem: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs `tandem parity`: prints the report, writes summary.json and report.html.
+fn parity(
+    config: Config,
+    options: tandem::parity::Options,
+    strict: bool,
+    out: &std::path::Path,
+    format: &str,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(tandem::parity::run(&config, &options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if format == "json" {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => eprintln!("tandem: {e}"),
+        }
+    } else {
+        print!("{}", tandem::parity::text(&report));
+    }
+    match tandem::parity::write(&report, out) {
+        Ok(dir) => eprintln!("tandem: report written to {}", dir.display()),
+        Err(e) => eprintln!(
+            "tandem: cannot write the report under {}: {e}",
+            out.display()
+        ),
+    }
+    if strict && !report.ready {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

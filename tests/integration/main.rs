@@ -11,5 +11,6 @@ mod dual_write;
 mod fleet;
 mod lifecycle;
 mod modes;
+mod parity;
 mod relay;
 mod walk;

@@ -1,0 +1,686 @@
+//! `tandem parity`: is each table ready for cutover? Evidence from one consistent snapshot.
+//!
+//! For every ruled table (or the ones asked for), inside one `REPEATABLE READ READ ONLY`
+//! transaction so that concurrent traffic cannot create false mismatches:
+//!
+//! 1. row counts of the legacy table and the target (the delta is the cutover gap);
+//! 2. a row-level diff by key, chunked: both tables are summarised into 1024 buckets by a
+//!    hash of the key (row count and XOR of a 64-bit hash of the row's mirrored columns,
+//!    target columns cast to the legacy types so equal values hash equally), and only the
+//!    buckets whose summaries differ are compared row by row (a FULL JOIN on the key). Each
+//!    mismatch is *missing* (in legacy, not in the target), *extra* (only in the target) or
+//!    *different*; missing rows beyond the backfill cursor (or before any backfill ran) are
+//!    *not yet backfilled*, everything else is *divergence*;
+//! 3. unresolved drift records (`tandem.drift`), backfill progress, and shadow-read
+//!    statistics when there are samples.
+//!
+//! Then a readiness verdict with the reason for every failed check. The report is printed
+//! as a table or JSON, and written to `<out>/<run_id>/summary.json` (schema in
+//! docs/parity.md) and a self-contained `report.html`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tandem_rules::{quote_ident, Mode, ResolvedRule, TableName};
+use tokio_postgres::{Client, IsolationLevel, Transaction};
+
+use crate::catalog::{self, CatalogError};
+use crate::config::Config;
+use crate::store::{self, Store, StoreError};
+use crate::upstream::Connector;
+
+/// Buckets of the first, summarising pass.
+const BUCKETS: i32 = 1024;
+
+/// What `tandem parity` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Tables to check (empty: every rule not in `off`).
+    pub tables: Vec<TableName>,
+    /// Smallest acceptable mean shadow-read overlap.
+    pub min_overlap: f64,
+    /// Shadow-read samples needed before the overlap counts (0: the check is skipped).
+    pub min_samples: i64,
+    /// Example keys kept per kind of mismatch.
+    pub sample_limit: usize,
+}
+
+/// Why the report could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParityError {
+    /// Reaching or reading the database failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The rule store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A query failed.
+    #[error("parity check failed: {}", catalog::describe(.0))]
+    Query(#[from] tokio_postgres::Error),
+    /// A table asked for has no rule.
+    #[error("no rule for {0} in the rule store")]
+    NoRule(TableName),
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Short name (`mode`, `backfill`, `divergence`, `drift`, `shadow_overlap`).
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// Mismatches of one kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Mismatches {
+    /// How many.
+    pub count: i64,
+    /// Up to `sample_limit` keys, as `ROW(key)::text`.
+    pub sample_keys: Vec<String>,
+}
+
+/// Shadow-read figures for one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Shadow {
+    /// Samples recorded.
+    pub samples: i64,
+    /// Mean overlap.
+    pub mean_overlap: Option<f64>,
+    /// Lowest overlap.
+    pub min_overlap: Option<f64>,
+    /// 5th percentile of the overlap.
+    pub p05_overlap: Option<f64>,
+    /// Samples below the threshold.
+    pub below_threshold: i64,
+    /// Overlap over time, oldest first: (unix seconds, overlap), at most 500 points.
+    pub series: Vec<(f64, f64)>,
+}
+
+/// Backfill progress for one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Backfill {
+    /// `running`, `finished`, `failed`, or `none` when it never ran.
+    pub status: String,
+    /// Rows copied so far.
+    pub rows_copied: i64,
+    /// The cursor (last key copied).
+    pub cursor: Option<Vec<String>>,
+}
+
+/// The report for one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    /// Legacy table.
+    pub table: String,
+    /// Target table.
+    pub target: String,
+    /// The rule's mode.
+    pub mode: String,
+    /// Rows in the legacy table.
+    pub legacy_rows: i64,
+    /// Rows in the target.
+    pub target_rows: i64,
+    /// legacy_rows - target_rows: the cutover gap.
+    pub delta: i64,
+    /// Legacy rows absent from the target.
+    pub missing: Mismatches,
+    /// Target rows absent from legacy.
+    pub extra: Mismatches,
+    /// Rows in both whose mirrored columns differ.
+    pub different: Mismatches,
+    /// Of the missing rows, those the backfill has not reached yet.
+    pub not_yet_backfilled: i64,
+    /// Everything that should not differ: missing rows behind the backfill, extra, different.
+    pub divergence: i64,
+    /// Unresolved rows of `tandem.drift` for this table.
+    pub unresolved_drift: i64,
+    /// Backfill progress.
+    pub backfill: Backfill,
+    /// Shadow-read figures.
+    pub shadow: Shadow,
+    /// Readiness checks.
+    pub checks: Vec<Check>,
+    /// All checks passed.
+    pub ready: bool,
+    /// Time the diff took, seconds.
+    pub seconds: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `YYYYMMDD-HHMMSS-<millis>`.
+    pub run_id: String,
+    /// Unix seconds at the start.
+    pub started_at: f64,
+    /// Whole run, seconds.
+    pub seconds: f64,
+    /// The thresholds used.
+    pub min_overlap: f64,
+    /// Samples needed for the overlap check.
+    pub min_samples: i64,
+    /// One per table.
+    pub tables: Vec<TableReport>,
+    /// Every table ready.
+    pub ready: bool,
+}
+
+/// Builds the report.
+pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
+    let mut client = catalog::side_connection(config, &connector).await?;
+    let names = Store::new(&config.store.schema);
+    store::migrate(&client, &names).await?;
+    store::bootstrap(&client, &names, &config.rules).await?;
+    let snapshot = store::load(&client, &names).await?;
+    let wanted: Vec<_> = if options.tables.is_empty() {
+        snapshot
+            .rules
+            .iter()
+            .filter(|r| r.rule.mode != Mode::Off)
+            .map(|r| r.rule.clone())
+            .collect()
+    } else {
+        options
+            .tables
+            .iter()
+            .map(|t| {
+                store::find(&snapshot, t)
+                    .map(|r| r.rule.clone())
+                    .ok_or_else(|| ParityError::NoRule(t.clone()))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut resolved = Vec::new();
+    for rule in &wanted {
+        let mut active = rule.clone();
+        if active.mode == Mode::Off {
+            active.mode = Mode::DualWrite; // to read its shape; the mode check reports off
+        }
+        let set = catalog::resolve(&client, std::slice::from_ref(&active), 0).await?;
+        if let Some(mut r) = set.rules.into_iter().next() {
+            r.rule.mode = rule.mode;
+            resolved.push(r);
+        }
+    }
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut tables = Vec::new();
+    for rule in &resolved {
+        tables.push(table_report(&tx, &names, rule, options).await?);
+    }
+    tx.commit().await?;
+    let ready = !tables.is_empty() && tables.iter().all(|t| t.ready);
+    let secs = started_at.as_secs();
+    Ok(Report {
+        run_id: format!("{}-{:03}", secs, started_at.subsec_millis()),
+        started_at: started_at.as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+        min_overlap: options.min_overlap,
+        min_samples: options.min_samples,
+        tables,
+        ready,
+    })
+}
+
+/// SQL pieces for one rule: the key and the row, as text, in legacy types on both sides.
+struct Shape {
+    legacy_key: String,
+    legacy_row: String,
+    target_key: String,
+    target_row: String,
+    /// `(k1, k2) > (cursor typed)` over the legacy alias `l`, with `$1` the cursor.
+    beyond_cursor: String,
+}
+
+fn shape(rule: &ResolvedRule) -> Shape {
+    let ty = |name: &str| {
+        rule.shape
+            .legacy_table
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.sql_type.clone())
+            .unwrap_or_else(|| "text".into())
+    };
+    let cast = |alias: &str, c: &String| format!("{alias}.{}::{}", quote_ident(c), ty(c));
+    let list = |alias: &str, cols: &[String]| {
+        cols.iter()
+            .map(|c| cast(alias, c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let key = &rule.rule.key;
+    let cols = &rule.shape.mirrored_columns;
+    let key_cols = key
+        .iter()
+        .map(|k| format!("l.{}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let typed = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("($1::text[])[{}]::{}", i + 1, ty(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Shape {
+        legacy_key: format!("ROW({})::text", list("l", key)),
+        legacy_row: format!("ROW({})::text", list("l", cols)),
+        target_key: format!("ROW({})::text", list("t", key)),
+        target_row: format!("ROW({})::text", list("t", cols)),
+        beyond_cursor: format!("($1::text[] IS NULL OR ({key_cols}) > ({typed}))"),
+    }
+}
+
+async fn table_report(
+    tx: &Transaction<'_>,
+    names: &Store,
+    rule: &ResolvedRule,
+    options: &Options,
+) -> Result<TableReport, ParityError> {
+    let started = Instant::now();
+    let s = shape(rule);
+    let legacy = &rule.rule.table;
+    let target = &rule.rule.target;
+    let summary = |table: &TableName, alias: &str, key: &str, row: &str| {
+        format!(
+            "SELECT (abs(hashtextextended({key}, 0)) % {BUCKETS})::int4, count(*)::int8, \
+               bit_xor(hashtextextended({row}, 0))::int8 FROM {table} AS {alias} GROUP BY 1"
+        )
+    };
+    let sums = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| (r.get::<_, i32>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2))))
+            .collect::<HashMap<_, _>>()
+    };
+    let left = sums(
+        tx.query(&summary(legacy, "l", &s.legacy_key, &s.legacy_row), &[])
+            .await?,
+    );
+    let right = sums(
+        tx.query(&summary(target, "t", &s.target_key, &s.target_row), &[])
+            .await?,
+    );
+    let legacy_rows: i64 = left.values().map(|v| v.0).sum();
+    let target_rows: i64 = right.values().map(|v| v.0).sum();
+    let mut buckets: Vec<i32> = left
+        .keys()
+        .chain(right.keys())
+        .copied()
+        .filter(|b| left.get(b) != right.get(b))
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+
+    let state = tx
+        .query_opt(
+            &format!(
+                "SELECT status, rows_copied, cursor FROM {} WHERE table_name = $1 AND predicate = ''",
+                names.backfill_state()
+            ),
+            &[&legacy.to_string()],
+        )
+        .await?;
+    let backfill = match &state {
+        Some(r) => Backfill {
+            status: r.get(0),
+            rows_copied: r.get(1),
+            cursor: r.get(2),
+        },
+        None => Backfill {
+            status: "none".into(),
+            ..Backfill::default()
+        },
+    };
+    // Missing rows the backfill has not reached: all of them before it starts, those
+    // beyond its cursor while it runs, none once it finished.
+    let cursor_param: Option<Vec<String>> = match backfill.status.as_str() {
+        "finished" => None,
+        _ => backfill.cursor.clone(),
+    };
+    let unreached = match backfill.status.as_str() {
+        // `$1` must appear for its type to be known.
+        "finished" => "(false AND $1::text[] IS NULL)".to_string(),
+        _ => s.beyond_cursor.clone(),
+    };
+
+    let mut missing = Mismatches::default();
+    let mut extra = Mismatches::default();
+    let mut different = Mismatches::default();
+    let mut not_yet = 0;
+    if !buckets.is_empty() {
+        let diff = format!(
+            "WITH l AS (SELECT {lk} AS k, {lr} AS r, {unreached} AS unreached FROM {legacy} AS l \
+               WHERE (abs(hashtextextended({lk}, 0)) % {BUCKETS})::int4 = ANY($2)), \
+             t AS (SELECT {tk} AS k, {tr} AS r FROM {target} AS t \
+               WHERE (abs(hashtextextended({tk}, 0)) % {BUCKETS})::int4 = ANY($2)) \
+             SELECT coalesce(l.k, t.k), \
+               CASE WHEN t.k IS NULL THEN 'missing' WHEN l.k IS NULL THEN 'extra' ELSE 'different' END, \
+               coalesce(l.unreached, false) \
+             FROM l FULL JOIN t ON l.k = t.k WHERE l.r IS DISTINCT FROM t.r ORDER BY 1",
+            lk = s.legacy_key,
+            lr = s.legacy_row,
+            tk = s.target_key,
+            tr = s.target_row,
+        );
+        for row in tx.query(&diff, &[&cursor_param, &buckets]).await? {
+            let key: String = row.get(0);
+            let kind: String = row.get(1);
+            let unreached: bool = row.get(2);
+            let bucket = match kind.as_str() {
+                "missing" => {
+                    if unreached {
+                        not_yet += 1;
+                    }
+                    &mut missing
+                }
+                "extra" => &mut extra,
+                _ => &mut different,
+            };
+            bucket.count += 1;
+            if bucket.sample_keys.len() < options.sample_limit {
+                bucket.sample_keys.push(key);
+            }
+        }
+    }
+    let divergence = missing.count - not_yet + extra.count + different.count;
+    let unresolved_drift: i64 = tx
+        .query_one(
+            "SELECT count(*)::int8 FROM tandem.drift WHERE rule_table = $1 AND NOT resolved",
+            &[&legacy.to_string()],
+        )
+        .await?
+        .get(0);
+    let shadow = shadow_stats(tx, names, legacy, options.min_overlap).await?;
+
+    let mode = rule.rule.mode;
+    let mut checks = vec![
+        Check {
+            name: "mode",
+            ok: mode != Mode::Off,
+            detail: format!("mode is {mode}"),
+        },
+        Check {
+            name: "backfill",
+            ok: backfill.status == "finished",
+            detail: match backfill.status.as_str() {
+                "finished" => format!("finished, {} rows copied", backfill.rows_copied),
+                "none" => "never ran: run tandem backfill".into(),
+                other => format!(
+                    "{other}, {} rows copied so far, {not_yet} legacy rows not reached yet",
+                    backfill.rows_copied
+                ),
+            },
+        },
+        Check {
+            name: "divergence",
+            ok: divergence == 0,
+            detail: format!(
+                "{divergence} rows diverge ({} missing behind the backfill, {} extra in target, {} different)",
+                missing.count - not_yet,
+                extra.count,
+                different.count
+            ),
+        },
+        Check {
+            name: "drift",
+            ok: unresolved_drift == 0,
+            detail: format!("{unresolved_drift} unresolved drift records"),
+        },
+    ];
+    if options.min_samples > 0 {
+        let ok = shadow.samples >= options.min_samples
+            && shadow.mean_overlap.unwrap_or(0.0) >= options.min_overlap;
+        checks.push(Check {
+            name: "shadow_overlap",
+            ok,
+            detail: match shadow.mean_overlap {
+                Some(mean) => format!(
+                    "{} samples (need {}), mean overlap {mean:.3} (need {:.2}), {} below",
+                    shadow.samples, options.min_samples, options.min_overlap, shadow.below_threshold
+                ),
+                None => format!(
+                    "no shadow-read samples yet (need {}); set the rule's sample rate (SET RULE ... SAMPLE)",
+                    options.min_samples
+                ),
+            },
+        });
+    }
+    let ready = checks.iter().all(|c| c.ok);
+    Ok(TableReport {
+        table: legacy.to_string(),
+        target: target.to_string(),
+        mode: mode.to_string(),
+        legacy_rows,
+        target_rows,
+        delta: legacy_rows - target_rows,
+        missing,
+        extra,
+        different,
+        not_yet_backfilled: not_yet,
+        divergence,
+        unresolved_drift,
+        backfill,
+        shadow,
+        checks,
+        ready,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Shadow-read figures from `<store>.shadow_samples`, when that table exists.
+async fn shadow_stats(
+    tx: &Transaction<'_>,
+    names: &Store,
+    table: &TableName,
+    threshold: f64,
+) -> Result<Shadow, ParityError> {
+    let samples = names.qualified("shadow_samples");
+    let exists: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&samples])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Shadow::default());
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT count(*)::int8, avg(overlap)::float8, min(overlap)::float8, \
+                   (percentile_cont(0.05) WITHIN GROUP (ORDER BY overlap))::float8, \
+                   count(*) FILTER (WHERE overlap < $2)::int8 \
+                 FROM {samples} WHERE rule_table = $1"
+            ),
+            &[&table.to_string(), &threshold],
+        )
+        .await?;
+    let series = tx
+        .query(
+            &format!(
+                "SELECT extract(epoch FROM at)::float8, overlap::float8 FROM \
+                   (SELECT at, overlap FROM {samples} WHERE rule_table = $1 ORDER BY at DESC LIMIT 500) s \
+                 ORDER BY at"
+            ),
+            &[&table.to_string()],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Shadow {
+        samples: row.get(0),
+        mean_overlap: row.get(1),
+        min_overlap: row.get(2),
+        p05_overlap: row.get(3),
+        below_threshold: row.get(4),
+        series,
+    })
+}
+
+/// The report as a readable table.
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    for t in &report.tables {
+        out.push_str(&format!(
+            "{} -> {} [{}]: {}\n",
+            t.table,
+            t.target,
+            t.mode,
+            if t.ready { "READY" } else { "NOT READY" }
+        ));
+        out.push_str(&format!(
+            "  rows: legacy {} / target {} / delta {}\n  missing {} (not yet backfilled {}), extra {}, different {}; divergence {}; unresolved drift {}\n",
+            t.legacy_rows,
+            t.target_rows,
+            t.delta,
+            t.missing.count,
+            t.not_yet_backfilled,
+            t.extra.count,
+            t.different.count,
+            t.divergence,
+            t.unresolved_drift
+        ));
+        for (kind, m) in [
+            ("missing", &t.missing),
+            ("extra", &t.extra),
+            ("different", &t.different),
+        ] {
+            if !m.sample_keys.is_empty() {
+                out.push_str(&format!("  {kind} keys: {}\n", m.sample_keys.join(" ")));
+            }
+        }
+        for c in &t.checks {
+            out.push_str(&format!(
+                "  [{}] {}: {}\n",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "{} table(s), {:.2} s: {}\n",
+        report.tables.len(),
+        report.seconds,
+        if report.ready { "ready" } else { "not ready" }
+    ));
+    out
+}
+
+/// The report as a self-contained HTML page: a summary table per table and, when there are
+/// shadow samples, a chart of overlap over time (inline SVG, no scripts, no network).
+pub fn html(report: &Report) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let mut body = String::new();
+    for t in &report.tables {
+        body.push_str(&format!(
+            "<section><h2>{} &rarr; {} <span class=\"{}\">{}</span></h2>",
+            esc(&t.table),
+            esc(&t.target),
+            if t.ready { "ok" } else { "fail" },
+            if t.ready { "ready" } else { "not ready" }
+        ));
+        body.push_str(&format!(
+            "<table><tr><th>mode</th><th>legacy rows</th><th>target rows</th><th>delta</th><th>missing</th><th>not yet backfilled</th><th>extra</th><th>different</th><th>divergence</th><th>drift</th></tr>\
+             <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            esc(&t.mode), t.legacy_rows, t.target_rows, t.delta, t.missing.count,
+            t.not_yet_backfilled, t.extra.count, t.different.count, t.divergence, t.unresolved_drift
+        ));
+        body.push_str("<ul>");
+        for c in &t.checks {
+            body.push_str(&format!(
+                "<li class=\"{}\">{}: {}</li>",
+                if c.ok { "ok" } else { "fail" },
+                c.name,
+                esc(&c.detail)
+            ));
+        }
+        body.push_str("</ul>");
+        for (kind, m) in [
+            ("missing", &t.missing),
+            ("extra", &t.extra),
+            ("different", &t.different),
+        ] {
+            if !m.sample_keys.is_empty() {
+                body.push_str(&format!(
+                    "<p>{kind} keys: <code>{}</code></p>",
+                    esc(&m.sample_keys.join(" "))
+                ));
+            }
+        }
+        if t.shadow.series.len() > 1 {
+            let (x0, x1) = (
+                t.shadow.series[0].0,
+                t.shadow.series[t.shadow.series.len() - 1].0,
+            );
+            let span = (x1 - x0).max(1e-9);
+            let points: Vec<String> = t
+                .shadow
+                .series
+                .iter()
+                .map(|(x, y)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        (x - x0) / span * 580.0 + 10.0,
+                        (1.0 - y) * 180.0 + 10.0
+                    )
+                })
+                .collect();
+            let threshold_y = (1.0 - report.min_overlap) * 180.0 + 10.0;
+            body.push_str(&format!(
+                "<p>shadow-read overlap over time ({} samples, threshold {:.2})</p>\
+                 <svg width=\"600\" height=\"200\" viewBox=\"0 0 600 200\"><rect x=\"0\" y=\"0\" width=\"600\" height=\"200\" fill=\"#fafafa\"/>\
+                 <line x1=\"10\" x2=\"590\" y1=\"{threshold_y:.1}\" y2=\"{threshold_y:.1}\" stroke=\"#c00\" stroke-dasharray=\"4\"/>\
+                 <polyline fill=\"none\" stroke=\"#06c\" points=\"{}\"/></svg>",
+                t.shadow.samples,
+                report.min_overlap,
+                points.join(" ")
+            ));
+        }
+        body.push_str("</section>");
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Tandem parity {id}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}\
+         .ok{{color:#070}}.fail{{color:#c00}}code{{word-break:break-all}}</style></head>\
+         <body><h1>Tandem parity report {id}: {verdict}</h1><p>{n} table(s), {secs:.2} s, minimum overlap {mo:.2}</p>{body}</body></html>",
+        id = esc(&report.run_id),
+        verdict = if report.ready { "ready" } else { "not ready" },
+        n = report.tables.len(),
+        secs = report.seconds,
+        mo = report.min_overlap,
+    )
+}
+
+/// Writes `summary.json` and `report.html` under `<out>/<run_id>/`; returns the folder.
+pub fn write(report: &Report, out: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let dir = out.join(&report.run_id);
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("summary.json"), json)?;
+    std::fs::write(dir.join("report.html"), html(report))?;
+    Ok(dir)
+}
+
+/// Opens a plain client for tests and tools that only need a connection.
+pub async fn client(config: &Config) -> Result<Client, ParityError> {
+    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
+    Ok(catalog::side_connection(config, &connector).await?)
+}

@@ -1,0 +1,153 @@
+//! `tandem parity`: a clean migration passes; every injected divergence is found and named.
+
+use std::time::Duration;
+
+use tandem::backfill::{self, Options as BackfillOptions, Outcome};
+use tandem::parity::{self, Options, Report, TableReport};
+use tandem_rules::TableName;
+use tandem_tests::mirror::{config_with, start_ruled_proxy, Kind, Pair};
+use tandem_tests::{pg, through};
+
+fn options(min_samples: i64) -> Options {
+    Options {
+        tables: Vec::new(),
+        min_overlap: 0.95,
+        min_samples,
+        sample_limit: 20,
+    }
+}
+
+async fn report(config: &tandem::Config, pair: &Pair) -> (Report, TableReport) {
+    let mut opts = options(0);
+    opts.tables = vec![TableName::new(Some("public"), &pair.legacy)];
+    let report = parity::run(config, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let table = report.tables[0].clone();
+    (report, table)
+}
+
+async fn backfill(config: &tandem::Config, pair: &Pair) {
+    let outcome = backfill::run(
+        config,
+        &BackfillOptions {
+            table: TableName::new(Some("public"), &pair.legacy),
+            batch_size: 100,
+            max_batches: 0,
+            predicate: None,
+            throttle: Duration::ZERO,
+            dry_run: false,
+            restart: false,
+        },
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, Outcome::Finished(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_migration_is_ready_and_injected_divergence_is_named() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::List);
+    pair.create(Kind::List, &check).await;
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {legacy} (tenant, amount, note) \
+             SELECT CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, g, 'n' FROM generate_series(1, 500) g",
+        ))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::List)]);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+
+    // Before the backfill: every legacy row is missing, but none is divergence yet.
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!((t.legacy_rows, t.target_rows, t.delta), (500, 0, 500));
+    assert_eq!(t.missing.count, 500);
+    assert_eq!(t.not_yet_backfilled, 500);
+    assert_eq!(t.divergence, 0);
+    assert!(!t.ready, "the backfill has not run");
+    assert!(t.checks.iter().any(|c| c.name == "backfill" && !c.ok));
+
+    backfill(&config, &pair).await;
+    via.batch_execute(&pair.sql(
+        "UPDATE {legacy} SET note = 'through tandem' WHERE id <= 10; DELETE FROM {legacy} WHERE id = 11; \
+         INSERT INTO {legacy} (tenant, amount) VALUES ('acme', 7)",
+    ))
+    .await
+    .unwrap();
+    let (report_clean, t) = report(&config, &pair).await;
+    assert!(t.ready, "{:#?}", t.checks);
+    assert!(report_clean.ready);
+    assert_eq!(
+        (t.missing.count, t.extra.count, t.different.count),
+        (0, 0, 0)
+    );
+    assert_eq!(t.delta, 0);
+
+    // Drift behind Tandem's back, each kind once, on both sides.
+    check
+        .batch_execute(&pair.sql(
+            "UPDATE {target} SET note = 'target edited' WHERE id = 20;
+             UPDATE {legacy} SET amount = 999 WHERE id = 21;
+             DELETE FROM {target} WHERE id = 22;
+             INSERT INTO {target} (id, tenant, amount, note, score, token, created_at)
+               VALUES (100000, 'acme', 1, 'extra', 1, gen_random_uuid(), now());
+             DELETE FROM {legacy} WHERE id = 23;",
+        ))
+        .await
+        .unwrap();
+    let (report_bad, t) = report(&config, &pair).await;
+    assert!(!t.ready && !report_bad.ready);
+    assert_eq!(t.missing.count, 1, "{:?}", t.missing);
+    assert!(
+        t.missing.sample_keys[0].starts_with("(22,"),
+        "{:?}",
+        t.missing
+    );
+    assert_eq!(t.extra.count, 2, "{:?}", t.extra);
+    let extra = t.extra.sample_keys.join(" ");
+    assert!(
+        extra.contains("(23,") && extra.contains("(100000,"),
+        "{extra}"
+    );
+    assert_eq!(t.different.count, 2, "{:?}", t.different);
+    let different = t.different.sample_keys.join(" ");
+    assert!(
+        different.contains("(20,") && different.contains("(21,"),
+        "{different}"
+    );
+    assert_eq!(t.divergence, 5);
+    assert_eq!(
+        t.not_yet_backfilled, 0,
+        "the backfill finished: missing rows are divergence"
+    );
+    let failed: Vec<_> = t.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(failed, vec!["divergence"]);
+
+    // The files, and the overlap gate without samples.
+    let dir = std::env::temp_dir().join(tandem_tests::unique("parity"));
+    let written = parity::write(&report_bad, &dir).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(written.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["ready"], false);
+    assert_eq!(json["tables"][0]["divergence"], 5);
+    let html = std::fs::read_to_string(written.join("report.html")).unwrap();
+    assert!(html.contains("not ready") && html.contains(&pair.legacy));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut gated = options(20);
+    gated.tables = vec![TableName::new(Some("public"), &pair.legacy)];
+    let r = parity::run(&config, &gated).await.unwrap();
+    let overlap = r.tables[0]
+        .checks
+        .iter()
+        .find(|c| c.name == "shadow_overlap")
+        .unwrap();
+    assert!(
+        !overlap.ok && overlap.detail.contains("no shadow-read samples"),
+        "{overlap:?}"
+    );
+}
