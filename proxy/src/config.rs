@@ -47,6 +47,28 @@ pub struct Config {
     /// The admin console (database `tandem` on the same listener).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Shadow-read sampling.
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+}
+
+/// Shadow-read sampling limits (the share sampled is each rule's `sample_rate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Reads waiting for comparison; when full, new samples are dropped (and counted).
+    pub queue_size: usize,
+    /// Samples kept per table in `<store>.shadow_samples`; older ones are pruned.
+    pub retention: i64,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            queue_size: 256,
+            retention: 10_000,
+        }
+    }
 }
 
 /// Who may use the admin console, authenticated by Tandem itself with SCRAM-SHA-256.
@@ -251,6 +273,7 @@ impl Default for Config {
             rules: Vec::new(),
             store: StoreConfig::default(),
             admin: None,
+            shadow: ShadowConfig::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod rules_watch;
 pub mod server;
 pub mod session;
 pub mod sessions;
+pub mod shadow;
 pub mod stats;
 pub mod store;
 pub mod stream;

@@ -55,6 +55,8 @@ pub struct Shared {
     pub drift: Option<DriftSink>,
     /// Every session of this instance.
     pub sessions: Arc<SessionRegistry>,
+    /// Shadow-read sampling, when the store is on.
+    pub sampler: Option<Arc<crate::shadow::Sampler>>,
     /// The admin console's SCRAM verifier, when `[admin]` is configured.
     pub admin_verifier: Option<crate::admin::scram::Verifier>,
 }
@@ -80,6 +82,13 @@ impl Proxy {
         let connector = Connector::new(&config)?;
         let config = Arc::new(config);
         let (watch, drift) = load_rules(&config, &connector).await?;
+        let sampler = watch.as_ref().map(|w| {
+            crate::shadow::Sampler::start(
+                Arc::clone(&config),
+                Arc::clone(&connector),
+                w.store().clone(),
+            )
+        });
         let (phase, shutdown) = watch::channel(Phase::Running);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -92,6 +101,7 @@ impl Proxy {
                 watch,
                 drift,
                 sessions: Arc::new(SessionRegistry::default()),
+                sampler,
                 admin_verifier,
             }),
             phase,

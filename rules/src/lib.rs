@@ -36,6 +36,7 @@ mod returning;
 mod reverse;
 pub mod rule;
 pub mod ruleset;
+pub mod shadow;
 mod split;
 mod sqlgen;
 mod truncate;
@@ -55,6 +56,7 @@ pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
 pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
 pub use ruleset::RuleSet;
+pub use shadow::{overlap, shadow_pair, ShadowPair};
 
 /// Checks that `text` is one SQL expression (a backfill's `--where` predicate, say), so it
 /// can be put in a WHERE clause without changing the statement around it.

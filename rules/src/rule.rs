@@ -112,7 +112,8 @@ pub struct Rule {
     pub on_mirror_error: MirrorErrorPolicy,
     /// Extra target columns and the SQL expression (over legacy columns) that fills them.
     pub set: Vec<(String, String)>,
-    /// Share of rows the verifier samples, in `[0, 1]`.
+    /// Share of this table's reads re-run on both tables for shadow comparison, in `[0, 1]`
+    /// (0, the default: none).
     pub sample_rate: f64,
 }
 
@@ -140,7 +141,7 @@ fn default_mode() -> Mode {
 }
 
 fn default_sample_rate() -> f64 {
-    1.0
+    0.0
 }
 
 impl TryFrom<RawRule> for Rule {
@@ -179,7 +180,7 @@ impl Rule {
             key,
             on_mirror_error: MirrorErrorPolicy::Fail,
             set: Vec::new(),
-            sample_rate: 1.0,
+            sample_rate: 0.0,
         }
     }
 

@@ -151,3 +151,92 @@ async fn a_clean_migration_is_ready_and_injected_divergence_is_named() {
         "{overlap:?}"
     );
 }
+
+/// Waits until `n` shadow samples of `pair`'s table are recorded.
+async fn samples(check: &tokio_postgres::Client, schema: &str, pair: &Pair, n: i64) {
+    let start = std::time::Instant::now();
+    loop {
+        let got: i64 = check
+            .query_one(
+                &format!("SELECT count(*) FROM \"{schema}\".shadow_samples WHERE rule_table = $1"),
+                &[&format!("public.{}", pair.legacy)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if got >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "only {got} samples recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_reads_measure_overlap_and_gate_cutover() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {legacy} (tenant, amount, note) SELECT 'acme', g, 'n' || g FROM generate_series(1, 200) g;
+             INSERT INTO {target} SELECT * FROM {legacy};",
+        ))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::Hash).sample(1.0)]);
+    let schema = config.store.schema.clone();
+    let proxy = start_ruled_proxy(config.clone()).await;
+    backfill(&config, &pair).await;
+    let via = through(&proxy).await;
+    let top = pair.sql("SELECT id, note FROM {legacy} ORDER BY amount DESC LIMIT 20");
+    for _ in 0..10 {
+        // Simple protocol, and an extended-protocol read without parameters.
+        via.simple_query(&top).await.unwrap();
+        via.query(&pair.sql("SELECT count(*) FROM {legacy}"), &[])
+            .await
+            .unwrap();
+    }
+    samples(&check, &schema, &pair, 20).await;
+    let mut opts = options(20);
+    opts.tables = vec![TableName::new(Some("public"), &pair.legacy)];
+    let r = parity::run(&config, &opts).await.unwrap();
+    let t = &r.tables[0];
+    assert!(t.ready, "{:#?}", t.checks);
+    assert_eq!(t.shadow.mean_overlap, Some(1.0));
+    assert!(t.shadow.series.len() >= 20);
+
+    // The target loses its top rows (a truncated target): the top-20 read overlaps less.
+    check
+        .batch_execute(&pair.sql("DELETE FROM {target} WHERE amount > 190"))
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        via.simple_query(&top).await.unwrap();
+    }
+    samples(&check, &schema, &pair, 50).await;
+    let r = parity::run(&config, &opts).await.unwrap();
+    let t = &r.tables[0];
+    assert!(t.shadow.min_overlap.unwrap() < 0.95, "{:?}", t.shadow);
+    assert!(t.shadow.below_threshold >= 30, "{:?}", t.shadow);
+    let gate = t
+        .checks
+        .iter()
+        .find(|c| c.name == "shadow_overlap")
+        .unwrap();
+    assert!(!gate.ok, "{gate:?}");
+    let example: String = check
+        .query_one(
+            &format!(
+                "SELECT example FROM \"{schema}\".shadow_samples WHERE rows_differ ORDER BY id DESC LIMIT 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(example.starts_with("legacy only: "), "{example}");
+}

@@ -19,6 +19,8 @@ pub enum Command {
     ShowStats,
     /// `SHOW VERSION`
     ShowVersion,
+    /// `SHOW PARITY`: the cheap figures (estimates, backfill, drift, shadow samples).
+    ShowParity,
     /// `SET RULE <table> MODE <mode> [FORCE]`
     SetMode {
         /// Legacy table.
@@ -58,7 +60,7 @@ pub enum Command {
 }
 
 /// The hint every parse error carries.
-pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | \
+pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
 SET RULE <table> SAMPLE <0..1> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
 DROP RULE <table> [FORCE] | RELOAD";
@@ -141,12 +143,13 @@ pub fn parse(text: &str) -> Result<Command, String> {
     let first = it.word("a command")?;
     let command = match first.to_ascii_uppercase().as_str() {
         "SHOW" => {
-            let what = it.word("RULES, SESSIONS, STATS or VERSION after SHOW")?;
+            let what = it.word("RULES, SESSIONS, STATS, VERSION or PARITY after SHOW")?;
             match what.to_ascii_uppercase().as_str() {
                 "RULES" => Command::ShowRules,
                 "SESSIONS" => Command::ShowSessions,
                 "STATS" => Command::ShowStats,
                 "VERSION" => Command::ShowVersion,
+                "PARITY" => Command::ShowParity,
                 other => return Err(format!("unknown SHOW target {other:?}")),
             }
         }
@@ -299,6 +302,7 @@ mod tests {
         assert_eq!(parse(" SHOW  Sessions ").unwrap(), Command::ShowSessions);
         assert_eq!(parse("SHOW STATS").unwrap(), Command::ShowStats);
         assert_eq!(parse("show version").unwrap(), Command::ShowVersion);
+        assert_eq!(parse("SHOW PARITY").unwrap(), Command::ShowParity);
         assert_eq!(
             parse("SET RULE orders MODE union_read").unwrap(),
             Command::SetMode {

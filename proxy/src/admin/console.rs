@@ -503,6 +503,59 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 tag: "SHOW 1".into(),
             });
         }
+        Command::ShowParity => {
+            let client = side().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT r.table_name, r.target, r.mode, \
+                           (SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass(r.table_name))::text, \
+                           (SELECT sum(c.reltuples)::int8 FROM pg_class c WHERE c.oid = to_regclass(r.target) \
+                              OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(r.target)))::text, \
+                           coalesce(b.status, 'none'), coalesce(b.rows_copied, 0)::text, \
+                           (SELECT count(*) FROM tandem.drift d WHERE d.rule_table = r.table_name AND NOT d.resolved)::text, \
+                           s.samples::text, round(s.mean::numeric, 3)::text, round(s.low::numeric, 3)::text, s.last::text \
+                         FROM {} r \
+                         LEFT JOIN {} b ON b.table_name = r.table_name AND b.predicate = '' \
+                         LEFT JOIN LATERAL (SELECT count(*) AS samples, avg(overlap) AS mean, min(overlap) AS low, \
+                           max(at) AS last FROM {} x WHERE x.rule_table = r.table_name) s ON true \
+                         ORDER BY 1",
+                        watch.store().rules(),
+                        watch.store().backfill_state(),
+                        watch.store().qualified("shadow_samples"),
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| error("XX000", format!("tandem: {}", crate::catalog::describe(&e))))?;
+            let rows: Vec<Vec<Option<String>>> = rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect()
+                })
+                .collect();
+            let n = rows.len();
+            return Ok(Output {
+                columns: vec![
+                    "table",
+                    "target",
+                    "mode",
+                    "legacy_rows_est",
+                    "target_rows_est",
+                    "backfill",
+                    "backfill_rows",
+                    "unresolved_drift",
+                    "shadow_samples",
+                    "mean_overlap",
+                    "min_overlap",
+                    "last_sample",
+                ],
+                rows,
+                tag: format!("SHOW {n}"),
+            });
+        }
         Command::Reload => {
             let version = watch.reload().await.map_err(|e| {
                 error(

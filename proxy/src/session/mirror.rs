@@ -24,6 +24,7 @@ use crate::drift::{DriftRecord, DriftSink};
 use crate::protocol::frame::{begin, finish};
 use crate::protocol::frontend;
 use crate::rules_watch::RulesWatch;
+use crate::shadow::Sampler;
 
 /// How a rewritten statement's responses map back: the client's tag and whether it asked
 /// for RETURNING rows.
@@ -190,6 +191,8 @@ pub struct ClientSide {
     portals: HashMap<String, Prepared>,
     /// Where `record`-policy refusals are written.
     drift: Option<DriftSink>,
+    /// Where sampled reads go for shadow comparison.
+    sampler: Option<Arc<Sampler>>,
 }
 
 impl ClientSide {
@@ -198,6 +201,7 @@ impl ClientSide {
         watch: Arc<RulesWatch>,
         search_path: Arc<[String]>,
         drift: Option<DriftSink>,
+        sampler: Option<Arc<Sampler>>,
     ) -> Self {
         Self {
             rules: watch.current(),
@@ -208,7 +212,53 @@ impl ClientSide {
             statements: HashMap::new(),
             portals: HashMap::new(),
             drift,
+            sampler,
         }
+    }
+
+    /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
+    /// rule's `sample_rate`, so sessions pay one random number per read of a ruled table
+    /// and nothing else unless sampled (and then one parse, off the reply's path).
+    fn maybe_sample(&self, sql: &str, plan: Option<&Plan>) {
+        let Some(sampler) = &self.sampler else { return };
+        let read = match plan {
+            Some(Plan::Passthrough) => true,
+            Some(Plan::Rewritten(s)) => {
+                s.len() == 1 && matches!(s[0].response, ResponseFix::Read { .. })
+            }
+            _ => false,
+        };
+        if !read {
+            return;
+        }
+        let max = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .map(|r| r.rule.sample_rate)
+            .fold(0.0, f64::max);
+        if max <= 0.0 || rand::random::<f64>() >= max {
+            return;
+        }
+        let Some(pair) = tandem_rules::shadow_pair(sql, &self.rules.set, &self.search_path) else {
+            return;
+        };
+        let rate = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .find(|r| r.rule.table == pair.table)
+            .map_or(0.0, |r| r.rule.sample_rate);
+        // Sampled at `max` so far; keep `rate / max` of those for this table's own rate.
+        if rand::random::<f64>() * max >= rate {
+            return;
+        }
+        sampler.offer(crate::shadow::Job {
+            pair,
+            search_path: Arc::clone(&self.search_path),
+        });
     }
 
     /// The rules version this session plans with.
@@ -363,6 +413,7 @@ impl ClientSide {
             }
         };
         let plan = self.rules.plan(sql, &self.search_path);
+        self.maybe_sample(sql, plan.as_deref());
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
             for (name, piece) in tandem_rules::prepared_statements(sql) {
@@ -501,6 +552,10 @@ impl ClientSide {
             return Action::Forward;
         };
         let plan = self.rules.plan(parse.sql, &self.search_path);
+        if parse.param_types.starts_with(&[0, 0]) && !parse.sql.contains('$') {
+            // A read without parameters can be re-run as it is.
+            self.maybe_sample(parse.sql, plan.as_deref());
+        }
         let mut known = Known {
             sql: parse.sql.to_string(),
             param_types: parse.param_types.to_vec(),

@@ -168,6 +168,7 @@ fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::Clie
         Arc::clone(watch),
         search_path(startup),
         shared.drift.clone(),
+        shared.sampler.clone(),
     ))
 }
 

@@ -15,7 +15,7 @@ CREATE TABLE @store@.rules (
     key             text[] NOT NULL DEFAULT '{}',
     mode            text NOT NULL DEFAULT 'off'
                     CHECK (mode IN ('off', 'dual_write', 'union_read', 'cutover', 'target_only')),
-    sample_rate     double precision NOT NULL DEFAULT 1
+    sample_rate     double precision NOT NULL DEFAULT 0
                     CHECK (sample_rate >= 0 AND sample_rate <= 1),
     on_mirror_error text NOT NULL DEFAULT 'fail' CHECK (on_mirror_error IN ('fail', 'record')),
     set_columns     jsonb NOT NULL DEFAULT '[]',

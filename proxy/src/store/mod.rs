@@ -64,6 +64,7 @@ pub const SCHEMA_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("001_rules.sql")),
     (2, include_str!("002_backfill.sql")),
+    (3, include_str!("003_shadow.sql")),
 ];
 
 /// Why the store could not be read or written.

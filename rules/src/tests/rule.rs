@@ -21,7 +21,7 @@ fn defaults_fill_in() {
     assert_eq!(rule.table, TableName::new(Some("public"), "orders"));
     assert_eq!(rule.target, TableName::new(Some("public"), "orders_v2"));
     assert_eq!(rule.on_mirror_error, MirrorErrorPolicy::Fail);
-    assert_eq!(rule.sample_rate, 1.0);
+    assert_eq!(rule.sample_rate, 0.0, "shadow sampling is opt-in");
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub struct RuleToml {
     pub on_mirror_error: String,
     /// Target-only columns and their expressions.
     pub set: Vec<(String, String)>,
+    /// Share of reads sampled for shadow comparison.
+    pub sample_rate: f64,
 }
 
 impl RuleToml {
@@ -33,6 +35,7 @@ impl RuleToml {
             key: Vec::new(),
             on_mirror_error: "fail".into(),
             set: Vec::new(),
+            sample_rate: 0.0,
         }
     }
 
@@ -60,6 +63,12 @@ impl RuleToml {
         self
     }
 
+    /// Sets the shadow-read sample rate.
+    pub fn sample(mut self, rate: f64) -> Self {
+        self.sample_rate = rate;
+        self
+    }
+
     /// Adds a target-only column filled by `expr`.
     pub fn set(mut self, column: &str, expr: &str) -> Self {
         self.set.push((column.to_string(), expr.to_string()));
@@ -76,6 +85,7 @@ impl RuleToml {
             toml_str(&self.on_mirror_error),
             list(self.key.iter().map(|k| toml_str(k)).collect()),
         );
+        out.push_str(&format!("sample_rate = {}\n", self.sample_rate));
         if let Some(target) = &self.target {
             out.push_str(&format!("target = {}\n", toml_str(target)));
         }
