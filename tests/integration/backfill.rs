@@ -293,3 +293,32 @@ async fn a_delete_with_an_older_snapshot_does_not_leave_a_copy_behind() {
     assert_eq!(report.progress.removed, 1, "{report:?}");
     assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_after_its_last_committed_batch() {
+    let (pair, check, config) = seeded(Kind::Hash, 2000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let slow = Options {
+        throttle: Duration::from_millis(30),
+        ..options(&pair, 100)
+    };
+    let task = {
+        let config = config.clone();
+        tokio::spawn(async move { run(&config, &slow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort(); // as a kill: the connection drops, an open batch rolls back
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, copied_before) = pair.counts(&check).await;
+    assert!(copied_before > 0 && copied_before < 2000, "{copied_before}");
+    match run(&config, &options(&pair, 100)).await {
+        Outcome::Finished(r) => {
+            assert!(r.resumed);
+            assert_eq!(r.total_copied, 2000);
+            assert_eq!(r.progress.copied, 2000 - copied_before);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}

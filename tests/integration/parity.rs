@@ -228,6 +228,27 @@ async fn shadow_reads_measure_overlap_and_gate_cutover() {
         .find(|c| c.name == "shadow_overlap")
         .unwrap();
     assert!(!gate.ok, "{gate:?}");
+    // The console's cheap view of the same figures.
+    let mut console_config = config.clone();
+    console_config.admin = Some(tandem::config::AdminConfig {
+        user: "admin".into(),
+        password: Some("pw".into()),
+        password_env: None,
+    });
+    let console = start_ruled_proxy(console_config).await;
+    let out = tandem::admin::cli::run(
+        &format!(
+            "postgres://admin:pw@127.0.0.1:{}/tandem",
+            console.addr.port()
+        ),
+        "SHOW PARITY; SHOW STATS",
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(&pair.legacy) && out.contains("finished"),
+        "{out}"
+    );
     let example: String = check
         .query_one(
             &format!(

@@ -464,7 +464,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         }
         Command::ShowStats => {
             let s = shared.stats.snapshot();
-            let rows = [
+            let mut stats = vec![
                 ("sessions_total", s.sessions_total),
                 ("sessions_active", s.sessions_active),
                 ("sessions_refused", s.sessions_refused),
@@ -473,14 +473,24 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 ("queries", s.queries),
                 ("errors", s.errors),
                 ("cancels", s.cancels),
-            ]
-            .iter()
-            .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
-            .collect::<Vec<_>>();
+            ];
+            if let Some(sampler) = &shared.sampler {
+                stats.extend([
+                    ("shadow_samples_queued", sampler.queued.load(Relaxed)),
+                    ("shadow_samples_dropped", sampler.dropped.load(Relaxed)),
+                    ("shadow_samples_recorded", sampler.recorded.load(Relaxed)),
+                    ("shadow_samples_failed", sampler.failed.load(Relaxed)),
+                ]);
+            }
+            let n = stats.len();
+            let rows = stats
+                .iter()
+                .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
+                .collect::<Vec<_>>();
             return Ok(Output {
                 columns: vec!["stat", "value"],
                 rows,
-                tag: "SHOW 8".into(),
+                tag: format!("SHOW {n}"),
             });
         }
         Command::ShowVersion => {
