@@ -379,7 +379,10 @@ fn backfill(config: Config, options: tandem::backfill::Options) -> ExitCode {
         Ok(Outcome::Plan(plan)) => {
             println!("table:          {}", options.table);
             println!("estimated rows: {}", plan.estimated_rows);
-            println!("batches:        {} (batch size {})", plan.batches, options.batch_size);
+            println!(
+                "batches:        {} (batch size {})",
+                plan.batches, options.batch_size
+            );
             match &plan.resume_after {
                 Some(c) => println!("resumes after:  ({})", c.join(", ")),
                 None => println!("starts at:      the first key"),

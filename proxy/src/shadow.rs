@@ -33,6 +33,50 @@ pub struct Job {
     pub pair: ShadowPair,
     /// The session's search_path (the read's bare names resolve through it).
     pub search_path: Arc<[String]>,
+    /// Bind parameter values exactly as the client sent them, and their declared types
+    /// (empty for a simple query).
+    pub params: Vec<RawParam>,
+    /// Parameter type OIDs the client declared in its Parse (0: let the server infer).
+    pub param_types: Vec<u32>,
+}
+
+/// A parameter value passed through byte for byte, in the client's own format.
+#[derive(Debug, Clone)]
+pub struct RawParam {
+    /// The bytes, or `None` for NULL.
+    pub value: Option<Vec<u8>>,
+    /// Binary (else text) format.
+    pub binary: bool,
+}
+
+impl tokio_postgres::types::ToSql for RawParam {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.value {
+            None => Ok(tokio_postgres::types::IsNull::Yes),
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(tokio_postgres::types::IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+
+    fn encode_format(&self, _ty: &tokio_postgres::types::Type) -> tokio_postgres::types::Format {
+        if self.binary {
+            tokio_postgres::types::Format::Binary
+        } else {
+            tokio_postgres::types::Format::Text
+        }
+    }
 }
 
 /// The sampling queue and its counters.
@@ -157,8 +201,8 @@ async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgre
         tx.batch_execute(&format!("SET LOCAL search_path = {path}"))
             .await?;
     }
-    let legacy = rows(&tx, &job.pair.legacy_sql).await?;
-    let target = rows(&tx, &job.pair.target_sql).await?;
+    let legacy = rows(&tx, &job.pair.legacy_sql, job).await?;
+    let target = rows(&tx, &job.pair.target_sql, job).await?;
     tx.commit().await?;
     let mut a = legacy.clone();
     let mut b = target.clone();
@@ -195,14 +239,37 @@ async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgre
     })
 }
 
-/// The read's rows, each as its record text.
+/// The read's rows, each as its record text; with the client's own parameter values when
+/// it had any (the statement is prepared with the types the client declared).
 async fn rows(
     tx: &tokio_postgres::Transaction<'_>,
     sql: &str,
+    job: &Job,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    let messages = tx
-        .simple_query(&format!("SELECT tandem_r::text FROM ({sql}) AS tandem_r"))
-        .await?;
+    let wrapped = format!("SELECT tandem_r::text FROM ({sql}) AS tandem_r");
+    if !job.params.is_empty() {
+        let types: Vec<tokio_postgres::types::Type> = job
+            .param_types
+            .iter()
+            .take_while(|oid| **oid != 0)
+            .map(|oid| {
+                tokio_postgres::types::Type::from_oid(*oid)
+                    .unwrap_or(tokio_postgres::types::Type::TEXT)
+            })
+            .collect();
+        let statement = tx.prepare_typed(&wrapped, &types).await?;
+        let rows = tx.query_raw(&statement, job.params.iter()).await?;
+        use futures_util::TryStreamExt;
+        let rows: Vec<tokio_postgres::Row> = rows.try_collect().await?;
+        return Ok(rows
+            .iter()
+            .map(|r| {
+                r.get::<_, Option<String>>(0)
+                    .unwrap_or_else(|| "\\N".to_string())
+            })
+            .collect());
+    }
+    let messages = tx.simple_query(&wrapped).await?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {

@@ -200,7 +200,26 @@ async fn shadow_reads_measure_overlap_and_gate_cutover() {
             .await
             .unwrap();
     }
-    samples(&check, &schema, &pair, 20).await;
+    // Prepared reads with bind parameters (binary, as tokio-postgres sends them).
+    let by_amount = via
+        .prepare(&pair.sql("SELECT id, note FROM {legacy} WHERE id > $1 ORDER BY id LIMIT $2"))
+        .await
+        .unwrap();
+    for i in 0..10i64 {
+        via.query(&by_amount, &[&(i * 10), &5i64]).await.unwrap();
+    }
+    samples(&check, &schema, &pair, 30).await;
+    let with_params: i64 = check
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{schema}\".shadow_samples WHERE statement LIKE '%$1%' AND NOT rows_differ"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(with_params, 10, "parameterised reads are sampled and equal");
     let mut opts = options(20);
     opts.tables = vec![TableName::new(Some("public"), &pair.legacy)];
     let r = parity::run(&config, &opts).await.unwrap();
@@ -217,7 +236,7 @@ async fn shadow_reads_measure_overlap_and_gate_cutover() {
     for _ in 0..30 {
         via.simple_query(&top).await.unwrap();
     }
-    samples(&check, &schema, &pair, 50).await;
+    samples(&check, &schema, &pair, 60).await;
     let r = parity::run(&config, &opts).await.unwrap();
     let t = &r.tables[0];
     assert!(t.shadow.min_overlap.unwrap() < 0.95, "{:?}", t.shadow);

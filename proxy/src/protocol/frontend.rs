@@ -53,6 +53,61 @@ pub fn bind_names(body: &[u8]) -> Result<(&str, &str), Malformed> {
     Ok((utf8(portal, "Bind")?, utf8(statement, "Bind")?))
 }
 
+/// A Bind's parameter values: each value (None = NULL) and whether it is in binary format.
+pub fn bind_params(body: &[u8]) -> Result<Vec<(Option<Vec<u8>>, bool)>, Malformed> {
+    let err = || Malformed("Bind");
+    let (_, rest) = read_cstr(body).ok_or_else(err)?;
+    let (_, mut rest) = read_cstr(rest).ok_or_else(err)?;
+    let (nformats, r) = read_i16(rest).ok_or_else(err)?;
+    rest = r;
+    let mut formats = Vec::with_capacity(nformats.max(0) as usize);
+    for _ in 0..nformats.max(0) {
+        let (f, r) = read_i16(rest).ok_or_else(err)?;
+        formats.push(f == 1);
+        rest = r;
+    }
+    let (nparams, r) = read_i16(rest).ok_or_else(err)?;
+    rest = r;
+    let mut out = Vec::with_capacity(nparams.max(0) as usize);
+    for i in 0..nparams.max(0) as usize {
+        let (len, r) = crate::protocol::frame::read_i32(rest).ok_or_else(err)?;
+        rest = r;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0],
+            _ => *formats.get(i).ok_or_else(err)?,
+        };
+        if len < 0 {
+            out.push((None, binary));
+        } else {
+            let len = len as usize;
+            let value = rest.get(..len).ok_or_else(err)?.to_vec();
+            rest = &rest[len..];
+            out.push((Some(value), binary));
+        }
+    }
+    Ok(out)
+}
+
+fn read_i16(buf: &[u8]) -> Option<(i16, &[u8])> {
+    let b: [u8; 2] = buf.get(..2)?.try_into().ok()?;
+    Some((i16::from_be_bytes(b), &buf[2..]))
+}
+
+/// The parameter type OIDs of a Parse's trailing section (`param_types`).
+pub fn param_type_oids(param_types: &[u8]) -> Vec<u32> {
+    let n = param_types
+        .get(..2)
+        .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+    (0..n)
+        .filter_map(|i| {
+            let at = 2 + 4 * i;
+            let b: [u8; 4] = param_types.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_be_bytes(b))
+        })
+        .collect()
+}
+
 /// Kind ('S' statement or 'P' portal) and name of a Describe or Close body.
 pub fn target<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a str), Malformed> {
     let (&kind, rest) = body.split_first().ok_or(Malformed(what))?;
@@ -132,6 +187,17 @@ mod tests {
             ("s1", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..])
         );
         assert!(parse_parse(b"s1\0SELECT").is_err());
+        // Bind "p1" "s1": one binary format, two params (NULL, 4 bytes), no result formats.
+        let bind = b"p1\0s1\0\0\x01\0\x01\0\x02\xff\xff\xff\xff\0\0\0\x04abcd\0\0";
+        assert_eq!(
+            bind_params(bind).unwrap(),
+            vec![(None, true), (Some(b"abcd".to_vec()), true)]
+        );
+        assert!(bind_params(b"p1\0s1\0\0\0\0\x01\0\0\0\x09ab").is_err());
+        assert_eq!(
+            param_type_oids(&[0, 2, 0, 0, 0, 23, 0, 0, 0, 0]),
+            vec![23, 0]
+        );
         let mut b = BytesMut::new();
         encode_execute("p", 5, &mut b);
         assert_eq!(execute(&b[5..]).unwrap(), ("p", 5));

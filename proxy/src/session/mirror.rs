@@ -219,7 +219,7 @@ impl ClientSide {
     /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
     /// rule's `sample_rate`, so sessions pay one random number per read of a ruled table
     /// and nothing else unless sampled (and then one parse, off the reply's path).
-    fn maybe_sample(&self, sql: &str, plan: Option<&Plan>) {
+    fn maybe_sample(&self, sql: &str, plan: Option<&Plan>, bind: Option<(&[u8], &[u8])>) {
         let Some(sampler) = &self.sampler else { return };
         let read = match plan {
             Some(Plan::Passthrough) => true,
@@ -255,9 +255,33 @@ impl ClientSide {
         if rand::random::<f64>() * max >= rate {
             return;
         }
+        // A Bind's values go along byte for byte, with the types its Parse declared.
+        let (params, param_types) = match bind {
+            Some((bind_body, param_types)) => match frontend::bind_params(bind_body) {
+                Ok(values) => (
+                    values
+                        .into_iter()
+                        .map(|(value, binary)| crate::shadow::RawParam { value, binary })
+                        .collect(),
+                    frontend::param_type_oids(param_types),
+                ),
+                Err(_) => return,
+            },
+            None => (Vec::new(), Vec::new()),
+        };
+        // A type left to the server in the middle of declared ones cannot be re-declared.
+        if param_types
+            .iter()
+            .skip_while(|oid| **oid != 0)
+            .any(|oid| *oid != 0)
+        {
+            return;
+        }
         sampler.offer(crate::shadow::Job {
             pair,
             search_path: Arc::clone(&self.search_path),
+            params,
+            param_types,
         });
     }
 
@@ -300,6 +324,16 @@ impl ClientSide {
                 let mut refreshed = false;
                 if let Ok((_, statement)) = frontend::bind_names(body) {
                     refreshed = self.refresh(statement, queue, &mut out);
+                    if self.sampler.is_some() {
+                        if let Some(known) = self.known.get(statement) {
+                            let plan = self.rules.plan(&known.sql, &self.search_path);
+                            self.maybe_sample(
+                                &known.sql,
+                                plan.as_deref(),
+                                Some((body, &known.param_types)),
+                            );
+                        }
+                    }
                 }
                 if let Ok((portal, statement)) = frontend::bind_names(body) {
                     match self.statements.get(statement) {
@@ -413,7 +447,7 @@ impl ClientSide {
             }
         };
         let plan = self.rules.plan(sql, &self.search_path);
-        self.maybe_sample(sql, plan.as_deref());
+        self.maybe_sample(sql, plan.as_deref(), None);
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
             for (name, piece) in tandem_rules::prepared_statements(sql) {
@@ -552,10 +586,6 @@ impl ClientSide {
             return Action::Forward;
         };
         let plan = self.rules.plan(parse.sql, &self.search_path);
-        if parse.param_types.starts_with(&[0, 0]) && !parse.sql.contains('$') {
-            // A read without parameters can be re-run as it is.
-            self.maybe_sample(parse.sql, plan.as_deref());
-        }
         let mut known = Known {
             sql: parse.sql.to_string(),
             param_types: parse.param_types.to_vec(),
