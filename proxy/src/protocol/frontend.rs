@@ -53,8 +53,11 @@ pub fn bind_names(body: &[u8]) -> Result<(&str, &str), Malformed> {
     Ok((utf8(portal, "Bind")?, utf8(statement, "Bind")?))
 }
 
-/// A Bind's parameter values: each value (None = NULL) and whether it is in binary format.
-pub fn bind_params(body: &[u8]) -> Result<Vec<(Option<Vec<u8>>, bool)>, Malformed> {
+/// One Bind parameter: its bytes (None = NULL) and whether it is in binary format.
+pub type BindParam = (Option<Vec<u8>>, bool);
+
+/// A Bind's parameter values.
+pub fn bind_params(body: &[u8]) -> Result<Vec<BindParam>, Malformed> {
     let err = || Malformed("Bind");
     let (_, rest) = read_cstr(body).ok_or_else(err)?;
     let (_, mut rest) = read_cstr(rest).ok_or_else(err)?;
