@@ -306,7 +306,15 @@ async fn a_killed_run_resumes_after_its_last_committed_batch() {
         let config = config.clone();
         tokio::spawn(async move { run(&config, &slow).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let a few batches commit, then kill it.
+    let start = std::time::Instant::now();
+    while pair.counts(&check).await.1 < 300 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no batch committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     task.abort(); // as a kill: the connection drops, an open batch rolls back
     let _ = task.await;
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -240,7 +240,20 @@ async fn a_store_change_that_cannot_be_honoured_keeps_the_previous_rules() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the instance has tried the change and refused it.
+    let watch = proxy.watch.clone().unwrap();
+    let start = Instant::now();
+    while watch.status().last_error.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the change was never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        watch.status().last_error.unwrap().contains("no_such_table"),
+        "the reason names the missing target"
+    );
     // Still mirrored into the real target: a broken rule never turns mirroring off.
     let id: i64 = via
         .query_one(&pair.sql(INSERT), &[&"kept"])
