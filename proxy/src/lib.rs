@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod drift;
 pub mod embedded;
+pub mod init;
 pub mod parity;
 pub mod protocol;
 pub mod rules_watch;

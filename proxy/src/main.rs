@@ -113,6 +113,30 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// Create the partitioned target from the legacy table's definition, and its rule (mode off).
+    Init {
+        /// Legacy table.
+        #[arg(long)]
+        table: String,
+        /// Target table (default <table>_v2).
+        #[arg(long)]
+        target: Option<String>,
+        /// list(<col>) | hash(<col>) <N> | range(<col>) monthly [months-ahead N] | list(<col>) range(<col>) monthly [months-ahead N]
+        #[arg(long)]
+        partition_by: String,
+        /// No DEFAULT partition.
+        #[arg(long)]
+        no_default: bool,
+        /// Print the DDL, create nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// TOML config file (its upstream and store settings are used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Upstream connection string, overriding the file's.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
@@ -338,6 +362,80 @@ fn main() -> ExitCode {
                 sample_limit,
             };
             parity(config, options, strict, &out, &format)
+        }
+        Command::Init {
+            table,
+            target,
+            partition_by,
+            no_default,
+            dry_run,
+            config,
+            upstream,
+        } => {
+            let config = match load_config(config, None, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let name = |t: &str| {
+                tandem_rules::TableName::parse(t).map(|mut n| {
+                    if n.schema.is_none() {
+                        n.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+                    }
+                    n
+                })
+            };
+            let (table, target) = match (name(&table), target.as_deref().map(name).transpose()) {
+                (Ok(t), Ok(g)) => (t, g),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("tandem: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let layout = match tandem::init::Layout::parse(&partition_by) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("tandem: --partition-by: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = tandem::init::Options {
+                table,
+                target,
+                layout,
+                no_default,
+                dry_run,
+            };
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| tandem::init::InitError::Refused(e.to_string()))
+                .and_then(|rt| rt.block_on(tandem::init::run(&config, &options)));
+            match result {
+                Ok(report) => {
+                    for statement in &report.ddl {
+                        println!("{statement}");
+                    }
+                    println!("-- index parity:");
+                    for line in &report.index_parity {
+                        println!("--   {line}");
+                    }
+                    if report.applied {
+                        println!(
+                            "-- created {} and added its rule (mode off, key {}); next: tandem rules set {} --mode dual_write",
+                            report.target,
+                            report.key.join(", "),
+                            options.table
+                        );
+                    } else {
+                        println!("-- dry run: nothing was created");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tandem: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo { listen } => {
             init_logging("info");

@@ -9,6 +9,7 @@ mod bad_input;
 mod clients;
 mod dual_write;
 mod fleet;
+mod init;
 mod lifecycle;
 mod modes;
 mod parity;
