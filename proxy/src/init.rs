@@ -506,7 +506,7 @@ async fn month_bounds(
 }
 
 /// A partition name: the target's name plus a suffix made of safe characters.
-fn partition_name(target: &TableName, suffix: &str) -> TableName {
+pub(crate) fn partition_name(target: &TableName, suffix: &str) -> TableName {
     let safe: String = suffix
         .chars()
         .map(|c| {

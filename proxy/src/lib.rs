@@ -16,6 +16,7 @@ pub mod drift;
 pub mod embedded;
 pub mod init;
 pub mod parity;
+pub mod partitions;
 pub mod protocol;
 pub mod rules_watch;
 pub mod server;

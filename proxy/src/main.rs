@@ -137,11 +137,59 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// List, create or inspect a target's partitions.
+    Partitions {
+        #[command(subcommand)]
+        action: PartitionsAction,
+        /// TOML config file (its upstream and store settings are used).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Upstream connection string, overriding the file's.
+        #[arg(long, global = true)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionsAction {
+    /// Every partition with its bound, estimated rows and bytes.
+    List {
+        /// Legacy table (its rule's target is listed) or any partitioned table.
+        #[arg(long)]
+        table: String,
+    },
+    /// Create missing partitions: a LIST value (--value / --all-known) or months ahead.
+    Ensure {
+        /// Legacy table (its rule's target) or any partitioned table.
+        #[arg(long)]
+        table: String,
+        /// LIST: the value to give a partition (rows already in DEFAULT move into it).
+        #[arg(long, conflicts_with_all = ["all_known", "months_ahead"])]
+        value: Option<String>,
+        /// LIST: every value present in the legacy table.
+        #[arg(long, conflicts_with = "months_ahead")]
+        all_known: bool,
+        /// RANGE monthly: months after the current one.
+        #[arg(long)]
+        months_ahead: Option<u32>,
+    },
+    /// Exact rows and bytes per partition, skew ratio, hot and empty partitions, verdict.
+    Skew {
+        /// Legacy table (its rule's target) or any partitioned table.
+        #[arg(long)]
+        table: String,
+        /// Skew ratio (max / mean) from which the verdict is WARNING.
+        #[arg(long, default_value_t = 2.0)]
+        warn: f64,
+        /// Skew ratio from which the verdict is REBALANCE.
+        #[arg(long, default_value_t = 5.0)]
+        rebalance: f64,
     },
 }
 
@@ -437,6 +485,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Partitions {
+            action,
+            config,
+            upstream,
+        } => {
+            let config = match load_config(config, None, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            partitions(config, action)
+        }
         Command::Demo { listen } => {
             init_logging("info");
             run(async move { demo::run(listen).await })
@@ -572,6 +631,109 @@ fn parity(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Runs `tandem partitions ...`.
+fn partitions(config: Config, action: PartitionsAction) -> ExitCode {
+    use tandem::partitions::{self, Ensure};
+    let table = match &action {
+        PartitionsAction::List { table }
+        | PartitionsAction::Ensure { table, .. }
+        | PartitionsAction::Skew { table, .. } => table.clone(),
+    };
+    let table = match tandem_rules::TableName::parse(&table) {
+        Ok(mut t) => {
+            if t.schema.is_none() {
+                t.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+            }
+            t
+        }
+        Err(e) => {
+            eprintln!("tandem: --table: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), partitions::PartitionsError> = runtime.block_on(async {
+        match action {
+            PartitionsAction::List { .. } => {
+                let (target, parts) = partitions::list(&config, &table).await?;
+                println!("{target}: {} partitions", parts.len());
+                for p in parts {
+                    println!(
+                        "{}{}  {}  ~{} rows  {} bytes",
+                        "  ".repeat(p.level as usize),
+                        p.name,
+                        p.bound,
+                        p.rows,
+                        p.bytes
+                    );
+                }
+            }
+            PartitionsAction::Ensure {
+                value,
+                all_known,
+                months_ahead,
+                ..
+            } => {
+                let what = match (value, all_known, months_ahead) {
+                    (Some(v), _, _) => Ensure::Value(v),
+                    (None, true, _) => Ensure::AllKnown,
+                    (None, false, Some(n)) => Ensure::MonthsAhead(n),
+                    _ => {
+                        return Err(partitions::PartitionsError::Refused(
+                            "give --value, --all-known or --months-ahead".into(),
+                        ))
+                    }
+                };
+                let created = partitions::ensure(&config, &table, what).await?;
+                if created.is_empty() {
+                    println!("nothing to create");
+                }
+                for c in created {
+                    println!("created {c}");
+                }
+            }
+            PartitionsAction::Skew {
+                warn, rebalance, ..
+            } => {
+                let (target, s) = partitions::skew(&config, &table, warn, rebalance).await?;
+                println!(
+                    "{target}: {} ({} partitions, mean {:.0} rows, skew {:.2})",
+                    s.verdict,
+                    s.partitions.len(),
+                    s.mean,
+                    s.ratio
+                );
+                for p in &s.partitions {
+                    println!("  {}  {} rows  {} bytes", p.name, p.rows, p.bytes);
+                }
+                if !s.hot.is_empty() {
+                    println!("hot: {}", s.hot.join(", "));
+                }
+                if !s.empty.is_empty() {
+                    println!("empty: {}", s.empty.join(", "));
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

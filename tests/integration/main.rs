@@ -13,5 +13,6 @@ mod init;
 mod lifecycle;
 mod modes;
 mod parity;
+mod partitions;
 mod relay;
 mod walk;

@@ -1,0 +1,373 @@
+//! `tandem partitions list|ensure|skew`: keep a target's partitions ready and see how rows
+//! spread over them.
+//!
+//! The target's layout is read from the catalog (`pg_partitioned_table`), so these work on
+//! any LIST, RANGE or HASH target, whether `tandem init` made it or not:
+//!
+//! - `list`: every partition (sub-partitions indented) with its bound, rows and bytes;
+//! - `ensure`: for a LIST target, the partition for a value (`--value`) or for every value
+//!   present in the legacy table (`--all-known`); rows of that value already in the DEFAULT
+//!   partition are moved into the new one in the same transaction (PostgreSQL refuses to
+//!   create the partition otherwise). For a RANGE target, monthly partitions up to
+//!   `--months-ahead` months after the current one. Each ensure takes an advisory lock on the
+//!   target, so two instances racing create each partition once; existing partitions are
+//!   left alone;
+//! - `skew`: exact rows and bytes per leaf partition, the skew ratio (max / mean), hot
+//!   (more than twice the mean) and empty partitions, and a verdict: HEALTHY below
+//!   `--warn` (2), WARNING below `--rebalance` (5), REBALANCE above.
+
+use tandem_rules::{quote_ident, TableName};
+use tokio_postgres::Client;
+
+use crate::catalog::{self, CatalogError};
+use crate::config::Config;
+use crate::store::{self, Store};
+use crate::upstream::Connector;
+
+/// Why a partitions command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartitionsError {
+    /// Reaching or reading the database failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A query failed.
+    #[error("{}", catalog::describe(.0))]
+    Query(#[from] tokio_postgres::Error),
+    /// The request does not fit the table.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One partition.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// Name (schema-qualified).
+    pub name: String,
+    /// Its bound as PostgreSQL prints it (`FOR VALUES IN ('acme')`, `DEFAULT`...).
+    pub bound: String,
+    /// Nesting level: 1 for the target's own partitions, 2 for sub-partitions.
+    pub level: i32,
+    /// Whether it is itself partitioned.
+    pub partitioned: bool,
+    /// Rows (exact for leaves in `skew`, the planner's estimate in `list`).
+    pub rows: i64,
+    /// Bytes on disk, indexes included.
+    pub bytes: i64,
+}
+
+/// The skew report.
+#[derive(Debug, Clone)]
+pub struct Skew {
+    /// Leaf partitions with their exact row counts.
+    pub partitions: Vec<Partition>,
+    /// Mean rows per leaf.
+    pub mean: f64,
+    /// max / mean (0 when the table is empty).
+    pub ratio: f64,
+    /// Leaves with more than twice the mean.
+    pub hot: Vec<String>,
+    /// Leaves with no rows.
+    pub empty: Vec<String>,
+    /// HEALTHY, WARNING or REBALANCE.
+    pub verdict: &'static str,
+}
+
+/// A connection and the rule's target for `table` (or `table` itself when it is not ruled:
+/// then the command works on that table).
+async fn target_of(
+    config: &Config,
+    table: &TableName,
+) -> Result<(Client, TableName, Option<TableName>), PartitionsError> {
+    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
+    let client = catalog::side_connection(config, &connector).await?;
+    let names = Store::new(&config.store.schema);
+    store::migrate(&client, &names).await?;
+    store::bootstrap(&client, &names, &config.rules).await?;
+    let snapshot = store::load(&client, &names).await?;
+    Ok(match store::find(&snapshot, table) {
+        Some(r) => (client, r.rule.target.clone(), Some(r.rule.table.clone())),
+        None => (client, table.clone(), None),
+    })
+}
+
+/// Every partition of `table`'s target, depth first.
+pub async fn list(
+    config: &Config,
+    table: &TableName,
+) -> Result<(TableName, Vec<Partition>), PartitionsError> {
+    let (client, target, _) = target_of(config, table).await?;
+    let rows = client
+        .query(
+            "WITH RECURSIVE tree AS ( \
+               SELECT inhrelid AS oid, 1 AS level, ARRAY[inhrelid::regclass::text] AS path \
+                 FROM pg_inherits WHERE inhparent = $1::text::regclass \
+               UNION ALL \
+               SELECT i.inhrelid, t.level + 1, t.path || i.inhrelid::regclass::text \
+                 FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
+             SELECT t.oid::regclass::text, coalesce(pg_get_expr(c.relpartbound, c.oid), ''), t.level, \
+                    c.relkind = 'p', greatest(c.reltuples, 0)::int8, pg_total_relation_size(t.oid)::int8 \
+             FROM tree t JOIN pg_class c ON c.oid = t.oid ORDER BY t.path",
+            &[&target.to_string()],
+        )
+        .await?;
+    if rows.is_empty() {
+        let partitioned: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass($1))",
+                &[&target.to_string()],
+            )
+            .await?
+            .get(0);
+        if !partitioned {
+            return Err(PartitionsError::Refused(format!(
+                "{target} is not a partitioned table"
+            )));
+        }
+    }
+    Ok((
+        target,
+        rows.iter()
+            .map(|r| Partition {
+                name: r.get(0),
+                bound: r.get(1),
+                level: r.get(2),
+                partitioned: r.get(3),
+                rows: r.get(4),
+                bytes: r.get(5),
+            })
+            .collect(),
+    ))
+}
+
+/// Exact rows and bytes per leaf partition, and the verdict.
+pub async fn skew(
+    config: &Config,
+    table: &TableName,
+    warn: f64,
+    rebalance: f64,
+) -> Result<(TableName, Skew), PartitionsError> {
+    let (target, all) = list(config, table).await?;
+    let (client, _, _) = target_of(config, table).await?;
+    let counts = client
+        .query(
+            &format!("SELECT tableoid::regclass::text, count(*)::int8 FROM {target} GROUP BY 1"),
+            &[],
+        )
+        .await?;
+    let mut leaves: Vec<Partition> = all.into_iter().filter(|p| !p.partitioned).collect();
+    for leaf in &mut leaves {
+        leaf.rows = counts
+            .iter()
+            .find(|r| r.get::<_, String>(0) == leaf.name)
+            .map_or(0, |r| r.get(1));
+    }
+    let total: i64 = leaves.iter().map(|p| p.rows).sum();
+    let mean = if leaves.is_empty() {
+        0.0
+    } else {
+        total as f64 / leaves.len() as f64
+    };
+    let max = leaves.iter().map(|p| p.rows).max().unwrap_or(0) as f64;
+    let ratio = if mean > 0.0 { max / mean } else { 0.0 };
+    let hot = leaves
+        .iter()
+        .filter(|p| mean > 0.0 && p.rows as f64 > 2.0 * mean)
+        .map(|p| p.name.clone())
+        .collect();
+    let empty = leaves
+        .iter()
+        .filter(|p| p.rows == 0)
+        .map(|p| p.name.clone())
+        .collect();
+    let verdict = if ratio < warn {
+        "HEALTHY"
+    } else if ratio < rebalance {
+        "WARNING"
+    } else {
+        "REBALANCE"
+    };
+    Ok((
+        target,
+        Skew {
+            partitions: leaves,
+            mean,
+            ratio,
+            hot,
+            empty,
+            verdict,
+        },
+    ))
+}
+
+/// What to ensure.
+#[derive(Debug, Clone)]
+pub enum Ensure {
+    /// The LIST partition for one value.
+    Value(String),
+    /// LIST partitions for every value in the legacy table.
+    AllKnown,
+    /// RANGE: monthly partitions up to this many months ahead.
+    MonthsAhead(u32),
+}
+
+/// The target's partitioning: strategy (`l`, `r`, `h`) and key column.
+async fn strategy(
+    client: &Client,
+    target: &TableName,
+) -> Result<(String, String), PartitionsError> {
+    let row = client
+        .query_opt(
+            "SELECT p.partstrat::text, a.attname::text FROM pg_partitioned_table p \
+             JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
+             WHERE p.partrelid = to_regclass($1) AND p.partnatts = 1",
+            &[&target.to_string()],
+        )
+        .await?
+        .ok_or_else(|| {
+            PartitionsError::Refused(format!(
+                "{target} is not partitioned on one plain column; ensure needs LIST or RANGE on a column"
+            ))
+        })?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Creates what is missing; returns the partitions created.
+pub async fn ensure(
+    config: &Config,
+    table: &TableName,
+    what: Ensure,
+) -> Result<Vec<String>, PartitionsError> {
+    let (mut client, target, legacy) = target_of(config, table).await?;
+    let (strat, column) = strategy(&client, &target).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("tandem partitions {target}")],
+    )
+    .await?;
+    let mut created = Vec::new();
+    match (strat.as_str(), what) {
+        ("l", Ensure::Value(v)) => {
+            if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+                created.push(p);
+            }
+        }
+        ("l", Ensure::AllKnown) => {
+            let source = legacy.unwrap_or_else(|| target.clone());
+            let values: Vec<String> = tx
+                .query(
+                    &format!(
+                        "SELECT DISTINCT {c}::text FROM {source} WHERE {c} IS NOT NULL ORDER BY 1",
+                        c = quote_ident(&column)
+                    ),
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for v in values {
+                if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+                    created.push(p);
+                }
+            }
+        }
+        ("r", Ensure::MonthsAhead(ahead)) => {
+            let months = tx
+                .query(
+                    &format!(
+                        "SELECT to_char(m, 'YYYY_MM'), m::date::text, (m + interval '1 month')::date::text \
+                         FROM generate_series(date_trunc('month', now()::timestamp), \
+                           date_trunc('month', now()::timestamp) + interval '{ahead} months', interval '1 month') AS m"
+                    ),
+                    &[],
+                )
+                .await?;
+            for m in months {
+                let name = crate::init::partition_name(&target, &m.get::<_, String>(0));
+                let exists: bool = tx
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name.to_string()])
+                    .await?
+                    .get(0);
+                if exists {
+                    continue;
+                }
+                tx.batch_execute(&format!(
+                    "CREATE TABLE {name} PARTITION OF {target} FOR VALUES FROM ({}) TO ({})",
+                    store::quote_literal(&m.get::<_, String>(1)),
+                    store::quote_literal(&m.get::<_, String>(2))
+                ))
+                .await?;
+                created.push(name.to_string());
+            }
+        }
+        (s, w) => {
+            return Err(PartitionsError::Refused(format!(
+                "{target} is partitioned by {} on {column}; {w:?} does not apply (LIST takes --value or --all-known, RANGE takes --months-ahead, HASH needs nothing)",
+                match s {
+                    "l" => "LIST",
+                    "r" => "RANGE",
+                    _ => "HASH",
+                }
+            )))
+        }
+    }
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Creates the LIST partition for `value` unless a partition already takes it; rows of that
+/// value waiting in the DEFAULT partition move into it, in the caller's transaction.
+async fn ensure_value(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &TableName,
+    column: &str,
+    value: &str,
+) -> Result<Option<String>, PartitionsError> {
+    // Which partition takes the value now (none, the DEFAULT, or its own)?
+    let bounds = tx
+        .query(
+            "SELECT c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', \
+               EXISTS (SELECT 1 FROM unnest(coalesce(( \
+                 SELECT array_agg(trim(both '''' from x)) FROM regexp_split_to_table( \
+                   substring(pg_get_expr(c.relpartbound, c.oid) from 'IN \\((.*)\\)'), ', ') AS x), '{}')) v \
+                 WHERE v = $2) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::text::regclass",
+            &[&target.to_string(), &value],
+        )
+        .await?;
+    if bounds.iter().any(|r| r.get::<_, bool>(2)) {
+        return Ok(None);
+    }
+    let name = crate::init::partition_name(target, value);
+    let default = bounds
+        .iter()
+        .find(|r| r.get::<_, bool>(1))
+        .map(|r| r.get::<_, String>(0));
+    let lit = store::quote_literal(value);
+    let col = quote_ident(column);
+    match default {
+        None => {
+            tx.batch_execute(&format!(
+                "CREATE TABLE {name} PARTITION OF {target} FOR VALUES IN ({lit})"
+            ))
+            .await?;
+        }
+        Some(default) => {
+            // Move the value's rows out of DEFAULT around the creation.
+            tx.batch_execute(&format!(
+                "ALTER TABLE {target} DETACH PARTITION {default};
+                 CREATE TABLE {name} PARTITION OF {target} FOR VALUES IN ({lit});
+                 INSERT INTO {name} SELECT * FROM {default} WHERE {col} = {lit};
+                 DELETE FROM {default} WHERE {col} = {lit};
+                 ALTER TABLE {target} ATTACH PARTITION {default} DEFAULT;"
+            ))
+            .await?;
+        }
+    }
+    Ok(Some(name.to_string()))
+}

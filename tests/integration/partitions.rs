@@ -1,0 +1,130 @@
+//! `tandem partitions list|ensure|skew` on targets made by `tandem init`.
+
+use tandem::init::{self, Layout, Options};
+use tandem::partitions::{self, Ensure};
+use tandem_rules::TableName;
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy};
+use tandem_tests::{pg, through, unique};
+
+async fn setup(layout: &str) -> (tokio_postgres::Client, String, tandem::Config) {
+    let check = pg().direct().await;
+    let t = unique("parts");
+    check
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (id bigserial PRIMARY KEY, tenant text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO {t} (tenant) SELECT (ARRAY['acme','acme','acme','globex'])[1 + g % 4]
+               FROM generate_series(1, 400) g;"
+        ))
+        .await
+        .unwrap();
+    let mut config = config_with(&[]);
+    config.store.enabled = Some(true);
+    init::run(
+        &config,
+        &Options {
+            table: TableName::new(Some("public"), &t),
+            target: None,
+            layout: Layout::parse(layout).unwrap(),
+            no_default: false,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    (check, t, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_value_gets_its_partition_and_its_rows_leave_default() {
+    let (check, t, config) = setup("list(tenant)").await;
+    let table = TableName::new(Some("public"), &t);
+    let schema = config.store.schema.clone();
+    check
+        .execute(
+            &format!("UPDATE \"{schema}\".rules SET mode = 'dual_write' WHERE table_name = $1"),
+            &[&format!("public.{t}")],
+        )
+        .await
+        .unwrap();
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    // A brand-new tenant: its mirrored rows land in DEFAULT (no 23514).
+    via.batch_execute(&format!(
+        "INSERT INTO {t} (tenant) VALUES ('initech'), ('initech')"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    let created = partitions::ensure(&config, &table, Ensure::Value("initech".into()))
+        .await
+        .unwrap();
+    assert_eq!(created, vec![format!("public.{t}_v2_initech")]);
+    let in_new: i64 = check
+        .query_one(&format!("SELECT count(*) FROM {t}_v2_initech"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_new, 2, "the rows moved out of DEFAULT");
+    let in_default: i64 = check
+        .query_one(
+            &format!("SELECT count(*) FROM {t}_v2_default WHERE tenant = 'initech'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_default, 0);
+    // Idempotent, also racing: two at once create nothing twice and fail nothing.
+    let (a, b) = tokio::join!(
+        partitions::ensure(&config, &table, Ensure::AllKnown),
+        partitions::ensure(&config, &table, Ensure::AllKnown)
+    );
+    assert!(a.unwrap().is_empty() && b.unwrap().is_empty());
+    // New writes for that tenant go to its partition.
+    via.batch_execute(&format!("INSERT INTO {t} (tenant) VALUES ('initech')"))
+        .await
+        .unwrap();
+    let (_, parts) = partitions::list(&config, &table).await.unwrap();
+    assert_eq!(parts.len(), 4, "acme, globex, initech, DEFAULT");
+    let (_, skew) = partitions::skew(&config, &table, 2.0, 5.0).await.unwrap();
+    let rows: i64 = skew.partitions.iter().map(|p| p.rows).sum();
+    assert_eq!(
+        rows, 3,
+        "only the mirrored writes are in the target (no backfill yet)"
+    );
+    assert!(skew.empty.iter().any(|p| p.ends_with("_acme")));
+    assert!(
+        matches!(skew.verdict, "WARNING" | "REBALANCE"),
+        "{}",
+        skew.verdict
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn months_ahead_and_wrong_requests() {
+    let (_check, t, config) = setup("range(created_at) monthly months-ahead 1").await;
+    let table = TableName::new(Some("public"), &t);
+    let created = partitions::ensure(&config, &table, Ensure::MonthsAhead(4))
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 3, "months 2..4 ahead: {created:?}");
+    assert!(partitions::ensure(&config, &table, Ensure::MonthsAhead(4))
+        .await
+        .unwrap()
+        .is_empty());
+    let err = partitions::ensure(&config, &table, Ensure::Value("x".into()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RANGE"), "{err}");
+
+    let (_check, t, config) = setup("hash(id) 4").await;
+    let table = TableName::new(Some("public"), &t);
+    let (_, skew) = partitions::skew(&config, &table, 2.0, 5.0).await.unwrap();
+    assert_eq!(skew.partitions.len(), 4);
+    let err = partitions::ensure(&config, &table, Ensure::AllKnown)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HASH"), "{err}");
+}
