@@ -98,6 +98,28 @@ async fn a_new_value_gets_its_partition_and_its_rows_leave_default() {
         "{}",
         skew.verdict
     );
+
+    // The same in the admin console.
+    let mut console_config = config.clone();
+    console_config.admin = Some(tandem::config::AdminConfig {
+        user: "admin".into(),
+        password: Some("pw".into()),
+        password_env: None,
+    });
+    let console = start_ruled_proxy(console_config).await;
+    let out = tandem::admin::cli::run(
+        &format!(
+            "postgres://admin:pw@127.0.0.1:{}/tandem",
+            console.addr.port()
+        ),
+        &format!("SHOW PARTITIONS {t}"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(&format!("{t}_v2_initech")) && out.contains(skew.verdict),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,11 @@ pub enum Command {
     ShowVersion,
     /// `SHOW PARITY`: the cheap figures (estimates, backfill, drift, shadow samples).
     ShowParity,
+    /// `SHOW PARTITIONS <table>`: rows and bytes per partition, skew verdict.
+    ShowPartitions {
+        /// Legacy table (its rule's target) or any partitioned table.
+        table: TableName,
+    },
     /// `SET RULE <table> MODE <mode> [FORCE]`
     SetMode {
         /// Legacy table.
@@ -60,7 +65,7 @@ pub enum Command {
 }
 
 /// The hint every parse error carries.
-pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | \
+pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
 SET RULE <table> SAMPLE <0..1> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
 DROP RULE <table> [FORCE] | RELOAD";
@@ -143,13 +148,15 @@ pub fn parse(text: &str) -> Result<Command, String> {
     let first = it.word("a command")?;
     let command = match first.to_ascii_uppercase().as_str() {
         "SHOW" => {
-            let what = it.word("RULES, SESSIONS, STATS, VERSION or PARITY after SHOW")?;
+            let what =
+                it.word("RULES, SESSIONS, STATS, VERSION, PARITY or PARTITIONS after SHOW")?;
             match what.to_ascii_uppercase().as_str() {
                 "RULES" => Command::ShowRules,
                 "SESSIONS" => Command::ShowSessions,
                 "STATS" => Command::ShowStats,
                 "VERSION" => Command::ShowVersion,
                 "PARITY" => Command::ShowParity,
+                "PARTITIONS" => Command::ShowPartitions { table: it.table()? },
                 other => return Err(format!("unknown SHOW target {other:?}")),
             }
         }
@@ -303,6 +310,12 @@ mod tests {
         assert_eq!(parse("SHOW STATS").unwrap(), Command::ShowStats);
         assert_eq!(parse("show version").unwrap(), Command::ShowVersion);
         assert_eq!(parse("SHOW PARITY").unwrap(), Command::ShowParity);
+        assert_eq!(
+            parse("show partitions orders").unwrap(),
+            Command::ShowPartitions {
+                table: t("public.orders")
+            }
+        );
         assert_eq!(
             parse("SET RULE orders MODE union_read").unwrap(),
             Command::SetMode {

@@ -566,6 +566,58 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 tag: format!("SHOW {n}"),
             });
         }
+        Command::ShowPartitions { table } => {
+            let (_, skew) = crate::partitions::skew(&shared.config, &table, 2.0, 5.0)
+                .await
+                .map_err(|e| error("55000", format!("tandem: {e}")))?;
+            let mut rows: Vec<Vec<Option<String>>> = skew
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        Some(p.name.clone()),
+                        Some(p.bound.clone()),
+                        Some(p.rows.to_string()),
+                        Some(p.bytes.to_string()),
+                        Some(
+                            if skew.hot.contains(&p.name) {
+                                "hot"
+                            } else if p.rows == 0 {
+                                "empty"
+                            } else {
+                                ""
+                            }
+                            .to_string(),
+                        ),
+                    ]
+                })
+                .collect();
+            rows.push(vec![
+                Some("(all)".into()),
+                Some(format!("skew {:.2}, mean {:.0}", skew.ratio, skew.mean)),
+                Some(
+                    skew.partitions
+                        .iter()
+                        .map(|p| p.rows)
+                        .sum::<i64>()
+                        .to_string(),
+                ),
+                Some(
+                    skew.partitions
+                        .iter()
+                        .map(|p| p.bytes)
+                        .sum::<i64>()
+                        .to_string(),
+                ),
+                Some(skew.verdict.to_string()),
+            ]);
+            let n = rows.len();
+            return Ok(Output {
+                columns: vec!["partition", "bound", "rows", "bytes", "note"],
+                rows,
+                tag: format!("SHOW {n}"),
+            });
+        }
         Command::Reload => {
             let version = watch.reload().await.map_err(|e| {
                 error(
