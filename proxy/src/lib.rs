@@ -18,6 +18,7 @@ pub mod init;
 pub mod parity;
 pub mod partitions;
 pub mod protocol;
+pub mod purge;
 pub mod rules_watch;
 pub mod server;
 pub mod session;

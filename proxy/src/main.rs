@@ -148,6 +148,33 @@ enum Command {
         #[arg(long, global = true)]
         upstream: Option<String>,
     },
+    /// Remove one scope from the legacy table and its target (dry run unless --apply).
+    Purge {
+        /// Legacy table.
+        #[arg(long)]
+        table: String,
+        /// The scope: <column> = <value>.
+        #[arg(long = "where")]
+        scope: String,
+        /// auto (partitions when possible, else batched deletes), partition, or delete.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "partition", "delete"])]
+        mode: String,
+        /// Do it; without this, only the plan is printed.
+        #[arg(long)]
+        apply: bool,
+        /// Refuse plans that delete row by row.
+        #[arg(long)]
+        fail_on_delete: bool,
+        /// Rows per delete batch.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: i64,
+        /// TOML config file (its upstream and store settings are used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Upstream connection string, overriding the file's.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and exit (0 when valid, 2 when not).
     CheckConfig {
         /// TOML config file.
@@ -495,6 +522,83 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             partitions(config, action)
+        }
+        Command::Purge {
+            table,
+            scope,
+            mode,
+            apply,
+            fail_on_delete,
+            batch_size,
+            config,
+            upstream,
+        } => {
+            let config = match load_config(config, None, upstream) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let table = match tandem_rules::TableName::parse(&table) {
+                Ok(mut t) => {
+                    if t.schema.is_none() {
+                        t.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+                    }
+                    t
+                }
+                Err(e) => {
+                    eprintln!("tandem: --table: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (column, value) = match tandem::purge::parse_scope(&scope) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tandem: --where: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mode = match mode.as_str() {
+                "partition" => tandem::purge::PurgeMode::Partition,
+                "delete" => tandem::purge::PurgeMode::Delete,
+                _ => tandem::purge::PurgeMode::Auto,
+            };
+            let options = tandem::purge::Options {
+                table,
+                column,
+                value,
+                mode,
+                apply,
+                fail_on_delete,
+                batch_size,
+            };
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| tandem::purge::PurgeError::Refused(e.to_string()))
+                .and_then(|rt| rt.block_on(tandem::purge::run(&config, &options)));
+            match result {
+                Ok(report) => {
+                    println!(
+                        "scope {} = {}: {} legacy rows, {} target rows",
+                        options.column, options.value, report.legacy_rows, report.target_rows
+                    );
+                    for step in &report.steps {
+                        println!("  {step}");
+                    }
+                    println!(
+                        "{}",
+                        if report.applied {
+                            "done"
+                        } else {
+                            "dry run: nothing changed (--apply to run it)"
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tandem: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo { listen } => {
             init_logging("info");

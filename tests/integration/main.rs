@@ -14,5 +14,6 @@ mod lifecycle;
 mod modes;
 mod parity;
 mod partitions;
+mod purge;
 mod relay;
 mod walk;
