@@ -206,6 +206,21 @@ enum PartitionsAction {
         #[arg(long)]
         months_ahead: Option<u32>,
     },
+    /// Detach and drop monthly partitions older than N months (dry run unless --apply).
+    Retire {
+        /// Legacy table (its rule's target) or any partitioned table.
+        #[arg(long)]
+        table: String,
+        /// Months to keep before the current one.
+        #[arg(long)]
+        older_than: u32,
+        /// Do it; without this, only the plan is printed.
+        #[arg(long)]
+        apply: bool,
+        /// Also delete the legacy table's rows of those months (row by row) when its rule keeps it equal to the target.
+        #[arg(long)]
+        allow_delete: bool,
+    },
     /// Exact rows and bytes per partition, skew ratio, hot and empty partitions, verdict.
     Skew {
         /// Legacy table (its rule's target) or any partitioned table.
@@ -744,6 +759,7 @@ fn partitions(config: Config, action: PartitionsAction) -> ExitCode {
     let table = match &action {
         PartitionsAction::List { table }
         | PartitionsAction::Ensure { table, .. }
+        | PartitionsAction::Retire { table, .. }
         | PartitionsAction::Skew { table, .. } => table.clone(),
     };
     let table = match tandem_rules::TableName::parse(&table) {
@@ -807,6 +823,35 @@ fn partitions(config: Config, action: PartitionsAction) -> ExitCode {
                 for c in created {
                     println!("created {c}");
                 }
+            }
+            PartitionsAction::Retire {
+                older_than,
+                apply,
+                allow_delete,
+                ..
+            } => {
+                let r =
+                    partitions::retire(&config, &table, older_than, apply, allow_delete).await?;
+                if r.steps.is_empty() {
+                    println!("no partition older than {older_than} months");
+                }
+                for step in &r.steps {
+                    println!("  {step}");
+                }
+                println!(
+                    "{} partitions{}: {}",
+                    r.partitions.len(),
+                    if r.legacy_rows > 0 {
+                        format!(", {} legacy rows", r.legacy_rows)
+                    } else {
+                        String::new()
+                    },
+                    if r.applied {
+                        "done"
+                    } else {
+                        "dry run: nothing changed (--apply to run it)"
+                    }
+                );
             }
             PartitionsAction::Skew {
                 warn, rebalance, ..

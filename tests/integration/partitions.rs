@@ -150,3 +150,67 @@ async fn months_ahead_and_wrong_requests() {
         .to_string();
     assert!(err.contains("HASH"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_months_are_retired_from_both_tables() {
+    let check = pg().direct().await;
+    let t = unique("retire");
+    check
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
+             INSERT INTO {t} (created_at) SELECT now() - (g % 6) * interval '1 month' FROM generate_series(1, 60) g;"
+        ))
+        .await
+        .unwrap();
+    let mut config = config_with(&[]);
+    config.store.enabled = Some(true);
+    let table = TableName::new(Some("public"), &t);
+    init::run(
+        &config,
+        &Options {
+            table: table.clone(),
+            target: None,
+            layout: Layout::parse("range(created_at) monthly").unwrap(),
+            no_default: false,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    check
+        .batch_execute(&format!(
+            "UPDATE \"{}\".rules SET mode = 'dual_write' WHERE table_name = 'public.{t}';
+             INSERT INTO {t}_v2 SELECT * FROM {t};",
+            config.store.schema
+        ))
+        .await
+        .unwrap();
+    // Dry run lists the old months; the legacy rows make it refuse without --allow-delete.
+    let err = partitions::retire(&config, &table, 3, false, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--allow-delete"), "{err}");
+    let plan = partitions::retire(&config, &table, 3, false, true)
+        .await
+        .unwrap();
+    assert!(!plan.applied);
+    assert_eq!(plan.partitions.len(), 2, "{:?}", plan.steps);
+    let done = partitions::retire(&config, &table, 3, true, true)
+        .await
+        .unwrap();
+    assert!(done.applied);
+    let counts: (i64, i64) = {
+        let r = check
+            .query_one(
+                &format!("SELECT (SELECT count(*) FROM {t}), (SELECT count(*) FROM {t}_v2)"),
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(counts, (40, 40), "4 months of 10 rows kept in both");
+    let (_, parts) = partitions::list(&config, &table).await.unwrap();
+    assert!(parts.iter().all(|p| !done.partitions.contains(&p.name)));
+}
