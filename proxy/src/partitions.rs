@@ -215,6 +215,11 @@ pub enum Ensure {
     AllKnown,
     /// RANGE: monthly partitions up to this many months ahead.
     MonthsAhead(u32),
+    /// RANGE: the monthly partition holding this value (a timestamp or date, as text).
+    MonthOf(String),
+    /// Whatever the layout needs for a row with this partition key value: its LIST
+    /// partition, or its month's RANGE partition.
+    ForValue(String),
 }
 
 /// The target's partitioning: strategy (`l`, `r`, `h`) and key column.
@@ -247,12 +252,20 @@ pub async fn ensure(
     let (mut client, target, legacy) = target_of(config, table).await?;
     let (strat, column) = strategy(&client, &target).await?;
     let tx = client.transaction().await?;
+    // Never wait forever for a lock: a partition made for a held write (auto_partition)
+    // fails cleanly instead, and the client gets the original error.
+    tx.batch_execute("SET LOCAL lock_timeout = '10s'").await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&format!("tandem partitions {target}")],
     )
     .await?;
     let mut created = Vec::new();
+    let what = match (strat.as_str(), what) {
+        ("l", Ensure::ForValue(v)) => Ensure::Value(v),
+        ("r", Ensure::ForValue(v)) => Ensure::MonthOf(v),
+        (_, other) => other,
+    };
     match (strat.as_str(), what) {
         ("l", Ensure::Value(v)) => {
             if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
@@ -279,17 +292,29 @@ pub async fn ensure(
                 }
             }
         }
-        ("r", Ensure::MonthsAhead(ahead)) => {
-            let months = tx
-                .query(
-                    &format!(
+        ("r", what @ (Ensure::MonthsAhead(_) | Ensure::MonthOf(_))) => {
+            let months = match what {
+                Ensure::MonthOf(value) => {
+                    tx.query(
                         "SELECT to_char(m, 'YYYY_MM'), m::date::text, (m + interval '1 month')::date::text \
-                         FROM generate_series(date_trunc('month', now()::timestamp), \
-                           date_trunc('month', now()::timestamp) + interval '{ahead} months', interval '1 month') AS m"
-                    ),
-                    &[],
-                )
-                .await?;
+                         FROM (SELECT date_trunc('month', $1::text::timestamp) AS m) s",
+                        &[&value],
+                    )
+                    .await?
+                }
+                Ensure::MonthsAhead(ahead) => {
+                    tx.query(
+                        &format!(
+                            "SELECT to_char(m, 'YYYY_MM'), m::date::text, (m + interval '1 month')::date::text \
+                             FROM generate_series(date_trunc('month', now()::timestamp), \
+                               date_trunc('month', now()::timestamp) + interval '{ahead} months', interval '1 month') AS m"
+                        ),
+                        &[],
+                    )
+                    .await?
+                }
+                _ => Vec::new(),
+            };
             for m in months {
                 let name = crate::init::partition_name(&target, &m.get::<_, String>(0));
                 let exists: bool = tx
@@ -299,10 +324,14 @@ pub async fn ensure(
                 if exists {
                     continue;
                 }
-                tx.batch_execute(&format!(
-                    "CREATE TABLE {name} PARTITION OF {target} FOR VALUES FROM ({}) TO ({})",
-                    store::quote_literal(&m.get::<_, String>(1)),
-                    store::quote_literal(&m.get::<_, String>(2))
+                tx.batch_execute(&attach(
+                    &name,
+                    &target,
+                    &format!(
+                        "FOR VALUES FROM ({}) TO ({})",
+                        store::quote_literal(&m.get::<_, String>(1)),
+                        store::quote_literal(&m.get::<_, String>(2))
+                    ),
                 ))
                 .await?;
                 created.push(name.to_string());
@@ -321,6 +350,19 @@ pub async fn ensure(
     }
     tx.commit().await?;
     Ok(created)
+}
+
+/// A new partition made as a table of the parent's shape and then attached: ATTACH takes
+/// SHARE UPDATE EXCLUSIVE on the parent, which does not wait for transactions writing it
+/// (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE). That matters when the
+/// partition is made for a write held in a client's open transaction (auto_partition):
+/// that transaction holds ROW EXCLUSIVE on the parent until the write is run again.
+fn attach(name: &TableName, parent: &TableName, bound: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+           INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS); \
+         ALTER TABLE {parent} ATTACH PARTITION {name} {bound};"
+    )
 }
 
 /// Creates the LIST partition for `value` unless a partition already takes it; rows of that
@@ -355,10 +397,8 @@ async fn ensure_value(
     let col = quote_ident(column);
     match default {
         None => {
-            tx.batch_execute(&format!(
-                "CREATE TABLE {name} PARTITION OF {target} FOR VALUES IN ({lit})"
-            ))
-            .await?;
+            tx.batch_execute(&attach(&name, target, &format!("FOR VALUES IN ({lit})")))
+                .await?;
         }
         Some(default) => {
             // Move the value's rows out of DEFAULT around the creation.

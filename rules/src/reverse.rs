@@ -125,6 +125,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             on_mirror_error: rule.rule.on_mirror_error,
             set: Vec::new(),
             sample_rate: rule.rule.sample_rate,
+            auto_partition: rule.rule.auto_partition,
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

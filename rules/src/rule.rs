@@ -115,6 +115,9 @@ pub struct Rule {
     /// Share of this table's reads re-run on both tables for shadow comparison, in `[0, 1]`
     /// (0, the default: none).
     pub sample_rate: f64,
+    /// When a mirrored write finds no partition of the target for its row (SQLSTATE 23514),
+    /// create the partition and run the statement again instead of failing it.
+    pub auto_partition: bool,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -134,6 +137,8 @@ struct RawRule {
     set: Vec<(String, String)>,
     #[serde(default = "default_sample_rate")]
     sample_rate: f64,
+    #[serde(default)]
+    auto_partition: bool,
 }
 
 fn default_mode() -> Mode {
@@ -154,6 +159,7 @@ impl TryFrom<RawRule> for Rule {
         rule.on_mirror_error = raw.on_mirror_error;
         rule.set = raw.set;
         rule.sample_rate = raw.sample_rate;
+        rule.auto_partition = raw.auto_partition;
         rule.check()?;
         Ok(rule)
     }
@@ -181,6 +187,7 @@ impl Rule {
             on_mirror_error: MirrorErrorPolicy::Fail,
             set: Vec::new(),
             sample_rate: 0.0,
+            auto_partition: false,
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod auto_partition;
 mod backfill;
 mod bad_input;
 mod clients;

@@ -35,6 +35,13 @@ pub enum Command {
         /// Allow leaving `target_only`.
         force: bool,
     },
+    /// `SET RULE <table> AUTO_PARTITION on|off`
+    SetAutoPartition {
+        /// Legacy table.
+        table: TableName,
+        /// On or off.
+        on: bool,
+    },
     /// `SET RULE <table> SAMPLE <0..1>`
     SetSample {
         /// Legacy table.
@@ -67,7 +74,7 @@ pub enum Command {
 /// The hint every parse error carries.
 pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
-SET RULE <table> SAMPLE <0..1> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
+SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
 DROP RULE <table> [FORCE] | RELOAD";
 
 /// Splits a query string into statements at `;` outside double quotes and parses each.
@@ -163,7 +170,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
         "SET" => {
             it.keyword("RULE")?;
             let table = it.table()?;
-            let what = it.word("MODE or SAMPLE")?;
+            let what = it.word("MODE, SAMPLE or AUTO_PARTITION")?;
             match what.to_ascii_uppercase().as_str() {
                 "MODE" => {
                     let mode = it.mode()?;
@@ -186,7 +193,20 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     }
                     Command::SetSample { table, rate }
                 }
-                other => return Err(format!("expected MODE or SAMPLE, found {other:?}")),
+                "AUTO_PARTITION" => {
+                    let value = it.word("on or off")?;
+                    let on = match value.to_ascii_lowercase().as_str() {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        _ => return Err(format!("AUTO_PARTITION takes on or off, not {value:?}")),
+                    };
+                    Command::SetAutoPartition { table, on }
+                }
+                other => {
+                    return Err(format!(
+                        "expected MODE, SAMPLE or AUTO_PARTITION, found {other:?}"
+                    ))
+                }
             }
         }
         "ADD" => {

@@ -633,6 +633,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         }
         Command::SetMode { table, mode, force } => RuleChange::SetMode { table, mode, force },
         Command::SetSample { table, rate } => RuleChange::SetSample { table, rate },
+        Command::SetAutoPartition { table, on } => RuleChange::SetAutoPartition { table, on },
         Command::Add {
             table,
             target,

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use super::framed::Action;
 use crate::active_rules::ActiveRules;
 use crate::drift::{DriftRecord, DriftSink};
+use crate::protocol::backend::ErrorFields;
 use crate::protocol::frame::{begin, finish};
 use crate::protocol::frontend;
 use crate::rules_watch::RulesWatch;
@@ -143,6 +144,10 @@ pub enum Expect {
         next: usize,
         /// A deferred CommandComplete, released just before ReadyForQuery.
         held: Option<BytesMut>,
+        /// How to run the statement again if the target lacks a partition for its row.
+        retry: Option<Arc<Retry>>,
+        /// The held 23514 ErrorResponse of a statement about to be retried.
+        failed: Option<BytesMut>,
     },
     /// One extended-protocol message.
     Msg {
@@ -154,6 +159,33 @@ pub enum Expect {
     /// Sync: answered by ReadyForQuery.
     Sync,
 }
+
+/// A mirrored write that may be run again once the target has a partition for its row
+/// (the rule's `auto_partition`).
+#[derive(Debug)]
+pub struct Retry {
+    /// The rewritten statement.
+    pub sql: String,
+    /// Its response fix.
+    pub fix: StmtFix,
+    /// Sent inside the client's transaction, behind `SAVEPOINT tandem_ap`.
+    pub savepoint: bool,
+}
+
+/// What the server side hands the client side when a retry is due: the statement, and
+/// the held error and ReadyForQuery to deliver if the partition cannot be made.
+#[derive(Debug)]
+pub struct RetryJob {
+    /// The statement to run again.
+    pub retry: Arc<Retry>,
+    /// The ErrorResponse frame (23514).
+    pub error: BytesMut,
+    /// The ReadyForQuery frame that followed it.
+    pub ready: BytesMut,
+}
+
+/// The savepoint auto-partition retries roll back to.
+const RETRY_SAVEPOINT: &str = "tandem_ap";
 
 /// The queue both halves of a ruled session share.
 pub type ExpectQueue = std::sync::Mutex<VecDeque<Expect>>;
@@ -193,6 +225,10 @@ pub struct ClientSide {
     drift: Option<DriftSink>,
     /// Where sampled reads go for shadow comparison.
     sampler: Option<Arc<Sampler>>,
+    /// The configuration, for creating a missing partition (auto_partition).
+    config: Arc<crate::config::Config>,
+    /// Whether the session is inside a transaction block (last ReadyForQuery not idle).
+    in_transaction: bool,
 }
 
 impl ClientSide {
@@ -202,6 +238,7 @@ impl ClientSide {
         search_path: Arc<[String]>,
         drift: Option<DriftSink>,
         sampler: Option<Arc<Sampler>>,
+        config: Arc<crate::config::Config>,
     ) -> Self {
         Self {
             rules: watch.current(),
@@ -213,7 +250,106 @@ impl ClientSide {
             portals: HashMap::new(),
             drift,
             sampler,
+            config,
+            in_transaction: false,
         }
+    }
+
+    /// Records whether the session is inside a transaction block, before a batch of
+    /// client messages is looked at.
+    pub fn set_in_transaction(&mut self, in_transaction: bool) {
+        self.in_transaction = in_transaction;
+    }
+
+    /// The auto_partition form of a single mirrored write: inside a transaction it runs
+    /// behind a savepoint (so a retry can roll back to it), and the retry data goes with
+    /// its expectation. `None` when the rule does not ask for it.
+    fn with_retry(
+        &self,
+        statements: &[tandem_rules::StatementPlan],
+    ) -> Option<(String, Arc<[StmtFix]>, Arc<Retry>)> {
+        let [statement] = statements else { return None };
+        let ResponseFix::Mirror { .. } = statement.response else {
+            return None;
+        };
+        let table = statement.rule_table.as_ref()?;
+        let rule = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .find(|r| &r.rule.table == table)?;
+        if !rule.rule.auto_partition {
+            return None;
+        }
+        let fix: StmtFix = statement.response.clone().into();
+        let retry = Arc::new(Retry {
+            sql: statement.sql.clone(),
+            fix: fix.clone(),
+            savepoint: self.in_transaction,
+        });
+        Some(if self.in_transaction {
+            (
+                format!(
+                    "SAVEPOINT {RETRY_SAVEPOINT};\n{};\nRELEASE SAVEPOINT {RETRY_SAVEPOINT}",
+                    statement.sql
+                ),
+                Arc::from([StmtFix::Hide, fix, StmtFix::Hide]),
+                retry,
+            )
+        } else {
+            (statement.sql.clone(), Arc::from([fix]), retry)
+        })
+    }
+
+    /// Creates the partition a held 23514 asked for (the relation and key value from the
+    /// error). Returns what it created, or why it could not.
+    pub async fn make_partition(&self, job: &RetryJob) -> Result<Vec<String>, String> {
+        let field = |code: u8| error_field(job.error.get(5..).unwrap_or_default(), code);
+        let relation = match (field(b's'), field(b't')) {
+            (Some(schema), Some(table)) => tandem_rules::TableName::new(Some(&schema), &table),
+            _ => return Err("the error names no relation".into()),
+        };
+        let detail = field(b'D').unwrap_or_default();
+        // "Partition key of the failing row contains (tenant) = (initech)."
+        let value = detail
+            .split_once(") = (")
+            .map(|(_, v)| v.trim_end_matches('.').trim_end_matches(')').to_string())
+            .filter(|v| !v.contains(", "))
+            .ok_or_else(|| format!("cannot read a single partition key value from {detail:?}"))?;
+        crate::partitions::ensure(
+            &self.config,
+            &relation,
+            crate::partitions::Ensure::ForValue(value),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The Query that runs a held statement again, with its expectation pushed.
+    pub fn retry_message(&self, job: &RetryJob, queue: &mut VecDeque<Expect>) -> BytesMut {
+        let retry = &job.retry;
+        let (sql, fixes): (String, Arc<[StmtFix]>) = if retry.savepoint {
+            (
+                format!(
+                    "ROLLBACK TO SAVEPOINT {RETRY_SAVEPOINT};\n{};\nRELEASE SAVEPOINT {RETRY_SAVEPOINT}",
+                    retry.sql
+                ),
+                Arc::from([StmtFix::Hide, retry.fix.clone(), StmtFix::Hide]),
+            )
+        } else {
+            (retry.sql.clone(), Arc::from([retry.fix.clone()]))
+        };
+        queue.push_back(Expect::Query {
+            fixes,
+            next: 0,
+            held: None,
+            retry: None,
+            failed: None,
+        });
+        let mut out = BytesMut::new();
+        frontend::encode_query(&sql, &mut out);
+        out
     }
 
     /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
@@ -421,6 +557,8 @@ impl ClientSide {
                     fixes: Arc::from([]),
                     next: 0,
                     held: None,
+                    retry: None,
+                    failed: None,
                 });
                 Action::Forward
             }
@@ -486,6 +624,16 @@ impl ClientSide {
                 return Action::Replace(out);
             }
         };
+        // auto_partition: the write may be run again once its partition exists.
+        let (send, fixes, retry) = match plan.as_deref() {
+            Some(Plan::Rewritten(statements)) if prefix.is_empty() => {
+                match self.with_retry(statements) {
+                    Some((send, fixes, retry)) => (send, fixes, Some(retry)),
+                    None => (send, fixes, None),
+                }
+            }
+            _ => (send, fixes, None),
+        };
         let untouched = prefix.is_empty() && fixes.is_empty() && send == sql;
         if untouched {
             queue.push_back(plain_query());
@@ -505,6 +653,8 @@ impl ClientSide {
             fixes,
             next: 0,
             held: None,
+            retry,
+            failed: None,
         });
         frontend::encode_query(&text, &mut out);
         Action::Replace(out)
@@ -806,12 +956,30 @@ fn raise_in_place(rejection: &Rejection, queue: &mut VecDeque<Expect>, out: &mut
     }
 }
 
+/// One field (`s` schema, `t` table, `D` detail...) of an ErrorResponse body.
+fn error_field(body: &[u8], code: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if kind == code {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
 /// The expectation of a simple Query whose responses all pass.
 fn plain_query() -> Expect {
     Expect::Query {
         fixes: Arc::from([]),
         next: 0,
         held: None,
+        retry: None,
+        failed: None,
     }
 }
 
@@ -924,6 +1092,17 @@ impl ServerSide {
 
     /// Decides one server message's fate.
     pub fn visit(tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        Self::visit_with_retry(tag, body, queue, &mut None)
+    }
+
+    /// As [`visit`](Self::visit); a statement to run again after a missing partition is
+    /// created is put in `retry_out` (its error and ReadyForQuery are held back).
+    pub fn visit_with_retry(
+        tag: u8,
+        body: &[u8],
+        queue: &mut VecDeque<Expect>,
+        retry_out: &mut Option<RetryJob>,
+    ) -> Action {
         // Asynchronous messages can arrive at any point.
         if matches!(tag, b'N' | b'A' | b'S') {
             return Action::Forward;
@@ -931,6 +1110,20 @@ impl ServerSide {
         if tag == b'Z' {
             while let Some(e) = queue.pop_front() {
                 match e {
+                    Expect::Query {
+                        retry: Some(retry),
+                        failed: Some(error),
+                        ..
+                    } => {
+                        let mut ready = BytesMut::from(&[b'Z', 0, 0, 0, 5][..]);
+                        ready.extend_from_slice(body);
+                        *retry_out = Some(RetryJob {
+                            retry,
+                            error,
+                            ready,
+                        });
+                        return Action::Drop;
+                    }
                     Expect::Query {
                         held: Some(mut held),
                         ..
@@ -949,6 +1142,30 @@ impl ServerSide {
             return Action::Forward;
         };
         if tag == b'E' {
+            // A mirrored write that found no partition of the target, alone in flight, with
+            // auto_partition: hold the error; the client side makes the partition and runs
+            // the statement again.
+            let alone = queue.len() == 1;
+            if let Some(Expect::Query {
+                retry: Some(_),
+                failed,
+                ..
+            }) = queue.front_mut()
+            {
+                let fields = ErrorFields::parse(body);
+                if alone
+                    && failed.is_none()
+                    && fields.code.as_deref() == Some("23514")
+                    && fields.message.starts_with("no partition of relation")
+                {
+                    let mut frame = BytesMut::with_capacity(body.len() + 5);
+                    let start = begin(&mut frame, b'E');
+                    frame.extend_from_slice(body);
+                    finish(&mut frame, start);
+                    *failed = Some(frame);
+                    return Action::Drop;
+                }
+            }
             // After an error the server skips everything up to the next Sync, and a
             // deferred tag must never be seen.
             while matches!(queue.front(), Some(Expect::Msg { .. })) {
@@ -960,7 +1177,12 @@ impl ServerSide {
             return Action::Forward;
         }
         match head {
-            Expect::Query { fixes, next, held } => {
+            Expect::Query {
+                failed: Some(_), ..
+            } => Action::Drop,
+            Expect::Query {
+                fixes, next, held, ..
+            } => {
                 let fix = fixes.get(*next).cloned().unwrap_or(StmtFix::Pass);
                 if matches!(tag, b'C' | b'I') {
                     *next += 1;
@@ -1089,6 +1311,8 @@ mod tests {
             fixes: Arc::from([StmtFix::Pass, mirror(false), StmtFix::Hide]),
             next: 0,
             held: None,
+            retry: None,
+            failed: None,
         });
         // Statement 1 untouched.
         assert!(matches!(
@@ -1225,6 +1449,8 @@ mod copy_tests {
             ]),
             next: 0,
             held: None,
+            retry: None,
+            failed: None,
         });
         assert!(matches!(
             ServerSide::visit(b'C', b"DO\0", &mut q),
@@ -1254,6 +1480,8 @@ mod copy_tests {
             fixes: Arc::from([StmtFix::Defer, StmtFix::Hide]),
             next: 0,
             held: None,
+            retry: None,
+            failed: None,
         });
         assert!(matches!(
             ServerSide::visit(b'C', b"COPY 2\0", &mut q),

@@ -169,6 +169,7 @@ fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::Clie
         search_path(startup),
         shared.drift.clone(),
         shared.sampler.clone(),
+        Arc::clone(&shared.config),
     ))
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::error::SessionError;
 use super::framed::{Action, Output, Scanner};
-use super::mirror::{ClientSide, ExpectQueue, ServerSide};
+use super::mirror::{ClientSide, ExpectQueue, RetryJob, ServerSide};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::tag;
 use crate::server::Phase;
@@ -38,6 +38,11 @@ struct SessionState {
     client_done: AtomicBool,
     /// Responses owed for a ruled session's messages (unused without rules).
     expect: ExpectQueue,
+    /// A mirrored write to run again once its missing partition exists (auto_partition),
+    /// handed from the upstream loop to the client loop.
+    retry: std::sync::Mutex<Option<RetryJob>>,
+    /// Wakes the client loop for `retry`.
+    retry_notify: tokio::sync::Notify,
 }
 
 impl SessionState {
@@ -64,6 +69,20 @@ pub struct RelayContext<'a> {
     pub info: std::sync::Arc<crate::sessions::SessionInfo>,
 }
 
+/// What the client loop sends the upstream loop for delivery to the client.
+struct ToClient {
+    /// A fatal error, after which the session ends.
+    fatal: oneshot::Sender<ErrorFields>,
+    /// Frames to deliver (a held error whose retry could not run).
+    inject: tokio::sync::mpsc::UnboundedSender<BytesMut>,
+}
+
+/// The receiving ends of [`ToClient`].
+struct FromClientLoop {
+    fatal: oneshot::Receiver<ErrorFields>,
+    inject: tokio::sync::mpsc::UnboundedReceiver<BytesMut>,
+}
+
 /// Relays until either side ends. Returns the error that ended it, if any.
 pub async fn run(
     client: Stream,
@@ -78,7 +97,12 @@ pub async fn run(
         mid_pipeline: AtomicBool::new(false),
         client_done: AtomicBool::new(false),
         expect: ExpectQueue::default(),
+        retry: std::sync::Mutex::new(None),
+        retry_notify: tokio::sync::Notify::new(),
     };
+    // Frames the client loop needs delivered to the client (a held error whose retry could
+    // not run).
+    let (inject_tx, inject_rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
     let mut ctx = ctx;
     let client_side = ctx.mirror.take();
     let ruled = client_side.is_some();
@@ -93,7 +117,10 @@ pub async fn run(
         &state,
         &ctx,
         client_side,
-        fatal_tx,
+        ToClient {
+            fatal: fatal_tx,
+            inject: inject_tx,
+        },
     );
     let u2c = upstream_to_client(
         upstream_r,
@@ -102,7 +129,10 @@ pub async fn run(
         &state,
         &ctx,
         ruled,
-        fatal_rx,
+        FromClientLoop {
+            fatal: fatal_rx,
+            inject: inject_rx,
+        },
     );
     tokio::pin!(c2u, u2c);
     tokio::select! {
@@ -124,8 +154,9 @@ async fn client_to_upstream(
     state: &SessionState,
     ctx: &RelayContext<'_>,
     mut client_side: Option<ClientSide>,
-    fatal: oneshot::Sender<ErrorFields>,
+    to_client: ToClient,
 ) -> Result<(), SessionError> {
+    let ToClient { fatal, inject } = to_client;
     let mut scanner = Scanner::new(ctx.max_message_bytes);
     let mut out = Output::default();
     let ruled = client_side.is_some();
@@ -134,7 +165,36 @@ async fn client_to_upstream(
     let mut last_read = Instant::now();
     let idle_timeout = ctx.idle_timeout.unwrap_or(Duration::from_secs(86400 * 365));
     loop {
+        // A write held for a missing partition: make the partition, then run it again
+        // (before any later client message, so responses stay in order).
+        let job = state.retry.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(job), Some(side)) = (job, &client_side) {
+            match side.make_partition(&job).await {
+                Ok(created) => {
+                    tracing::info!(
+                        ?created,
+                        "auto_partition: created the missing partition; running the write again"
+                    );
+                    let message = {
+                        let mut queue = state.expect.lock().unwrap_or_else(|p| p.into_inner());
+                        side.retry_message(&job, &mut queue)
+                    };
+                    state.in_flight.fetch_add(1, Relaxed);
+                    upstream
+                        .write_all(&message)
+                        .await
+                        .map_err(SessionError::UpstreamIo)?;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "auto_partition: cannot create the missing partition; the client gets the error");
+                    let mut frames = job.error;
+                    frames.extend_from_slice(&job.ready);
+                    let _ = inject.send(frames);
+                }
+            }
+        }
         if let Some(side) = &mut client_side {
+            side.set_in_transaction(state.tx_status.load(Relaxed) != b'I');
             // A transaction boundary: nothing in flight and the server said idle.
             if state.is_idle() {
                 ctx.info.set_rules_version(side.adopt_latest());
@@ -212,6 +272,7 @@ async fn client_to_upstream(
         // Nothing forwardable is buffered: wait for the client (or a timer, or shutdown).
         buf.reserve(READ_CHUNK);
         tokio::select! {
+            _ = state.retry_notify.notified() => {}
             read = client.read_buf(&mut buf) => match read {
                 Ok(n) if n > 0 => last_read = Instant::now(),
                 other => {
@@ -271,8 +332,12 @@ async fn upstream_to_client(
     state: &SessionState,
     ctx: &RelayContext<'_>,
     ruled: bool,
-    mut fatal: oneshot::Receiver<ErrorFields>,
+    from_client_loop: FromClientLoop,
 ) -> Result<(), SessionError> {
+    let FromClientLoop {
+        mut fatal,
+        mut inject,
+    } = from_client_loop;
     let mut output = Output::default();
     // Upstream frames are not size-limited (Postgres has its own), but lengths are checked.
     let mut scanner = Scanner::new(i32::MAX as usize);
@@ -283,6 +348,7 @@ async fn upstream_to_client(
         let mut ready = 0i64;
         let mut status = None;
         let mut errors = 0u64;
+        let mut retry = None;
         let scanned = {
             let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
             scanner.scan(
@@ -302,7 +368,7 @@ async fn upstream_to_client(
                         _ => {}
                     }
                     match &mut queue {
-                        Some(queue) => ServerSide::visit(t, body, queue),
+                        Some(queue) => ServerSide::visit_with_retry(t, body, queue, &mut retry),
                         None => Action::Forward,
                     }
                 },
@@ -319,6 +385,10 @@ async fn upstream_to_client(
                 return Err(err);
             }
         };
+        if let Some(job) = retry {
+            *state.retry.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+            state.retry_notify.notify_one();
+        }
         if n > 0 {
             client
                 .write_all(output.bytes(&buf, n))
@@ -343,6 +413,10 @@ async fn upstream_to_client(
         buf.reserve(READ_CHUNK);
         tokio::select! {
             biased;
+            Some(frames) = inject.recv() => {
+                client.write_all(&frames).await.map_err(SessionError::ClientIo)?;
+                client.flush().await.map_err(SessionError::ClientIo)?;
+            }
             msg = &mut fatal, if fatal_open => match msg {
                 Ok(fields) => {
                     deliver(&mut client, &fields, &mut out).await?;

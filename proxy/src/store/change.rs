@@ -43,6 +43,13 @@ pub enum RuleChange {
         /// New rate.
         rate: f64,
     },
+    /// `SET RULE t AUTO_PARTITION on|off`
+    SetAutoPartition {
+        /// Legacy table.
+        table: TableName,
+        /// On or off.
+        on: bool,
+    },
     /// `ADD RULE ...`
     Add(Rule),
     /// `DROP RULE t [FORCE]`
@@ -135,6 +142,7 @@ pub async fn apply(
     let table = match &change {
         RuleChange::SetMode { table, .. }
         | RuleChange::SetSample { table, .. }
+        | RuleChange::SetAutoPartition { table, .. }
         | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
@@ -162,6 +170,11 @@ pub async fn apply(
         (RuleChange::SetSample { rate, .. }, Some(old)) => {
             let mut rule = old.rule.clone();
             rule.sample_rate = *rate;
+            Some(rule)
+        }
+        (RuleChange::SetAutoPartition { on, .. }, Some(old)) => {
+            let mut rule = old.rule.clone();
+            rule.auto_partition = *on;
             Some(rule)
         }
         (RuleChange::Drop { force, .. }, Some(old)) => {
@@ -224,11 +237,12 @@ pub async fn apply(
             tx.execute(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
-                       set_columns, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8) \
+                       set_columns, updated_by, auto_partition) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
-                       updated_by = EXCLUDED.updated_by",
+                       updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition",
                     store.rules()
                 ),
                 &[
@@ -240,6 +254,7 @@ pub async fn apply(
                     &rule.on_mirror_error.as_str(),
                     &set_json(&rule.set),
                     &by,
+                    &rule.auto_partition,
                 ],
             )
             .await?;

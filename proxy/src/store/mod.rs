@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("001_rules.sql")),
     (2, include_str!("002_backfill.sql")),
     (3, include_str!("003_shadow.sql")),
+    (4, include_str!("004_auto_partition.sql")),
 ];
 
 /// Why the store could not be read or written.
@@ -140,8 +141,8 @@ pub async fn migrate(client: &Client, store: &Store) -> Result<(), StoreError> {
 pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result<u64, StoreError> {
     let sql = format!(
         "INSERT INTO {} (table_name, target, key, mode, sample_rate, \
-           on_mirror_error, set_columns, updated_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, 'config') \
+           on_mirror_error, set_columns, auto_partition, updated_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, 'config') \
          ON CONFLICT (table_name) DO NOTHING",
         store.rules()
     );
@@ -158,6 +159,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
                     &rule.sample_rate,
                     &rule.on_mirror_error.as_str(),
                     &set_json(&rule.set),
+                    &rule.auto_partition,
                 ],
             )
             .await?;
@@ -167,7 +169,8 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
 
 /// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
 pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
-    r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by";
+    r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by, \
+    r.auto_partition";
 
 /// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
 /// the table and what is wrong with the row.
@@ -183,6 +186,8 @@ pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (
         set_json: &row.get::<_, String>(at + 6),
     })
     .map_err(|reason| (table.clone(), reason))?;
+    let mut rule = rule;
+    rule.auto_partition = row.get(at + 10);
     Ok(StoredRule {
         rule,
         version: row.get(at + 7),

@@ -23,6 +23,8 @@ pub struct RuleToml {
     pub set: Vec<(String, String)>,
     /// Share of reads sampled for shadow comparison.
     pub sample_rate: f64,
+    /// Create a missing target partition on a mirrored write's 23514.
+    pub auto_partition: bool,
 }
 
 impl RuleToml {
@@ -36,6 +38,7 @@ impl RuleToml {
             on_mirror_error: "fail".into(),
             set: Vec::new(),
             sample_rate: 0.0,
+            auto_partition: false,
         }
     }
 
@@ -86,6 +89,7 @@ impl RuleToml {
             list(self.key.iter().map(|k| toml_str(k)).collect()),
         );
         out.push_str(&format!("sample_rate = {}\n", self.sample_rate));
+        out.push_str(&format!("auto_partition = {}\n", self.auto_partition));
         if let Some(target) = &self.target {
             out.push_str(&format!("target = {}\n", toml_str(target)));
         }
