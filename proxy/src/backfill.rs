@@ -41,7 +41,6 @@ use tokio_postgres::Client;
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
 use crate::store::{self, Store, StoreError};
-use crate::upstream::Connector;
 
 /// What `tandem backfill` was asked to do.
 #[derive(Debug, Clone)]
@@ -328,13 +327,11 @@ pub async fn run(
     if let Some(p) = &options.predicate {
         tandem_rules::check_expression(p).map_err(BackfillError::Predicate)?;
     }
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    let client = catalog::side_connection(config, &connector).await?;
-    let names = Store::new(&config.store.schema);
-    store::migrate(&client, &names).await?;
-    // The config's rules seed the store as when the proxy starts (stored rows win).
-    store::bootstrap(&client, &names, &config.rules).await?;
-    let snapshot = store::load(&client, &names).await?;
+    let store::Opened {
+        client,
+        names,
+        snapshot,
+    } = store::open(config).await?;
     let stored = store::find(&snapshot, &options.table)
         .ok_or_else(|| BackfillError::NoRule(options.table.clone()))?;
     let mode = stored.rule.mode;
@@ -707,4 +704,13 @@ pub fn progress_line(p: &Progress) -> String {
         "backfill: {done} rows read ({} copied, {} already there{removed}) in {} batches, {:.0} rows/s{eta}",
         p.copied, p.skipped, p.batches, rate
     )
+}
+
+impl From<store::OpenError> for BackfillError {
+    fn from(e: store::OpenError) -> Self {
+        match e {
+            store::OpenError::Catalog(c) => Self::Catalog(c),
+            store::OpenError::Store(s) => Self::Store(s),
+        }
+    }
 }

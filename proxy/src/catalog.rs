@@ -52,6 +52,12 @@ pub async fn side_connection(
     Ok(client)
 }
 
+/// A side connection from the config alone (command-line tools).
+pub async fn connect(config: &Config) -> Result<Client, CatalogError> {
+    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
+    side_connection(config, &connector).await
+}
+
 /// A server error as a person wants to read it: SQLSTATE, message, detail and hint
 /// (tokio-postgres's own Display says only "db error").
 pub fn describe(e: &tokio_postgres::Error) -> String {

@@ -30,7 +30,6 @@ use tokio_postgres::Client;
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
 use crate::store::{self, Store};
-use crate::upstream::Connector;
 
 /// A partition layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,8 +206,7 @@ struct LegacyColumn {
 
 /// Creates the target (unless dry-run) and adds the rule in mode `off`.
 pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError> {
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    let client = catalog::side_connection(config, &connector).await?;
+    let client = catalog::connect(config).await?;
     let legacy = &options.table;
     let target = options
         .target

@@ -357,14 +357,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let command = action.command();
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tandem::admin::cli::CliError {
-                    message: e.to_string(),
-                    hint: None,
-                })
-                .and_then(|rt| rt.block_on(tandem::admin::cli::run(&admin, &command)));
+            let runtime = match one_shot() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let result = runtime.block_on(tandem::admin::cli::run(&admin, &command));
             match result {
                 Ok(text) => {
                     print!("{text}");
@@ -394,16 +391,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            let mut table = match tandem_rules::TableName::parse(&table) {
+            let table = match table_arg(&table, "--table") {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("tandem: --table: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            if table.schema.is_none() {
-                table.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
-            }
             let options = tandem::backfill::Options {
                 table,
                 batch_size,
@@ -432,17 +423,9 @@ fn main() -> ExitCode {
             };
             let mut names = Vec::new();
             for t in &tables {
-                match tandem_rules::TableName::parse(t) {
-                    Ok(mut name) => {
-                        if name.schema.is_none() {
-                            name.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
-                        }
-                        names.push(name);
-                    }
-                    Err(e) => {
-                        eprintln!("tandem: --table: {e}");
-                        return ExitCode::from(2);
-                    }
+                match table_arg(t, "--table") {
+                    Ok(name) => names.push(name),
+                    Err(code) => return code,
                 }
             }
             let options = tandem::parity::Options {
@@ -495,11 +478,11 @@ fn main() -> ExitCode {
                 no_default,
                 dry_run,
             };
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tandem::init::InitError::Refused(e.to_string()))
-                .and_then(|rt| rt.block_on(tandem::init::run(&config, &options)));
+            let runtime = match one_shot() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let result = runtime.block_on(tandem::init::run(&config, &options));
             match result {
                 Ok(report) => {
                     for statement in &report.ddl {
@@ -552,17 +535,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            let table = match tandem_rules::TableName::parse(&table) {
-                Ok(mut t) => {
-                    if t.schema.is_none() {
-                        t.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
-                    }
-                    t
-                }
-                Err(e) => {
-                    eprintln!("tandem: --table: {e}");
-                    return ExitCode::from(2);
-                }
+            let table = match table_arg(&table, "--table") {
+                Ok(t) => t,
+                Err(code) => return code,
             };
             let (column, value) = match tandem::purge::parse_scope(&scope) {
                 Ok(s) => s,
@@ -585,11 +560,11 @@ fn main() -> ExitCode {
                 fail_on_delete,
                 batch_size,
             };
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tandem::purge::PurgeError::Refused(e.to_string()))
-                .and_then(|rt| rt.block_on(tandem::purge::run(&config, &options)));
+            let runtime = match one_shot() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let result = runtime.block_on(tandem::purge::run(&config, &options));
             match result {
                 Ok(report) => {
                     println!(
@@ -626,15 +601,9 @@ fn main() -> ExitCode {
 fn backfill(config: Config, options: tandem::backfill::Options) -> ExitCode {
     use std::io::{IsTerminal, Write};
     use tandem::backfill::{progress_line, Outcome};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_shot() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("tandem: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let terminal = std::io::stderr().is_terminal();
     let mut last_line = std::time::Instant::now();
@@ -714,15 +683,9 @@ fn parity(
     out: &std::path::Path,
     format: &str,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_shot() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("tandem: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = match runtime.block_on(tandem::parity::run(&config, &options)) {
         Ok(r) => r,
@@ -762,27 +725,13 @@ fn partitions(config: Config, action: PartitionsAction) -> ExitCode {
         | PartitionsAction::Retire { table, .. }
         | PartitionsAction::Skew { table, .. } => table.clone(),
     };
-    let table = match tandem_rules::TableName::parse(&table) {
-        Ok(mut t) => {
-            if t.schema.is_none() {
-                t.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
-            }
-            t
-        }
-        Err(e) => {
-            eprintln!("tandem: --table: {e}");
-            return ExitCode::from(2);
-        }
+    let table = match table_arg(&table, "--table") {
+        Ok(t) => t,
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_shot() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("tandem: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result: Result<(), partitions::PartitionsError> = runtime.block_on(async {
         match action {
@@ -884,6 +833,43 @@ fn partitions(config: Config, action: PartitionsAction) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A table name from the command line; a bare name is in `public`, as in the config.
+fn table_arg(text: &str, flag: &str) -> Result<tandem_rules::TableName, ExitCode> {
+    match tandem_rules::TableName::parse(text) {
+        Ok(mut t) => {
+            if t.schema.is_none() {
+                t.schema = Some(tandem_rules::rule::DEFAULT_SCHEMA.to_string());
+            }
+            Ok(t)
+        }
+        Err(e) => {
+            eprintln!("tandem: {flag}: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// For one-shot commands whose output may go to `head` and the like: a closed stdout ends
+/// the process quietly, as for any Unix tool, instead of a panic in `println!`. (Rust
+/// ignores SIGPIPE by default; `serve` keeps it that way, its sockets need EPIPE.)
+fn quiet_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restoring the default disposition installs no Rust handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// The runtime a one-shot command (backfill, parity, ...) runs on.
+fn one_shot() -> Result<tokio::runtime::Runtime, ExitCode> {
+    quiet_on_closed_stdout();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("tandem: cannot start runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn config_error(e: &tandem::config::ConfigError) -> ExitCode {

@@ -28,7 +28,6 @@ use tokio_postgres::{Client, IsolationLevel, Transaction};
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
 use crate::store::{self, Store, StoreError};
-use crate::upstream::Connector;
 
 /// Buckets of the first, summarising pass.
 const BUCKETS: i32 = 1024;
@@ -176,12 +175,11 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    let mut client = catalog::side_connection(config, &connector).await?;
-    let names = Store::new(&config.store.schema);
-    store::migrate(&client, &names).await?;
-    store::bootstrap(&client, &names, &config.rules).await?;
-    let snapshot = store::load(&client, &names).await?;
+    let store::Opened {
+        mut client,
+        names,
+        snapshot,
+    } = store::open(config).await?;
     let wanted: Vec<_> = if options.tables.is_empty() {
         snapshot
             .rules
@@ -681,6 +679,14 @@ pub fn write(report: &Report, out: &std::path::Path) -> std::io::Result<std::pat
 
 /// Opens a plain client for tests and tools that only need a connection.
 pub async fn client(config: &Config) -> Result<Client, ParityError> {
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    Ok(catalog::side_connection(config, &connector).await?)
+    Ok(catalog::connect(config).await?)
+}
+
+impl From<store::OpenError> for ParityError {
+    fn from(e: store::OpenError) -> Self {
+        match e {
+            store::OpenError::Catalog(c) => Self::Catalog(c),
+            store::OpenError::Store(s) => Self::Store(s),
+        }
+    }
 }

@@ -25,7 +25,6 @@ use tokio_postgres::Client;
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
 use crate::store::{self, Store};
-use crate::upstream::Connector;
 
 /// Why a partitions command failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +84,9 @@ async fn target_of(
     config: &Config,
     table: &TableName,
 ) -> Result<(Client, TableName, Option<TableName>), PartitionsError> {
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    let client = catalog::side_connection(config, &connector).await?;
-    let names = Store::new(&config.store.schema);
-    store::migrate(&client, &names).await?;
-    store::bootstrap(&client, &names, &config.rules).await?;
-    let snapshot = store::load(&client, &names).await?;
+    let store::Opened {
+        client, snapshot, ..
+    } = store::open(config).await?;
     Ok(match store::find(&snapshot, table) {
         Some(r) => (client, r.rule.target.clone(), Some(r.rule.table.clone())),
         None => (client, table.clone(), None),
@@ -518,4 +514,13 @@ pub async fn retire(
         out.applied = true;
     }
     Ok(out)
+}
+
+impl From<store::OpenError> for PartitionsError {
+    fn from(e: store::OpenError) -> Self {
+        match e {
+            store::OpenError::Catalog(c) => Self::Catalog(c),
+            store::OpenError::Store(s) => Self::Store(s),
+        }
+    }
 }

@@ -19,8 +19,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, Store};
-use crate::upstream::Connector;
+use crate::store;
 
 /// How to remove the scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +125,11 @@ async fn exact_partition(
 
 /// Plans and (with `apply`) runs the purge.
 pub async fn run(config: &Config, options: &Options) -> Result<Report, PurgeError> {
-    let connector = Connector::new(config).map_err(|e| CatalogError::Url(e.to_string()))?;
-    let mut client = catalog::side_connection(config, &connector).await?;
-    let names = Store::new(&config.store.schema);
-    store::migrate(&client, &names).await?;
-    store::bootstrap(&client, &names, &config.rules).await?;
-    let snapshot = store::load(&client, &names).await?;
+    let store::Opened {
+        mut client,
+        snapshot,
+        ..
+    } = store::open(config).await?;
     let legacy = &options.table;
     let rule = store::find(&snapshot, legacy).map(|r| r.rule.clone());
     let active = rule.as_ref().filter(|r| r.mode != Mode::Off);
@@ -244,4 +242,13 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, PurgeErro
         report.applied = true;
     }
     Ok(report)
+}
+
+impl From<store::OpenError> for PurgeError {
+    fn from(e: store::OpenError) -> Self {
+        match e {
+            store::OpenError::Catalog(c) => Self::Catalog(c),
+            store::OpenError::Store(s) => Self::Store(s),
+        }
+    }
 }

@@ -219,6 +219,43 @@ pub async fn load(client: &Client, store: &Store) -> Result<Snapshot, StoreError
     Ok(snapshot)
 }
 
+/// Why a command-line tool could not open the store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Reaching the database failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// The store could not be prepared or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A side connection with the store ready: what `tandem backfill`, `parity`,
+/// `partitions` and `purge` start from. The config's rules seed the store as when the
+/// proxy starts (stored rows win).
+pub struct Opened {
+    /// The connection (the upstream URL's user and database).
+    pub client: Client,
+    /// The store's names.
+    pub names: Store,
+    /// The rules now.
+    pub snapshot: Snapshot,
+}
+
+/// Connects, migrates and seeds the store, and reads it.
+pub async fn open(config: &crate::config::Config) -> Result<Opened, OpenError> {
+    let client = crate::catalog::connect(config).await?;
+    let names = Store::new(&config.store.schema);
+    migrate(&client, &names).await?;
+    bootstrap(&client, &names, &config.rules).await?;
+    let snapshot = load(&client, &names).await?;
+    Ok(Opened {
+        client,
+        names,
+        snapshot,
+    })
+}
+
 /// The text columns of a rule, as stored or typed by an operator.
 pub struct RuleParts<'a> {
     /// Legacy table, SQL spelling.
