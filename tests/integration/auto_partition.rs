@@ -165,3 +165,48 @@ async fn months_too_and_without_the_flag_the_error_is_postgres_own() {
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_writes_get_their_partition_too() {
+    let (check, t, config) = setup("list(tenant)", true).await;
+    let proxy = start_ruled_proxy(config).await;
+    let mut via = through(&proxy).await;
+    let insert = via
+        .prepare(&format!(
+            "INSERT INTO {t} (tenant) VALUES ($1) RETURNING id"
+        ))
+        .await
+        .unwrap();
+    // Autocommit (Bind, Execute, Sync): the row comes back as if nothing happened.
+    let row = via
+        .query_one(&insert, &[&"initech"])
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    let _: i64 = row.get(0);
+    assert_eq!(both(&check, &t, "initech").await, (1, 1));
+    // Inside a transaction, after other work that must survive the retry.
+    let tx = via.transaction().await.unwrap();
+    tx.execute(&insert, &[&"acme"]).await.unwrap();
+    assert_eq!(
+        tx.execute(&insert, &[&"umbrella"])
+            .await
+            .unwrap_or_else(|e| panic!("{}", db_text(&e))),
+        1
+    );
+    assert_eq!(tx.execute(&insert, &[&"umbrella"]).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(both(&check, &t, "umbrella").await, (2, 2));
+    assert_eq!(both(&check, &t, "acme").await, (2, 2));
+    // Reads and later writes in the session go on as usual.
+    let n: i64 = via
+        .query_one(
+            &format!("SELECT count(*) FROM {t} WHERE tenant = $1"),
+            &[&"umbrella"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    via.execute(&insert, &[&"initech"]).await.unwrap();
+    assert_eq!(both(&check, &t, "initech").await, (2, 2));
+}

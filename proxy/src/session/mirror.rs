@@ -158,6 +158,39 @@ pub enum Expect {
     },
     /// Sync: answered by ReadyForQuery.
     Sync,
+    /// The client's Execute of a mirrored write that may be run again once its missing
+    /// partition exists (auto_partition, extended protocol): answered as an Execute of a
+    /// mirrored write.
+    RetryExec {
+        /// The write's response fix.
+        mirror: Mirror,
+        /// How to run it again.
+        retry: Arc<RetryExt>,
+        /// The held 23514 ErrorResponse, once it came.
+        failed: Option<BytesMut>,
+    },
+}
+
+/// An extended-protocol write to run again: the client's own Bind and Execute frames.
+#[derive(Debug)]
+pub struct RetryExt {
+    /// The Bind frame, as the client sent it.
+    pub bind: BytesMut,
+    /// The Execute frame (row limit 0).
+    pub execute: BytesMut,
+    /// The write's response fix.
+    pub mirror: Mirror,
+    /// Sent inside the client's transaction, behind `SAVEPOINT tandem_ap`.
+    pub savepoint: bool,
+}
+
+/// Which kind of write a retry runs again.
+#[derive(Debug, Clone)]
+pub enum RetryKind {
+    /// A simple Query.
+    Simple(Arc<Retry>),
+    /// A Bind + Execute.
+    Extended(Arc<RetryExt>),
 }
 
 /// A mirrored write that may be run again once the target has a partition for its row
@@ -177,7 +210,7 @@ pub struct Retry {
 #[derive(Debug)]
 pub struct RetryJob {
     /// The statement to run again.
-    pub retry: Arc<Retry>,
+    pub retry: RetryKind,
     /// The ErrorResponse frame (23514).
     pub error: BytesMut,
     /// The ReadyForQuery frame that followed it.
@@ -186,6 +219,26 @@ pub struct RetryJob {
 
 /// The savepoint auto-partition retries roll back to.
 const RETRY_SAVEPOINT: &str = "tandem_ap";
+/// Tandem's prepared statements for it (extended protocol), and the portal that runs them.
+const AP_SAVEPOINT: &str = "tandem_ap_savepoint";
+const AP_ROLLBACK: &str = "tandem_ap_rollback";
+const AP_RELEASE: &str = "tandem_ap_release";
+const AP_PORTAL: &str = "tandem_ap_portal";
+const AP_TOUCH: &str = "tandem_ap_touch";
+
+/// Runs one of Tandem's prepared savepoint statements through its own portal, every
+/// response hidden (Bind, Execute, Close).
+fn run_hidden(statement: &str, queue: &mut VecDeque<Expect>, out: &mut BytesMut) {
+    frontend::encode_bind_empty(AP_PORTAL, statement, out);
+    frontend::encode_execute(AP_PORTAL, 0, out);
+    frontend::encode_close(b'P', AP_PORTAL, out);
+    for kind in [MsgKind::Bind, MsgKind::Execute, MsgKind::Close] {
+        queue.push_back(Expect::Msg {
+            kind,
+            mode: MsgMode::Hide,
+        });
+    }
+}
 
 /// The queue both halves of a ruled session share.
 pub type ExpectQueue = std::sync::Mutex<VecDeque<Expect>>;
@@ -229,6 +282,13 @@ pub struct ClientSide {
     config: Arc<crate::config::Config>,
     /// Whether the session is inside a transaction block (last ReadyForQuery not idle).
     in_transaction: bool,
+    /// Bind frames of portals running an auto_partition mirrored write, by portal.
+    retry_binds: HashMap<String, BytesMut>,
+    /// Execute messages since the last Sync (a retry outside a transaction must be the
+    /// first, or it would drop the work before it).
+    executes_since_sync: u32,
+    /// Whether Tandem's savepoint statements are prepared in this session.
+    savepoints_prepared: bool,
 }
 
 impl ClientSide {
@@ -252,6 +312,9 @@ impl ClientSide {
             sampler,
             config,
             in_transaction: false,
+            retry_binds: HashMap::new(),
+            executes_since_sync: 0,
+            savepoints_prepared: false,
         }
     }
 
@@ -326,30 +389,151 @@ impl ClientSide {
         .map_err(|e| e.to_string())
     }
 
-    /// The Query that runs a held statement again, with its expectation pushed.
+    /// The messages that run a held write again, with their expectations pushed.
     pub fn retry_message(&self, job: &RetryJob, queue: &mut VecDeque<Expect>) -> BytesMut {
-        let retry = &job.retry;
-        let (sql, fixes): (String, Arc<[StmtFix]>) = if retry.savepoint {
-            (
-                format!(
-                    "ROLLBACK TO SAVEPOINT {RETRY_SAVEPOINT};\n{};\nRELEASE SAVEPOINT {RETRY_SAVEPOINT}",
-                    retry.sql
-                ),
-                Arc::from([StmtFix::Hide, retry.fix.clone(), StmtFix::Hide]),
-            )
-        } else {
-            (retry.sql.clone(), Arc::from([retry.fix.clone()]))
-        };
-        queue.push_back(Expect::Query {
-            fixes,
-            next: 0,
-            held: None,
-            retry: None,
+        let mut out = BytesMut::new();
+        match &job.retry {
+            RetryKind::Simple(retry) => {
+                let (sql, fixes): (String, Arc<[StmtFix]>) = if retry.savepoint {
+                    (
+                        format!(
+                            "ROLLBACK TO SAVEPOINT {RETRY_SAVEPOINT};\n{};\nRELEASE SAVEPOINT {RETRY_SAVEPOINT}",
+                            retry.sql
+                        ),
+                        Arc::from([StmtFix::Hide, retry.fix.clone(), StmtFix::Hide]),
+                    )
+                } else {
+                    (retry.sql.clone(), Arc::from([retry.fix.clone()]))
+                };
+                queue.push_back(Expect::Query {
+                    fixes,
+                    next: 0,
+                    held: None,
+                    retry: None,
+                    failed: None,
+                });
+                frontend::encode_query(&sql, &mut out);
+            }
+            RetryKind::Extended(retry) => {
+                if retry.savepoint {
+                    run_hidden(AP_ROLLBACK, queue, &mut out);
+                }
+                // A prepared write reuses its plan, and a backend inside a transaction that
+                // already holds the target's lock does not look at other sessions' catalog
+                // changes on its own: parsing a statement that names the table (parsed,
+                // never run) makes it see the new partition.
+                let field = |code: u8| error_field(job.error.get(5..).unwrap_or_default(), code);
+                if let (Some(schema), Some(table)) = (field(b's'), field(b't')) {
+                    let target = tandem_rules::TableName::new(Some(&schema), &table);
+                    frontend::encode_parse(
+                        AP_TOUCH,
+                        &format!("SELECT 1 FROM {target} LIMIT 0"),
+                        &[0, 0],
+                        &mut out,
+                    );
+                    frontend::encode_close(b'S', AP_TOUCH, &mut out);
+                    for kind in [MsgKind::Parse, MsgKind::Close] {
+                        queue.push_back(Expect::Msg {
+                            kind,
+                            mode: MsgMode::Hide,
+                        });
+                    }
+                }
+                // The client already has its BindComplete.
+                out.extend_from_slice(&retry.bind);
+                queue.push_back(Expect::Msg {
+                    kind: MsgKind::Bind,
+                    mode: MsgMode::Hide,
+                });
+                out.extend_from_slice(&retry.execute);
+                queue.push_back(Expect::Msg {
+                    kind: MsgKind::Execute,
+                    mode: MsgMode::Mirror(retry.mirror),
+                });
+                if retry.savepoint {
+                    run_hidden(AP_RELEASE, queue, &mut out);
+                }
+                out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+                queue.push_back(Expect::Sync);
+            }
+        }
+        out
+    }
+
+    /// The client's Execute of an auto_partition write, armed for a retry: inside a
+    /// transaction, wrapped in Tandem's own savepoint (hidden), and run to completion.
+    fn arm_retry(
+        &mut self,
+        portal: &str,
+        mirror: Mirror,
+        bind: BytesMut,
+        queue: &mut VecDeque<Expect>,
+    ) -> Action {
+        let mut out = BytesMut::new();
+        let savepoint = self.in_transaction;
+        if savepoint {
+            if !self.savepoints_prepared {
+                for (name, sql) in [
+                    (AP_SAVEPOINT, format!("SAVEPOINT {RETRY_SAVEPOINT}")),
+                    (
+                        AP_ROLLBACK,
+                        format!("ROLLBACK TO SAVEPOINT {RETRY_SAVEPOINT}"),
+                    ),
+                    (AP_RELEASE, format!("RELEASE SAVEPOINT {RETRY_SAVEPOINT}")),
+                ] {
+                    frontend::encode_parse(name, &sql, &[0, 0], &mut out);
+                    queue.push_back(Expect::Msg {
+                        kind: MsgKind::Parse,
+                        mode: MsgMode::Hide,
+                    });
+                }
+                self.savepoints_prepared = true;
+            }
+            run_hidden(AP_SAVEPOINT, queue, &mut out);
+        }
+        let mut execute = BytesMut::new();
+        frontend::encode_execute(portal, 0, &mut execute);
+        out.extend_from_slice(&execute);
+        queue.push_back(Expect::RetryExec {
+            mirror,
+            retry: Arc::new(RetryExt {
+                bind,
+                execute,
+                mirror,
+                savepoint,
+            }),
             failed: None,
         });
-        let mut out = BytesMut::new();
-        frontend::encode_query(&sql, &mut out);
-        out
+        if savepoint {
+            run_hidden(AP_RELEASE, queue, &mut out);
+        }
+        Action::Replace(out)
+    }
+
+    /// For the Bind of a prepared mirrored write whose rule has auto_partition: the Bind
+    /// frame, kept so the write can be run again.
+    fn auto_partition_bind(&self, statement: &str, body: &[u8]) -> Option<BytesMut> {
+        let known = self.known.get(statement)?;
+        let plan = self.rules.plan(&known.sql, &self.search_path)?;
+        let Plan::Rewritten(statements) = &*plan else {
+            return None;
+        };
+        let [only] = statements.as_slice() else {
+            return None;
+        };
+        let table = only.rule_table.as_ref()?;
+        let rule = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .find(|r| &r.rule.table == table)?;
+        if !rule.rule.auto_partition || !matches!(only.response, ResponseFix::Mirror { .. }) {
+            return None;
+        }
+        let mut frame = BytesMut::new();
+        append_frame(&mut frame, b'B', body);
+        Some(frame)
     }
 
     /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
@@ -472,6 +656,14 @@ impl ClientSide {
                     }
                 }
                 if let Ok((portal, statement)) = frontend::bind_names(body) {
+                    match self.auto_partition_bind(statement, body) {
+                        Some(frame) => {
+                            self.retry_binds.insert(portal.to_string(), frame);
+                        }
+                        None => {
+                            self.retry_binds.remove(portal);
+                        }
+                    }
                     match self.statements.get(statement) {
                         Some(m) => {
                             self.portals.insert(portal.to_string(), m.clone());
@@ -516,6 +708,16 @@ impl ClientSide {
                     queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
                     return Action::Forward;
                 };
+                let first = self.executes_since_sync == 0;
+                self.executes_since_sync += 1;
+                if let (Some(Prepared::Mirror(m)), Some(bind)) =
+                    (self.portals.get(portal), self.retry_binds.get(portal))
+                {
+                    if self.in_transaction || first {
+                        let (m, bind) = (*m, bind.clone());
+                        return self.arm_retry(portal, m, bind, queue);
+                    }
+                }
                 match self.portals.get(portal) {
                     Some(Prepared::Mirror(m)) => {
                         queue.push_back(msg(MsgKind::Execute, MsgMode::Mirror(*m)));
@@ -549,6 +751,7 @@ impl ClientSide {
                 Action::Forward
             }
             b'S' => {
+                self.executes_since_sync = 0;
                 queue.push_back(Expect::Sync);
                 Action::Forward
             }
@@ -1118,7 +1321,7 @@ impl ServerSide {
                         let mut ready = BytesMut::from(&[b'Z', 0, 0, 0, 5][..]);
                         ready.extend_from_slice(body);
                         *retry_out = Some(RetryJob {
-                            retry,
+                            retry: RetryKind::Simple(retry),
                             error,
                             ready,
                         });
@@ -1132,8 +1335,28 @@ impl ServerSide {
                         held.extend_from_slice(body);
                         return Action::Replace(held);
                     }
+                    Expect::RetryExec {
+                        retry,
+                        failed: Some(error),
+                        ..
+                    } => {
+                        // The rest of this batch, up to its Sync, was skipped by the server.
+                        while let Some(e) = queue.pop_front() {
+                            if matches!(e, Expect::Sync) {
+                                break;
+                            }
+                        }
+                        let mut ready = BytesMut::from(&[b'Z', 0, 0, 0, 5][..]);
+                        ready.extend_from_slice(body);
+                        *retry_out = Some(RetryJob {
+                            retry: RetryKind::Extended(retry),
+                            error,
+                            ready,
+                        });
+                        return Action::Drop;
+                    }
                     Expect::Sync | Expect::Query { .. } => break,
-                    Expect::Msg { .. } => {}
+                    Expect::Msg { .. } | Expect::RetryExec { .. } => {}
                 }
             }
             return Action::Forward;
@@ -1166,9 +1389,45 @@ impl ServerSide {
                     return Action::Drop;
                 }
             }
+            // The same for the Execute of a prepared write, when nothing but Tandem's own
+            // hidden messages and the Sync follow it (anything else would have been skipped
+            // by the server, and could not be replayed in order).
+            if let Some(Expect::RetryExec { failed: None, .. }) = queue.front() {
+                let fields = ErrorFields::parse(body);
+                let after: Vec<&Expect> = queue.iter().skip(1).collect();
+                let sync_at = after.iter().position(|e| matches!(e, Expect::Sync));
+                let only_hidden = sync_at.is_some_and(|at| {
+                    at + 1 == after.len()
+                        && after[..at].iter().all(|e| {
+                            matches!(
+                                e,
+                                Expect::Msg {
+                                    mode: MsgMode::Hide,
+                                    ..
+                                }
+                            )
+                        })
+                });
+                if only_hidden
+                    && fields.code.as_deref() == Some("23514")
+                    && fields.message.starts_with("no partition of relation")
+                {
+                    let mut frame = BytesMut::with_capacity(body.len() + 5);
+                    let start = begin(&mut frame, b'E');
+                    frame.extend_from_slice(body);
+                    finish(&mut frame, start);
+                    if let Some(Expect::RetryExec { failed, .. }) = queue.front_mut() {
+                        *failed = Some(frame);
+                    }
+                    return Action::Drop;
+                }
+            }
             // After an error the server skips everything up to the next Sync, and a
             // deferred tag must never be seen.
-            while matches!(queue.front(), Some(Expect::Msg { .. })) {
+            while matches!(
+                queue.front(),
+                Some(Expect::Msg { .. } | Expect::RetryExec { .. })
+            ) {
                 queue.pop_front();
             }
             if let Some(Expect::Query { held, .. }) = queue.front_mut() {
@@ -1220,6 +1479,21 @@ impl ServerSide {
                     },
                 };
                 if kind.ends_with(tag) {
+                    queue.pop_front();
+                }
+                action
+            }
+            Expect::RetryExec {
+                failed: Some(_), ..
+            } => Action::Drop,
+            Expect::RetryExec { mirror, .. } => {
+                let m = *mirror;
+                let action = match tag {
+                    b'D' if !m.returning => Action::Drop,
+                    b'C' => fixed_tag(body, m.tag),
+                    _ => Action::Forward,
+                };
+                if MsgKind::Execute.ends_with(tag) {
                     queue.pop_front();
                 }
                 action
