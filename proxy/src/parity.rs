@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tandem_rules::{quote_ident, Mode, ResolvedRule, TableName};
-use tokio_postgres::{Client, IsolationLevel, Transaction};
+use tokio_postgres::{IsolationLevel, Transaction};
 
 use crate::catalog::{self, CatalogError};
 use crate::config::Config;
@@ -675,11 +675,6 @@ pub fn write(report: &Report, out: &std::path::Path) -> std::io::Result<std::pat
     std::fs::write(dir.join("summary.json"), json)?;
     std::fs::write(dir.join("report.html"), html(report))?;
     Ok(dir)
-}
-
-/// Opens a plain client for tests and tools that only need a connection.
-pub async fn client(config: &Config) -> Result<Client, ParityError> {
-    Ok(catalog::connect(config).await?)
 }
 
 impl From<store::OpenError> for ParityError {

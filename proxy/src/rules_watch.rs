@@ -36,6 +36,9 @@ pub enum WatchError {
     /// A rule could not be resolved against the catalog; the previous rules stay in force.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The LISTEN connection ended.
+    #[error("the rule store watch connection closed")]
+    Lost,
 }
 
 /// What SHOW RULES / SHOW VERSION report about this instance's view of the store.
@@ -227,10 +230,7 @@ async fn listen_once(watch: &Arc<RulesWatch>) -> Result<(), WatchError> {
         tokio::select! {
             note = notified.recv() => {
                 let Some(()) = note else {
-                    return Err(WatchError::Store(StoreError::BadRow {
-                        table: String::new(),
-                        reason: "LISTEN connection closed".into(),
-                    }));
+                    return Err(WatchError::Lost);
                 };
                 while notified.try_recv().is_ok() {}
                 let Some(w) = weak.upgrade() else { return Ok(()) };

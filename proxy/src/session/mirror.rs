@@ -255,6 +255,9 @@ struct Known {
     sent: String,
     /// Rules version it was planned under.
     version: u64,
+    /// The plan it was prepared with (protocol-level statements only), so a Bind needs no
+    /// second plan lookup.
+    plan: Option<Arc<Plan>>,
 }
 
 /// Client-to-server half: rewrites and records expectations.
@@ -332,17 +335,7 @@ impl ClientSide {
         statements: &[tandem_rules::StatementPlan],
     ) -> Option<(String, Arc<[StmtFix]>, Arc<Retry>)> {
         let [statement] = statements else { return None };
-        let ResponseFix::Mirror { .. } = statement.response else {
-            return None;
-        };
-        let table = statement.rule_table.as_ref()?;
-        let rule = self
-            .rules
-            .set
-            .rules
-            .iter()
-            .find(|r| &r.rule.table == table)?;
-        if !rule.rule.auto_partition {
+        if !self.auto_partition(statement) {
             return None;
         }
         let fix: StmtFix = statement.response.clone().into();
@@ -510,25 +503,29 @@ impl ClientSide {
         Action::Replace(out)
     }
 
+    /// Is `statement` a mirrored write whose rule has auto_partition on?
+    fn auto_partition(&self, statement: &tandem_rules::StatementPlan) -> bool {
+        matches!(statement.response, ResponseFix::Mirror { .. })
+            && statement.rule_table.as_ref().is_some_and(|table| {
+                self.rules
+                    .set
+                    .rules
+                    .iter()
+                    .any(|r| &r.rule.table == table && r.rule.auto_partition)
+            })
+    }
+
     /// For the Bind of a prepared mirrored write whose rule has auto_partition: the Bind
     /// frame, kept so the write can be run again.
     fn auto_partition_bind(&self, statement: &str, body: &[u8]) -> Option<BytesMut> {
-        let known = self.known.get(statement)?;
-        let plan = self.rules.plan(&known.sql, &self.search_path)?;
-        let Plan::Rewritten(statements) = &*plan else {
+        let plan = self.known.get(statement)?.plan.as_deref()?;
+        let Plan::Rewritten(statements) = plan else {
             return None;
         };
         let [only] = statements.as_slice() else {
             return None;
         };
-        let table = only.rule_table.as_ref()?;
-        let rule = self
-            .rules
-            .set
-            .rules
-            .iter()
-            .find(|r| &r.rule.table == table)?;
-        if !rule.rule.auto_partition || !matches!(only.response, ResponseFix::Mirror { .. }) {
+        if !self.auto_partition(only) {
             return None;
         }
         let mut frame = BytesMut::new();
@@ -646,10 +643,9 @@ impl ClientSide {
                     refreshed = self.refresh(statement, queue, &mut out);
                     if self.sampler.is_some() {
                         if let Some(known) = self.known.get(statement) {
-                            let plan = self.rules.plan(&known.sql, &self.search_path);
                             self.maybe_sample(
                                 &known.sql,
-                                plan.as_deref(),
+                                known.plan.as_deref(),
                                 Some((body, &known.param_types)),
                             );
                         }
@@ -881,6 +877,7 @@ impl ClientSide {
                 param_types: Vec::new(),
                 sent,
                 version: self.rules.set.version,
+                plan: None,
             },
         );
     }
@@ -944,6 +941,7 @@ impl ClientSide {
             param_types: parse.param_types.to_vec(),
             sent: parse.sql.to_string(),
             version: self.rules.set.version,
+            plan: plan.clone(),
         };
         if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
             if statements.len() == 1 {
@@ -1048,6 +1046,7 @@ impl ClientSide {
             Known {
                 sent: sent.clone(),
                 version,
+                plan: plan.clone(),
                 ..known.clone()
             },
         );

@@ -18,7 +18,7 @@
 //! The row is locked (`SELECT ... FOR UPDATE`) and its version compared, so two admins
 //! racing on one rule serialise, and the second sees the first's result.
 
-use tandem_rules::{quote_ident, MirrorErrorPolicy, Mode, ResolvedRule, Rule, TableName};
+use tandem_rules::{quote_ident, Mode, ResolvedRule, Rule, TableName};
 use tokio_postgres::Client;
 
 use super::{set_json, stored_rule, Store, StoredRule, RULE_COLUMNS};
@@ -423,11 +423,6 @@ async fn advance_sequences(
         notes.push(format!("sequence {sequence} advanced to {value}"));
     }
     Ok(notes)
-}
-
-/// The policy a new rule gets from ADD RULE.
-pub fn default_policy() -> MirrorErrorPolicy {
-    MirrorErrorPolicy::Fail
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 pub mod change;
 
-use tandem_rules::{Mode, Rule, TableName};
+use tandem_rules::{Rule, TableName};
 use tokio_postgres::Client;
 
 /// Names of one store's objects. Each store is a schema (config `store.schema`, default
@@ -310,9 +310,4 @@ pub async fn version(client: &Client, store: &Store) -> Result<u64, StoreError> 
     let sql = format!("SELECT coalesce(max(id), 0)::int8 FROM {}", store.history());
     let row = client.query_one(&sql, &[]).await?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
-}
-
-/// Modes in which the proxy acts on a rule.
-pub fn is_active(mode: Mode) -> bool {
-    mode != Mode::Off
 }
