@@ -98,7 +98,7 @@ impl std::fmt::Debug for AdminConfig {
 impl AdminConfig {
     /// The SCRAM verifier for the configured password: parsed when it is one, derived
     /// (random salt, 4096 iterations, as PostgreSQL does) when it is a plain password.
-    pub fn verifier(&self) -> Result<crate::admin::scram::Verifier, ConfigError> {
+    pub fn verifier(&self) -> Result<crate::control::admin::scram::Verifier, ConfigError> {
         let secret = match (&self.password, &self.password_env) {
             (Some(p), None) => p.clone(),
             (None, Some(var)) => std::env::var(var).map_err(|_| ConfigError::Invalid {
@@ -125,12 +125,16 @@ impl AdminConfig {
             });
         }
         if secret.starts_with("SCRAM-SHA-256$") {
-            crate::admin::scram::Verifier::parse(&secret).map_err(|reason| ConfigError::Invalid {
-                key: "admin.password",
-                reason,
+            crate::control::admin::scram::Verifier::parse(&secret).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "admin.password",
+                    reason,
+                }
             })
         } else {
-            Ok(crate::admin::scram::Verifier::from_password(&secret))
+            Ok(crate::control::admin::scram::Verifier::from_password(
+                &secret,
+            ))
         }
     }
 }

@@ -1,34 +1,28 @@
 //! Tandem: a PostgreSQL wire-protocol proxy that moves a hot table to a new one with no
 //! downtime and no application change.
 //!
-//! Layers, each in its own module: [`protocol`] (bytes to frames, no I/O), [`stream`] and
-//! [`tls`] (sockets), [`upstream`] (connecting to the real server), [`session`] (one client
-//! from startup to close), [`server`] (accept loop, limits, shutdown), [`config`], [`cancel`],
-//! [`stats`], and [`embedded`] (a throwaway local Postgres for the demo and the tests).
+//! The tree shows its three parts:
+//!
+//! - the wire path, what every client byte crosses: [`server`] (accept loop, limits,
+//!   shutdown) hands each client to a [`session`] (startup, authentication, relay, and the
+//!   application of rules to what the client sends and what the server answers), which
+//!   talks through [`wire`] (frames, sockets, TLS, the upstream connection, cancel keys);
+//!   [`workers`] are the session threads and [`shared`] what every session gets;
+//! - the [`control`] plane: the rule store and its watch, the catalog, the admin console,
+//!   the session registry, counters, and the drift and shadow-read side jobs;
+//! - the operator commands in [`ops`]: init, backfill, parity, partitions, purge, rules.
+//!
+//! [`config`] is read by all three; [`embedded`] runs a throwaway local Postgres for the
+//! demo and the tests.
 
-pub mod active_rules;
-pub mod admin;
-pub mod backfill;
-pub mod cancel;
-pub mod catalog;
 pub mod config;
-pub mod drift;
+pub mod control;
 pub mod embedded;
-pub mod init;
-pub mod parity;
-pub mod partitions;
-pub mod protocol;
-pub mod purge;
-pub mod rules_watch;
+pub mod ops;
 pub mod server;
 pub mod session;
-pub mod sessions;
-pub mod shadow;
-pub mod stats;
-pub mod store;
-pub mod stream;
-pub mod tls;
-pub mod upstream;
+pub mod shared;
+pub mod wire;
 pub mod workers;
 
 pub use config::Config;
@@ -43,13 +37,13 @@ pub enum Error {
     Config(#[from] config::ConfigError),
     /// TLS material could not be used.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] wire::tls::TlsError),
     /// Upstream settings could not be used.
     #[error(transparent)]
-    Upstream(#[from] upstream::UpstreamError),
+    Upstream(#[from] wire::upstream::UpstreamError),
     /// A rule could not be resolved against the catalog.
     #[error(transparent)]
-    Catalog(#[from] catalog::CatalogError),
+    Catalog(#[from] control::catalog::CatalogError),
     /// The rule store could not be read or prepared.
     #[error("{0}")]
     Store(String),

@@ -17,49 +17,15 @@ use tracing::{info, warn, Instrument};
 
 use std::str::FromStr;
 
-use crate::cancel::CancelMap;
 use crate::config::Config;
-use crate::drift::DriftSink;
-use crate::rules_watch::{RulesWatch, WatchError};
-use crate::sessions::SessionRegistry;
-use crate::stats::Stats;
-use crate::upstream::Connector;
+use crate::control::drift::DriftSink;
+use crate::control::sessions::SessionRegistry;
+use crate::control::stats::Stats;
+use crate::control::watch::{RulesWatch, WatchError};
+use crate::shared::{Phase, Shared};
+use crate::wire::cancel::CancelMap;
+use crate::wire::upstream::Connector;
 use crate::workers::WorkerPool;
-
-/// Where the server is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Accepting and serving.
-    Running,
-    /// No longer accepting; sessions close when idle.
-    Draining,
-}
-
-/// What every session of one proxy shares.
-pub struct Shared {
-    /// The validated configuration.
-    pub config: Arc<Config>,
-    /// Client-facing TLS, when configured.
-    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
-    /// Opens upstream connections.
-    pub connector: Arc<Connector>,
-    /// Cancel-key map.
-    pub cancels: Arc<CancelMap>,
-    /// Counters.
-    pub stats: Arc<Stats>,
-    /// Lifecycle, watched by every session.
-    pub shutdown: watch::Receiver<Phase>,
-    /// The rules in force and their store, when the store is enabled.
-    pub watch: Option<Arc<RulesWatch>>,
-    /// Where `record`-policy refusals go.
-    pub drift: Option<DriftSink>,
-    /// Every session of this instance.
-    pub sessions: Arc<SessionRegistry>,
-    /// Shadow-read sampling, when the store is on.
-    pub sampler: Option<Arc<crate::shadow::Sampler>>,
-    /// The admin console's SCRAM verifier, when `[admin]` is configured.
-    pub admin_verifier: Option<crate::admin::scram::Verifier>,
-}
 
 /// A proxy ready to serve: configuration loaded, TLS material read.
 pub struct Proxy {
@@ -74,7 +40,7 @@ impl Proxy {
     /// configured, resolves them against the upstream's catalog (refusing any rule it cannot
     /// honour).
     pub async fn new(config: Config) -> Result<Self, crate::Error> {
-        let acceptor = crate::tls::acceptor(&config)?;
+        let acceptor = crate::wire::tls::acceptor(&config)?;
         let admin_verifier = match &config.admin {
             Some(admin) => Some(admin.verifier()?),
             None => None,
@@ -83,7 +49,7 @@ impl Proxy {
         let config = Arc::new(config);
         let (watch, drift) = load_rules(&config, &connector).await?;
         let sampler = watch.as_ref().map(|w| {
-            crate::shadow::Sampler::start(
+            crate::control::shadow::Sampler::start(
                 Arc::clone(&config),
                 Arc::clone(&connector),
                 w.store().clone(),

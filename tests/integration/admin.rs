@@ -305,19 +305,19 @@ async fn the_cli_speaks_to_the_console() {
         "postgres://admin:s3cret%20admin@127.0.0.1:{}/tandem",
         proxy.addr.port()
     );
-    let out = tandem::admin::cli::run(&url, "SHOW RULES").await.unwrap();
+    let out = tandem::ops::rules::run(&url, "SHOW RULES").await.unwrap();
     let mut lines = out.lines();
     assert!(lines.next().unwrap().starts_with("table "), "{out}");
     assert!(out.contains(&pair.legacy), "{out}");
     assert!(out.ends_with("(1 row)\n"), "{out}");
-    let out = tandem::admin::cli::run(
+    let out = tandem::ops::rules::run(
         &url,
         &format!("SET RULE public.{} MODE dual_write", pair.legacy),
     )
     .await
     .unwrap();
     assert!(out.contains("dual_write"), "{out}");
-    let err = tandem::admin::cli::run(
+    let err = tandem::ops::rules::run(
         &url,
         &format!("SET RULE public.{} MODE target_only", pair.legacy),
     )
@@ -330,7 +330,7 @@ async fn the_cli_speaks_to_the_console() {
         err.message
     );
     assert!(err.hint.unwrap().contains("cutover"));
-    let err = tandem::admin::cli::run(&url.replace("s3cret%20admin", "nope"), "SHOW RULES")
+    let err = tandem::ops::rules::run(&url.replace("s3cret%20admin", "nope"), "SHOW RULES")
         .await
         .unwrap_err();
     assert!(

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tandem::init::{self, Layout, Options};
+use tandem::ops::init::{self, Layout, Options};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, sqlstate, start_ruled_proxy, RuleToml};
 use tandem_tests::{pg, through, unique};

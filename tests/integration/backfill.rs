@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem::backfill::{self, Options, Outcome};
+use tandem::ops::backfill::{self, Options, Outcome};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, Kind, Pair};
 use tandem_tests::{pg, through};

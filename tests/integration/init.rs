@@ -1,7 +1,7 @@
 //! `tandem init`: the target built from the legacy table, for every layout, and usable by
 //! dual-write at once.
 
-use tandem::init::{self, Layout, Options};
+use tandem::ops::init::{self, Layout, Options};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy};
 use tandem_tests::{pg, through, unique};

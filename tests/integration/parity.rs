@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tandem::backfill::{self, Options as BackfillOptions, Outcome};
-use tandem::parity::{self, Options, Report, TableReport};
+use tandem::ops::backfill::{self, Options as BackfillOptions, Outcome};
+use tandem::ops::parity::{self, Options, Report, TableReport};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, start_ruled_proxy, Kind, Pair};
 use tandem_tests::{pg, through};
@@ -255,7 +255,7 @@ async fn shadow_reads_measure_overlap_and_gate_cutover() {
         password_env: None,
     });
     let console = start_ruled_proxy(console_config).await;
-    let out = tandem::admin::cli::run(
+    let out = tandem::ops::rules::run(
         &format!(
             "postgres://admin:pw@127.0.0.1:{}/tandem",
             console.addr.port()

@@ -1,7 +1,7 @@
 //! `tandem partitions list|ensure|skew` on targets made by `tandem init`.
 
-use tandem::init::{self, Layout, Options};
-use tandem::partitions::{self, Ensure};
+use tandem::ops::init::{self, Layout, Options};
+use tandem::ops::partitions::{self, Ensure};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy};
 use tandem_tests::{pg, through, unique};
@@ -107,7 +107,7 @@ async fn a_new_value_gets_its_partition_and_its_rows_leave_default() {
         password_env: None,
     });
     let console = start_ruled_proxy(console_config).await;
-    let out = tandem::admin::cli::run(
+    let out = tandem::ops::rules::run(
         &format!(
             "postgres://admin:pw@127.0.0.1:{}/tandem",
             console.addr.port()

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem::init::{self, Layout};
-use tandem::parity;
-use tandem::purge::{self, Options, PurgeMode};
+use tandem::ops::init::{self, Layout};
+use tandem::ops::parity;
+use tandem::ops::purge::{self, Options, PurgeMode};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy};
 use tandem_tests::{pg, through, unique};

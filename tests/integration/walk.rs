@@ -148,7 +148,7 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
         let url = consoles[n % 2].clone();
         let command = format!("SET RULE {table} MODE {mode}");
         async move {
-            tandem::admin::cli::run(&url, &command)
+            tandem::ops::rules::run(&url, &command)
                 .await
                 .unwrap_or_else(|e| panic!("{command}: {} ({:?})", e.message, e.hint));
         }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tandem::protocol::backend::ErrorFields;
-use tandem::protocol::startup::StartupMessage;
+use tandem::wire::protocol::backend::ErrorFields;
+use tandem::wire::protocol::startup::StartupMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -13,11 +13,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::SessionError;
 use super::framed::{FrameReader, ReadError};
-use crate::cancel::{CancelMap, Registration};
-use crate::protocol::backend::{self, auth, ErrorFields, SCRAM_PLUS};
-use crate::protocol::startup::StartupMessage;
-use crate::protocol::tag;
-use crate::stream::Stream;
+use crate::wire::cancel::{CancelMap, Registration};
+use crate::wire::protocol::backend::{self, auth, ErrorFields, SCRAM_PLUS};
+use crate::wire::protocol::startup::StartupMessage;
+use crate::wire::protocol::tag;
+use crate::wire::stream::Stream;
 
 /// Largest authentication message a client may send.
 const MAX_AUTH_MESSAGE: usize = 65535;
@@ -153,7 +153,7 @@ pub async fn relay(
 /// you did not offer it". Postgres on a TLS connection rejects that as a downgrade attack,
 /// and it did offer binding: on its own leg, which Tandem hid because it cannot hold.
 fn claims_binding_support(body: &[u8]) -> bool {
-    use crate::protocol::frame::{read_cstr, read_i32};
+    use crate::wire::protocol::frame::{read_cstr, read_i32};
     read_cstr(body)
         .and_then(|(_mechanism, rest)| read_i32(rest))
         .is_some_and(|(_len, data)| data.first() == Some(&b'y'))

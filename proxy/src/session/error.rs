@@ -5,10 +5,10 @@
 
 use std::io;
 
-use crate::protocol::backend::{ErrorFields, MalformedBackend};
-use crate::protocol::frame::FrameError;
-use crate::protocol::startup::StartupError;
-use crate::upstream::UpstreamError;
+use crate::wire::protocol::backend::{ErrorFields, MalformedBackend};
+use crate::wire::protocol::frame::FrameError;
+use crate::wire::protocol::startup::StartupError;
+use crate::wire::upstream::UpstreamError;
 
 /// A session-ending condition.
 #[derive(Debug, thiserror::Error)]

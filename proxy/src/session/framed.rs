@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::protocol::frame::{parse_header, FrameError, HEADER_LEN};
+use crate::wire::protocol::frame::{parse_header, FrameError, HEADER_LEN};
 
 /// What to do with one frame.
 #[derive(Debug)]

@@ -19,13 +19,13 @@ use tandem_rules::{
 use tracing::{debug, warn};
 
 use super::framed::Action;
-use crate::active_rules::ActiveRules;
-use crate::drift::{DriftRecord, DriftSink};
-use crate::protocol::backend::ErrorFields;
-use crate::protocol::frame::{begin, finish};
-use crate::protocol::frontend;
-use crate::rules_watch::RulesWatch;
-use crate::shadow::Sampler;
+use crate::control::active_rules::ActiveRules;
+use crate::control::drift::{DriftRecord, DriftSink};
+use crate::control::shadow::Sampler;
+use crate::control::watch::RulesWatch;
+use crate::wire::protocol::backend::ErrorFields;
+use crate::wire::protocol::frame::{begin, finish};
+use crate::wire::protocol::frontend;
 
 /// How a rewritten statement's responses map back: the client's tag and whether it asked
 /// for RETURNING rows.
@@ -373,10 +373,10 @@ impl ClientSide {
             .map(|(_, v)| v.trim_end_matches('.').trim_end_matches(')').to_string())
             .filter(|v| !v.contains(", "))
             .ok_or_else(|| format!("cannot read a single partition key value from {detail:?}"))?;
-        crate::partitions::ensure(
+        crate::ops::partitions::ensure(
             &self.config,
             &relation,
-            crate::partitions::Ensure::ForValue(value),
+            crate::ops::partitions::Ensure::ForValue(value),
         )
         .await
         .map_err(|e| e.to_string())
@@ -578,7 +578,7 @@ impl ClientSide {
                 Ok(values) => (
                     values
                         .into_iter()
-                        .map(|(value, binary)| crate::shadow::RawParam { value, binary })
+                        .map(|(value, binary)| crate::control::shadow::RawParam { value, binary })
                         .collect(),
                     frontend::param_type_oids(param_types),
                 ),
@@ -594,7 +594,7 @@ impl ClientSide {
         {
             return;
         }
-        sampler.offer(crate::shadow::Job {
+        sampler.offer(crate::control::shadow::Job {
             pair,
             search_path: Arc::clone(&self.search_path),
             params,

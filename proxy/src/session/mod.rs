@@ -25,11 +25,11 @@ use tracing::{debug, info, warn};
 pub use error::SessionError;
 use negotiate::Negotiated;
 
-use crate::protocol::backend::ErrorFields;
-use crate::protocol::startup::{encode_cancel, StartupMessage};
-use crate::server::Shared;
-use crate::stats::Stats;
-use crate::stream::Stream;
+use crate::control::stats::Stats;
+use crate::shared::Shared;
+use crate::wire::protocol::backend::ErrorFields;
+use crate::wire::protocol::startup::{encode_cancel, StartupMessage};
+use crate::wire::stream::Stream;
 
 /// Runs a client connection to its end. Never panics on peer input; logs how it ended.
 pub async fn run(
@@ -69,9 +69,9 @@ pub async fn run(
 
     // The admin console answers even when max_clients is reached: that is when operators
     // need it.
-    if startup.database() == Some(crate::admin::DATABASE) {
+    if startup.database() == Some(crate::control::admin::DATABASE) {
         drop(permit);
-        crate::admin::console::serve(client, &startup, &shared).await;
+        crate::control::admin::console::serve(client, &startup, &shared).await;
         return;
     }
 
@@ -110,7 +110,7 @@ async fn serve(
     startup: &StartupMessage,
     shared: &Arc<Shared>,
     deadline: Instant,
-    info: &Arc<crate::sessions::SessionInfo>,
+    info: &Arc<crate::control::sessions::SessionInfo>,
 ) -> Result<(), SessionError> {
     let limits = &shared.config.limits;
     let setup = async {

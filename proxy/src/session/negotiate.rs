@@ -7,8 +7,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::SessionError;
-use crate::protocol::startup::{self, StartupMessage, StartupPacket};
-use crate::stream::Stream;
+use crate::wire::protocol::startup::{self, StartupMessage, StartupPacket};
+use crate::wire::stream::Stream;
 
 /// What the client asked for.
 pub enum Negotiated {

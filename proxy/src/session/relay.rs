@@ -17,11 +17,11 @@ use tokio::time::Instant;
 use super::error::SessionError;
 use super::framed::{Action, Output, Scanner};
 use super::mirror::{ClientSide, ExpectQueue, RetryJob, ServerSide};
-use crate::protocol::backend::ErrorFields;
-use crate::protocol::tag;
-use crate::server::Phase;
-use crate::stats::Stats;
-use crate::stream::{ReadHalf, Stream, WriteHalf};
+use crate::control::stats::Stats;
+use crate::shared::Phase;
+use crate::wire::protocol::backend::ErrorFields;
+use crate::wire::protocol::tag;
+use crate::wire::stream::{ReadHalf, Stream, WriteHalf};
 
 /// Read buffer size; a read returns at most this much at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -66,7 +66,7 @@ pub struct RelayContext<'a> {
     /// Rewriting for a session on the rules' database; `None` relays untouched.
     pub mirror: Option<ClientSide>,
     /// This session in the registry (SHOW SESSIONS).
-    pub info: std::sync::Arc<crate::sessions::SessionInfo>,
+    pub info: std::sync::Arc<crate::control::sessions::SessionInfo>,
 }
 
 /// What the client loop sends the upstream loop for delivery to the client.

@@ -5,7 +5,7 @@
 //! first start by versioned migrations, see [`migrate`]), every change is logged in
 //! `tandem.rules_history` and announced with `NOTIFY tandem_rules` by a trigger (so even a
 //! hand-written UPDATE is seen), and each instance reloads the whole table on a
-//! notification or a periodic poll (see [`crate::rules_watch`]).
+//! notification or a periodic poll (see [`crate::control::watch`]).
 //!
 //! The config file's `[[rule]]` entries only seed rows that do not exist yet
 //! ([`bootstrap`]); after that the store is the source of truth.
@@ -224,7 +224,7 @@ pub async fn load(client: &Client, store: &Store) -> Result<Snapshot, StoreError
 pub enum OpenError {
     /// Reaching the database failed.
     #[error(transparent)]
-    Catalog(#[from] crate::catalog::CatalogError),
+    Catalog(#[from] crate::control::catalog::CatalogError),
     /// The store could not be prepared or read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -244,7 +244,7 @@ pub struct Opened {
 
 /// Connects, migrates and seeds the store, and reads it.
 pub async fn open(config: &crate::config::Config) -> Result<Opened, OpenError> {
-    let client = crate::catalog::connect(config).await?;
+    let client = crate::control::catalog::connect(config).await?;
     let names = Store::new(&config.store.schema);
     migrate(&client, &names).await?;
     bootstrap(&client, &names, &config.rules).await?;

@@ -10,12 +10,12 @@ use tracing::{info, warn};
 
 use super::command::{self, Command};
 use super::scram::{Exchange, ScramError, Verifier};
-use crate::protocol::backend::ErrorFields;
-use crate::protocol::frame::{begin, finish, read_cstr};
-use crate::protocol::startup::StartupMessage;
-use crate::server::Shared;
-use crate::store::change::{self, RuleChange};
-use crate::stream::Stream;
+use crate::control::store::change::{self, RuleChange};
+use crate::shared::Shared;
+use crate::wire::protocol::backend::ErrorFields;
+use crate::wire::protocol::frame::{begin, finish, read_cstr};
+use crate::wire::protocol::startup::StartupMessage;
+use crate::wire::stream::Stream;
 
 /// Why a console session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -355,14 +355,14 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         return Err(error("55000", "tandem: the rule store is off".into()));
     };
     let side = || async {
-        crate::catalog::side_connection(&shared.config, &shared.connector)
+        crate::control::catalog::side_connection(&shared.config, &shared.connector)
             .await
             .map_err(|e| error("08000", format!("tandem: cannot reach the rule store: {e}")))
     };
     let change = match cmd {
         Command::ShowRules => {
             let client = side().await?;
-            let snapshot = crate::store::load(&client, watch.store())
+            let snapshot = crate::control::store::load(&client, watch.store())
                 .await
                 .map_err(|e| error("XX000", format!("tandem: {e}")))?;
             let active = watch.current();
@@ -398,7 +398,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         Some(r.rule.mode.to_string()),
                         Some(r.rule.sample_rate.to_string()),
                         Some(r.rule.on_mirror_error.as_str().to_string()),
-                        Some(crate::store::set_json(&r.rule.set)),
+                        Some(crate::control::store::set_json(&r.rule.set)),
                         Some(r.version.to_string()),
                         Some(r.updated_at.clone()),
                         Some(r.updated_by.clone()),
@@ -537,7 +537,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     &[],
                 )
                 .await
-                .map_err(|e| error("XX000", format!("tandem: {}", crate::catalog::describe(&e))))?;
+                .map_err(|e| error("XX000", format!("tandem: {}", crate::control::catalog::describe(&e))))?;
             let rows: Vec<Vec<Option<String>>> = rows
                 .iter()
                 .map(|r| {
@@ -567,7 +567,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             });
         }
         Command::ShowPartitions { table } => {
-            let (_, skew) = crate::partitions::skew(&shared.config, &table, 2.0, 5.0)
+            let (_, skew) = crate::ops::partitions::skew(&shared.config, &table, 2.0, 5.0)
                 .await
                 .map_err(|e| error("55000", format!("tandem: {e}")))?;
             let mut rows: Vec<Vec<Option<String>>> = skew

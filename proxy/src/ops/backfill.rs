@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use tandem_rules::{quote_ident, Mode, ResolvedRule, TableName};
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, Store, StoreError};
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, Store, StoreError};
 
 /// What `tandem backfill` was asked to do.
 #[derive(Debug, Clone)]

@@ -22,9 +22,9 @@
 use tandem_rules::{quote_ident, TableName};
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, Store};
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, Store};
 
 /// Why a partitions command failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum PartitionsError {
     Catalog(#[from] CatalogError),
     /// The store could not be read.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::control::store::StoreError),
     /// A query failed.
     #[error("{}", catalog::describe(.0))]
     Query(#[from] tokio_postgres::Error),
@@ -312,7 +312,7 @@ pub async fn ensure(
                 _ => Vec::new(),
             };
             for m in months {
-                let name = crate::init::partition_name(&target, &m.get::<_, String>(0));
+                let name = crate::ops::init::partition_name(&target, &m.get::<_, String>(0));
                 let exists: bool = tx
                     .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name.to_string()])
                     .await?
@@ -384,7 +384,7 @@ async fn ensure_value(
     if bounds.iter().any(|r| r.get::<_, bool>(2)) {
         return Ok(None);
     }
-    let name = crate::init::partition_name(target, value);
+    let name = crate::ops::init::partition_name(target, value);
     let default = bounds
         .iter()
         .find(|r| r.get::<_, bool>(1))

@@ -73,7 +73,7 @@ pub fn bind_params(body: &[u8]) -> Result<Vec<BindParam>, Malformed> {
     rest = r;
     let mut out = Vec::with_capacity(nparams.max(0) as usize);
     for i in 0..nparams.max(0) as usize {
-        let (len, r) = crate::protocol::frame::read_i32(rest).ok_or_else(err)?;
+        let (len, r) = crate::wire::protocol::frame::read_i32(rest).ok_or_else(err)?;
         rest = r;
         let binary = match formats.len() {
             0 => false,

@@ -37,8 +37,22 @@ CREATE TABLE public.orders_v2_initech PARTITION OF public.orders_v2 FOR VALUES I
 CREATE TABLE public.orders_v2_default PARTITION OF public.orders_v2 DEFAULT;
 ";
 
+/// `tandem demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Listen address for the proxy.
+    #[arg(long, default_value = "127.0.0.1:6432")]
+    listen: String,
+}
+
 /// Runs the demo until SIGINT/SIGTERM.
-pub async fn run(listen: String) -> anyhow::Result<()> {
+pub fn main(args: Args) -> std::process::ExitCode {
+    super::init_logging("info");
+    super::run(async move { run(args.listen).await })
+}
+
+/// Starts the cluster, loads the sample schema and serves until a signal.
+async fn run(listen: String) -> anyhow::Result<()> {
     println!("tandem demo: starting a throwaway PostgreSQL...");
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
         .await
@@ -88,7 +102,7 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
         "tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there."
     );
     println!("tandem demo: Ctrl-C stops the proxy and deletes the cluster.");
-    proxy.serve(listener, crate::shutdown_signal()).await?;
+    proxy.serve(listener, super::shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
     println!("tandem demo: stopped and cleaned up.");
     Ok(())

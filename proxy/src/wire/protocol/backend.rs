@@ -218,7 +218,7 @@ pub fn encode_ready_for_query(status: u8, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::parse_header;
+    use crate::wire::protocol::frame::parse_header;
 
     #[test]
     fn error_round_trip() {

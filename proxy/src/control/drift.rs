@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use crate::config::Config;
-use crate::upstream::Connector;
+use crate::wire::upstream::Connector;
 
 /// One unmirrored write.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ async fn write_loop(
         let mut backoff = Duration::from_millis(100);
         loop {
             if client.is_none() {
-                match crate::catalog::side_connection(&config, &connector).await {
+                match crate::control::catalog::side_connection(&config, &connector).await {
                     Ok(c) => client = Some(c),
                     Err(e) => warn!(error = %e, "drift writer cannot connect; retrying"),
                 }

@@ -25,9 +25,9 @@ use serde::Serialize;
 use tandem_rules::{quote_ident, Mode, ResolvedRule, TableName};
 use tokio_postgres::{IsolationLevel, Transaction};
 
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, Store, StoreError};
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, Store, StoreError};
 
 /// Buckets of the first, summarising pass.
 const BUCKETS: i32 = 1024;

@@ -22,7 +22,7 @@ use tandem_rules::{quote_ident, Mode, ResolvedRule, Rule, TableName};
 use tokio_postgres::Client;
 
 use super::{set_json, stored_rule, Store, StoredRule, RULE_COLUMNS};
-use crate::catalog::{self, CatalogError};
+use crate::control::catalog::{self, CatalogError};
 
 /// A change an operator asks for.
 #[derive(Debug, Clone, PartialEq)]

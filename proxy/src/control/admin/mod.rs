@@ -5,10 +5,9 @@
 //! MODE union_read`... Tandem authenticates the admin itself ([`scram`], against `[admin]`
 //! in the config) — the console never touches the upstream login path — and answers with
 //! ordinary result sets ([`console`]). Commands are parsed by [`command`]; rule changes go
-//! through [`crate::store::change`] (validated, serialised, NOTIFYed to every instance) and
+//! through [`crate::control::store::change`] (validated, serialised, NOTIFYed to every instance) and
 //! are applied on this instance at once.
 
-pub mod cli;
 pub mod command;
 pub mod console;
 pub mod scram;

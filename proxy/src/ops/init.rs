@@ -27,9 +27,9 @@ use std::fmt::Write as _;
 use tandem_rules::{quote_ident, Mode, Rule, TableName};
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, Store};
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, Store};
 
 /// A partition layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub enum InitError {
     Catalog(#[from] CatalogError),
     /// The store could not be prepared.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::control::store::StoreError),
     /// A query failed.
     #[error("init failed: {}", catalog::describe(.0))]
     Query(#[from] tokio_postgres::Error),

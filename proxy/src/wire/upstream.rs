@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::{Config, UpstreamAddr, UpstreamTlsMode};
-use crate::protocol::startup::encode_ssl_request;
-use crate::stream::Stream;
-use crate::tls::{self, TlsError};
+use crate::wire::protocol::startup::encode_ssl_request;
+use crate::wire::stream::Stream;
+use crate::wire::tls::{self, TlsError};
 
 /// Why the upstream could not be reached.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use tandem_rules::{ColumnInfo, Mode, ResolvedRule, Rule, RuleSet, TableShape};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::Config;
-use crate::upstream::{Connector, UpstreamError};
+use crate::wire::upstream::{Connector, UpstreamError};
 
 /// Why the rules could not be resolved against the catalog.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, IsolationLevel, SimpleQueryMessage};
 use tracing::{debug, warn};
 
-use crate::catalog;
 use crate::config::Config;
-use crate::store::Store;
-use crate::upstream::Connector;
+use crate::control::catalog;
+use crate::control::store::Store;
+use crate::wire::upstream::Connector;
 
 /// Longest example row kept, in bytes.
 const EXAMPLE_BYTES: usize = 500;

@@ -20,11 +20,11 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, Client};
 use tracing::{debug, info, warn};
 
-use crate::active_rules::ActiveRules;
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store::{self, StoreError};
-use crate::upstream::Connector;
+use crate::control::active_rules::ActiveRules;
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, StoreError};
+use crate::wire::upstream::Connector;
 
 /// Why the store's rules could not be applied.
 #[derive(Debug, thiserror::Error)]

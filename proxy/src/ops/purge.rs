@@ -17,9 +17,9 @@
 use tandem_rules::{quote_ident, Mode, Plan, TableName};
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogError};
 use crate::config::Config;
-use crate::store;
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store;
 
 /// How to remove the scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub enum PurgeError {
     Catalog(#[from] CatalogError),
     /// The store could not be read.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::control::store::StoreError),
     /// A query failed.
     #[error("{}", catalog::describe(.0))]
     Query(#[from] tokio_postgres::Error),

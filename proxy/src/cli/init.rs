@@ -1,0 +1,88 @@
+//! `tandem init`: create the partitioned target from the legacy definition, and its rule.
+
+use std::process::ExitCode;
+
+use super::{one_shot, table_arg, Conn};
+
+/// `tandem init`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Legacy table.
+    #[arg(long)]
+    table: String,
+    /// Target table (default <table>_v2).
+    #[arg(long)]
+    target: Option<String>,
+    /// list(<col>) | hash(<col>) <N> | range(<col>) monthly [months-ahead N] | list(<col>) range(<col>) monthly [months-ahead N]
+    #[arg(long)]
+    partition_by: String,
+    /// No DEFAULT partition.
+    #[arg(long)]
+    no_default: bool,
+    /// Print the DDL, create nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Checks the arguments, creates (or prints) the target, and prints the DDL and index parity.
+pub fn main(args: Args) -> ExitCode {
+    let config = match args.conn.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let table = match table_arg(&args.table, "--table") {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let target = match args.target.as_deref().map(|t| table_arg(t, "--target")) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(code)) => return code,
+    };
+    let layout = match tandem::ops::init::Layout::parse(&args.partition_by) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tandem: --partition-by: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = tandem::ops::init::Options {
+        table,
+        target,
+        layout,
+        no_default: args.no_default,
+        dry_run: args.dry_run,
+    };
+    let runtime = match one_shot() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(tandem::ops::init::run(&config, &options)) {
+        Ok(report) => {
+            for statement in &report.ddl {
+                println!("{statement}");
+            }
+            println!("-- index parity:");
+            for line in &report.index_parity {
+                println!("--   {line}");
+            }
+            if report.applied {
+                println!(
+                    "-- created {} and added its rule (mode off, key {}); next: tandem rules set {} --mode dual_write",
+                    report.target,
+                    report.key.join(", "),
+                    options.table
+                );
+            } else {
+                println!("-- dry run: nothing was created");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

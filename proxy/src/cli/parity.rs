@@ -1,0 +1,99 @@
+//! `tandem parity`: compare legacy and target in one snapshot and gate cutover.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tandem::config::Config;
+
+use super::{one_shot, table_arg, Conn};
+
+/// `tandem parity`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tables to check (repeatable); default: every rule not in off.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Exit 1 when any readiness check fails.
+    #[arg(long)]
+    strict: bool,
+    /// Smallest acceptable mean shadow-read overlap.
+    #[arg(long, default_value_t = 0.95)]
+    min_overlap: f64,
+    /// Shadow-read samples needed for the overlap check (0 skips the check).
+    #[arg(long, default_value_t = 20)]
+    min_samples: i64,
+    /// Example keys shown per kind of mismatch.
+    #[arg(long, default_value_t = 20)]
+    sample_limit: usize,
+    /// Folder for <run_id>/summary.json and report.html.
+    #[arg(long, default_value = "artifacts/parity")]
+    out: PathBuf,
+    /// stdout format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Checks the arguments and runs the report.
+pub fn main(args: Args) -> ExitCode {
+    let config = match args.conn.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut names = Vec::new();
+    for t in &args.tables {
+        match table_arg(t, "--table") {
+            Ok(name) => names.push(name),
+            Err(code) => return code,
+        }
+    }
+    let options = tandem::ops::parity::Options {
+        tables: names,
+        min_overlap: args.min_overlap,
+        min_samples: args.min_samples,
+        sample_limit: args.sample_limit,
+    };
+    parity(config, options, args.strict, &args.out, &args.format)
+}
+
+/// Runs `tandem parity`: prints the report, writes summary.json and report.html.
+fn parity(
+    config: Config,
+    options: tandem::ops::parity::Options,
+    strict: bool,
+    out: &std::path::Path,
+    format: &str,
+) -> ExitCode {
+    let runtime = match one_shot() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(tandem::ops::parity::run(&config, &options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if format == "json" {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => eprintln!("tandem: {e}"),
+        }
+    } else {
+        print!("{}", tandem::ops::parity::text(&report));
+    }
+    match tandem::ops::parity::write(&report, out) {
+        Ok(dir) => eprintln!("tandem: report written to {}", dir.display()),
+        Err(e) => eprintln!(
+            "tandem: cannot write the report under {}: {e}",
+            out.display()
+        ),
+    }
+    if strict && !report.ready {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,18 @@
+//! The control plane: what decides how sessions treat ruled tables, and what operators see.
+//!
+//! Rules live in the upstream database ([`store`], with validated transitions in
+//! [`store::change`]), are resolved against the catalog ([`catalog`]) and watched for
+//! changes by every instance ([`watch`], which publishes [`active_rules`]). Operators steer
+//! it through the [`admin`] console; [`sessions`] and [`stats`] are what they look at;
+//! [`drift`] and [`shadow`] are the side jobs that record refusals and re-run sampled reads
+//! off the hot path.
+
+pub mod active_rules;
+pub mod admin;
+pub mod catalog;
+pub mod drift;
+pub mod sessions;
+pub mod shadow;
+pub mod stats;
+pub mod store;
+pub mod watch;

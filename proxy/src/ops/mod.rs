@@ -1,0 +1,14 @@
+//! The operator commands: one-shot jobs an operator runs against the database.
+//!
+//! Each module is the library half of one `tandem` subcommand (the binary's `cli` module
+//! only parses arguments and prints): [`init`] builds the target from the legacy table,
+//! [`backfill`] copies old rows, [`parity`] diffs legacy and target and gates cutover,
+//! [`partitions`] and [`purge`] keep the target's partitions, and [`rules`] talks to a
+//! running proxy's admin console.
+
+pub mod backfill;
+pub mod init;
+pub mod parity;
+pub mod partitions;
+pub mod purge;
+pub mod rules;
