@@ -1,0 +1,428 @@
+//! The client side of a ruled session: what each client message becomes.
+//!
+//! A Query or Parse that writes a ruled table is replaced by its rewritten form (or by a
+//! statement that raises Tandem's refusal), and every message that earns a response pushes
+//! an [`Expect`] for the [server side](super::server). Binds and Executes follow the
+//! prepared statements and portals that need a fix; COPY into a ruled table goes through a
+//! session temp table and one mirrored INSERT.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tandem_rules::{join_statements, MirrorErrorPolicy, Plan};
+use tracing::debug;
+
+use super::refusal::{raise_sql, refusal_of};
+use super::{append_frame, plain_query, Expect, MsgKind, MsgMode, Prepared, StmtFix};
+use crate::control::active_rules::ActiveRules;
+use crate::control::drift::DriftSink;
+use crate::control::shadow::Sampler;
+use crate::control::watch::RulesWatch;
+use crate::session::framed::Action;
+use crate::wire::protocol::frontend;
+
+/// A prepared statement as the server holds it: the client's SQL, what was sent for it,
+/// and the rules version it was planned under.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    /// The client's text.
+    pub(super) sql: String,
+    /// Parameter count and types, as the client sent them.
+    pub(super) param_types: Vec<u8>,
+    /// The text the server prepared (the rewrite, or the client's own).
+    pub(super) sent: String,
+    /// Rules version it was planned under.
+    pub(super) version: u64,
+    /// The plan it was prepared with (protocol-level statements only), so a Bind needs no
+    /// second plan lookup.
+    pub(super) plan: Option<Arc<Plan>>,
+}
+
+/// Client-to-server half: rewrites and records expectations.
+pub struct ClientSide {
+    /// Where newer rules come from.
+    pub(super) watch: Arc<RulesWatch>,
+    /// Rules this session plans with: adopted from `watch` only at transaction boundaries.
+    pub(super) rules: Arc<ActiveRules>,
+    /// Every prepared statement of the session, so one planned under older rules is planned
+    /// again on its next use.
+    pub(super) known: HashMap<String, Known>,
+    /// SQL-level prepared statements (`PREPARE name AS ...`), by name, likewise.
+    pub(super) sql_prepared: HashMap<String, Known>,
+    /// The session's search_path for resolving bare table names.
+    pub(super) search_path: Arc<[String]>,
+    /// Prepared statements that are rewritten, by name.
+    pub(super) statements: HashMap<String, Prepared>,
+    /// Portals bound to such statements, by name.
+    pub(super) portals: HashMap<String, Prepared>,
+    /// Where `record`-policy refusals are written.
+    pub(super) drift: Option<DriftSink>,
+    /// Where sampled reads go for shadow comparison.
+    pub(super) sampler: Option<Arc<Sampler>>,
+    /// The configuration, for creating a missing partition (auto_partition).
+    pub(super) config: Arc<crate::config::Config>,
+    /// Whether the session is inside a transaction block (last ReadyForQuery not idle).
+    pub(super) in_transaction: bool,
+    /// Bind frames of portals running an auto_partition mirrored write, by portal.
+    pub(super) retry_binds: HashMap<String, BytesMut>,
+    /// Execute messages since the last Sync (a retry outside a transaction must be the
+    /// first, or it would drop the work before it).
+    pub(super) executes_since_sync: u32,
+    /// Whether Tandem's savepoint statements are prepared in this session.
+    pub(super) savepoints_prepared: bool,
+}
+
+impl ClientSide {
+    /// A client side for a session on the rules' database.
+    pub fn new(
+        watch: Arc<RulesWatch>,
+        search_path: Arc<[String]>,
+        drift: Option<DriftSink>,
+        sampler: Option<Arc<Sampler>>,
+        config: Arc<crate::config::Config>,
+    ) -> Self {
+        Self {
+            rules: watch.current(),
+            watch,
+            known: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            search_path,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            drift,
+            sampler,
+            config,
+            in_transaction: false,
+            retry_binds: HashMap::new(),
+            executes_since_sync: 0,
+            savepoints_prepared: false,
+        }
+    }
+
+    /// Records whether the session is inside a transaction block, before a batch of
+    /// client messages is looked at.
+    pub fn set_in_transaction(&mut self, in_transaction: bool) {
+        self.in_transaction = in_transaction;
+    }
+
+    /// The rules version this session plans with.
+    pub fn version(&self) -> u64 {
+        self.rules.set.version
+    }
+
+    /// Takes the newest rules if they changed. Call only at a transaction boundary (no
+    /// request in flight, ReadyForQuery said idle): a transaction never sees two versions.
+    /// Returns the version in force afterwards.
+    pub fn adopt_latest(&mut self) -> u64 {
+        if self.watch.version() != self.rules.set.version {
+            let newer = self.watch.current();
+            if newer.set.version != self.rules.set.version {
+                debug!(
+                    from = self.rules.set.version,
+                    to = newer.set.version,
+                    "session adopts new rules"
+                );
+                self.rules = newer;
+            }
+        }
+        self.rules.set.version
+    }
+
+    /// Tags whose whole body the client side needs.
+    pub fn inspects(tag: u8) -> bool {
+        matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C')
+    }
+
+    /// Decides one client message's fate and records what its responses need.
+    pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let msg = |kind, mode| Expect::Msg { kind, mode };
+        match tag {
+            b'Q' => self.query(body, queue),
+            b'P' => self.parse(body, queue),
+            b'B' => {
+                let mut out = BytesMut::new();
+                let mut refreshed = false;
+                if let Ok((_, statement)) = frontend::bind_names(body) {
+                    refreshed = self.refresh(statement, queue, &mut out);
+                    if self.sampler.is_some() {
+                        if let Some(known) = self.known.get(statement) {
+                            self.maybe_sample(
+                                &known.sql,
+                                known.plan.as_deref(),
+                                Some((body, &known.param_types)),
+                            );
+                        }
+                    }
+                }
+                if let Ok((portal, statement)) = frontend::bind_names(body) {
+                    match self.auto_partition_bind(statement, body) {
+                        Some(frame) => {
+                            self.retry_binds.insert(portal.to_string(), frame);
+                        }
+                        None => {
+                            self.retry_binds.remove(portal);
+                        }
+                    }
+                    match self.statements.get(statement) {
+                        Some(m) => {
+                            self.portals.insert(portal.to_string(), m.clone());
+                        }
+                        None => {
+                            self.portals.remove(portal);
+                        }
+                    }
+                }
+                queue.push_back(msg(MsgKind::Bind, MsgMode::Pass));
+                if refreshed {
+                    append_frame(&mut out, b'B', body);
+                    return Action::Replace(out);
+                }
+                Action::Forward
+            }
+            b'D' => {
+                let mut out = BytesMut::new();
+                let mut refreshed = false;
+                if let Ok((b'S', name)) = frontend::target(body, "Describe") {
+                    refreshed = self.refresh(name, queue, &mut out);
+                }
+                let (kind, fix) = match frontend::target(body, "Describe") {
+                    Ok((b'S', name)) => (MsgKind::DescribeStatement, self.statements.get(name)),
+                    Ok((_, name)) => (MsgKind::DescribePortal, self.portals.get(name)),
+                    Err(_) => (MsgKind::DescribePortal, None),
+                };
+                let mode = match fix {
+                    Some(Prepared::Mirror(m)) if !m.returning => MsgMode::NoData,
+                    Some(Prepared::Read(origins)) => MsgMode::Read(Arc::clone(origins)),
+                    _ => MsgMode::Pass,
+                };
+                queue.push_back(msg(kind, mode));
+                if refreshed {
+                    append_frame(&mut out, b'D', body);
+                    return Action::Replace(out);
+                }
+                Action::Forward
+            }
+            b'E' => {
+                let Ok((portal, max_rows)) = frontend::execute(body) else {
+                    queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
+                    return Action::Forward;
+                };
+                let first = self.executes_since_sync == 0;
+                self.executes_since_sync += 1;
+                if let (Some(Prepared::Mirror(m)), Some(bind)) =
+                    (self.portals.get(portal), self.retry_binds.get(portal))
+                {
+                    if self.in_transaction || first {
+                        let (m, bind) = (*m, bind.clone());
+                        return self.arm_retry(portal, m, bind, queue);
+                    }
+                }
+                match self.portals.get(portal) {
+                    Some(Prepared::Mirror(m)) => {
+                        queue.push_back(msg(MsgKind::Execute, MsgMode::Mirror(*m)));
+                        // A write runs to completion on its first Execute; the rewritten
+                        // SELECT would stop at the row limit and never send the write's tag.
+                        if max_rows != 0 {
+                            let mut out = BytesMut::new();
+                            frontend::encode_execute(portal, 0, &mut out);
+                            return Action::Replace(out);
+                        }
+                        Action::Forward
+                    }
+                    Some(Prepared::Read(_)) | None => {
+                        queue.push_back(msg(MsgKind::Execute, MsgMode::Pass));
+                        Action::Forward
+                    }
+                }
+            }
+            b'C' => {
+                match frontend::target(body, "Close") {
+                    Ok((b'S', name)) => {
+                        self.statements.remove(name);
+                        self.known.remove(name);
+                    }
+                    Ok((_, name)) => {
+                        self.portals.remove(name);
+                    }
+                    Err(_) => {}
+                }
+                queue.push_back(msg(MsgKind::Close, MsgMode::Pass));
+                Action::Forward
+            }
+            b'S' => {
+                self.executes_since_sync = 0;
+                queue.push_back(Expect::Sync);
+                Action::Forward
+            }
+            b'F' => {
+                queue.push_back(Expect::Query {
+                    fixes: Arc::from([]),
+                    next: 0,
+                    held: None,
+                    retry: None,
+                    failed: None,
+                });
+                Action::Forward
+            }
+            _ => Action::Forward,
+        }
+    }
+
+    fn query(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let Ok(sql) = frontend::query_sql(body) else {
+            queue.push_back(plain_query());
+            return Action::Forward;
+        };
+        // DEALLOCATE / DISCARD ALL are not tracked on purpose: forgetting a statement here
+        // could let one planned under older rules run unplanned, while remembering one the
+        // server dropped at worst re-creates it on a stale Bind.
+        // EXECUTE of a statement PREPAREd under older rules: prepare it again first.
+        let prefix = match self.refresh_sql_prepared(sql) {
+            Ok(prefix) => prefix,
+            Err(rejection) => {
+                let mut out = BytesMut::new();
+                queue.push_back(plain_query());
+                frontend::encode_query(&raise_sql(&rejection), &mut out);
+                return Action::Replace(out);
+            }
+        };
+        let plan = self.rules.plan(sql, &self.search_path);
+        self.maybe_sample(sql, plan.as_deref(), None);
+        if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
+        {
+            for (name, piece) in tandem_rules::prepared_statements(sql) {
+                let piece_plan = self.rules.plan(piece, &self.search_path);
+                self.remember_sql_prepared(name, piece, piece_plan.as_deref());
+            }
+        }
+        let mut out = BytesMut::new();
+        let (send, fixes): (String, Arc<[StmtFix]>) = match plan.as_deref() {
+            None | Some(Plan::Passthrough) => (sql.to_string(), Arc::from([])),
+            Some(Plan::Rewritten(statements)) => {
+                debug!(statements = statements.len(), "query rewritten");
+                (
+                    join_statements(statements),
+                    statements
+                        .iter()
+                        .map(|s| s.response.clone().into())
+                        .collect(),
+                )
+            }
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, sql);
+                (sql.to_string(), Arc::from([]))
+            }
+            Some(plan @ Plan::CopyIn(copy)) => match self.copy_in(copy) {
+                Some(copy) => copy,
+                None => {
+                    queue.push_back(plain_query());
+                    frontend::encode_query(&raise_sql(&refusal_of(plan)), &mut out);
+                    return Action::Replace(out);
+                }
+            },
+            Some(other) => {
+                queue.push_back(plain_query());
+                frontend::encode_query(&raise_sql(&refusal_of(other)), &mut out);
+                return Action::Replace(out);
+            }
+        };
+        // auto_partition: the write may be run again once its partition exists.
+        let (send, fixes, retry) = match plan.as_deref() {
+            Some(Plan::Rewritten(statements)) if prefix.is_empty() => {
+                match self.with_retry(statements) {
+                    Some((send, fixes, retry)) => (send, fixes, Some(retry)),
+                    None => (send, fixes, None),
+                }
+            }
+            _ => (send, fixes, None),
+        };
+        let untouched = prefix.is_empty() && fixes.is_empty() && send == sql;
+        if untouched {
+            queue.push_back(plain_query());
+            return Action::Forward;
+        }
+        let fixes: Arc<[StmtFix]> = prefix
+            .iter()
+            .map(|_| StmtFix::Hide)
+            .chain(fixes.iter().cloned())
+            .collect();
+        let mut text = prefix.join(";\n");
+        if !text.is_empty() {
+            text.push_str(";\n");
+        }
+        text.push_str(&send);
+        queue.push_back(Expect::Query {
+            fixes,
+            next: 0,
+            held: None,
+            retry,
+            failed: None,
+        });
+        frontend::encode_query(&text, &mut out);
+        Action::Replace(out)
+    }
+
+    /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with
+    /// the COPY's own column list and options (so the client's tag is the real `COPY n`),
+    /// then one mirrored INSERT moves them into legacy and target in the same transaction.
+    /// Tandem's added statements are hidden from the client.
+    fn copy_in(&self, copy: &tandem_rules::CopyIn) -> Option<(String, Arc<[StmtFix]>)> {
+        let temp = format!("pg_temp.{}", copy_table_name(&copy.table.to_string()));
+        let cols = copy
+            .columns
+            .iter()
+            .map(|c| tandem_rules::quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let insert = format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {temp}",
+            copy.table
+        );
+        let mirror_sql = match tandem_rules::plan(&insert, &self.rules.set, &self.search_path) {
+            Plan::Rewritten(statements) if statements.len() == 1 => statements[0].sql.clone(),
+            _ => return None,
+        };
+        let create = format!(
+            "DO $tandem$ BEGIN IF to_regclass('{temp}') IS NULL THEN \
+             CREATE TEMP TABLE {} AS SELECT {cols} FROM {} WITH NO DATA; END IF; END $tandem$",
+            copy_table_name(&copy.table.to_string()),
+            copy.table
+        );
+        let statements = [
+            (create, StmtFix::Hide),
+            (format!("TRUNCATE {temp}"), StmtFix::Hide),
+            (
+                format!("COPY {temp} ({cols}) FROM STDIN {}", copy.options),
+                StmtFix::Defer,
+            ),
+            (mirror_sql, StmtFix::Hide),
+            (format!("TRUNCATE {temp}"), StmtFix::Hide),
+        ];
+        let sql = statements
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(";\n");
+        Some((sql, statements.iter().map(|(_, f)| f.clone()).collect()))
+    }
+}
+
+/// The session temp table a COPY into `table` lands in first.
+fn copy_table_name(table: &str) -> String {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let hash = table.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("tandem_copy_{safe}_{:08x}", hash as u32)
+}

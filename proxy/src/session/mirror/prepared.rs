@@ -1,0 +1,239 @@
+//! Prepared statements under changing rules.
+//!
+//! A statement prepared (by Parse, or by SQL `PREPARE`) under one rules version may run
+//! under another: each is remembered with the version it was planned under and planned
+//! again on its next Bind, Describe or `EXECUTE`, with a hidden Close + Parse (or
+//! `DEALLOCATE` + `PREPARE`) when the text the server holds must change.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
+use tracing::debug;
+
+use super::client::{ClientSide, Known};
+use super::refusal::{raise_in_place, refusal_of};
+use super::{Expect, MsgKind, MsgMode, Prepared};
+use crate::session::framed::Action;
+use crate::wire::protocol::frontend;
+
+impl ClientSide {
+    pub(super) fn parse(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let pass = Expect::Msg {
+            kind: MsgKind::Parse,
+            mode: MsgMode::Pass,
+        };
+        let Ok(parse) = frontend::parse_parse(body) else {
+            queue.push_back(pass);
+            return Action::Forward;
+        };
+        let plan = self.rules.plan(parse.sql, &self.search_path);
+        let mut known = Known {
+            sql: parse.sql.to_string(),
+            param_types: parse.param_types.to_vec(),
+            sent: parse.sql.to_string(),
+            version: self.rules.set.version,
+            plan: plan.clone(),
+        };
+        if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
+            if statements.len() == 1 {
+                known.sent = statements[0].sql.clone();
+            }
+        }
+        if matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
+        {
+            // Refused: the server never gets this statement.
+            self.known.remove(parse.name);
+        } else {
+            self.known.insert(parse.name.to_string(), known);
+        }
+        let mut out = BytesMut::new();
+        match plan.as_deref() {
+            None | Some(Plan::Passthrough) => {
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
+                let statement = &statements[0];
+                match Prepared::from_fix(&statement.response) {
+                    Some(prepared) => {
+                        self.statements.insert(parse.name.to_string(), prepared);
+                    }
+                    None => {
+                        self.statements.remove(parse.name);
+                    }
+                }
+                queue.push_back(pass);
+                frontend::encode_parse(parse.name, &statement.sql, parse.param_types, &mut out);
+                Action::Replace(out)
+            }
+            Some(Plan::Rewritten(_)) => {
+                // Several statements in one Parse: Postgres refuses it itself.
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, parse.sql);
+                self.statements.remove(parse.name);
+                queue.push_back(pass);
+                Action::Forward
+            }
+            Some(other) => {
+                // Refuse at the Parse's place in the stream: run a statement that raises the
+                // refusal, hiding the ParseComplete/BindComplete of the messages injected to
+                // run it. The server then skips the client's messages up to Sync, as after
+                // any failed Parse, and the transaction state is exactly Postgres's own.
+                self.statements.remove(parse.name);
+                raise_in_place(&refusal_of(other), queue, &mut out);
+                Action::Replace(out)
+            }
+        }
+    }
+
+    /// Before a Bind or Describe of prepared statement `name`: if it was planned under older
+    /// rules, plan it again and, when the text the server must hold changed, put a hidden
+    /// Close + Parse of the new text in `out` (the caller appends the client's message).
+    /// A statement the new rules refuse gets the refusal raised in its place, so the
+    /// server fails the client's message and skips to Sync; it stays stale and is tried
+    /// again on its next use. Returns whether `out` holds messages to send first.
+    pub(super) fn refresh(
+        &mut self,
+        name: &str,
+        queue: &mut VecDeque<Expect>,
+        out: &mut BytesMut,
+    ) -> bool {
+        let version = self.rules.set.version;
+        let Some(known) = self.known.get(name) else {
+            return false;
+        };
+        if known.version == version {
+            return false;
+        }
+        let known = known.clone();
+        let plan = self.rules.plan(&known.sql, &self.search_path);
+        let (sent, prepared) = match plan.as_deref() {
+            None | Some(Plan::Passthrough) => (known.sql.clone(), None),
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => (
+                statements[0].sql.clone(),
+                Prepared::from_fix(&statements[0].response),
+            ),
+            Some(Plan::Rewritten(_)) => (known.sql.clone(), None),
+            Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
+                self.record(rejection, &known.sql);
+                (known.sql.clone(), None)
+            }
+            Some(other) => {
+                raise_in_place(&refusal_of(other), queue, out);
+                return true;
+            }
+        };
+        match prepared {
+            Some(p) => {
+                self.statements.insert(name.to_string(), p);
+            }
+            None => {
+                self.statements.remove(name);
+            }
+        }
+        let changed = sent != known.sent;
+        self.known.insert(
+            name.to_string(),
+            Known {
+                sent: sent.clone(),
+                version,
+                plan: plan.clone(),
+                ..known.clone()
+            },
+        );
+        if !changed {
+            return false;
+        }
+        debug!(
+            statement = name,
+            "prepared statement planned again under new rules"
+        );
+        frontend::encode_close(b'S', name, out);
+        frontend::encode_parse(name, &sent, &known.param_types, out);
+        queue.push_back(Expect::Msg {
+            kind: MsgKind::Close,
+            mode: MsgMode::Hide,
+        });
+        queue.push_back(Expect::Msg {
+            kind: MsgKind::Parse,
+            mode: MsgMode::Hide,
+        });
+        true
+    }
+
+    /// Remembers a SQL-level `PREPARE` (unless the rules refused it, in which case the
+    /// server never gets it).
+    pub(super) fn remember_sql_prepared(&mut self, name: String, sql: &str, plan: Option<&Plan>) {
+        let sent = match plan {
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
+            Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record => {
+                self.sql_prepared.remove(&name);
+                return;
+            }
+            _ => sql.to_string(),
+        };
+        self.sql_prepared.insert(
+            name,
+            Known {
+                sql: sql.to_string(),
+                param_types: Vec::new(),
+                sent,
+                version: self.rules.set.version,
+                plan: None,
+            },
+        );
+    }
+
+    /// For each statement `sql` EXECUTEs that was PREPAREd under older rules: plan its
+    /// PREPARE again; when the server must hold a different text, return `DEALLOCATE` +
+    /// the new `PREPARE` to run (hidden) before the client's query. A PREPARE the new
+    /// rules refuse fails the EXECUTE with that refusal.
+    pub(super) fn refresh_sql_prepared(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<String>, Box<Rejection>> {
+        let mut prefix = Vec::new();
+        if self.sql_prepared.is_empty() {
+            return Ok(prefix);
+        }
+        let version = self.rules.set.version;
+        for name in tandem_rules::executed_names(sql) {
+            let Some(known) = self.sql_prepared.get(&name).cloned() else {
+                continue;
+            };
+            if known.version == version {
+                continue;
+            }
+            let sent = match self.rules.plan(&known.sql, &self.search_path).as_deref() {
+                None | Some(Plan::Passthrough) => known.sql.clone(),
+                Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
+                    statements[0].sql.clone()
+                }
+                Some(Plan::Reject(r)) if r.policy == MirrorErrorPolicy::Record => {
+                    self.record(r, &known.sql);
+                    known.sql.clone()
+                }
+                Some(other) => return Err(Box::new(refusal_of(other))),
+            };
+            if sent != known.sent {
+                prefix.push(format!("DEALLOCATE {}", tandem_rules::quote_ident(&name)));
+                prefix.push(sent.clone());
+            }
+            self.sql_prepared.insert(
+                name,
+                Known {
+                    sent,
+                    version,
+                    ..known
+                },
+            );
+        }
+        Ok(prefix)
+    }
+}

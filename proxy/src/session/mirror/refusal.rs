@@ -1,0 +1,160 @@
+//! What Tandem will not run: refusals raised by the server itself, or recorded as drift.
+//!
+//! A refused statement is replaced by one that makes the server raise Tandem's error
+//! ([`raise_sql`]), so the error fields and the transaction state are exactly Postgres's
+//! own; under `on_mirror_error = "record"` the statement runs and the refusal goes to
+//! `tandem.drift`.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
+use tracing::warn;
+
+use super::client::ClientSide;
+use super::{Expect, MsgKind, MsgMode};
+use crate::control::drift::DriftRecord;
+use crate::wire::protocol::frontend;
+
+impl ClientSide {
+    pub(super) fn record(&self, rejection: &Rejection, sql: &str) {
+        let table = rejection
+            .table
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        warn!(%table, reason = %rejection.message, "statement runs unmirrored (on_mirror_error = record)");
+        if let Some(drift) = &self.drift {
+            let target = self
+                .rules
+                .set
+                .rules
+                .iter()
+                .find(|r| rejection.table.as_ref() == Some(&r.rule.table))
+                .map(|r| r.rule.target.to_string())
+                .unwrap_or_default();
+            drift.record(DriftRecord {
+                rule_table: table,
+                target_table: target,
+                operation: "unmirrored".into(),
+                sqlstate: rejection.sqlstate.to_string(),
+                error: rejection.message.clone(),
+                statement: sql.to_string(),
+            });
+        }
+    }
+}
+
+/// Messages that run a statement raising `rejection` in the extended protocol (unnamed
+/// Parse, Bind, Execute), with their ParseComplete/BindComplete hidden: the server fails
+/// there and skips the client's messages up to Sync, as after any failed message.
+pub(super) fn raise_in_place(
+    rejection: &Rejection,
+    queue: &mut VecDeque<Expect>,
+    out: &mut BytesMut,
+) {
+    frontend::encode_parse("", &raise_sql(rejection), &[0, 0], out);
+    frontend::encode_bind_empty("", "", out);
+    frontend::encode_execute("", 0, out);
+    for (kind, mode) in [
+        (MsgKind::Parse, MsgMode::Hide),
+        (MsgKind::Bind, MsgMode::Hide),
+        (MsgKind::Execute, MsgMode::Pass),
+    ] {
+        queue.push_back(Expect::Msg { kind, mode });
+    }
+}
+
+/// The refusal for a plan Tandem will not run.
+pub(super) fn refusal_of(plan: &Plan) -> Rejection {
+    match plan {
+        Plan::Reject(rejection) => rejection.clone(),
+        Plan::CopyIn(copy) => Rejection {
+            sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+            message: format!(
+                "tandem: COPY FROM STDIN into ruled table {} is not mirrored yet",
+                copy.table
+            ),
+            detail: Some(
+                "Tandem refuses writes it cannot mirror rather than let them diverge.".into(),
+            ),
+            hint: Some(format!(
+                "load the rows with INSERT, or COPY into {} and {} separately with the rule off",
+                copy.table, copy.target
+            )),
+            table: Some(copy.table.clone()),
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: copy.table.clone(),
+                construct: "COPY FROM STDIN".into(),
+            },
+        },
+        _ => Rejection {
+            sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+            message: "tandem: statement cannot be mirrored".into(),
+            detail: None,
+            hint: None,
+            table: None,
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: tandem_rules::TableName::new(None, "?"),
+                construct: "statement".into(),
+            },
+        },
+    }
+}
+
+/// A statement that makes the server raise the refusal with its SQLSTATE, message, detail
+/// and hint, so the error and the transaction state are the server's own.
+pub fn raise_sql(rejection: &Rejection) -> String {
+    let lit = |s: &str| {
+        format!(
+            "'{}'",
+            s.replace('\'', "''").replace("$tandem$", "$ tandem $")
+        )
+    };
+    let mut using = vec![
+        format!("ERRCODE = {}", lit(rejection.sqlstate)),
+        format!("MESSAGE = {}", lit(&rejection.message)),
+    ];
+    if let Some(detail) = &rejection.detail {
+        using.push(format!("DETAIL = {}", lit(detail)));
+    }
+    if let Some(hint) = &rejection.hint {
+        using.push(format!("HINT = {}", lit(hint)));
+    }
+    if let Some(table) = &rejection.table {
+        using.push(format!("TABLE = {}", lit(&table.name)));
+        if let Some(schema) = &table.schema {
+            using.push(format!("SCHEMA = {}", lit(schema)));
+        }
+    }
+    format!(
+        "DO $tandem$ BEGIN RAISE EXCEPTION USING {}; END $tandem$",
+        using.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_sql_escapes_quotes() {
+        let r = Rejection {
+            sqlstate: "0A000",
+            message: "it's $tandem$ here".into(),
+            detail: None,
+            hint: Some("h'".into()),
+            table: None,
+            policy: MirrorErrorPolicy::Fail,
+            reason: tandem_rules::Refusal::Unsupported {
+                table: tandem_rules::TableName::new(None, "t"),
+                construct: "x".into(),
+            },
+        };
+        let sql = raise_sql(&r);
+        assert!(sql.contains("MESSAGE = 'it''s $ tandem $ here'"), "{sql}");
+        assert!(sql.contains("HINT = 'h'''"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Shadow-read sampling from the session: which reads go to the sampler.
+//!
+//! A read of a ruled table is offered to the [sampler](crate::control::shadow) with the
+//! rule's `sample_rate`; the comparison itself runs off the hot path.
+
+use std::sync::Arc;
+
+use tandem_rules::{Plan, ResponseFix};
+
+use super::client::ClientSide;
+use crate::wire::protocol::frontend;
+
+impl ClientSide {
+    /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
+    /// rule's `sample_rate`, so sessions pay one random number per read of a ruled table
+    /// and nothing else unless sampled (and then one parse, off the reply's path).
+    pub(super) fn maybe_sample(
+        &self,
+        sql: &str,
+        plan: Option<&Plan>,
+        bind: Option<(&[u8], &[u8])>,
+    ) {
+        let Some(sampler) = &self.sampler else { return };
+        let read = match plan {
+            Some(Plan::Passthrough) => true,
+            Some(Plan::Rewritten(s)) => {
+                s.len() == 1 && matches!(s[0].response, ResponseFix::Read { .. })
+            }
+            _ => false,
+        };
+        if !read {
+            return;
+        }
+        let max = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .map(|r| r.rule.sample_rate)
+            .fold(0.0, f64::max);
+        if max <= 0.0 || rand::random::<f64>() >= max {
+            return;
+        }
+        let Some(pair) = tandem_rules::shadow_pair(sql, &self.rules.set, &self.search_path) else {
+            return;
+        };
+        let rate = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .find(|r| r.rule.table == pair.table)
+            .map_or(0.0, |r| r.rule.sample_rate);
+        // Sampled at `max` so far; keep `rate / max` of those for this table's own rate.
+        if rand::random::<f64>() * max >= rate {
+            return;
+        }
+        // A Bind's values go along byte for byte, with the types its Parse declared.
+        let (params, param_types) = match bind {
+            Some((bind_body, param_types)) => match frontend::bind_params(bind_body) {
+                Ok(values) => (
+                    values
+                        .into_iter()
+                        .map(|(value, binary)| crate::control::shadow::RawParam { value, binary })
+                        .collect(),
+                    frontend::param_type_oids(param_types),
+                ),
+                Err(_) => return,
+            },
+            None => (Vec::new(), Vec::new()),
+        };
+        // A type left to the server in the middle of declared ones cannot be re-declared.
+        if param_types
+            .iter()
+            .skip_while(|oid| **oid != 0)
+            .any(|oid| *oid != 0)
+        {
+            return;
+        }
+        sampler.offer(crate::control::shadow::Job {
+            pair,
+            search_path: Arc::clone(&self.search_path),
+            params,
+            param_types,
+        });
+    }
+}
