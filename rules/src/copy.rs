@@ -8,43 +8,10 @@
 use sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement};
 
 use crate::ident::normalize;
-use crate::name::TableName;
-use crate::plan::{require_dual_write, Outcome};
+use crate::plan::{CopyFormat, CopyIn, Outcome};
+use crate::refusal::require_dual_write;
 use crate::refusal::Refusal;
-use crate::rule::MirrorErrorPolicy;
 use crate::writes::Ctx;
-
-/// A `COPY <ruled table> FROM STDIN` the proxy must mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyIn {
-    /// The ruled (legacy) table.
-    pub table: TableName,
-    /// The rule's target table.
-    pub target: TableName,
-    /// Columns the data carries, in order (catalog spelling): the client's list, or the
-    /// legacy table's non-generated columns when it gave none.
-    pub columns: Vec<String>,
-    /// Data format.
-    pub format: CopyFormat,
-    /// The client's option clause as written after `FROM STDIN` (e.g. `(FORMAT csv,
-    /// HEADER)` or `CSV HEADER`), empty when there was none.
-    pub options: String,
-    /// The client's statement text.
-    pub sql: String,
-    /// The rule's error policy.
-    pub policy: MirrorErrorPolicy,
-}
-
-/// The data format of a COPY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyFormat {
-    /// Tab-separated text (the default).
-    Text,
-    /// CSV.
-    Csv,
-    /// PostgreSQL's binary format.
-    Binary,
-}
 
 /// Plan a COPY statement.
 pub(crate) fn plan(stmt: &Statement, sql: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {

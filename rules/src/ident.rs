@@ -5,9 +5,7 @@
 //! name is left bare only when reading it back unquoted yields the same name. Names coming
 //! out of the parser go through [`normalize`], which applies the fold the server applies.
 
-use sqlparser::ast::{Ident, ObjectName};
-
-use crate::name::TableName;
+use sqlparser::ast::Ident;
 
 /// Keywords that PostgreSQL 15 does not accept as a bare column or table name in every
 /// position (its reserved, type/function-name and column-name keyword classes). Quoting them
@@ -60,16 +58,6 @@ pub(crate) fn ident(name: &str) -> Ident {
     } else {
         Ident::with_quote('"', name)
     }
-}
-
-/// A parser name for a catalog-spelled table (`schema.name`, each part quoted when needed).
-pub(crate) fn object_name(table: &TableName) -> ObjectName {
-    let mut parts = Vec::new();
-    if let Some(schema) = &table.schema {
-        parts.push(ident(schema));
-    }
-    parts.push(ident(&table.name));
-    ObjectName::from(parts)
 }
 
 /// The catalog name a parsed identifier refers to: unquoted identifiers fold to lower case

@@ -8,7 +8,7 @@
 //! - [`rule`], [`name`], [`ruleset`]: the rules, their tables' catalog facts, and name
 //!   resolution through `search_path`;
 //! - [`prefilter`]: the allocation-free check the proxy runs on every statement;
-//! - [`plan()`]: from a client's SQL string to a [`Plan`] — pass through, rewritten
+//! - [`plan()`] (in `planner`): from a client's SQL string to a [`Plan`] (types in [`plan`]) — pass through, rewritten
 //!   statements with the response fix-ups they need, a COPY to mirror, or a rejection.
 //!
 //! One module per rewrite (`insert`, `update` and its key-moving form `keymove`, `delete`,
@@ -25,7 +25,9 @@ mod keymove;
 mod lexer;
 mod merge;
 pub mod name;
+mod parse;
 pub mod plan;
+mod planner;
 pub mod prefilter;
 pub mod prepared;
 mod reads;
@@ -46,10 +48,12 @@ mod writes;
 #[cfg(test)]
 mod testkit;
 
-pub use copy::{CopyFormat, CopyIn};
 pub use ident::quote_ident;
 pub use name::{NameError, TableName};
-pub use plan::{join_statements, plan, ColumnOrigin, Plan, ResponseFix, StatementPlan, WriteTag};
+pub use plan::{
+    join_statements, ColumnOrigin, CopyFormat, CopyIn, Plan, ResponseFix, StatementPlan, WriteTag,
+};
+pub use planner::plan;
 pub use prefilter::{mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
 pub use record::SUPPORT_SQL;

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 
-use crate::ident::{normalize, quote_ident};
+use crate::ident::{ident, normalize, quote_ident};
 
 /// Why a configured table name could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +77,17 @@ impl TableName {
             }),
             [] => None,
         }
+    }
+
+    /// A parser name for this catalog-spelled table (`schema.name`, each part quoted when
+    /// needed).
+    pub(crate) fn to_object_name(&self) -> ObjectName {
+        let mut parts = Vec::new();
+        if let Some(schema) = &self.schema {
+            parts.push(ident(schema));
+        }
+        parts.push(ident(&self.name));
+        ObjectName::from(parts)
     }
 
     /// The table named `<name><suffix>` in the same schema (the default target is `_v2`).

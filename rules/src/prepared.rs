@@ -11,8 +11,8 @@
 use sqlparser::ast::Statement;
 
 use crate::ident::normalize;
+use crate::parse::parse_statement;
 use crate::split::split_statements;
-use crate::sqlgen::parse_statement;
 
 /// Every `PREPARE name [(types)] AS statement` in a simple-query string: the name
 /// (catalog spelling) and that statement's own text. Cheap for strings without PREPARE.

@@ -44,9 +44,9 @@ use sqlparser::ast::{
 };
 
 use crate::ident::{ident, normalize, quote_ident};
+use crate::parse::parse_statement;
 use crate::plan::{ColumnOrigin, ResponseFix, StatementPlan};
 use crate::rule::{Mode, ResolvedRule};
-use crate::sqlgen::parse_statement;
 use crate::writes::Ctx;
 
 /// Alias prefixes Tandem's own derived tables use; never rewritten again.

@@ -38,7 +38,6 @@
 
 use crate::plan::WriteTag;
 use crate::rule::ResolvedRule;
-use crate::sqlgen::WRITE_CTE;
 
 /// Idempotent DDL the proxy runs at start, as one simple-query string: the `tandem` schema,
 /// the `tandem.drift` table, `tandem.mirror()` (what the `record` form calls) and
@@ -49,9 +48,10 @@ use crate::sqlgen::WRITE_CTE;
 /// statement and every key-moving UPDATE fails (function missing).
 pub const SUPPORT_SQL: &str = include_str!("record.sql");
 
-/// The final SELECT's `WHERE` condition that mirrors `tandem_w` through `tandem.mirror()`.
-/// `statement` is the client's statement text, stored with any drift.
-pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str) -> String {
+/// The final SELECT's `WHERE` condition that mirrors the rows of CTE `written` (the client's
+/// write, `tandem_w`) through `tandem.mirror()`. `statement` is the client's statement
+/// text, stored with any drift.
+pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str, written: &str) -> String {
     let operation = match op {
         WriteTag::Insert => "insert",
         WriteTag::Update => "update",
@@ -61,7 +61,7 @@ pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Strin
     // `ROW(tandem_w.*)` rather than a bare `tandem_w`, which a legacy column of that name
     // would capture.
     let rows = format!(
-        "(SELECT array_agg(ROW({WRITE_CTE}.*)::{legacy}) FROM {WRITE_CTE})",
+        "(SELECT array_agg(ROW({written}.*)::{legacy}) FROM {written})",
         legacy = rule.rule.table,
     );
     format!(

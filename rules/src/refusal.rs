@@ -7,7 +7,7 @@
 //! it into an `ErrorResponse` without knowing the cases.
 
 use crate::name::TableName;
-use crate::rule::{MirrorErrorPolicy, Mode};
+use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
 
 /// SQLSTATE `feature_not_supported`.
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
@@ -237,5 +237,18 @@ impl Rejection {
             policy,
             reason,
         }
+    }
+}
+
+/// The modes in which a write to the legacy table is mirrored (`dual_write` and
+/// `union_read` forward, `cutover` in reverse). `target_only` never gets here (its
+/// statements are renamed first).
+pub(crate) fn require_dual_write(rule: &ResolvedRule) -> Result<(), Refusal> {
+    match rule.rule.mode {
+        Mode::DualWrite | Mode::UnionRead | Mode::Cutover => Ok(()),
+        mode => Err(Refusal::UnsupportedMode {
+            table: rule.rule.table.clone(),
+            mode,
+        }),
     }
 }

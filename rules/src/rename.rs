@@ -17,7 +17,7 @@ use sqlparser::ast::{
     TableObject, VisitMut, VisitorMut,
 };
 
-use crate::ident::{ident, normalize, object_name};
+use crate::ident::{ident, normalize};
 use crate::rule::{Mode, ResolvedRule};
 use crate::writes::Ctx;
 
@@ -86,7 +86,7 @@ impl VisitorMut for Rename<'_> {
             Statement::Insert(ins) => {
                 if let TableObject::TableName(name) = &mut ins.table {
                     if let Some(rule) = self.rule(name) {
-                        *name = object_name(&rule.rule.target);
+                        *name = rule.rule.target.to_object_name();
                         if ins.table_alias.is_none() {
                             ins.table_alias = Some(TableAliasWithoutColumns {
                                 explicit: true,
@@ -99,7 +99,7 @@ impl VisitorMut for Rename<'_> {
             Statement::Truncate(t) => {
                 for target in &mut t.table_names {
                     if let Some(rule) = self.rule(&target.name) {
-                        target.name = object_name(&rule.rule.target);
+                        target.name = rule.rule.target.to_object_name();
                     }
                 }
             }
@@ -108,7 +108,7 @@ impl VisitorMut for Rename<'_> {
                 ..
             } => {
                 if let Some(rule) = self.rule(table_name) {
-                    *table_name = object_name(&rule.rule.target);
+                    *table_name = rule.rule.target.to_object_name();
                 }
             }
             _ => {}
@@ -119,7 +119,7 @@ impl VisitorMut for Rename<'_> {
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table { name, alias, .. } = factor {
             if let Some(rule) = self.rule(name) {
-                *name = object_name(&rule.rule.target);
+                *name = rule.rule.target.to_object_name();
                 if alias.is_none() {
                     *alias = Some(TableAlias {
                         explicit: true,

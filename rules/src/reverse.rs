@@ -31,7 +31,7 @@ use sqlparser::ast::{
     TableObject, With,
 };
 
-use crate::ident::{ident, object_name};
+use crate::ident::ident;
 use crate::plan::StatementPlan;
 use crate::refusal::Refusal;
 use crate::rule::{ResolvedRule, Rule, TableShape};
@@ -49,7 +49,7 @@ pub(crate) fn rewrite(
     let returning = match &mut write {
         Statement::Insert(ins) => {
             if let TableObject::TableName(name) = &mut ins.table {
-                *name = object_name(&rule.rule.target);
+                *name = rule.rule.target.to_object_name();
             }
             if ins.table_alias.is_none() {
                 ins.table_alias = Some(TableAliasWithoutColumns {
@@ -157,7 +157,7 @@ fn same_columns(rule: &ResolvedRule) -> bool {
 /// Point a written table factor at the target, keeping (or adding) the alias.
 fn swap_factor(factor: &mut TableFactor, rule: &ResolvedRule) {
     if let TableFactor::Table { name, alias, .. } = factor {
-        *name = object_name(&rule.rule.target);
+        *name = rule.rule.target.to_object_name();
         if alias.is_none() {
             *alias = Some(TableAlias {
                 explicit: true,

@@ -202,7 +202,7 @@ impl Rule {
             return Err(RuleError::TargetIsTable(table.clone()));
         }
         for (column, expr) in &self.set {
-            crate::sqlgen::parse_expr(expr).map_err(|reason| RuleError::SetExpr {
+            crate::parse::parse_expr(expr).map_err(|reason| RuleError::SetExpr {
                 table: table.clone(),
                 column: column.clone(),
                 reason,

@@ -13,9 +13,9 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, Statement, Value, Visit, Visitor};
 
 use crate::name::TableName;
+use crate::parse::parse_statement;
 use crate::rule::Mode;
 use crate::ruleset::RuleSet;
-use crate::sqlgen::parse_statement;
 use crate::writes::Ctx;
 
 /// One read, in both forms.
@@ -38,7 +38,7 @@ pub fn shadow_pair(sql: &str, rules: &RuleSet, search_path: &[String]) -> Option
     let Statement::Query(query) = &stmt else {
         return None;
     };
-    if nested_statements(&stmt) || !crate::sqlgen::renders_faithfully(&stmt) {
+    if nested_statements(&stmt) || !crate::parse::renders_faithfully(&stmt) {
         return None;
     }
     // Every ruled table read as if in cutover: the target alone.

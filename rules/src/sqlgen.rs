@@ -19,9 +19,7 @@
 //! SELECT gets a `WHERE` condition that mirrors through `tandem.mirror()` (see
 //! [`record`](crate::record)), so a failure of the target's half is caught.
 
-use sqlparser::ast::{Expr, Statement, With};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::ast::With;
 
 use crate::ident::quote_ident;
 use crate::plan::WriteTag;
@@ -32,30 +30,6 @@ use crate::rule::{MirrorErrorPolicy, ResolvedRule};
 pub(crate) const WRITE_CTE: &str = "tandem_w";
 /// Name of the CTE holding the mirror write.
 pub(crate) const MIRROR_CTE: &str = "tandem_m";
-
-/// Parse one SQL expression (a rule's `set` value).
-pub(crate) fn parse_expr(text: &str) -> Result<Expr, String> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| e.to_string())
-}
-
-/// Parse text that must hold exactly one statement.
-pub(crate) fn parse_statement(sql: &str) -> Result<Statement, String> {
-    let mut statements =
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
-    match statements.len() {
-        1 => Ok(statements.remove(0)),
-        n => Err(format!("expected one statement, found {n}")),
-    }
-}
-
-/// Does the parser's rendering of `stmt` parse back to the same tree? A rewrite embeds the
-/// client's statement as rendered, so a rendering that changed its meaning must not be sent.
-pub(crate) fn renders_faithfully(stmt: &Statement) -> bool {
-    parse_statement(&stmt.to_string()).is_ok_and(|back| &back == stmt)
-}
 
 /// Quoted, comma-separated column list.
 fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
@@ -140,7 +114,9 @@ pub(crate) fn mirror(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Mirr
     match (rule.rule.on_mirror_error, op) {
         (MirrorErrorPolicy::Fail, WriteTag::Delete) => Mirror::Cte(delete_cte(rule)),
         (MirrorErrorPolicy::Fail, _) => Mirror::Cte(upsert_cte(rule)),
-        (MirrorErrorPolicy::Record, _) => Mirror::Guard(record::guard(rule, op, statement)),
+        (MirrorErrorPolicy::Record, _) => {
+            Mirror::Guard(record::guard(rule, op, statement, WRITE_CTE))
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! `id, region`) moving to a LIST-partitioned `events_v2` with an extra `source` column.
 
 use crate::name::TableName;
-use crate::plan::{plan, Plan, StatementPlan};
+use crate::plan::{Plan, StatementPlan};
+use crate::planner::plan;
 use crate::refusal::Rejection;
 use crate::rule::{Mode, ResolvedRule, Rule, TableShape};
 use crate::ruleset::RuleSet;
@@ -116,7 +117,7 @@ pub(crate) fn assert_rewrites(input: &str, expected: &str) {
     let statements = rewritten(input);
     assert_eq!(statements.len(), 1, "{input}");
     assert_eq!(statements[0].sql, expected, "rewrite of {input}");
-    crate::sqlgen::parse_statement(expected).expect("expected rewrite parses");
+    crate::parse::parse_statement(expected).expect("expected rewrite parses");
 }
 
 /// `input` is sent unchanged.

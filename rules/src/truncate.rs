@@ -7,8 +7,8 @@
 
 use sqlparser::ast::{Truncate, TruncateTableTarget};
 
-use crate::ident::object_name;
-use crate::plan::{require_dual_write, Outcome, ResponseFix, StatementPlan};
+use crate::plan::{Outcome, ResponseFix, StatementPlan};
+use crate::refusal::require_dual_write;
 use crate::refusal::Refusal;
 use crate::writes::Ctx;
 
@@ -26,7 +26,7 @@ pub(crate) fn plan(truncate: &Truncate, ctx: Ctx<'_>) -> Result<Outcome, Refusal
     for rule in &rules {
         require_dual_write(rule)?;
         out.table_names.push(TruncateTableTarget {
-            name: object_name(&rule.rule.target),
+            name: rule.rule.target.to_object_name(),
             only: false,
             has_asterisk: false,
         });

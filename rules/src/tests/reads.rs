@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::name::TableName;
-use crate::plan::{plan, ColumnOrigin, Plan, ResponseFix, StatementPlan};
+use crate::plan::{ColumnOrigin, Plan, ResponseFix, StatementPlan};
+use crate::planner::plan;
 use crate::rule::{ColumnInfo, Mode, ResolvedRule, Rule, TableShape};
 use crate::ruleset::RuleSet;
 
@@ -80,7 +81,7 @@ fn union_read_swaps_the_table_for_target_plus_missing_legacy_rows() {
         p.sql,
         format!("SELECT * FROM {ORDERS_UNION} AS orders WHERE id = $1")
     );
-    crate::sqlgen::parse_statement(&p.sql).unwrap();
+    crate::parse::parse_statement(&p.sql).unwrap();
     let o = |attnum| {
         Some(ColumnOrigin {
             table_oid: 1000,

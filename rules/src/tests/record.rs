@@ -7,9 +7,10 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::*;
-use crate::plan::{plan, Plan, ResponseFix, StatementPlan, WriteTag};
+use crate::parse::parse_statement;
+use crate::plan::{Plan, ResponseFix, StatementPlan, WriteTag};
+use crate::planner::plan;
 use crate::rule::MirrorErrorPolicy;
-use crate::sqlgen::parse_statement;
 use crate::testkit::{path, rules};
 
 /// The plans of `sql` with every fixture rule under the `record` policy.

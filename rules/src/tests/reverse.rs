@@ -1,6 +1,7 @@
 //! Cutover writes: the target first, mirrored back into the legacy table.
 
-use crate::plan::{plan, Plan, ResponseFix, WriteTag};
+use crate::plan::{Plan, ResponseFix, WriteTag};
+use crate::planner::plan;
 use crate::rule::Mode;
 use crate::ruleset::RuleSet;
 use crate::testkit;

@@ -1,6 +1,7 @@
 //! UPDATE rewrites, each checked by hand on PostgreSQL 15 (see `tests/insert.rs`).
 
-use crate::plan::{plan, Plan, ResponseFix, WriteTag};
+use crate::plan::{Plan, ResponseFix, WriteTag};
+use crate::planner::plan;
 use crate::rule::MirrorErrorPolicy;
 use crate::testkit::*;
 

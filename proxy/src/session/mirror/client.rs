@@ -10,10 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{join_statements, MirrorErrorPolicy, Plan};
+use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection};
 use tracing::debug;
 
-use super::refusal::{raise_sql, refusal_of};
+use super::refusal::{self, raise_sql, refusal_of};
 use super::{append_frame, plain_query, Expect, MsgKind, MsgMode, Prepared, StmtFix};
 use crate::control::active_rules::ActiveRules;
 use crate::control::drift::DriftSink;
@@ -361,6 +361,11 @@ impl ClientSide {
         });
         frontend::encode_query(&text, &mut out);
         Action::Replace(out)
+    }
+
+    /// Records a refusal the rule's `record` policy lets run (see [`refusal::record`]).
+    pub(super) fn record(&self, rejection: &Rejection, sql: &str) {
+        refusal::record(self.drift.as_ref(), &self.rules.set, rejection, sql);
     }
 
     /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with

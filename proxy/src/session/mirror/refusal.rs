@@ -8,40 +8,37 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
+use tandem_rules::{MirrorErrorPolicy, Plan, Rejection, RuleSet};
 use tracing::warn;
 
-use super::client::ClientSide;
 use super::{Expect, MsgKind, MsgMode};
-use crate::control::drift::DriftRecord;
+use crate::control::drift::{DriftRecord, DriftSink};
 use crate::wire::protocol::frontend;
 
-impl ClientSide {
-    pub(super) fn record(&self, rejection: &Rejection, sql: &str) {
-        let table = rejection
-            .table
-            .as_ref()
-            .map(|t| t.to_string())
+/// Records a refusal the rule's `record` policy lets run: a warning in the log and a row
+/// in `tandem.drift` (when the drift sink is on).
+pub(super) fn record(drift: Option<&DriftSink>, rules: &RuleSet, rejection: &Rejection, sql: &str) {
+    let table = rejection
+        .table
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    warn!(%table, reason = %rejection.message, "statement runs unmirrored (on_mirror_error = record)");
+    if let Some(drift) = drift {
+        let target = rules
+            .rules
+            .iter()
+            .find(|r| rejection.table.as_ref() == Some(&r.rule.table))
+            .map(|r| r.rule.target.to_string())
             .unwrap_or_default();
-        warn!(%table, reason = %rejection.message, "statement runs unmirrored (on_mirror_error = record)");
-        if let Some(drift) = &self.drift {
-            let target = self
-                .rules
-                .set
-                .rules
-                .iter()
-                .find(|r| rejection.table.as_ref() == Some(&r.rule.table))
-                .map(|r| r.rule.target.to_string())
-                .unwrap_or_default();
-            drift.record(DriftRecord {
-                rule_table: table,
-                target_table: target,
-                operation: "unmirrored".into(),
-                sqlstate: rejection.sqlstate.to_string(),
-                error: rejection.message.clone(),
-                statement: sql.to_string(),
-            });
-        }
+        drift.record(DriftRecord {
+            rule_table: table,
+            target_table: target,
+            operation: "unmirrored".into(),
+            sqlstate: rejection.sqlstate.to_string(),
+            error: rejection.message.clone(),
+            statement: sql.to_string(),
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! Planner behaviour across statement kinds: batches, passthrough, refusals, policies.
 
-use crate::plan::{join_statements, plan, Plan, ResponseFix};
+use crate::plan::{join_statements, Plan, ResponseFix};
+use crate::planner::plan;
 use crate::rule::{MirrorErrorPolicy, Mode};
 use crate::ruleset::RuleSet;
 use crate::testkit::*;

@@ -1,0 +1,283 @@
+//! The planner: from a client's SQL string to what the proxy must send instead.
+//!
+//! [`plan`] cuts the string into statements, leaves alone every statement that does not
+//! write a ruled table (reads are never rewritten in `dual_write`), and hands each write to
+//! the module for its kind ([`insert`](crate::insert), [`update`](crate::update),
+//! [`delete`](crate::delete), [`truncate`](crate::truncate), [`merge`](crate::merge),
+//! [`copy`](crate::copy)). Anything Tandem cannot mirror with certainty makes the whole
+//! string a [`Plan::Reject`]: running part of a batch unmirrored is never an option.
+//!
+//! Out of scope, because the SQL text does not show them: writes made by functions,
+//! procedures or triggers, writes through views or rules, and temporary tables that shadow a
+//! ruled table's name.
+
+use sqlparser::ast::{ObjectType, SetExpr, Statement, With};
+
+use crate::lexer::{folded_eq, Kind, Scanner};
+use crate::name::TableName;
+use crate::parse::{parse_statement, renders_faithfully};
+use crate::plan::{Outcome, Plan, ResponseFix, StatementPlan};
+use crate::prefilter::{mentions_ruled_table, token_spells, RuledNames};
+use crate::refusal::{require_dual_write, Refusal, Rejection};
+use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
+use crate::ruleset::RuleSet;
+use crate::split::split_statements;
+use crate::writes::{ruled_writes, written_table, Ctx};
+use crate::{copy, delete, insert, merge, reads, rename, reverse, truncate, update};
+
+/// Plan a client's SQL string (one or more statements) under `rules`, resolving bare table
+/// names through `search_path` (schema names in catalog spelling, `$user` expanded).
+pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
+    let ctx = Ctx { rules, search_path };
+    let names = RuledNames::new(rules);
+    let pieces = split_statements(sql);
+    let mut planned = Vec::with_capacity(pieces.len());
+    let mut rewritten = false;
+    for piece in &pieces {
+        let outcome = if mentions_ruled_table(piece, &names) {
+            plan_statement(piece, ctx)
+        } else {
+            Ok(Outcome::Untouched)
+        };
+        match outcome {
+            Err(refusal) => return reject(refusal, rules),
+            Ok(Outcome::Untouched) => planned.push(StatementPlan::untouched(piece)),
+            Ok(Outcome::Rewritten(p)) => {
+                rewritten = true;
+                planned.push(p);
+            }
+            Ok(Outcome::CopyIn(copy)) if pieces.len() == 1 => return Plan::CopyIn(copy),
+            Ok(Outcome::CopyIn(copy)) => {
+                return reject(Refusal::CopyInBatch { table: copy.table }, rules)
+            }
+        }
+    }
+    if rewritten {
+        Plan::Rewritten(planned)
+    } else {
+        Plan::Passthrough
+    }
+}
+
+/// A [`Plan::Reject`] carrying the policy of the refused table's rule. In `cutover` and
+/// `target_only` the policy is always `fail`: letting the client's statement through would
+/// write the legacy table only, while the target is the table of record.
+fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
+    let policy = rules
+        .rules
+        .iter()
+        .find(|r| &r.rule.table == refusal.table())
+        .map_or(MirrorErrorPolicy::Fail, |r| match r.rule.mode {
+            Mode::Cutover | Mode::TargetOnly => MirrorErrorPolicy::Fail,
+            _ => r.rule.on_mirror_error,
+        });
+    Plan::Reject(Rejection::new(refusal, policy))
+}
+
+/// Plan one statement that mentions a ruled table's name.
+fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
+    let stmt = match parse_statement(piece) {
+        Ok(stmt) => stmt,
+        Err(reason) => return unparsable(piece, reason, ctx),
+    };
+    if let Some((renamed, rule)) = rename::rewrite(&stmt, ctx) {
+        return renamed_plan(&stmt, &renamed, rule, ctx);
+    }
+    let writes = ruled_writes(&stmt, ctx);
+    if writes.is_empty() {
+        if let Some(read) = reads::rewrite(&stmt, ctx) {
+            if !renders_faithfully(&stmt) {
+                return Err(Refusal::Unsupported {
+                    table: read
+                        .rule_table
+                        .clone()
+                        .unwrap_or_else(|| TableName::new(None, "?")),
+                    construct: "a read Tandem cannot re-render faithfully".into(),
+                });
+            }
+            return Ok(Outcome::Rewritten(read));
+        }
+    }
+    let (with, top) = split_with(&stmt);
+    match top {
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_) => {
+            let rule = written_table(top).and_then(|n| ctx.active(n));
+            let top_count = usize::from(rule.is_some());
+            if writes.len() > top_count {
+                let nested = writes
+                    .iter()
+                    .find(|w| rule.is_none_or(|r| r.rule.table != w.rule.table))
+                    .unwrap_or(&writes[0]);
+                return Err(Refusal::NestedWrite {
+                    table: nested.rule.table.clone(),
+                    context: "a WITH clause",
+                });
+            }
+            let Some(rule) = rule else {
+                return Ok(Outcome::Untouched);
+            };
+            plan_write(&stmt, with, top, rule, piece)
+        }
+        Statement::Explain {
+            analyze: false,
+            options: None,
+            ..
+        } => Ok(Outcome::Untouched),
+        _ if !writes.is_empty() => Err(Refusal::NestedWrite {
+            table: writes[0].rule.table.clone(),
+            context: describe(top),
+        }),
+        Statement::Truncate(t) => truncate::plan(t, ctx),
+        Statement::Copy { .. } => copy::plan(top, piece, ctx),
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            names,
+            ..
+        } => match names.iter().find_map(|n| ctx.active(n)) {
+            Some(rule) => Err(Refusal::DropRuled {
+                table: rule.rule.table.clone(),
+            }),
+            None => Ok(Outcome::Untouched),
+        },
+        _ => Ok(Outcome::Untouched),
+    }
+}
+
+/// Plan a top-level INSERT/UPDATE/DELETE/MERGE whose table has an active `rule`; `piece` is
+/// the client's text of `stmt`.
+fn plan_write(
+    stmt: &Statement,
+    with: Option<&With>,
+    top: &Statement,
+    rule: &ResolvedRule,
+    piece: &str,
+) -> Result<Outcome, Refusal> {
+    if let Statement::Merge(_) = top {
+        return Err(merge::refuse(rule));
+    }
+    require_dual_write(rule)?;
+    if !is_plain_with(stmt) || !renders_faithfully(stmt) {
+        return Err(Refusal::Unsupported {
+            table: rule.rule.table.clone(),
+            construct: "a statement Tandem cannot re-render faithfully".into(),
+        });
+    }
+    if rule.rule.mode == Mode::Cutover {
+        return Ok(Outcome::Rewritten(reverse::rewrite(
+            with, top, rule, piece,
+        )?));
+    }
+    let plan = match top {
+        Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
+        Statement::Update(upd) => update::rewrite(with, upd, rule, piece)?,
+        Statement::Delete(del) => delete::rewrite(with, del, rule, piece)?,
+        _ => return Ok(Outcome::Untouched),
+    };
+    Ok(Outcome::Rewritten(plan))
+}
+
+/// A statement whose `target_only` tables were renamed to their targets: planned again for
+/// any other ruled table it names (the renamed ones are no longer ruled names).
+fn renamed_plan(
+    original: &Statement,
+    renamed: &Statement,
+    rule: &ResolvedRule,
+    ctx: Ctx<'_>,
+) -> Result<Outcome, Refusal> {
+    if !renders_faithfully(original) {
+        return Err(Refusal::Unsupported {
+            table: rule.rule.table.clone(),
+            construct: "a statement Tandem cannot re-render faithfully".into(),
+        });
+    }
+    let sql = renamed.to_string();
+    match plan_statement(&sql, ctx)? {
+        Outcome::Untouched => Ok(Outcome::Rewritten(StatementPlan {
+            sql,
+            response: ResponseFix::None,
+            rule_table: Some(rule.rule.table.clone()),
+            policy: Some(MirrorErrorPolicy::Fail),
+        })),
+        other => Ok(other),
+    }
+}
+
+/// `WITH … <write>` arrives as a query whose body is the write: split the two.
+fn split_with(stmt: &Statement) -> (Option<&With>, &Statement) {
+    if let Statement::Query(query) = stmt {
+        if let SetExpr::Insert(inner)
+        | SetExpr::Update(inner)
+        | SetExpr::Delete(inner)
+        | SetExpr::Merge(inner) = query.body.as_ref()
+        {
+            return (query.with.as_ref(), inner);
+        }
+    }
+    (None, stmt)
+}
+
+/// A `WITH … <write>` query carries nothing but the WITH clause and the write.
+fn is_plain_with(stmt: &Statement) -> bool {
+    match stmt {
+        Statement::Query(q) => {
+            q.order_by.is_none()
+                && q.limit_clause.is_none()
+                && q.fetch.is_none()
+                && q.locks.is_empty()
+                && q.for_clause.is_none()
+                && q.settings.is_none()
+                && q.format_clause.is_none()
+                && q.pipe_operators.is_empty()
+        }
+        _ => true,
+    }
+}
+
+/// Where a nested write sits, for the refusal message.
+fn describe(stmt: &Statement) -> &'static str {
+    match stmt {
+        Statement::Query(_) => "a WITH clause",
+        Statement::Explain { .. } => "EXPLAIN ANALYZE",
+        Statement::Prepare { .. } => "PREPARE",
+        Statement::Copy { .. } => "COPY (query) TO",
+        _ => "another statement",
+    }
+}
+
+/// A statement the parser cannot read: refuse it when it names an active rule's table,
+/// since it might write it; otherwise it is none of Tandem's business.
+fn unparsable(piece: &str, reason: String, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
+    let bytes = piece.as_bytes();
+    let mut current_of = false;
+    let mut previous_current = false;
+    let mut mentioned: Option<&ResolvedRule> = None;
+    for token in Scanner::new(piece) {
+        let text = &bytes[token.start..token.end];
+        let is_ident = token.kind == Kind::Ident;
+        current_of |= previous_current && is_ident && folded_eq(text, b"of");
+        previous_current = is_ident && folded_eq(text, b"current");
+        if mentioned.is_none() {
+            mentioned = ctx.rules.rules.iter().find(|r| {
+                r.rule.mode != Mode::Off
+                    && token_spells(token.kind, text, r.rule.table.name.as_bytes())
+            });
+        }
+    }
+    match mentioned {
+        None => Ok(Outcome::Untouched),
+        Some(rule) if current_of => Err(Refusal::CurrentOf {
+            table: rule.rule.table.clone(),
+        }),
+        Some(rule) => Err(Refusal::Unparsable {
+            table: rule.rule.table.clone(),
+            reason,
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/planner.rs"]
+mod tests;
