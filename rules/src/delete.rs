@@ -55,24 +55,16 @@ pub(crate) fn rewrite(
         alias: alias.as_ref().map(|a| &a.name),
         rule,
     };
-    let row = if del.using.is_some() {
-        if let Some(items) = &del.returning {
-            subject.check_only_subject(items)?;
-        }
-        subject.row_star()
-    } else {
-        "*".to_string()
-    };
     let mut write = del.clone();
     write.returning = None;
-    Ok(subject.mirrored(
+    subject.mirrored_joined(
         with,
         &write,
-        &row,
+        del.using.is_some(),
         WriteTag::Delete,
         del.returning.as_deref(),
         statement,
-    ))
+    )
 }
 
 #[cfg(test)]

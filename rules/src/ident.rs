@@ -60,6 +60,21 @@ pub(crate) fn ident(name: &str) -> Ident {
     }
 }
 
+/// Up to 40 characters of `text` fit for a generated name that needs no quoting: ASCII
+/// letters and digits lower-cased, anything else `_` (a partition suffix, a temp table).
+pub fn name_part(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
 /// The catalog name a parsed identifier refers to: unquoted identifiers fold to lower case
 /// (ASCII only, as the server does for UTF-8 databases), quoted ones are kept exactly.
 pub fn normalize(ident: &Ident) -> String {

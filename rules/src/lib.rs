@@ -48,7 +48,7 @@ mod writes;
 #[cfg(test)]
 mod testkit;
 
-pub use ident::quote_ident;
+pub use ident::{name_part, quote_ident};
 pub use name::{NameError, TableName};
 pub use plan::{
     join_statements, ColumnOrigin, CopyFormat, CopyIn, Plan, ResponseFix, StatementPlan, WriteTag,

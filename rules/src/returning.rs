@@ -63,6 +63,29 @@ impl Subject<'_> {
         }
     }
 
+    /// [`mirrored`](Self::mirrored) for an UPDATE or DELETE: with another table joined
+    /// (`FROM` / `USING`), `tandem_w` returns only the subject's columns and the client's
+    /// RETURNING may name no other table; otherwise it returns `*`.
+    pub(crate) fn mirrored_joined(
+        &self,
+        with: Option<&sqlparser::ast::With>,
+        write: &dyn std::fmt::Display,
+        joined: bool,
+        tag: crate::plan::WriteTag,
+        returning: Option<&[sqlparser::ast::SelectItem]>,
+        statement: &str,
+    ) -> Result<crate::plan::StatementPlan, Refusal> {
+        let row = if joined {
+            if let Some(items) = returning {
+                self.check_only_subject(items)?;
+            }
+            self.row_star()
+        } else {
+            "*".to_string()
+        };
+        Ok(self.mirrored(with, write, &row, tag, returning, statement))
+    }
+
     /// The identifier that names the written row in RETURNING: the alias, else the last
     /// part of the table name.
     pub(crate) fn row_name(&self) -> Ident {

@@ -70,24 +70,16 @@ pub(crate) fn rewrite(
         }
         return Ok(keymove::rewrite(with, upd, &subject));
     }
-    let row = if upd.from.is_some() {
-        if let Some(items) = &upd.returning {
-            subject.check_only_subject(items)?;
-        }
-        subject.row_star()
-    } else {
-        "*".to_string()
-    };
     let mut write = upd.clone();
     write.returning = None;
-    Ok(subject.mirrored(
+    subject.mirrored_joined(
         with,
         &write,
-        &row,
+        upd.from.is_some(),
         WriteTag::Update,
         upd.returning.as_deref(),
         statement,
-    ))
+    )
 }
 
 /// The first key column (the target's partition key is part of the key) that `assignments`

@@ -36,14 +36,13 @@ pub struct Args {
 
 /// Checks the arguments and runs the backfill.
 pub fn main(args: Args) -> ExitCode {
-    let config = match args.conn.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let table = match table_arg(&args.table, "--table") {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    run(args).unwrap_or_else(|code| code)
+}
+
+/// The command, with `Err` for an exit before the work starts (bad arguments or config).
+fn run(args: Args) -> Result<ExitCode, ExitCode> {
+    let config = args.conn.load()?;
+    let table = table_arg(&args.table, "--table")?;
     let options = tandem::ops::backfill::Options {
         table,
         batch_size: args.batch_size,
@@ -53,7 +52,7 @@ pub fn main(args: Args) -> ExitCode {
         dry_run: args.dry_run,
         restart: args.restart,
     };
-    backfill(config, options)
+    Ok(backfill(config, options))
 }
 
 /// Runs `tandem backfill`: a progress line on a terminal, log lines otherwise, a report.

@@ -28,24 +28,23 @@ pub struct Args {
 
 /// Checks the arguments, creates (or prints) the target, and prints the DDL and index parity.
 pub fn main(args: Args) -> ExitCode {
-    let config = match args.conn.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let table = match table_arg(&args.table, "--table") {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let target = match args.target.as_deref().map(|t| table_arg(t, "--target")) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(code)) => return code,
-    };
+    run(args).unwrap_or_else(|code| code)
+}
+
+/// The command, with `Err` for an exit before the work starts (bad arguments or config).
+fn run(args: Args) -> Result<ExitCode, ExitCode> {
+    let config = args.conn.load()?;
+    let table = table_arg(&args.table, "--table")?;
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| table_arg(t, "--target"))
+        .transpose()?;
     let layout = match tandem::ops::init::Layout::parse(&args.partition_by) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tandem: --partition-by: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let options = tandem::ops::init::Options {
@@ -55,34 +54,33 @@ pub fn main(args: Args) -> ExitCode {
         no_default: args.no_default,
         dry_run: args.dry_run,
     };
-    let runtime = match one_shot() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match runtime.block_on(tandem::ops::init::run(&config, &options)) {
-        Ok(report) => {
-            for statement in &report.ddl {
-                println!("{statement}");
-            }
-            println!("-- index parity:");
-            for line in &report.index_parity {
-                println!("--   {line}");
-            }
-            if report.applied {
-                println!(
+    let runtime = one_shot()?;
+    Ok(
+        match runtime.block_on(tandem::ops::init::run(&config, &options)) {
+            Ok(report) => {
+                for statement in &report.ddl {
+                    println!("{statement}");
+                }
+                println!("-- index parity:");
+                for line in &report.index_parity {
+                    println!("--   {line}");
+                }
+                if report.applied {
+                    println!(
                     "-- created {} and added its rule (mode off, key {}); next: tandem rules set {} --mode dual_write",
                     report.target,
                     report.key.join(", "),
                     options.table
                 );
-            } else {
-                println!("-- dry run: nothing was created");
+                } else {
+                    println!("-- dry run: nothing was created");
+                }
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tandem: {e}");
-            ExitCode::FAILURE
-        }
-    }
+            Err(e) => {
+                eprintln!("tandem: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    )
 }

@@ -37,24 +37,30 @@ pub struct Args {
 
 /// Checks the arguments and runs the report.
 pub fn main(args: Args) -> ExitCode {
-    let config = match args.conn.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mut names = Vec::new();
-    for t in &args.tables {
-        match table_arg(t, "--table") {
-            Ok(name) => names.push(name),
-            Err(code) => return code,
-        }
-    }
+    run(args).unwrap_or_else(|code| code)
+}
+
+/// The command, with `Err` for an exit before the work starts (bad arguments or config).
+fn run(args: Args) -> Result<ExitCode, ExitCode> {
+    let config = args.conn.load()?;
+    let tables = args
+        .tables
+        .iter()
+        .map(|t| table_arg(t, "--table"))
+        .collect::<Result<_, _>>()?;
     let options = tandem::ops::parity::Options {
-        tables: names,
+        tables,
         min_overlap: args.min_overlap,
         min_samples: args.min_samples,
         sample_limit: args.sample_limit,
     };
-    parity(config, options, args.strict, &args.out, &args.format)
+    Ok(parity(
+        config,
+        options,
+        args.strict,
+        &args.out,
+        &args.format,
+    ))
 }
 
 /// Runs `tandem parity`: prints the report, writes summary.json and report.html.

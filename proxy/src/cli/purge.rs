@@ -33,19 +33,18 @@ pub struct Args {
 
 /// Checks the arguments and prints (or carries out) the purge plan.
 pub fn main(args: Args) -> ExitCode {
-    let config = match args.conn.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let table = match table_arg(&args.table, "--table") {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    run(args).unwrap_or_else(|code| code)
+}
+
+/// The command, with `Err` for an exit before the work starts (bad arguments or config).
+fn run(args: Args) -> Result<ExitCode, ExitCode> {
+    let config = args.conn.load()?;
+    let table = table_arg(&args.table, "--table")?;
     let (column, value) = match purge::parse_scope(&args.scope) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tandem: --where: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let mode = match args.mode.as_str() {
@@ -62,11 +61,8 @@ pub fn main(args: Args) -> ExitCode {
         fail_on_delete: args.fail_on_delete,
         batch_size: args.batch_size,
     };
-    let runtime = match one_shot() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match runtime.block_on(purge::run(&config, &options)) {
+    let runtime = one_shot()?;
+    Ok(match runtime.block_on(purge::run(&config, &options)) {
         Ok(report) => {
             println!(
                 "scope {} = {}: {} legacy rows, {} target rows",
@@ -89,5 +85,5 @@ pub fn main(args: Args) -> ExitCode {
             eprintln!("tandem: {e}");
             ExitCode::FAILURE
         }
-    }
+    })
 }

@@ -505,18 +505,7 @@ async fn month_bounds(
 
 /// A partition name: the target's name plus a suffix made of safe characters.
 pub(crate) fn partition_name(target: &TableName, suffix: &str) -> TableName {
-    let safe: String = suffix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    target.with_suffix(&format!("_{safe}"))
+    target.with_suffix(&format!("_{}", tandem_rules::name_part(suffix)))
 }
 
 async fn partitions(

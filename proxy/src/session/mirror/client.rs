@@ -415,17 +415,7 @@ impl ClientSide {
 
 /// The session temp table a COPY into `table` lands in first.
 fn copy_table_name(table: &str) -> String {
-    let safe: String = table
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
+    let safe = tandem_rules::name_part(table);
     let hash = table.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
