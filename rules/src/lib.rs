@@ -22,7 +22,7 @@ mod delete;
 mod ident;
 mod insert;
 mod keymove;
-mod lexer;
+pub mod lexer;
 mod merge;
 pub mod name;
 mod parse;
@@ -49,18 +49,20 @@ mod writes;
 mod testkit;
 
 pub use ident::{name_part, quote_ident};
+pub use lexer::{CharWidths, Lexing};
 pub use name::{NameError, TableName};
 pub use plan::{
     join_statements, ColumnOrigin, CopyFormat, CopyIn, Plan, ResponseFix, StatementPlan, WriteTag,
 };
 pub use planner::plan;
-pub use prefilter::{mentions_ruled_table, RuledNames};
+pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
 pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
 pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
 pub use ruleset::RuleSet;
 pub use shadow::{overlap, shadow_pair, ShadowPair};
+pub use split::statement_spans;
 
 /// Checks that `text` is one SQL expression (a backfill's `--where` predicate, say), so it
 /// can be put in a WHERE clause without changing the statement around it.

@@ -262,7 +262,7 @@ fn unparsable(piece: &str, reason: String, ctx: Ctx<'_>) -> Result<Outcome, Refu
         if mentioned.is_none() {
             mentioned = ctx.rules.rules.iter().find(|r| {
                 r.rule.mode != Mode::Off
-                    && token_spells(token.kind, text, r.rule.table.name.as_bytes())
+                    && token_spells(&token, bytes, r.rule.table.name.as_bytes())
             });
         }
     }

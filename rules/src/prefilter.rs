@@ -8,7 +8,7 @@
 //! `public.orders` is ruled, a column called `orders`); it is never a false negative, because
 //! only a true answer sends the statement to the planner.
 
-use crate::lexer::{folded_eq, quoted_eq, Kind, Scanner};
+use crate::lexer::{folded_eq, quoted_eq, unicode_eq, Kind, Lexing, Scanner, Token};
 use crate::rule::Mode;
 use crate::ruleset::RuleSet;
 
@@ -38,29 +38,40 @@ impl RuledNames {
     }
 }
 
-/// Could one token (of `kind`, with `text` as the lexer spans it) name the table `name`?
-/// Unicode-escaped identifiers are not decoded and are assumed to.
-pub(crate) fn token_spells(kind: Kind, text: &[u8], name: &[u8]) -> bool {
-    match kind {
+/// Could `token` of `src` name the table `name` (catalog spelling)? Identifiers are
+/// folded, unescaped and truncated to 63 bytes as the server does; a `U&"…"` whose escapes
+/// the server would refuse is assumed to.
+pub(crate) fn token_spells(token: &Token, src: &[u8], name: &[u8]) -> bool {
+    let text = &src[token.start..token.end];
+    match token.kind {
         Kind::Ident => folded_eq(text, name),
         Kind::Quoted => quoted_eq(text, name),
-        Kind::UnicodeQuoted => true,
+        Kind::UnicodeQuoted => unicode_eq(text, token.uescape, name).unwrap_or(true),
         Kind::Semicolon | Kind::Other => false,
     }
 }
 
-/// True when `sql` may reference a ruled table (see the module doc for the guarantee).
+/// True when `sql` may reference a ruled table (see the module doc for the guarantee),
+/// read with the planner's defaults (`standard_conforming_strings` on, UTF-8).
 pub fn mentions_ruled_table(sql: &str, names: &RuledNames) -> bool {
+    first_ruled_name(sql.as_bytes(), Lexing::default(), names).is_some()
+}
+
+/// The bare name of the first ruled table `src` may reference when read as a session with
+/// `lexing` reads it, or `None` when it references none.
+pub fn first_ruled_name<'n>(src: &[u8], lexing: Lexing, names: &'n RuledNames) -> Option<&'n [u8]> {
     if names.is_empty() {
-        return false;
+        return None;
     }
-    let bytes = sql.as_bytes();
-    Scanner::new(sql).any(|t| {
+    Scanner::with(src, lexing).find_map(|t| {
         if matches!(t.kind, Kind::Other | Kind::Semicolon) {
-            return false;
+            return None;
         }
-        let text = &bytes[t.start..t.end];
-        names.names.iter().any(|n| token_spells(t.kind, text, n))
+        names
+            .names
+            .iter()
+            .find(|n| token_spells(&t, src, n))
+            .map(|n| &n[..])
     })
 }
 
@@ -144,11 +155,92 @@ mod tests {
     }
 
     #[test]
-    fn unicode_identifiers_are_assumed_to_match() {
+    fn unicode_identifiers_are_decoded() {
+        let n = orders();
+        assert!(mentions_ruled_table("SELECT * FROM U&\"\\006Frders\"", &n));
         assert!(mentions_ruled_table(
-            "SELECT * FROM U&\"\\006Frders\"",
+            "SELECT * FROM u&\"\\+00006Frders\"",
+            &n
+        ));
+        assert!(mentions_ruled_table(
+            "DELETE FROM U&\"!006Frders\" UESCAPE '!'",
+            &n
+        ));
+        assert!(mentions_ruled_table(
+            "DELETE FROM U&\"!006Frders\" /* c */ uescape\n'!'",
+            &n
+        ));
+        assert!(!mentions_ruled_table("SELECT * FROM U&\"\\006Fther\"", &n));
+        // Escapes the server refuses: assumed to match (the planner then refuses too).
+        assert!(mentions_ruled_table("SELECT * FROM U&\"\\zz\"", &n));
+    }
+
+    #[test]
+    fn long_identifiers_are_truncated_as_the_server_truncates_them() {
+        let name = "t".repeat(63);
+        let n = names(&[(&format!("public.{name}"), Mode::DualWrite)]);
+        let long = format!("{name}_and_more");
+        assert!(mentions_ruled_table(
+            &format!("INSERT INTO {long} VALUES (1)"),
+            &n
+        ));
+        assert!(mentions_ruled_table(
+            &format!("INSERT INTO \"{long}\" VALUES (1)"),
+            &n
+        ));
+        let upper = long.to_uppercase();
+        assert!(mentions_ruled_table(
+            &format!("INSERT INTO {upper} VALUES (1)"),
+            &n
+        ));
+        assert!(!mentions_ruled_table(
+            &format!("INSERT INTO {} VALUES (1)", &long[..62]),
+            &n
+        ));
+        // A two-byte character straddling byte 63 is cut whole.
+        let n = names(&[(&format!("public.{}", "t".repeat(62)), Mode::DualWrite)]);
+        assert!(mentions_ruled_table(
+            &format!("INSERT INTO {}é VALUES (1)", "t".repeat(62)),
+            &n
+        ));
+    }
+
+    #[test]
+    fn a_line_comment_ends_at_a_carriage_return() {
+        assert!(mentions_ruled_table(
+            "insert into --\rorders values (1)",
             &orders()
         ));
+    }
+
+    #[test]
+    fn backslashes_escape_in_plain_strings_when_standard_conforming_strings_is_off() {
+        let n = orders();
+        let sql = b"SELECT 'a\\'; DELETE FROM orders; --'";
+        let on = Lexing::default();
+        let off = Lexing {
+            standard_conforming_strings: false,
+            ..on
+        };
+        assert!(first_ruled_name(sql, on, &n).is_some());
+        assert!(first_ruled_name(sql, off, &n).is_none());
+        let sql = b"SELECT 'a\\'' ; DELETE FROM orders; --'";
+        assert!(first_ruled_name(sql, on, &n).is_none());
+        assert!(first_ruled_name(sql, off, &n).is_some());
+    }
+
+    #[test]
+    fn multibyte_characters_hide_no_quote_or_semicolon() {
+        use crate::lexer::CharWidths;
+        let n = orders();
+        // SJIS 0x83 0x5C is one character whose second byte is a backslash.
+        let sql = b"SELECT E'\x83\x5c'; DELETE FROM orders";
+        let sjis = Lexing {
+            encoding: CharWidths::of_encoding("SJIS"),
+            ..Lexing::default()
+        };
+        assert!(first_ruled_name(sql, sjis, &n).is_some());
+        assert!(first_ruled_name(sql, Lexing::default(), &n).is_none());
     }
 
     #[test]

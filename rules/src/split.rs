@@ -6,17 +6,28 @@
 //! [lexer](crate::lexer) gives those slices without re-serialising anything. Pieces that hold
 //! only whitespace or comments (`;;`, a trailing comment) are dropped, as the server does.
 
-use crate::lexer::{Kind, Scanner};
+use std::ops::Range;
+
+use crate::lexer::{Kind, Lexing, Scanner};
 
 /// The statements of `sql`, trimmed of surrounding whitespace, without their `;`.
 pub(crate) fn split_statements(sql: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
+    statement_spans(sql.as_bytes(), Lexing::default())
+        .into_iter()
+        .map(|span| sql[span].trim())
+        .collect()
+}
+
+/// Byte ranges of the statements of `src` as a session with `lexing` reads it: cut at each
+/// top-level `;`, without it, pieces holding only whitespace or comments left out.
+pub fn statement_spans(src: &[u8], lexing: Lexing) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
     let mut start = 0;
     let mut has_token = false;
-    for token in Scanner::new(sql) {
+    for token in Scanner::with(src, lexing) {
         if token.kind == Kind::Semicolon {
             if has_token {
-                pieces.push(sql[start..token.start].trim());
+                spans.push(start..token.start);
             }
             start = token.end;
             has_token = false;
@@ -25,9 +36,9 @@ pub(crate) fn split_statements(sql: &str) -> Vec<&str> {
         }
     }
     if has_token {
-        pieces.push(sql[start..].trim());
+        spans.push(start..src.len());
     }
-    pieces
+    spans
 }
 
 #[cfg(test)]

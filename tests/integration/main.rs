@@ -11,6 +11,7 @@ mod clients;
 mod dual_write;
 mod fleet;
 mod init;
+mod lexer;
 mod lifecycle;
 mod modes;
 mod parity;
