@@ -77,11 +77,21 @@ pub fn name_part(text: &str) -> String {
 
 /// The catalog name a parsed identifier refers to: unquoted identifiers fold to lower case
 /// (ASCII only, as the server does for UTF-8 databases), quoted ones are kept exactly.
+/// Like the server, it truncates a name longer than 63 bytes (not splitting a character):
+/// a longer spelling of a ruled table's name IS that table.
 pub fn normalize(ident: &Ident) -> String {
-    match ident.quote_style {
+    let mut name = match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_ascii_lowercase(),
+    };
+    if name.len() > crate::lexer::MAX_IDENT_BYTES {
+        let mut end = crate::lexer::MAX_IDENT_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
     }
+    name
 }
 
 #[cfg(test)]
@@ -105,5 +115,15 @@ mod tests {
     fn normalizes_like_the_server() {
         assert_eq!(normalize(&Ident::new("ORDERS")), "orders");
         assert_eq!(normalize(&Ident::with_quote('"', "ORDERS")), "ORDERS");
+        let long = format!("{}_AND_MORE", "T".repeat(60));
+        assert_eq!(
+            normalize(&Ident::new(long.as_str())),
+            format!("{}_an", "t".repeat(60))
+        );
+        let wide = format!("{}é", "t".repeat(62));
+        assert_eq!(
+            normalize(&Ident::with_quote('"', wide.as_str())),
+            "t".repeat(62)
+        );
     }
 }

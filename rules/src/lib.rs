@@ -30,6 +30,7 @@ pub mod plan;
 mod planner;
 pub mod prefilter;
 pub mod prepared;
+pub mod reading;
 mod reads;
 mod record;
 mod refusal;
@@ -57,8 +58,11 @@ pub use plan::{
 pub use planner::plan;
 pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
+pub use reading::{read, settings_touch, Reading, SessionReading, SettingsTouch};
 pub use record::SUPPORT_SQL;
-pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
+pub use refusal::{
+    Refusal, Rejection, Unreadable, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE,
+};
 pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
 pub use ruleset::RuleSet;
 pub use shadow::{overlap, shadow_pair, ShadowPair};

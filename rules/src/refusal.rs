@@ -95,6 +95,15 @@ pub enum Refusal {
         /// The offending reference.
         what: String,
     },
+    /// The session's settings make the server read the statement's text otherwise than
+    /// Tandem plans it, or Tandem cannot be sure how the server reads it.
+    #[error("tandem: cannot be sure how the server reads a statement that names ruled table {table}: {why}")]
+    Unreadable {
+        /// The ruled table whose name appears (under some reading).
+        table: TableName,
+        /// What makes the reading uncertain.
+        why: Unreadable,
+    },
     /// Some other construct the rewrite does not handle.
     #[error("tandem: {construct} on ruled table {table} cannot be mirrored")]
     Unsupported {
@@ -103,6 +112,25 @@ pub enum Refusal {
         /// The construct, e.g. `INSERT with a joined target`.
         construct: String,
     },
+}
+
+/// Why Tandem cannot read a statement's text the way the server will.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    /// A non-UTF8 client encoding and non-ASCII characters in the text.
+    #[error("client_encoding is {0} and the statement holds non-ASCII characters")]
+    Encoding(String),
+    /// `standard_conforming_strings` is off and a string literal holds a backslash that
+    /// changes where it ends.
+    #[error(
+        "standard_conforming_strings is off and a string literal holds a backslash before a quote"
+    )]
+    BackslashString,
+    /// A statement still running may change `standard_conforming_strings` or
+    /// `client_encoding`, and this statement reads differently under the two.
+    #[error("a statement still running may change standard_conforming_strings or client_encoding, which this statement's reading depends on")]
+    SettingInFlight,
 }
 
 impl Refusal {
@@ -127,6 +155,7 @@ impl Refusal {
             | Refusal::DropRuled { table }
             | Refusal::UnsupportedMode { table, .. }
             | Refusal::Returning { table, .. }
+            | Refusal::Unreadable { table, .. }
             | Refusal::Unsupported { table, .. } => table,
         }
     }
@@ -144,6 +173,7 @@ impl Refusal {
             | Refusal::DropRuled { table }
             | Refusal::UnsupportedMode { table, .. }
             | Refusal::Returning { table, .. }
+            | Refusal::Unreadable { table, .. }
             | Refusal::Unsupported { table, .. } => *table = name.clone(),
         }
         self
@@ -186,6 +216,17 @@ impl Refusal {
             Refusal::Unsupported { .. } => {
                 "rewrite the statement as a plain INSERT, UPDATE or DELETE"
             }
+            Refusal::Unreadable { why, .. } => match why {
+                Unreadable::Encoding(_) => {
+                    "set client_encoding to UTF8 in sessions that write ruled tables"
+                }
+                Unreadable::BackslashString => {
+                    "write the literal as E'...', or set standard_conforming_strings to on"
+                }
+                Unreadable::SettingInFlight => {
+                    "send the statement after the result of the one that changes the setting"
+                }
+            },
         };
         Some(hint.to_string())
     }
@@ -195,7 +236,9 @@ impl Refusal {
     fn policy_applies(&self) -> bool {
         !matches!(
             self,
-            Refusal::DropRuled { .. } | Refusal::UnsupportedMode { .. }
+            Refusal::DropRuled { .. }
+                | Refusal::UnsupportedMode { .. }
+                | Refusal::Unreadable { .. }
         )
     }
 }

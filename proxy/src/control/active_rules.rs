@@ -8,7 +8,10 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use tandem_rules::{mentions_ruled_table, plan, Plan, RuleSet, RuledNames};
+use tandem_rules::{
+    mentions_ruled_table, plan, MirrorErrorPolicy, Plan, Reading, Rejection, RuleSet, RuledNames,
+    SessionReading,
+};
 
 /// Plans kept before the cache is cleared (statements are usually a small, fixed set).
 const PLAN_CACHE_LIMIT: usize = 10_000;
@@ -43,21 +46,46 @@ impl ActiveRules {
         self.names.is_empty()
     }
 
-    /// The plan for a statement, or `None` when it names no ruled table (the common case,
-    /// decided without parsing).
+    /// The plan for a client's statement bytes as a session reading them as `reading` does:
+    /// `None` when it names no ruled table however the session reads it (the common case,
+    /// decided without parsing), a refusal when Tandem cannot be sure how the server reads
+    /// it, else the (cached) plan of its text.
+    pub fn plan_text(
+        &self,
+        src: &[u8],
+        reading: SessionReading<'_>,
+        search_path: &Arc<[String]>,
+    ) -> Option<Arc<Plan>> {
+        match tandem_rules::read(src, reading, &self.set, &self.names) {
+            Reading::Unruled => None,
+            Reading::Plannable(sql) => Some(self.cached(sql, search_path)),
+            Reading::Unreadable(refusal) => Some(Arc::new(Plan::Reject(Rejection::new(
+                refusal,
+                MirrorErrorPolicy::Fail,
+            )))),
+        }
+    }
+
+    /// The plan for a statement read with the planner's defaults, or `None` when it names
+    /// no ruled table (decided without parsing).
     pub fn plan(&self, sql: &str, search_path: &Arc<[String]>) -> Option<Arc<Plan>> {
         if !mentions_ruled_table(sql, &self.names) {
             return None;
         }
+        Some(self.cached(sql, search_path))
+    }
+
+    /// The plan of a statement that names a ruled table, from the cache when planned before.
+    fn cached(&self, sql: &str, search_path: &Arc<[String]>) -> Arc<Plan> {
         let key = (sql.to_string(), Arc::clone(search_path));
         if let Some(hit) = self.cache.get(&key) {
-            return Some(Arc::clone(&hit));
+            return Arc::clone(&hit);
         }
         let planned = Arc::new(plan(sql, &self.set, search_path));
         if self.cache.len() >= PLAN_CACHE_LIMIT {
             self.cache.clear();
         }
         self.cache.insert(key, Arc::clone(&planned));
-        Some(planned)
+        planned
     }
 }

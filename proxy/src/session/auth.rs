@@ -30,6 +30,8 @@ pub struct Authenticated {
     pub upstream_leftover: BytesMut,
     /// Client bytes read past its last authentication answer (normally none).
     pub client_leftover: BytesMut,
+    /// The ParameterStatus reports of the login, name and value.
+    pub params: Vec<(String, String)>,
 }
 
 /// Runs startup and authentication between a client and a freshly opened upstream.
@@ -52,6 +54,7 @@ pub async fn relay(
     // Postgres caps authentication messages at 65535 bytes (PG_MAX_AUTH_TOKEN_LENGTH).
     let mut from_client = FrameReader::new(max_body.min(MAX_AUTH_MESSAGE));
     let mut cancel = None;
+    let mut params = Vec::new();
     loop {
         let frame = match from_upstream.next(upstream).await {
             Ok(Some(f)) => f,
@@ -142,7 +145,18 @@ pub async fn relay(
                     cancel,
                     upstream_leftover: from_upstream.into_leftover(),
                     client_leftover: from_client.into_leftover(),
+                    params,
                 });
+            }
+            tag::PARAMETER_STATUS => {
+                let mut parts = frame.body().split(|&b| b == 0);
+                if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                    params.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+                out.extend_from_slice(&frame.bytes);
             }
             _ => out.extend_from_slice(&frame.bytes),
         }

@@ -10,6 +10,7 @@ pub mod framed;
 pub mod mirror;
 pub mod negotiate;
 pub mod relay;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -151,7 +152,7 @@ async fn serve(
             max_message_bytes: limits.max_message_bytes,
             idle_timeout: limits.client_idle_timeout(),
             shutdown: shared.shutdown.clone(),
-            mirror: client_side(shared, startup),
+            mirror: client_side(shared, startup, &authed.params),
             info: Arc::clone(info),
         },
     )
@@ -159,7 +160,11 @@ async fn serve(
 }
 
 /// The rewriting half for a session on the rules' database, if rules are active.
-fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::ClientSide> {
+fn client_side(
+    shared: &Shared,
+    startup: &StartupMessage,
+    params: &[(String, String)],
+) -> Option<mirror::ClientSide> {
     let watch = shared.watch.as_ref()?;
     if startup.database() != Some(watch.database()) {
         return None;
@@ -167,6 +172,7 @@ fn client_side(shared: &Shared, startup: &StartupMessage) -> Option<mirror::Clie
     Some(mirror::ClientSide::new(
         Arc::clone(watch),
         search_path(startup),
+        Arc::new(settings::SessionSettings::from_login(params)),
         shared.drift.clone(),
         shared.sampler.clone(),
         Arc::clone(&shared.config),

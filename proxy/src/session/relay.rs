@@ -7,6 +7,7 @@
 //! they know when a session is idle, which is when shutdown and idle timeouts may close it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use super::error::SessionError;
 use super::framed::{Action, Output, Scanner};
 use super::mirror::{ClientSide, ExpectQueue, RetryJob, ServerSide};
+use super::settings::SessionSettings;
 use crate::control::stats::Stats;
 use crate::shared::Phase;
 use crate::wire::protocol::backend::ErrorFields;
@@ -105,7 +107,7 @@ pub async fn run(
     let (inject_tx, inject_rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
     let mut ctx = ctx;
     let client_side = ctx.mirror.take();
-    let ruled = client_side.is_some();
+    let settings = client_side.as_ref().map(ClientSide::settings);
     let (client_r, client_w) = client.into_split();
     let (upstream_r, upstream_w) = upstream.into_split();
     let (fatal_tx, fatal_rx) = oneshot::channel();
@@ -128,7 +130,7 @@ pub async fn run(
         upstream_leftover,
         &state,
         &ctx,
-        ruled,
+        settings,
         FromClientLoop {
             fatal: fatal_rx,
             inject: inject_rx,
@@ -331,9 +333,12 @@ async fn upstream_to_client(
     mut buf: BytesMut,
     state: &SessionState,
     ctx: &RelayContext<'_>,
-    ruled: bool,
+    settings: Option<Arc<SessionSettings>>,
     from_client_loop: FromClientLoop,
 ) -> Result<(), SessionError> {
+    // A ruled session: responses are fixed against the client side's expectations, and the
+    // server's reports of the settings that change how it reads SQL are recorded.
+    let ruled = settings.is_some();
     let FromClientLoop {
         mut fatal,
         mut inject,
@@ -353,9 +358,17 @@ async fn upstream_to_client(
             let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
             scanner.scan(
                 &buf,
-                |t| upstream_frame_inspected(t) || (ruled && ServerSide::inspects(t)),
+                |t| {
+                    upstream_frame_inspected(t)
+                        || (ruled && (ServerSide::inspects(t) || t == tag::PARAMETER_STATUS))
+                },
                 |t, body| {
                     match t {
+                        tag::PARAMETER_STATUS => {
+                            if let Some(settings) = &settings {
+                                settings.report_message(body);
+                            }
+                        }
                         tag::READY_FOR_QUERY => {
                             ready += 1;
                             status = body.first().copied();

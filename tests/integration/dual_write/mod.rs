@@ -12,6 +12,7 @@ mod clients;
 mod extended;
 mod failures;
 mod forms;
+mod reading;
 mod untouched;
 
 use tandem_tests::mirror::{

@@ -54,7 +54,15 @@ impl RawSession {
         self.send(&out).await
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    /// Sends a simple Query whose text is `sql` byte for byte (any client encoding).
+    pub async fn simple_bytes(&mut self, sql: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut body = sql.to_vec();
+        body.push(0);
+        self.send(&raw::message(b'Q', &body)).await
+    }
+
+    /// Sends raw frames and returns every frame up to the next ReadyForQuery.
+    pub async fn send(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
         self.stream.write_all(bytes).await.expect("send to server");
         let frames = raw::read_until_ready(&mut self.stream, RAW_WAIT).await;
         assert!(

@@ -10,16 +10,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection};
+use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection, SessionReading};
 use tracing::debug;
 
-use super::refusal::{self, raise_sql, refusal_of};
+use super::refusal::{self, raise_in_place, raise_sql, refusal_of, undecodable_name};
 use super::{append_frame, plain_query, Expect, MsgKind, MsgMode, Prepared, StmtFix};
 use crate::control::active_rules::ActiveRules;
 use crate::control::drift::DriftSink;
 use crate::control::shadow::Sampler;
 use crate::control::watch::RulesWatch;
 use crate::session::framed::Action;
+use crate::session::settings::SessionSettings;
 use crate::wire::protocol::frontend;
 
 /// A prepared statement as the server holds it: the client's SQL, what was sent for it,
@@ -71,6 +72,14 @@ pub struct ClientSide {
     pub(super) executes_since_sync: u32,
     /// Whether Tandem's savepoint statements are prepared in this session.
     pub(super) savepoints_prepared: bool,
+    /// The settings that decide how the server reads the session's SQL, as it reported them.
+    pub(super) settings: Arc<SessionSettings>,
+    /// A message sent since the queue was last empty may change those settings, so the
+    /// reports may be behind what the server will read the next statement with.
+    pub(super) settings_in_flight: bool,
+    /// A statement of the current transaction may have changed them (so its end may
+    /// change them back).
+    pub(super) settings_changed_in_transaction: bool,
 }
 
 impl ClientSide {
@@ -78,6 +87,7 @@ impl ClientSide {
     pub fn new(
         watch: Arc<RulesWatch>,
         search_path: Arc<[String]>,
+        settings: Arc<SessionSettings>,
         drift: Option<DriftSink>,
         sampler: Option<Arc<Sampler>>,
         config: Arc<crate::config::Config>,
@@ -97,6 +107,64 @@ impl ClientSide {
             retry_binds: HashMap::new(),
             executes_since_sync: 0,
             savepoints_prepared: false,
+            settings,
+            settings_in_flight: false,
+            settings_changed_in_transaction: false,
+        }
+    }
+
+    /// The session's settings, for the upstream loop to record the server's reports in.
+    pub fn settings(&self) -> Arc<SessionSettings> {
+        Arc::clone(&self.settings)
+    }
+
+    /// Plans the client's statement bytes as the server will read them (see
+    /// [`ActiveRules::plan_text`]), then notes whether the statement may change how later
+    /// ones read. `queue` holds what the server still owes: empty, every report of earlier
+    /// statements has arrived.
+    pub(super) fn plan_text(&mut self, src: &[u8], queue: &VecDeque<Expect>) -> Option<Arc<Plan>> {
+        if queue.is_empty() {
+            self.settings_in_flight = false;
+            if !self.in_transaction {
+                self.settings_changed_in_transaction = false;
+            }
+        }
+        let encoding = self.settings.client_encoding();
+        let reading = SessionReading {
+            lexing: self.settings.lexing(&encoding),
+            client_encoding: &encoding,
+            certain: !self.settings_in_flight,
+        };
+        let plan = self.rules.plan_text(src, reading, &self.search_path);
+        self.note_settings(src);
+        plan
+    }
+
+    /// Plans a statement remembered from earlier (a prepared statement planned again under
+    /// new rules) as the session reads text now.
+    pub(super) fn plan_known(&self, sql: &str) -> Option<Arc<Plan>> {
+        let encoding = self.settings.client_encoding();
+        let reading = SessionReading {
+            lexing: self.settings.lexing(&encoding),
+            client_encoding: &encoding,
+            certain: true,
+        };
+        self.rules
+            .plan_text(sql.as_bytes(), reading, &self.search_path)
+    }
+
+    /// Marks the settings uncertain until the server has answered a statement that may
+    /// change them (see `tandem_rules::settings_touch`).
+    pub(super) fn note_settings(&mut self, src: &[u8]) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let touch = tandem_rules::settings_touch(src);
+        if touch.sets {
+            self.settings_in_flight = true;
+            self.settings_changed_in_transaction = true;
+        } else if touch.ends_transaction && self.settings_changed_in_transaction {
+            self.settings_in_flight = true;
         }
     }
 
@@ -142,6 +210,11 @@ impl ClientSide {
             b'P' => self.parse(body, queue),
             b'B' => {
                 let mut out = BytesMut::new();
+                if frontend::bind_names(body).is_err() && frontend::bind_names_present(body) {
+                    // Names that are not UTF-8: Tandem could not tell which statement runs.
+                    raise_in_place(&undecodable_name(), queue, &mut out);
+                    return Action::Replace(out);
+                }
                 let mut refreshed = false;
                 if let Ok((_, statement)) = frontend::bind_names(body) {
                     refreshed = self.refresh(statement, queue, &mut out);
@@ -270,10 +343,12 @@ impl ClientSide {
     }
 
     fn query(&mut self, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
-        let Ok(sql) = frontend::query_sql(body) else {
+        let Ok(src) = frontend::query_sql(body) else {
             queue.push_back(plain_query());
             return Action::Forward;
         };
+        let text = String::from_utf8_lossy(src);
+        let sql: &str = &text;
         // DEALLOCATE / DISCARD ALL are not tracked on purpose: forgetting a statement here
         // could let one planned under older rules run unplanned, while remembering one the
         // server dropped at worst re-creates it on a stale Bind.
@@ -287,22 +362,28 @@ impl ClientSide {
                 return Action::Replace(out);
             }
         };
-        let plan = self.rules.plan(sql, &self.search_path);
+        let plan = self.plan_text(src, queue);
         self.maybe_sample(sql, plan.as_deref(), None);
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
             for (name, piece) in tandem_rules::prepared_statements(sql) {
-                let piece_plan = self.rules.plan(piece, &self.search_path);
+                // Read as the planner reads only when the whole text is (else no piece
+                // names a ruled table as the session reads it).
+                let piece_plan = match plan {
+                    Some(_) => self.rules.plan(piece, &self.search_path),
+                    None => None,
+                };
                 self.remember_sql_prepared(name, piece, piece_plan.as_deref());
             }
         }
         let mut out = BytesMut::new();
-        let (send, fixes): (String, Arc<[StmtFix]>) = match plan.as_deref() {
-            None | Some(Plan::Passthrough) => (sql.to_string(), Arc::from([])),
+        // `None` sends the client's own bytes.
+        let (send, fixes): (Option<String>, Arc<[StmtFix]>) = match plan.as_deref() {
+            None | Some(Plan::Passthrough) => (None, Arc::from([])),
             Some(Plan::Rewritten(statements)) => {
                 debug!(statements = statements.len(), "query rewritten");
                 (
-                    join_statements(statements),
+                    Some(join_statements(statements)),
                     statements
                         .iter()
                         .map(|s| s.response.clone().into())
@@ -311,10 +392,10 @@ impl ClientSide {
             }
             Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
                 self.record(rejection, sql);
-                (sql.to_string(), Arc::from([]))
+                (None, Arc::from([]))
             }
             Some(plan @ Plan::CopyIn(copy)) => match self.copy_in(copy) {
-                Some(copy) => copy,
+                Some((sql, fixes)) => (Some(sql), fixes),
                 None => {
                     queue.push_back(plain_query());
                     frontend::encode_query(&raise_sql(&refusal_of(plan)), &mut out);
@@ -331,13 +412,15 @@ impl ClientSide {
         let (send, fixes, retry) = match plan.as_deref() {
             Some(Plan::Rewritten(statements)) if prefix.is_empty() => {
                 match self.with_retry(statements) {
-                    Some((send, fixes, retry)) => (send, fixes, Some(retry)),
+                    Some((send, fixes, retry)) => (Some(send), fixes, Some(retry)),
                     None => (send, fixes, None),
                 }
             }
             _ => (send, fixes, None),
         };
-        let untouched = prefix.is_empty() && fixes.is_empty() && send == sql;
+        let untouched = prefix.is_empty()
+            && fixes.is_empty()
+            && send.as_deref().is_none_or(|s| s.as_bytes() == src);
         if untouched {
             queue.push_back(plain_query());
             return Action::Forward;
@@ -347,11 +430,11 @@ impl ClientSide {
             .map(|_| StmtFix::Hide)
             .chain(fixes.iter().cloned())
             .collect();
-        let mut text = prefix.join(";\n");
+        let mut text = prefix.join(";\n").into_bytes();
         if !text.is_empty() {
-            text.push_str(";\n");
+            text.extend_from_slice(b";\n");
         }
-        text.push_str(&send);
+        text.extend_from_slice(send.as_deref().map_or(src, str::as_bytes));
         queue.push_back(Expect::Query {
             fixes,
             next: 0,
@@ -359,7 +442,7 @@ impl ClientSide {
             retry,
             failed: None,
         });
-        frontend::encode_query(&text, &mut out);
+        frontend::encode_query_bytes(&text, &mut out);
         Action::Replace(out)
     }
 

@@ -12,7 +12,7 @@ use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
 use tracing::debug;
 
 use super::client::{ClientSide, Known};
-use super::refusal::{raise_in_place, refusal_of};
+use super::refusal::{raise_in_place, refusal_of, undecodable_name};
 use super::{Expect, MsgKind, MsgMode, Prepared};
 use crate::session::framed::Action;
 use crate::wire::protocol::frontend;
@@ -24,14 +24,24 @@ impl ClientSide {
             mode: MsgMode::Pass,
         };
         let Ok(parse) = frontend::parse_parse(body) else {
+            if frontend::parse_is_well_formed(body) {
+                // Only its name is not UTF-8.
+                let mut out = BytesMut::new();
+                raise_in_place(&undecodable_name(), queue, &mut out);
+                return Action::Replace(out);
+            }
+            // Malformed: the server refuses it itself.
             queue.push_back(pass);
             return Action::Forward;
         };
-        let plan = self.rules.plan(parse.sql, &self.search_path);
+        let plan = self.plan_text(parse.sql, queue);
+        // The text as a string: exact for UTF-8; otherwise it only ever names no ruled
+        // table, or is refused (see `tandem_rules::reading`), so it is never re-sent.
+        let sql = String::from_utf8_lossy(parse.sql).into_owned();
         let mut known = Known {
-            sql: parse.sql.to_string(),
+            sql: sql.clone(),
             param_types: parse.param_types.to_vec(),
-            sent: parse.sql.to_string(),
+            sent: sql.clone(),
             version: self.rules.set.version,
             plan: plan.clone(),
         };
@@ -75,7 +85,7 @@ impl ClientSide {
                 Action::Forward
             }
             Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {
-                self.record(rejection, parse.sql);
+                self.record(rejection, &sql);
                 self.statements.remove(parse.name);
                 queue.push_back(pass);
                 Action::Forward
@@ -112,7 +122,7 @@ impl ClientSide {
             return false;
         }
         let known = known.clone();
-        let plan = self.rules.plan(&known.sql, &self.search_path);
+        let plan = self.plan_known(&known.sql);
         let (sent, prepared) = match plan.as_deref() {
             None | Some(Plan::Passthrough) => (known.sql.clone(), None),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => (
@@ -210,7 +220,7 @@ impl ClientSide {
             if known.version == version {
                 continue;
             }
-            let sent = match self.rules.plan(&known.sql, &self.search_path).as_deref() {
+            let sent = match self.plan_known(&known.sql).as_deref() {
                 None | Some(Plan::Passthrough) => known.sql.clone(),
                 Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
                     statements[0].sql.clone()

@@ -42,6 +42,27 @@ pub(super) fn record(drift: Option<&DriftSink>, rules: &RuleSet, rejection: &Rej
     }
 }
 
+/// The prepared statement a refusal is raised through in the extended protocol.
+const REFUSAL_STATEMENT: &str = "tandem_refusal";
+
+/// A refusal for a Parse or Bind whose statement or portal name is not UTF-8: Tandem
+/// could not follow that statement across rule changes, so it is not let through.
+pub(super) fn undecodable_name() -> Rejection {
+    let reason = tandem_rules::Refusal::Unsupported {
+        table: tandem_rules::TableName::new(None, "?"),
+        construct: "a prepared statement or portal name that is not UTF-8".into(),
+    };
+    Rejection {
+        sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+        message: "tandem: prepared statement and portal names must be UTF-8 in a session with migration rules".into(),
+        detail: None,
+        hint: Some("name prepared statements and portals in ASCII".into()),
+        table: None,
+        policy: MirrorErrorPolicy::Fail,
+        reason,
+    }
+}
+
 /// Messages that run a statement raising `rejection` in the extended protocol (unnamed
 /// Parse, Bind, Execute), with their ParseComplete/BindComplete hidden: the server fails
 /// there and skips the client's messages up to Sync, as after any failed message.
@@ -50,10 +71,15 @@ pub(super) fn raise_in_place(
     queue: &mut VecDeque<Expect>,
     out: &mut BytesMut,
 ) {
-    frontend::encode_parse("", &raise_sql(rejection), &[0, 0], out);
-    frontend::encode_bind_empty("", "", out);
+    // A statement of Tandem's own, so the client's unnamed statement is not replaced (its
+    // next Bind of it, after the Sync, must find its own). Closing a statement that does
+    // not exist is no error.
+    frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
+    frontend::encode_parse(REFUSAL_STATEMENT, &raise_sql(rejection), &[0, 0], out);
+    frontend::encode_bind_empty("", REFUSAL_STATEMENT, out);
     frontend::encode_execute("", 0, out);
     for (kind, mode) in [
+        (MsgKind::Close, MsgMode::Hide),
         (MsgKind::Parse, MsgMode::Hide),
         (MsgKind::Bind, MsgMode::Hide),
         (MsgKind::Execute, MsgMode::Pass),

@@ -15,18 +15,18 @@ fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, Malformed> {
     std::str::from_utf8(bytes).map_err(|_| Malformed(what))
 }
 
-/// The SQL of a Query body.
-pub fn query_sql(body: &[u8]) -> Result<&str, Malformed> {
+/// The SQL of a Query body, as the client's bytes (in its client_encoding).
+pub fn query_sql(body: &[u8]) -> Result<&[u8], Malformed> {
     let (sql, _) = read_cstr(body).ok_or(Malformed("Query"))?;
-    utf8(sql, "Query")
+    Ok(sql)
 }
 
 /// A Parse message's parts.
 pub struct Parse<'a> {
     /// Prepared statement name ("" = unnamed).
     pub name: &'a str,
-    /// The SQL text.
-    pub sql: &'a str,
+    /// The SQL text, as the client's bytes (in its client_encoding).
+    pub sql: &'a [u8],
     /// Everything after the SQL: parameter count and type OIDs, kept as sent.
     pub param_types: &'a [u8],
 }
@@ -41,9 +41,25 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, Malformed> {
     }
     Ok(Parse {
         name: utf8(name, "Parse")?,
-        sql: utf8(sql, "Parse")?,
+        sql,
         param_types,
     })
+}
+
+/// Whether a Parse body has the shape of one (two C strings, then a parameter count), with
+/// names or text that may not be UTF-8.
+pub fn parse_is_well_formed(body: &[u8]) -> bool {
+    read_cstr(body)
+        .and_then(|(_, rest)| read_cstr(rest))
+        .is_some_and(|(_, params)| params.len() >= 2)
+}
+
+/// Whether a Bind body starts with two C strings (portal and statement names), whatever
+/// their encoding.
+pub fn bind_names_present(body: &[u8]) -> bool {
+    read_cstr(body)
+        .and_then(|(_, rest)| read_cstr(rest))
+        .is_some()
 }
 
 /// Portal and statement names of a Bind body.
@@ -135,8 +151,14 @@ fn cstr(out: &mut BytesMut, s: &str) {
 
 /// Encodes a Query.
 pub fn encode_query(sql: &str, out: &mut BytesMut) {
+    encode_query_bytes(sql.as_bytes(), out);
+}
+
+/// Encodes a Query whose text is the client's own bytes (in its client_encoding).
+pub fn encode_query_bytes(sql: &[u8], out: &mut BytesMut) {
     let start = begin(out, b'Q');
-    cstr(out, sql);
+    out.extend_from_slice(sql);
+    out.put_u8(0);
     finish(out, start);
 }
 
@@ -187,7 +209,7 @@ mod tests {
         let p = parse_parse(&b[5..]).unwrap();
         assert_eq!(
             (p.name, p.sql, p.param_types),
-            ("s1", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..])
+            ("s1", &b"SELECT $1"[..], &[0u8, 1, 0, 0, 0, 23][..])
         );
         assert!(parse_parse(b"s1\0SELECT").is_err());
         // Bind "p1" "s1": one binary format, two params (NULL, 4 bytes), no result formats.
@@ -213,6 +235,6 @@ mod tests {
         assert_eq!(bind_names(&b[5..]).unwrap(), ("", "st"));
         let mut b = BytesMut::new();
         encode_query("SELECT 1", &mut b);
-        assert_eq!(query_sql(&b[5..]).unwrap(), "SELECT 1");
+        assert_eq!(query_sql(&b[5..]).unwrap(), b"SELECT 1");
     }
 }

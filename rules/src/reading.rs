@@ -1,0 +1,332 @@
+//! Whether the planner may read a client's statement with its defaults.
+//!
+//! The planner (and the parser under it) reads SQL as UTF-8 with
+//! `standard_conforming_strings` on. A session may differ: another `client_encoding`, the
+//! old string syntax, or a statement still running that is about to change either. Most
+//! text reads the same under all of them (ASCII with no backslash, the common case, is
+//! decided without a second look); for the rest, [`read`] lexes the bytes as the session
+//! does, and as it might if a setting is changing, and answers one of three ways: no ruled
+//! table is named under any of those readings (pass it through), the session reads it
+//! exactly as the planner would (plan it), or Tandem cannot be sure (refuse it, naming the
+//! table and the setting).
+
+use crate::lexer::{CharWidths, Lexing, Scanner, Token};
+use crate::name::TableName;
+use crate::prefilter::{first_ruled_name, RuledNames};
+use crate::refusal::{Refusal, Unreadable};
+use crate::ruleset::RuleSet;
+
+/// How a session reads SQL text right now, as far as Tandem knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionReading<'a> {
+    /// The session's lexing settings, as the server last reported them.
+    pub lexing: Lexing,
+    /// The client encoding's name, as the server reported it.
+    pub client_encoding: &'a str,
+    /// False while a statement that may change those settings is still running.
+    pub certain: bool,
+}
+
+impl Default for SessionReading<'_> {
+    fn default() -> Self {
+        Self {
+            lexing: Lexing::default(),
+            client_encoding: "UTF8",
+            certain: true,
+        }
+    }
+}
+
+/// What to do with a statement's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading<'a> {
+    /// No ruled table is named however the session reads it: send it as it is.
+    Unruled,
+    /// The session reads it as the planner does: plan this text.
+    Plannable(&'a str),
+    /// Tandem cannot be sure how the server reads it.
+    Unreadable(Refusal),
+}
+
+/// Decides how the planner may treat `src` in a session reading it as `session` does.
+pub fn read<'a>(
+    src: &'a [u8],
+    session: SessionReading<'_>,
+    rules: &RuleSet,
+    names: &RuledNames,
+) -> Reading<'a> {
+    if names.is_empty() {
+        return Reading::Unruled;
+    }
+    let plain = src.iter().all(|&b| b < 0x80 && b != b'\\');
+    if plain {
+        // ASCII reads the same in every client encoding, and without a backslash the
+        // string syntax does not matter.
+        return match first_ruled_name(src, Lexing::default(), names) {
+            None => Reading::Unruled,
+            Some(_) => Reading::Plannable(ascii(src)),
+        };
+    }
+    let mut readings = vec![session.lexing];
+    if !session.certain {
+        let flipped = Lexing {
+            standard_conforming_strings: !session.lexing.standard_conforming_strings,
+            ..session.lexing
+        };
+        readings.push(flipped);
+        for lexing in [session.lexing, flipped] {
+            readings.push(Lexing {
+                encoding: CharWidths::HighBitBytes,
+                ..lexing
+            });
+        }
+    }
+    let Some(name) = readings
+        .iter()
+        .find_map(|lexing| first_ruled_name(src, *lexing, names))
+    else {
+        return Reading::Unruled;
+    };
+    let table = rule_table(rules, name);
+    let utf8_session = matches!(
+        session.client_encoding.to_ascii_uppercase().as_str(),
+        "UTF8" | "UTF-8" | "UNICODE"
+    );
+    let has_high = src.iter().any(|&b| b >= 0x80);
+    if has_high && (!utf8_session || !session.certain) {
+        let why = if utf8_session {
+            Unreadable::SettingInFlight
+        } else {
+            Unreadable::Encoding(session.client_encoding.to_string())
+        };
+        return Reading::Unreadable(Refusal::Unreadable { table, why });
+    }
+    let Ok(text) = std::str::from_utf8(src) else {
+        // Invalid UTF-8 in a UTF8 session: the server refuses the message itself.
+        return Reading::Unruled;
+    };
+    let planner = tokens(src, Lexing::default());
+    if readings
+        .iter()
+        .all(|lexing| tokens(src, *lexing) == planner)
+    {
+        return Reading::Plannable(text);
+    }
+    let why = if session.certain {
+        Unreadable::BackslashString
+    } else {
+        Unreadable::SettingInFlight
+    };
+    Reading::Unreadable(Refusal::Unreadable { table, why })
+}
+
+/// What a statement may do to the settings a [`SessionReading`] depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsTouch {
+    /// It may set `standard_conforming_strings` or `client_encoding` (`SET`, `RESET`,
+    /// `DISCARD`, `set_config(...)`, `SET NAMES`).
+    pub sets: bool,
+    /// It may end a transaction (`COMMIT`, `END`, `ROLLBACK`, `ABORT`), which undoes a
+    /// setting made inside it when the transaction fails or rolls back.
+    pub ends_transaction: bool,
+}
+
+/// What `src` may do to the lexing settings, judged from its words (a function that sets
+/// them without naming them is not seen; the server's report corrects Tandem afterwards).
+pub fn settings_touch(src: &[u8]) -> SettingsTouch {
+    let mut touch = SettingsTouch::default();
+    for token in Scanner::with(src, Lexing::default()) {
+        if token.kind != crate::lexer::Kind::Ident {
+            continue;
+        }
+        let word = &src[token.start..token.end];
+        let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+        if is("standard_conforming_strings")
+            || is("client_encoding")
+            || is("names")
+            || is("set_config")
+            || is("reset")
+            || is("discard")
+        {
+            touch.sets = true;
+        } else if is("commit") || is("end") || is("rollback") || is("abort") {
+            touch.ends_transaction = true;
+        }
+    }
+    touch
+}
+
+/// The text of an all-ASCII byte string.
+fn ascii(src: &[u8]) -> &str {
+    // ASCII is UTF-8; the fallback is never taken.
+    std::str::from_utf8(src).unwrap_or_default()
+}
+
+/// Every token of `src` as `lexing` reads it, for comparing two readings.
+fn tokens(src: &[u8], lexing: Lexing) -> Vec<Token> {
+    Scanner::with(src, lexing).collect()
+}
+
+/// The ruled table a bare name found by the pre-filter belongs to (the first rule with that
+/// name; a refusal names it).
+fn rule_table(rules: &RuleSet, name: &[u8]) -> TableName {
+    rules
+        .rules
+        .iter()
+        .find(|r| r.rule.table.name.as_bytes() == name)
+        .map(|r| r.rule.table.clone())
+        .unwrap_or_else(|| TableName::new(None, &String::from_utf8_lossy(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::{Mode, ResolvedRule, Rule, TableShape};
+
+    fn rules() -> (RuleSet, RuledNames) {
+        let rule = Rule::new(
+            TableName::parse("public.orders").unwrap(),
+            Mode::DualWrite,
+            vec!["id".into()],
+        );
+        let shape = TableShape {
+            mirrored_columns: vec!["id".into()],
+            ..TableShape::default()
+        };
+        let set = RuleSet::new(1, vec![ResolvedRule::new(rule, shape).unwrap()]).unwrap();
+        let names = RuledNames::new(&set);
+        (set, names)
+    }
+
+    fn why(reading: Reading<'_>) -> Option<Unreadable> {
+        match reading {
+            Reading::Unreadable(Refusal::Unreadable { why, .. }) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn plain_text_is_planned_or_passed_without_a_second_look() {
+        let (set, names) = rules();
+        let s = SessionReading::default();
+        assert_eq!(read(b"SELECT 1", s, &set, &names), Reading::Unruled);
+        assert_eq!(
+            read(b"DELETE FROM orders", s, &set, &names),
+            Reading::Plannable("DELETE FROM orders")
+        );
+        let latin1 = SessionReading {
+            client_encoding: "LATIN1",
+            certain: false,
+            ..s
+        };
+        assert_eq!(
+            read(b"DELETE FROM orders", latin1, &set, &names),
+            Reading::Plannable("DELETE FROM orders")
+        );
+    }
+
+    #[test]
+    fn non_ascii_text_in_another_encoding_is_refused_only_when_it_names_a_ruled_table() {
+        let (set, names) = rules();
+        let latin1 = SessionReading {
+            client_encoding: "LATIN1",
+            ..SessionReading::default()
+        };
+        assert_eq!(
+            read(
+                b"INSERT INTO other VALUES ('caf\xe9')",
+                latin1,
+                &set,
+                &names
+            ),
+            Reading::Unruled
+        );
+        assert_eq!(
+            why(read(
+                b"INSERT INTO orders VALUES ('caf\xe9')",
+                latin1,
+                &set,
+                &names
+            )),
+            Some(Unreadable::Encoding("LATIN1".into()))
+        );
+        let utf8 = SessionReading::default();
+        assert_eq!(
+            read(
+                "INSERT INTO orders VALUES ('café')".as_bytes(),
+                utf8,
+                &set,
+                &names
+            ),
+            Reading::Plannable("INSERT INTO orders VALUES ('café')")
+        );
+    }
+
+    #[test]
+    fn backslashes_before_quotes_are_refused_when_strings_are_not_standard() {
+        let (set, names) = rules();
+        let off = SessionReading {
+            lexing: Lexing {
+                standard_conforming_strings: false,
+                ..Lexing::default()
+            },
+            ..SessionReading::default()
+        };
+        // Reads the same either way: planned.
+        assert!(matches!(
+            read(br"INSERT INTO orders VALUES ('C:\dir')", off, &set, &names),
+            Reading::Plannable(_)
+        ));
+        // The quote ends the string only with standard strings.
+        assert_eq!(
+            why(read(
+                br"INSERT INTO orders VALUES ('a\'', 'b')",
+                off,
+                &set,
+                &names
+            )),
+            Some(Unreadable::BackslashString)
+        );
+        // Hidden inside a string under the session's reading: not named at all.
+        assert_eq!(
+            read(br"SELECT 'a\'; DELETE FROM orders; --'", off, &set, &names),
+            Reading::Unruled
+        );
+    }
+
+    #[test]
+    fn a_setting_changing_in_flight_refuses_what_it_would_change() {
+        let (set, names) = rules();
+        let unsure = SessionReading {
+            certain: false,
+            ..SessionReading::default()
+        };
+        assert_eq!(
+            why(read(
+                br"SELECT 'a\'; DELETE FROM orders; --'",
+                unsure,
+                &set,
+                &names
+            )),
+            Some(Unreadable::SettingInFlight)
+        );
+        assert_eq!(
+            why(read(
+                "DELETE FROM orders WHERE note = 'é'".as_bytes(),
+                unsure,
+                &set,
+                &names
+            )),
+            Some(Unreadable::SettingInFlight)
+        );
+        assert!(matches!(
+            read(
+                br"DELETE FROM orders WHERE note = 'C:\dir'",
+                unsure,
+                &set,
+                &names
+            ),
+            Reading::Plannable(_)
+        ));
+    }
+}
