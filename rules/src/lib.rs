@@ -58,7 +58,9 @@ pub use plan::{
 pub use planner::plan;
 pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
-pub use reading::{read, settings_touch, Reading, SessionReading, SettingsTouch};
+pub use reading::{
+    parse_search_path, read, settings_touch, Reading, SessionReading, SettingsTouch,
+};
 pub use record::SUPPORT_SQL;
 pub use refusal::{
     Refusal, Rejection, Unreadable, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE,

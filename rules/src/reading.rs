@@ -120,40 +120,110 @@ pub fn read<'a>(
     Reading::Unreadable(Refusal::Unreadable { table, why })
 }
 
-/// What a statement may do to the settings a [`SessionReading`] depends on.
+/// What a statement may do to the session settings Tandem follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SettingsTouch {
     /// It may set `standard_conforming_strings` or `client_encoding` (`SET`, `RESET`,
     /// `DISCARD`, `set_config(...)`, `SET NAMES`).
     pub sets: bool,
-    /// It may end a transaction (`COMMIT`, `END`, `ROLLBACK`, `ABORT`), which undoes a
-    /// setting made inside it when the transaction fails or rolls back.
+    /// It may set `search_path` (`SET search_path`, `SET SCHEMA`, `RESET`, `DISCARD`,
+    /// `set_config(...)`).
+    pub search_path: bool,
+    /// It may change the current role, which `"$user"` in `search_path` stands for.
+    pub role: bool,
+    /// It may end a transaction (`COMMIT`, `END`, `ROLLBACK`, `ABORT`, `PREPARE
+    /// TRANSACTION`), which undoes a setting made inside it when the transaction fails or
+    /// rolls back (or `ROLLBACK TO` a savepoint before it).
     pub ends_transaction: bool,
 }
 
-/// What `src` may do to the lexing settings, judged from its words (a function that sets
-/// them without naming them is not seen; the server's report corrects Tandem afterwards).
+/// What `src` may do to the session settings Tandem follows, judged from its words (a
+/// function that sets them without naming them is not seen; the server's reports, and
+/// Tandem's own checks at execution, catch that).
 pub fn settings_touch(src: &[u8]) -> SettingsTouch {
     let mut touch = SettingsTouch::default();
+    let mut previous_set = false;
     for token in Scanner::with(src, Lexing::default()) {
         if token.kind != crate::lexer::Kind::Ident {
+            previous_set = false;
             continue;
         }
         let word = &src[token.start..token.end];
         let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
-        if is("standard_conforming_strings")
-            || is("client_encoding")
-            || is("names")
-            || is("set_config")
-            || is("reset")
-            || is("discard")
-        {
+        if is("standard_conforming_strings") || is("client_encoding") || is("names") {
             touch.sets = true;
-        } else if is("commit") || is("end") || is("rollback") || is("abort") {
+        } else if is("set_config") || is("reset") || is("discard") {
+            touch.sets = true;
+            touch.search_path = true;
+            touch.role = true;
+        } else if is("search_path") || (previous_set && is("schema")) {
+            touch.search_path = true;
+        } else if is("role") || is("authorization") {
+            touch.role = true;
+        } else if is("commit") || is("end") || is("rollback") || is("abort") || is("prepare") {
             touch.ends_transaction = true;
         }
+        previous_set = is("set");
     }
     touch
+}
+
+/// The schemas of a `search_path` value, as the server splits it (`SplitIdentifierString`):
+/// comma-separated names, unquoted ones folded to lower case and truncated, quoted ones
+/// kept with `""` unescaped; `$user` (quoted or not) replaced by `user`. `None` when it is malformed.
+pub fn parse_search_path(raw: &str, user: &str) -> Option<Vec<String>> {
+    let mut schemas = Vec::new();
+    let mut rest = raw.trim_start();
+    if rest.is_empty() {
+        return Some(schemas);
+    }
+    loop {
+        let (name, quoted, after) = if let Some(body) = rest.strip_prefix('"') {
+            let mut name = String::new();
+            let mut chars = body.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => {
+                        if body[i + 1..].starts_with('"') {
+                            name.push('"');
+                            chars.next();
+                        } else {
+                            break i + 1;
+                        }
+                    }
+                    Some((_, c)) => name.push(c),
+                    None => return None,
+                }
+            };
+            (name, true, &body[end..])
+        } else {
+            let end = rest
+                .find(|c: char| c == ',' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            (rest[..end].to_string(), false, &rest[end..])
+        };
+        let name = if quoted {
+            name
+        } else {
+            crate::ident::normalize(&sqlparser::ast::Ident::new(name))
+        };
+        // `$user`, quoted (as in the default) or not, stands for the current role.
+        let name = if name == "$user" {
+            user.to_string()
+        } else {
+            name
+        };
+        schemas.push(name);
+        rest = after.trim_start();
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None if rest.is_empty() => return Some(schemas),
+            None => return None,
+        }
+    }
 }
 
 /// The text of an all-ASCII byte string.
@@ -291,6 +361,41 @@ mod tests {
         assert_eq!(
             read(br"SELECT 'a\'; DELETE FROM orders; --'", off, &set, &names),
             Reading::Unruled
+        );
+    }
+
+    #[test]
+    fn search_paths_split_as_the_server_splits_them() {
+        assert_eq!(
+            parse_search_path("\"$user\", public", "app").unwrap(),
+            vec!["app", "public"]
+        );
+        assert_eq!(
+            parse_search_path("$user, public", "App").unwrap(),
+            vec!["App", "public"]
+        );
+        assert_eq!(
+            parse_search_path(" S2 ,\"We\"\"ird\",public", "u").unwrap(),
+            vec!["s2", "We\"ird", "public"]
+        );
+        assert_eq!(parse_search_path("", "u").unwrap(), Vec::<String>::new());
+        assert!(parse_search_path("a,,b", "u").is_none());
+        assert!(parse_search_path("\"open", "u").is_none());
+    }
+
+    #[test]
+    fn statements_that_may_change_settings_are_told_apart() {
+        let t = settings_touch(b"SET search_path TO s2, public");
+        assert!(t.search_path && !t.sets && !t.role);
+        assert!(settings_touch(b"set schema 'x'").search_path);
+        assert!(!settings_touch(b"SELECT schema FROM t").search_path);
+        assert!(settings_touch(b"SELECT set_config('search_path', 'x', false)").search_path);
+        assert!(settings_touch(b"SET ROLE app").role);
+        assert!(settings_touch(b"SET standard_conforming_strings = off").sets);
+        assert!(settings_touch(b"ROLLBACK TO SAVEPOINT a").ends_transaction);
+        assert_eq!(
+            settings_touch(b"INSERT INTO t VALUES (1)"),
+            SettingsTouch::default()
         );
     }
 

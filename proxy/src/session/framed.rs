@@ -21,6 +21,10 @@ pub enum Action {
     /// not inspected may not be fully buffered, so asking to replace it is a bug, caught in
     /// debug builds and treated as Drop otherwise.
     Replace(BytesMut),
+    /// Not yet: end the scan before this frame, which stays in the buffer to be visited
+    /// again by a later scan (the session must first learn something from the server).
+    /// Only for inspected frames; treated as Forward otherwise.
+    Stop,
 }
 
 /// The bytes a scan decided to send: the input prefix itself while every frame is
@@ -122,6 +126,7 @@ impl Scanner {
                     return Ok(pos);
                 }
                 match visit(header.tag, &buf[pos + HEADER_LEN..end]) {
+                    Action::Stop => return Ok(pos),
                     Action::Forward => out.forward(&buf[pos..end]),
                     Action::Drop => out.diverge(buf, pos),
                     Action::Replace(bytes) => {
@@ -132,7 +137,7 @@ impl Scanner {
                 pos = end;
             } else {
                 let drop = match visit(header.tag, &[]) {
-                    Action::Forward => {
+                    Action::Forward | Action::Stop => {
                         out.forward(&buf[pos..pos + HEADER_LEN]);
                         false
                     }
