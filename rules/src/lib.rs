@@ -25,6 +25,7 @@ mod keymove;
 mod lexer;
 mod merge;
 pub mod name;
+mod only;
 mod parse;
 pub mod plan;
 mod planner;

@@ -23,7 +23,7 @@ use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::writes::{ruled_writes, written_table, Ctx};
-use crate::{copy, delete, insert, merge, reads, rename, reverse, truncate, update};
+use crate::{copy, delete, insert, merge, only, reads, rename, reverse, truncate, update};
 
 /// Plan a client's SQL string (one or more statements) under `rules`, resolving bare table
 /// names through `search_path` (schema names in catalog spelling, `$user` expanded).
@@ -76,10 +76,42 @@ fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
 
 /// Plan one statement that mentions a ruled table's name.
 fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
-    let stmt = match parse_statement(piece) {
+    let stripped = only::strip(piece);
+    let stmt = match parse_statement(&stripped.text) {
         Ok(stmt) => stmt,
         Err(reason) => return unparsable(piece, reason, ctx),
     };
+    let (_, top) = split_with(&stmt);
+    let top_rule = written_table(top).and_then(|n| ctx.active(n));
+    // `ONLY` survives a rewrite only on the top-level write to a ruled table (see `only`).
+    let top_only =
+        top_rule.is_some() && written_table(top).is_some_and(|n| stripped.marks_table(n));
+    let outcome = plan_parsed(piece, &stmt, top_only, ctx)?;
+    let carried =
+        usize::from(top_only && top_rule.is_some_and(|r| r.rule.mode != Mode::TargetOnly));
+    if stripped.marks.len() > carried {
+        let table = match &outcome {
+            Outcome::Untouched => return Ok(outcome),
+            Outcome::Rewritten(p) => p.rule_table.clone(),
+            Outcome::CopyIn(c) => Some(c.table.clone()),
+        };
+        return Err(Refusal::Unsupported {
+            table: table
+                .or_else(|| top_rule.map(|r| r.rule.table.clone()))
+                .unwrap_or_else(|| TableName::new(None, "?")),
+            construct: "UPDATE ONLY / DELETE FROM ONLY other than the statement's own write".into(),
+        });
+    }
+    Ok(outcome)
+}
+
+/// Plan one parsed statement; `only` says its top-level write carried `ONLY`.
+fn plan_parsed(
+    piece: &str,
+    stmt: &Statement,
+    only: bool,
+    ctx: Ctx<'_>,
+) -> Result<Outcome, Refusal> {
     if let Some((renamed, rule)) = rename::rewrite(&stmt, ctx) {
         return renamed_plan(&stmt, &renamed, rule, ctx);
     }
@@ -119,7 +151,7 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(&stmt, with, top, rule, piece)
+            plan_write(&stmt, with, top, rule, piece, only)
         }
         Statement::Explain {
             analyze: false,
@@ -154,6 +186,7 @@ fn plan_write(
     top: &Statement,
     rule: &ResolvedRule,
     piece: &str,
+    only: bool,
 ) -> Result<Outcome, Refusal> {
     if let Statement::Merge(_) = top {
         return Err(merge::refuse(rule));
@@ -166,14 +199,20 @@ fn plan_write(
         });
     }
     if rule.rule.mode == Mode::Cutover {
+        if only {
+            return Err(Refusal::Unsupported {
+                table: rule.rule.table.clone(),
+                construct: "UPDATE ONLY / DELETE FROM ONLY in cutover".into(),
+            });
+        }
         return Ok(Outcome::Rewritten(reverse::rewrite(
             with, top, rule, piece,
         )?));
     }
     let plan = match top {
         Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
-        Statement::Update(upd) => update::rewrite(with, upd, rule, piece)?,
-        Statement::Delete(del) => delete::rewrite(with, del, rule, piece)?,
+        Statement::Update(upd) => update::rewrite(with, upd, rule, piece, only)?,
+        Statement::Delete(del) => delete::rewrite(with, del, rule, piece, only)?,
         _ => return Ok(Outcome::Untouched),
     };
     Ok(Outcome::Rewritten(plan))

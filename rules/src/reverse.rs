@@ -90,8 +90,8 @@ pub(crate) fn rewrite(
     }
     let mut plan = match &write {
         Statement::Insert(ins) => insert::rewrite(with, ins, &reversed, piece),
-        Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece),
-        Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece),
+        Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece, false),
+        Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece, false),
         _ => {
             return Err(Refusal::Unsupported {
                 table: rule.rule.table.clone(),

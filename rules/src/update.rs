@@ -14,7 +14,7 @@
 //! `tandem_w`, and the client's RETURNING may only name the updated table. An UPDATE that
 //! assigns a key or target partition-key column moves the target row, which takes the
 //! [`keymove`](crate::keymove) form; that form is refused with FROM and under the `record`
-//! policy.
+//! policy. `UPDATE ONLY` keeps its `ONLY` (see [`only`](crate::only)).
 
 use sqlparser::ast::{
     Assignment, AssignmentTarget, ObjectName, ObjectNamePart, TableFactor, Update, With,
@@ -22,6 +22,7 @@ use sqlparser::ast::{
 
 use crate::ident::normalize;
 use crate::keymove;
+use crate::only;
 use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
@@ -34,6 +35,7 @@ pub(crate) fn rewrite(
     upd: &Update,
     rule: &ResolvedRule,
     statement: &str,
+    only: bool,
 ) -> Result<StatementPlan, Refusal> {
     let unsupported = |construct: &str| Refusal::Unsupported {
         table: rule.rule.table.clone(),
@@ -68,13 +70,13 @@ pub(crate) fn rewrite(
         if rule.rule.on_mirror_error == MirrorErrorPolicy::Record {
             return Err(refuse("under the record error policy"));
         }
-        return Ok(keymove::rewrite(with, upd, &subject));
+        return Ok(keymove::rewrite(with, upd, &subject, only));
     }
     let mut write = upd.clone();
     write.returning = None;
     subject.mirrored_joined(
         with,
-        &write,
+        &only::restore(write.to_string(), only),
         upd.from.is_some(),
         WriteTag::Update,
         upd.returning.as_deref(),
