@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod copy;
+mod ddl;
 mod delete;
 mod ident;
 mod insert;
@@ -46,6 +47,7 @@ mod truncate;
 mod update;
 mod writes;
 
+#[cfg(test)]
 #[cfg(test)]
 mod testkit;
 

@@ -23,7 +23,7 @@ use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::writes::{ruled_writes, written_table, Ctx};
-use crate::{copy, delete, insert, merge, only, reads, rename, reverse, truncate, update};
+use crate::{copy, ddl, delete, insert, merge, only, reads, rename, reverse, truncate, update};
 
 /// Plan a client's SQL string (one or more statements) under `rules`, resolving bare table
 /// names through `search_path` (schema names in catalog spelling, `$user` expanded).
@@ -76,6 +76,9 @@ fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
 
 /// Plan one statement that mentions a ruled table's name.
 fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
+    if let Some(refusal) = ddl::check(piece, ctx) {
+        return Err(refusal);
+    }
     let stripped = only::strip(piece);
     let stmt = match parse_statement(&stripped.text) {
         Ok(stmt) => stmt,
