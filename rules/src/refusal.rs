@@ -41,7 +41,8 @@ pub enum Refusal {
         table: TableName,
     },
     /// An UPDATE assigns a key or target partition key column in a form whose row move
-    /// Tandem cannot mirror (with FROM, or under the `record` policy).
+    /// Tandem cannot mirror (with FROM, in `INSERT ... ON CONFLICT DO UPDATE`, or under the
+    /// `record` policy).
     #[error("tandem: UPDATE changes key/partition column {column} of ruled table {table} {context}; Tandem cannot mirror a row move in that form")]
     KeyUpdate {
         /// The ruled table.
