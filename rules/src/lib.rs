@@ -48,7 +48,6 @@ mod update;
 mod writes;
 
 #[cfg(test)]
-#[cfg(test)]
 mod testkit;
 
 pub use ident::{name_part, quote_ident};
@@ -61,7 +60,10 @@ pub use prefilter::{mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
 pub use record::SUPPORT_SQL;
 pub use refusal::{Refusal, Rejection, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE};
-pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
+pub use rule::{
+    mirrored_columns, ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError,
+    TableShape,
+};
 pub use ruleset::RuleSet;
 pub use shadow::{overlap, shadow_pair, ShadowPair};
 

@@ -130,7 +130,13 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),
             target_columns: shape.legacy_columns.clone(),
-            mirrored_columns: shape.mirrored_columns.clone(),
+            // A column generated in legacy is computed there again, never written.
+            mirrored_columns: shape
+                .mirrored_columns
+                .iter()
+                .filter(|c| shape.legacy_columns.contains(c))
+                .cloned()
+                .collect(),
             target_partition_key: Vec::new(),
             legacy_oid: shape.target_oid,
             target_oid: shape.legacy_oid,
