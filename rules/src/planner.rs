@@ -11,8 +11,9 @@
 //! procedures or triggers, writes through views or rules, and temporary tables that shadow a
 //! ruled table's name.
 
-use sqlparser::ast::{ObjectType, SetExpr, Statement, With};
+use sqlparser::ast::{ObjectType, SetExpr, Statement, UtilityOption, With};
 
+use crate::ident::normalize;
 use crate::lexer::{folded_eq, Kind, Scanner};
 use crate::name::TableName;
 use crate::parse::{parse_statement, renders_faithfully};
@@ -157,10 +158,8 @@ fn plan_parsed(
             plan_write(&stmt, with, top, rule, piece, only)
         }
         Statement::Explain {
-            analyze: false,
-            options: None,
-            ..
-        } => Ok(Outcome::Untouched),
+            analyze, options, ..
+        } if !explain_runs(*analyze, options.as_deref()) => Ok(Outcome::Untouched),
         _ if !writes.is_empty() => Err(Refusal::NestedWrite {
             table: writes[0].rule.table.clone(),
             context: describe(top),
@@ -278,6 +277,20 @@ fn is_plain_with(stmt: &Statement) -> bool {
     }
 }
 
+/// Does this EXPLAIN run its statement? Only with ANALYZE (`EXPLAIN ANALYZE`, or an
+/// `ANALYZE` option not set to false); a plain EXPLAIN of a write writes nothing, so it
+/// passes through untouched and shows the plan of the client's own statement.
+fn explain_runs(analyze: bool, options: Option<&[UtilityOption]>) -> bool {
+    analyze
+        || options.unwrap_or_default().iter().any(|option| {
+            let off = option.arg.as_ref().is_some_and(|arg| {
+                let value = arg.to_string().to_ascii_lowercase();
+                matches!(value.trim_matches('\''), "false" | "off" | "no" | "0")
+            });
+            normalize(&option.name) == "analyze" && !off
+        })
+}
+
 /// Where a nested write sits, for the refusal message.
 fn describe(stmt: &Statement) -> &'static str {
     match stmt {
@@ -290,23 +303,62 @@ fn describe(stmt: &Statement) -> &'static str {
 }
 
 /// A statement the parser cannot read: refuse it when it names an active rule's table,
-/// since it might write it; otherwise it is none of Tandem's business.
+/// since it might write it; otherwise it is none of Tandem's business. The refusal names
+/// the table the client meant: by its schema when qualified, else through search_path.
 fn unparsable(piece: &str, reason: String, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
     let bytes = piece.as_bytes();
+    let tokens: Vec<_> = Scanner::new(piece).collect();
     let mut current_of = false;
-    let mut previous_current = false;
     let mut mentioned: Option<&ResolvedRule> = None;
-    for token in Scanner::new(piece) {
+    for (i, token) in tokens.iter().enumerate() {
         let text = &bytes[token.start..token.end];
         let is_ident = token.kind == Kind::Ident;
-        current_of |= previous_current && is_ident && folded_eq(text, b"of");
-        previous_current = is_ident && folded_eq(text, b"current");
-        if mentioned.is_none() {
-            mentioned = ctx.rules.rules.iter().find(|r| {
+        current_of |= i > 0
+            && is_ident
+            && folded_eq(text, b"of")
+            && tokens[i - 1].kind == Kind::Ident
+            && folded_eq(&bytes[tokens[i - 1].start..tokens[i - 1].end], b"current");
+        if mentioned.is_some() {
+            continue;
+        }
+        let spelled: Vec<&ResolvedRule> = ctx
+            .rules
+            .rules
+            .iter()
+            .filter(|r| {
                 r.rule.mode != Mode::Off
                     && token_spells(token.kind, text, r.rule.table.name.as_bytes())
-            });
-        }
+            })
+            .collect();
+        let Some(first) = spelled.first() else {
+            continue;
+        };
+        let schema = (i >= 2 && &bytes[tokens[i - 1].start..tokens[i - 1].end] == b".")
+            .then(|| &tokens[i - 2])
+            .filter(|t| matches!(t.kind, Kind::Ident | Kind::Quoted));
+        let by_schema = |schema: &str| {
+            spelled
+                .iter()
+                .find(|r| r.rule.table.schema.as_deref() == Some(schema))
+                .copied()
+        };
+        let meant = match schema {
+            Some(t) => {
+                let part = &bytes[t.start..t.end];
+                spelled.iter().copied().find(|r| {
+                    let s = r
+                        .rule
+                        .table
+                        .schema
+                        .as_deref()
+                        .unwrap_or_default()
+                        .as_bytes();
+                    token_spells(t.kind, part, s)
+                })
+            }
+            None => ctx.search_path.iter().find_map(|schema| by_schema(schema)),
+        };
+        mentioned = Some(meant.unwrap_or(first));
     }
     match mentioned {
         None => Ok(Outcome::Untouched),
