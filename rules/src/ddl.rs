@@ -7,7 +7,7 @@
 //! skip the mirror, rows of a new child or an attached partition appear on one side only,
 //! and a renamed column silently stops being copied. So, like `DROP TABLE`, these
 //! statements are refused while the rule is not `off`, on the legacy table and on the
-//! target alike.
+//! target alike (in `target_only` only on the target: the legacy table is retired).
 //!
 //! The check reads tokens rather than the parser's tree: the parser Tandem uses does not
 //! read `SET SCHEMA`, `INHERIT`, `NO INHERIT`, `ATTACH PARTITION` or `DETACH PARTITION`,
@@ -188,10 +188,11 @@ fn drop_target(t: &Tokens<'_>, ctx: Ctx<'_>) -> Option<Refusal> {
 
 /// The refusal when `name` is the legacy table or the target of an active rule.
 fn refuse_if_ruled(name: &TableName, action: &'static str, ctx: Ctx<'_>) -> Option<Refusal> {
+    // In `target_only` the legacy table is retired: the runbook has it dropped or renamed.
     let legacy = ctx
         .rules
         .lookup(name, ctx.search_path)
-        .filter(|r| r.rule.mode != Mode::Off)
+        .filter(|r| !matches!(r.rule.mode, Mode::Off | Mode::TargetOnly))
         .map(|r| (r, r.rule.table.clone()));
     let (rule, named) =
         legacy.or_else(|| target_rule(name, ctx).map(|r| (r, r.rule.target.clone())))?;

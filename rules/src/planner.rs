@@ -116,13 +116,13 @@ fn plan_parsed(
     only: bool,
     ctx: Ctx<'_>,
 ) -> Result<Outcome, Refusal> {
-    if let Some((renamed, rule)) = rename::rewrite(&stmt, ctx) {
-        return renamed_plan(&stmt, &renamed, rule, ctx);
+    if let Some((renamed, rule)) = rename::rewrite(stmt, ctx) {
+        return renamed_plan(stmt, &renamed, rule, ctx);
     }
-    let writes = ruled_writes(&stmt, ctx);
+    let writes = ruled_writes(stmt, ctx);
     if writes.is_empty() {
-        if let Some(read) = reads::rewrite(&stmt, ctx) {
-            if !renders_faithfully(&stmt) {
+        if let Some(read) = reads::rewrite(stmt, ctx) {
+            if !renders_faithfully(stmt) {
                 return Err(Refusal::Unsupported {
                     table: read
                         .rule_table
@@ -134,7 +134,7 @@ fn plan_parsed(
             return Ok(Outcome::Rewritten(read));
         }
     }
-    let (with, top) = split_with(&stmt);
+    let (with, top) = split_with(stmt);
     match top {
         Statement::Insert(_)
         | Statement::Update(_)
@@ -155,7 +155,7 @@ fn plan_parsed(
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(&stmt, with, top, rule, piece, only)
+            plan_write(stmt, with, top, rule, piece, only)
         }
         Statement::Explain {
             analyze, options, ..

@@ -228,3 +228,24 @@ fn ddl_on_a_target_reached_through_search_path_names_its_schema() {
         Plan::Passthrough
     );
 }
+
+#[test]
+fn ddl_on_a_retired_legacy_table_passes_in_target_only() {
+    let mut rules = rules();
+    for r in &mut rules.rules {
+        r.rule.mode = Mode::TargetOnly;
+    }
+    let Plan::Reject(r) = plan("ALTER TABLE orders_v2 RENAME TO x", &rules, &path()) else {
+        panic!("the target is the table of record");
+    };
+    assert_eq!(r.sqlstate, "55000");
+    assert_eq!(
+        plan(
+            "ALTER TABLE orders RENAME TO orders_retired",
+            &rules,
+            &path()
+        ),
+        Plan::Passthrough,
+        "renaming the retired legacy table is the runbook's last step"
+    );
+}
