@@ -10,10 +10,12 @@
 //! ```
 //!
 //! The target loses exactly the rows, by key, that the legacy table lost; a row that was
-//! not backfilled yet is simply not there to delete.
+//! not backfilled yet is simply not there to delete. `DELETE FROM ONLY` keeps its `ONLY`
+//! (see [`only`](crate::only)).
 
 use sqlparser::ast::{Delete, FromTable, TableFactor, With};
 
+use crate::only;
 use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
@@ -26,6 +28,7 @@ pub(crate) fn rewrite(
     del: &Delete,
     rule: &ResolvedRule,
     statement: &str,
+    only: bool,
 ) -> Result<StatementPlan, Refusal> {
     let unsupported = |construct: &str| Refusal::Unsupported {
         table: rule.rule.table.clone(),
@@ -59,7 +62,7 @@ pub(crate) fn rewrite(
     write.returning = None;
     subject.mirrored_joined(
         with,
-        &write,
+        &only::restore(write.to_string(), only),
         del.using.is_some(),
         WriteTag::Delete,
         del.returning.as_deref(),

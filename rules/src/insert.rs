@@ -13,13 +13,24 @@
 //! VALUES, the client's own ON CONFLICT): `tandem_w` holds exactly the rows the legacy table
 //! inserted or updated, and the target gets those rows by upsert, so a row the client's
 //! `ON CONFLICT DO NOTHING` skipped is skipped in the target too.
+//!
+//! Except one: `ON CONFLICT ... DO UPDATE SET <key column> = ...` moves the existing row to
+//! a new key, and its old key, which the target row still has, is in no RETURNING (and
+//! which row conflicted is only known inside the INSERT). It is refused like a key change
+//! with FROM, unless the value is `EXCLUDED.<col>` for a column of the conflict target:
+//! that is the key the row already has (the common "upsert every column" form).
 
-use sqlparser::ast::{Insert, TableObject, With};
+use sqlparser::ast::{
+    ConflictTarget, Expr, Insert, OnConflict, OnConflictAction, OnInsert, TableObject, With,
+};
+
+use crate::ident::normalize;
 
 use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::rule::ResolvedRule;
+use crate::update::assigned_keys;
 
 /// Rewrite an INSERT into `rule`'s table (with the client's `with`, if any);
 /// `statement` is the client's text, kept with any drift under the `record` policy.
@@ -39,6 +50,13 @@ pub(crate) fn rewrite(
     if has_foreign_syntax(ins) {
         return Err(unsupported("INSERT syntax from another SQL dialect"));
     }
+    if let Some(column) = moved_key(ins, rule) {
+        return Err(Refusal::KeyUpdate {
+            table: rule.rule.table.clone(),
+            column,
+            context: "in INSERT ... ON CONFLICT DO UPDATE",
+        });
+    }
     let subject = Subject {
         table,
         alias: ins.table_alias.as_ref().map(|a| &a.alias),
@@ -54,6 +72,30 @@ pub(crate) fn rewrite(
         ins.returning.as_deref(),
         statement,
     ))
+}
+
+/// The first key column an `ON CONFLICT DO UPDATE` may change (see the module doc).
+fn moved_key(ins: &Insert, rule: &ResolvedRule) -> Option<String> {
+    let Some(OnInsert::OnConflict(OnConflict {
+        conflict_target,
+        action: OnConflictAction::DoUpdate(update),
+    })) = &ins.on
+    else {
+        return None;
+    };
+    let arbiter: Vec<String> = match conflict_target {
+        Some(ConflictTarget::Columns(columns)) => columns.iter().map(normalize).collect(),
+        _ => Vec::new(),
+    };
+    assigned_keys(&update.assignments, rule)
+        .find(|(column, value)| {
+            let unchanged = matches!(value, Some(Expr::CompoundIdentifier(parts))
+                if parts.len() == 2
+                    && normalize(&parts[0]) == "excluded"
+                    && &normalize(&parts[1]) == column);
+            !(unchanged && arbiter.contains(column))
+        })
+        .map(|(column, _)| column)
 }
 
 /// Clauses the parser accepts for other databases; PostgreSQL would reject them anyway.

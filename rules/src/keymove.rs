@@ -52,6 +52,7 @@
 use sqlparser::ast::{Update, With};
 
 use crate::ident::quote_ident;
+use crate::only;
 use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::record::literal;
 use crate::returning::Subject;
@@ -64,7 +65,12 @@ const DELETE_CTE: &str = "tandem_d";
 
 /// Rewrite an UPDATE without FROM that assigns a key column of `subject`'s rule, under the
 /// `fail` policy. `upd` has been checked by [`update::rewrite`](crate::update::rewrite).
-pub(crate) fn rewrite(with: Option<&With>, upd: &Update, subject: &Subject<'_>) -> StatementPlan {
+pub(crate) fn rewrite(
+    with: Option<&With>,
+    upd: &Update,
+    subject: &Subject<'_>,
+    only: bool,
+) -> StatementPlan {
     let rule = subject.rule;
     let q = subject.qualifier();
     let key = &rule.rule.key;
@@ -84,8 +90,9 @@ pub(crate) fn rewrite(with: Option<&With>, upd: &Update, subject: &Subject<'_>) 
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
     let before = format!(
-        "{OLD_CTE} AS (SELECT {locked} FROM {table}{filter} FOR UPDATE)",
+        "{OLD_CTE} AS (SELECT {locked} FROM {only}{table}{filter} FOR UPDATE)",
         locked = locked.join(", "),
+        only = only::keyword(only),
         table = upd.table,
     );
 
@@ -94,7 +101,8 @@ pub(crate) fn rewrite(with: Option<&With>, upd: &Update, subject: &Subject<'_>) 
     write.returning = None;
     let write = format!(
         "{write} FROM {OLD_CTE} WHERE {q}.ctid = {OLD_CTE}.tandem_ctid \
-         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {q}.*"
+         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {q}.*",
+        write = only::restore(write.to_string(), only),
     );
 
     let stale: Vec<String> = key

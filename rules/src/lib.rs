@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod copy;
+mod ddl;
 mod delete;
 mod ident;
 mod insert;
@@ -25,6 +26,7 @@ mod keymove;
 pub mod lexer;
 mod merge;
 pub mod name;
+mod only;
 mod parse;
 pub mod plan;
 mod planner;
@@ -65,7 +67,10 @@ pub use record::SUPPORT_SQL;
 pub use refusal::{
     Refusal, Rejection, Unreadable, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE,
 };
-pub use rule::{ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError, TableShape};
+pub use rule::{
+    mirrored_columns, ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError,
+    TableShape,
+};
 pub use ruleset::RuleSet;
 pub use shadow::{overlap, shadow_pair, ShadowPair};
 pub use split::statement_spans;

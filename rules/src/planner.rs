@@ -11,8 +11,9 @@
 //! procedures or triggers, writes through views or rules, and temporary tables that shadow a
 //! ruled table's name.
 
-use sqlparser::ast::{ObjectType, SetExpr, Statement, With};
+use sqlparser::ast::{ObjectType, SetExpr, Statement, UtilityOption, With};
 
+use crate::ident::normalize;
 use crate::lexer::{folded_eq, Kind, Scanner};
 use crate::name::TableName;
 use crate::parse::{parse_statement, renders_faithfully};
@@ -23,7 +24,7 @@ use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::writes::{ruled_writes, written_table, Ctx};
-use crate::{copy, delete, insert, merge, reads, rename, reverse, truncate, update};
+use crate::{copy, ddl, delete, insert, merge, only, reads, rename, reverse, truncate, update};
 
 /// Plan a client's SQL string (one or more statements) under `rules`, resolving bare table
 /// names through `search_path` (schema names in catalog spelling, `$user` expanded).
@@ -76,17 +77,52 @@ fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
 
 /// Plan one statement that mentions a ruled table's name.
 fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
-    let stmt = match parse_statement(piece) {
+    if let Some(refusal) = ddl::check(piece, ctx) {
+        return Err(refusal);
+    }
+    let stripped = only::strip(piece);
+    let stmt = match parse_statement(&stripped.text) {
         Ok(stmt) => stmt,
         Err(reason) => return unparsable(piece, reason, ctx),
     };
-    if let Some((renamed, rule)) = rename::rewrite(&stmt, ctx) {
-        return renamed_plan(&stmt, &renamed, rule, ctx);
+    let (_, top) = split_with(&stmt);
+    let top_rule = written_table(top).and_then(|n| ctx.active(n));
+    // `ONLY` survives a rewrite only on the top-level write to a ruled table (see `only`).
+    let top_only =
+        top_rule.is_some() && written_table(top).is_some_and(|n| stripped.marks_table(n));
+    let outcome = plan_parsed(piece, &stmt, top_only, ctx)?;
+    let carried =
+        usize::from(top_only && top_rule.is_some_and(|r| r.rule.mode != Mode::TargetOnly));
+    if stripped.marks.len() > carried {
+        let table = match &outcome {
+            Outcome::Untouched => return Ok(outcome),
+            Outcome::Rewritten(p) => p.rule_table.clone(),
+            Outcome::CopyIn(c) => Some(c.table.clone()),
+        };
+        return Err(Refusal::Unsupported {
+            table: table
+                .or_else(|| top_rule.map(|r| r.rule.table.clone()))
+                .unwrap_or_else(|| TableName::new(None, "?")),
+            construct: "UPDATE ONLY / DELETE FROM ONLY other than the statement's own write".into(),
+        });
     }
-    let writes = ruled_writes(&stmt, ctx);
+    Ok(outcome)
+}
+
+/// Plan one parsed statement; `only` says its top-level write carried `ONLY`.
+fn plan_parsed(
+    piece: &str,
+    stmt: &Statement,
+    only: bool,
+    ctx: Ctx<'_>,
+) -> Result<Outcome, Refusal> {
+    if let Some((renamed, rule)) = rename::rewrite(stmt, ctx) {
+        return renamed_plan(stmt, &renamed, rule, ctx);
+    }
+    let writes = ruled_writes(stmt, ctx);
     if writes.is_empty() {
-        if let Some(read) = reads::rewrite(&stmt, ctx) {
-            if !renders_faithfully(&stmt) {
+        if let Some(read) = reads::rewrite(stmt, ctx) {
+            if !renders_faithfully(stmt) {
                 return Err(Refusal::Unsupported {
                     table: read
                         .rule_table
@@ -98,7 +134,7 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
             return Ok(Outcome::Rewritten(read));
         }
     }
-    let (with, top) = split_with(&stmt);
+    let (with, top) = split_with(stmt);
     match top {
         Statement::Insert(_)
         | Statement::Update(_)
@@ -119,13 +155,11 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(&stmt, with, top, rule, piece)
+            plan_write(stmt, with, top, rule, piece, only)
         }
         Statement::Explain {
-            analyze: false,
-            options: None,
-            ..
-        } => Ok(Outcome::Untouched),
+            analyze, options, ..
+        } if !explain_runs(*analyze, options.as_deref()) => Ok(Outcome::Untouched),
         _ if !writes.is_empty() => Err(Refusal::NestedWrite {
             table: writes[0].rule.table.clone(),
             context: describe(top),
@@ -154,6 +188,7 @@ fn plan_write(
     top: &Statement,
     rule: &ResolvedRule,
     piece: &str,
+    only: bool,
 ) -> Result<Outcome, Refusal> {
     if let Statement::Merge(_) = top {
         return Err(merge::refuse(rule));
@@ -166,14 +201,20 @@ fn plan_write(
         });
     }
     if rule.rule.mode == Mode::Cutover {
+        if only {
+            return Err(Refusal::Unsupported {
+                table: rule.rule.table.clone(),
+                construct: "UPDATE ONLY / DELETE FROM ONLY in cutover".into(),
+            });
+        }
         return Ok(Outcome::Rewritten(reverse::rewrite(
             with, top, rule, piece,
         )?));
     }
     let plan = match top {
         Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
-        Statement::Update(upd) => update::rewrite(with, upd, rule, piece)?,
-        Statement::Delete(del) => delete::rewrite(with, del, rule, piece)?,
+        Statement::Update(upd) => update::rewrite(with, upd, rule, piece, only)?,
+        Statement::Delete(del) => delete::rewrite(with, del, rule, piece, only)?,
         _ => return Ok(Outcome::Untouched),
     };
     Ok(Outcome::Rewritten(plan))
@@ -236,6 +277,20 @@ fn is_plain_with(stmt: &Statement) -> bool {
     }
 }
 
+/// Does this EXPLAIN run its statement? Only with ANALYZE (`EXPLAIN ANALYZE`, or an
+/// `ANALYZE` option not set to false); a plain EXPLAIN of a write writes nothing, so it
+/// passes through untouched and shows the plan of the client's own statement.
+fn explain_runs(analyze: bool, options: Option<&[UtilityOption]>) -> bool {
+    analyze
+        || options.unwrap_or_default().iter().any(|option| {
+            let off = option.arg.as_ref().is_some_and(|arg| {
+                let value = arg.to_string().to_ascii_lowercase();
+                matches!(value.trim_matches('\''), "false" | "off" | "no" | "0")
+            });
+            normalize(&option.name) == "analyze" && !off
+        })
+}
+
 /// Where a nested write sits, for the refusal message.
 fn describe(stmt: &Statement) -> &'static str {
     match stmt {
@@ -248,23 +303,58 @@ fn describe(stmt: &Statement) -> &'static str {
 }
 
 /// A statement the parser cannot read: refuse it when it names an active rule's table,
-/// since it might write it; otherwise it is none of Tandem's business.
+/// since it might write it; otherwise it is none of Tandem's business. The refusal names
+/// the table the client meant: by its schema when qualified, else through search_path.
 fn unparsable(piece: &str, reason: String, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
     let bytes = piece.as_bytes();
+    let tokens: Vec<_> = Scanner::new(piece).collect();
     let mut current_of = false;
-    let mut previous_current = false;
     let mut mentioned: Option<&ResolvedRule> = None;
-    for token in Scanner::new(piece) {
+    for (i, token) in tokens.iter().enumerate() {
         let text = &bytes[token.start..token.end];
         let is_ident = token.kind == Kind::Ident;
-        current_of |= previous_current && is_ident && folded_eq(text, b"of");
-        previous_current = is_ident && folded_eq(text, b"current");
-        if mentioned.is_none() {
-            mentioned = ctx.rules.rules.iter().find(|r| {
-                r.rule.mode != Mode::Off
-                    && token_spells(&token, bytes, r.rule.table.name.as_bytes())
-            });
+        current_of |= i > 0
+            && is_ident
+            && folded_eq(text, b"of")
+            && tokens[i - 1].kind == Kind::Ident
+            && folded_eq(&bytes[tokens[i - 1].start..tokens[i - 1].end], b"current");
+        if mentioned.is_some() {
+            continue;
         }
+        let spelled: Vec<&ResolvedRule> = ctx
+            .rules
+            .rules
+            .iter()
+            .filter(|r| {
+                r.rule.mode != Mode::Off && token_spells(token, bytes, r.rule.table.name.as_bytes())
+            })
+            .collect();
+        let Some(first) = spelled.first() else {
+            continue;
+        };
+        let schema = (i >= 2 && &bytes[tokens[i - 1].start..tokens[i - 1].end] == b".")
+            .then(|| &tokens[i - 2])
+            .filter(|t| matches!(t.kind, Kind::Ident | Kind::Quoted));
+        let by_schema = |schema: &str| {
+            spelled
+                .iter()
+                .find(|r| r.rule.table.schema.as_deref() == Some(schema))
+                .copied()
+        };
+        let meant = match schema {
+            Some(t) => spelled.iter().copied().find(|r| {
+                let s = r
+                    .rule
+                    .table
+                    .schema
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes();
+                token_spells(t, bytes, s)
+            }),
+            None => ctx.search_path.iter().find_map(|schema| by_schema(schema)),
+        };
+        mentioned = Some(meant.unwrap_or(first));
     }
     match mentioned {
         None => Ok(Outcome::Untouched),

@@ -3,7 +3,8 @@
 //! Almost every statement the proxy relays has nothing to do with the tables being
 //! migrated, and those must cost next to nothing. [`mentions_ruled_table`] answers from one
 //! allocation-free pass of the [lexer](crate::lexer): true when any identifier outside
-//! literals and comments spells the bare name of a rule in a mode other than `Off`. Schema
+//! literals and comments spells the bare name of a legacy table or a target of a rule in a
+//! mode other than `Off` (DDL on a target is checked too, see [`ddl`](crate::ddl)). Schema
 //! qualification is ignored, so the answer may be a false positive (`app.orders` when only
 //! `public.orders` is ruled, a column called `orders`); it is never a false negative, because
 //! only a true answer sends the statement to the planner.
@@ -15,18 +16,20 @@ use crate::ruleset::RuleSet;
 /// Bare names of the active rules, built once per [`RuleSet`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuledNames {
-    /// Catalog spelling of each active rule's table name, deduplicated.
+    /// Catalog spelling of each active rule's legacy and target table names, deduplicated.
     names: Vec<Box<[u8]>>,
 }
 
 impl RuledNames {
-    /// Names of the rules whose mode is not `Off`.
+    /// Names of the tables of the rules whose mode is not `Off`.
     pub fn new(rules: &RuleSet) -> Self {
         let mut names: Vec<Box<[u8]>> = Vec::new();
         for r in rules.rules.iter().filter(|r| r.rule.mode != Mode::Off) {
-            let name: Box<[u8]> = r.rule.table.name.as_bytes().into();
-            if !names.contains(&name) {
-                names.push(name);
+            for table in [&r.rule.table, &r.rule.target] {
+                let name: Box<[u8]> = table.name.as_bytes().into();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
             }
         }
         Self { names }
@@ -116,6 +119,15 @@ mod tests {
     }
 
     #[test]
+    fn target_names_are_names_too() {
+        // DDL on a target must reach the planner (see `ddl`).
+        assert!(mentions_ruled_table(
+            "ALTER TABLE orders_v2 RENAME TO x",
+            &orders()
+        ));
+    }
+
+    #[test]
     fn ignores_literals_comments_and_other_names() {
         let n = orders();
         assert!(!mentions_ruled_table("SELECT 'orders'", &n));
@@ -131,7 +143,7 @@ mod tests {
             &n
         ));
         assert!(!mentions_ruled_table("SELECT * FROM \"Orders\"", &n));
-        assert!(!mentions_ruled_table("SELECT * FROM orders_v2", &n));
+        assert!(!mentions_ruled_table("SELECT * FROM orders_v3", &n));
         assert!(!mentions_ruled_table("SELECT * FROM my_orders", &n));
         assert!(!mentions_ruled_table("SELECT $1, orders$x", &n));
         assert!(!mentions_ruled_table("SELECT E'\\", &n));

@@ -41,7 +41,8 @@ pub enum Refusal {
         table: TableName,
     },
     /// An UPDATE assigns a key or target partition key column in a form whose row move
-    /// Tandem cannot mirror (with FROM, or under the `record` policy).
+    /// Tandem cannot mirror (with FROM, in `INSERT ... ON CONFLICT DO UPDATE`, or under the
+    /// `record` policy).
     #[error("tandem: UPDATE changes key/partition column {column} of ruled table {table} {context}; Tandem cannot mirror a row move in that form")]
     KeyUpdate {
         /// The ruled table.
@@ -78,6 +79,17 @@ pub enum Refusal {
     DropRuled {
         /// The ruled table.
         table: TableName,
+    },
+    /// DDL that would change which table or column an active rule means: a rename, a new
+    /// schema, inheritance or partition changes of its legacy table or its target.
+    #[error("tandem: {action} on {named} would change what the active rule on {table} means; refusing it")]
+    DdlRuled {
+        /// The rule's legacy table.
+        table: TableName,
+        /// The table the statement changes (the legacy table or the rule's target).
+        named: TableName,
+        /// The statement, e.g. `ALTER TABLE ... RENAME TO`.
+        action: &'static str,
     },
     /// The rule's mode has no implementation yet; writes are refused rather than guessed.
     #[error("tandem: rule for {table} is in mode {}, which this version of Tandem does not implement; writes are refused", mode.as_str())]
@@ -137,7 +149,9 @@ impl Refusal {
     /// The SQLSTATE the client receives.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            Refusal::DropRuled { .. } => OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Refusal::DropRuled { .. } | Refusal::DdlRuled { .. } => {
+                OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             _ => FEATURE_NOT_SUPPORTED,
         }
     }
@@ -153,6 +167,7 @@ impl Refusal {
             | Refusal::CopyFromServer { table }
             | Refusal::CopyInBatch { table }
             | Refusal::DropRuled { table }
+            | Refusal::DdlRuled { table, .. }
             | Refusal::UnsupportedMode { table, .. }
             | Refusal::Returning { table, .. }
             | Refusal::Unreadable { table, .. }
@@ -171,6 +186,7 @@ impl Refusal {
             | Refusal::CopyFromServer { table }
             | Refusal::CopyInBatch { table }
             | Refusal::DropRuled { table }
+            | Refusal::DdlRuled { table, .. }
             | Refusal::UnsupportedMode { table, .. }
             | Refusal::Returning { table, .. }
             | Refusal::Unreadable { table, .. }
@@ -209,6 +225,15 @@ impl Refusal {
             Refusal::DropRuled { .. } => {
                 "remove the rule (or set its mode to off) and reload Tandem's configuration"
             }
+            Refusal::DdlRuled { action, .. } if action.ends_with("PARTITION") => {
+                "create and retire the target's partitions with `tandem partitions`, or set the \
+                 rule's mode to off first (SET RULE <table> MODE off), change both tables alike, \
+                 and turn the rule back on"
+            }
+            Refusal::DdlRuled { .. } => {
+                "set the rule's mode to off first (SET RULE <table> MODE off) or remove the rule, \
+                 make the change, point the rule at the tables as they are now, and turn it back on"
+            }
             Refusal::UnsupportedMode { .. } => "set the rule's mode to dual_write or off",
             Refusal::Returning { .. } => {
                 "qualify the returned columns with the ruled table's name or alias"
@@ -237,6 +262,7 @@ impl Refusal {
         !matches!(
             self,
             Refusal::DropRuled { .. }
+                | Refusal::DdlRuled { .. }
                 | Refusal::UnsupportedMode { .. }
                 | Refusal::Unreadable { .. }
         )

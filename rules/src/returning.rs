@@ -176,10 +176,7 @@ impl Subject<'_> {
                 }
                 _ => {}
             }
-            let mut check = OnlySubject {
-                subject: self,
-                legacy: &self.rule.shape.legacy_columns,
-            };
+            let mut check = OnlySubject { subject: self };
             if let ControlFlow::Break(what) = item.visit(&mut check) {
                 return Err(refuse(what));
             }
@@ -218,10 +215,10 @@ impl VisitorMut for Requalify<'_> {
     }
 }
 
-/// Finds the first reference that is not to the written table's own columns.
+/// Finds the first reference that is not to the written table's own columns (generated
+/// ones included: `tandem_w` carries them).
 struct OnlySubject<'a> {
     subject: &'a Subject<'a>,
-    legacy: &'a [String],
 }
 
 impl Visitor for OnlySubject<'_> {
@@ -231,9 +228,11 @@ impl Visitor for OnlySubject<'_> {
     }
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
         match expr {
-            Expr::Identifier(id) if !self.legacy.contains(&normalize(id)) => ControlFlow::Break(
-                format!("column {id}, which is not a known column of the table"),
-            ),
+            Expr::Identifier(id) if !self.subject.rule.shape.is_legacy_column(&normalize(id)) => {
+                ControlFlow::Break(format!(
+                    "column {id}, which is not a known column of the table"
+                ))
+            }
             Expr::CompoundIdentifier(parts)
                 if parts.len() > 1 && !self.subject.is_subject(&parts[..parts.len() - 1]) =>
             {

@@ -90,8 +90,8 @@ pub(crate) fn rewrite(
     }
     let mut plan = match &write {
         Statement::Insert(ins) => insert::rewrite(with, ins, &reversed, piece),
-        Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece),
-        Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece),
+        Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece, false),
+        Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece, false),
         _ => {
             return Err(Refusal::Unsupported {
                 table: rule.rule.table.clone(),
@@ -130,7 +130,13 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),
             target_columns: shape.legacy_columns.clone(),
-            mirrored_columns: shape.mirrored_columns.clone(),
+            // A column generated in legacy is computed there again, never written.
+            mirrored_columns: shape
+                .mirrored_columns
+                .iter()
+                .filter(|c| shape.legacy_columns.contains(c))
+                .cloned()
+                .collect(),
             target_partition_key: Vec::new(),
             legacy_oid: shape.target_oid,
             target_oid: shape.legacy_oid,

@@ -220,7 +220,8 @@ pub struct TableShape {
     pub legacy_columns: Vec<String>,
     /// All target columns.
     pub target_columns: Vec<String>,
-    /// Columns in both tables and not generated in the target: the ones copied.
+    /// Columns in both tables and not generated in the target: the ones copied (see
+    /// [`mirrored_columns`]).
     pub mirrored_columns: Vec<String>,
     /// The target's partition key columns (empty when it is not partitioned).
     pub target_partition_key: Vec<String>,
@@ -248,7 +249,29 @@ pub struct ColumnInfo {
     pub attnum: i16,
 }
 
+/// The columns a mirror copies, in legacy table order, from each table's columns as
+/// `(name, generated)`: every legacy column the target has as a plain column. A column
+/// generated in legacy but plain in the target is copied too, with the value legacy
+/// computed (the write's `RETURNING *` carries it); one generated in the target is left to
+/// the target to compute.
+pub fn mirrored_columns(legacy: &[(String, bool)], target: &[(String, bool)]) -> Vec<String> {
+    legacy
+        .iter()
+        .filter(|(name, _)| target.iter().any(|(t, generated)| t == name && !generated))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 impl TableShape {
+    /// Is `name` a legacy column, generated ones included?
+    pub fn is_legacy_column(&self, name: &str) -> bool {
+        if self.legacy_table.is_empty() {
+            self.legacy_columns.iter().any(|c| c == name)
+        } else {
+            self.legacy_table.iter().any(|c| c.name == name)
+        }
+    }
+
     /// A target column by name.
     pub fn target_column(&self, name: &str) -> Option<&ColumnInfo> {
         self.target_table.iter().find(|c| c.name == name)
@@ -349,3 +372,7 @@ pub enum RuleError {
 #[cfg(test)]
 #[path = "tests/rule.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests/generated.rs"]
+mod generated;

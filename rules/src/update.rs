@@ -14,14 +14,15 @@
 //! `tandem_w`, and the client's RETURNING may only name the updated table. An UPDATE that
 //! assigns a key or target partition-key column moves the target row, which takes the
 //! [`keymove`](crate::keymove) form; that form is refused with FROM and under the `record`
-//! policy.
+//! policy. `UPDATE ONLY` keeps its `ONLY` (see [`only`](crate::only)).
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, ObjectName, ObjectNamePart, TableFactor, Update, With,
+    Assignment, AssignmentTarget, Expr, ObjectName, ObjectNamePart, TableFactor, Update, With,
 };
 
 use crate::ident::normalize;
 use crate::keymove;
+use crate::only;
 use crate::plan::{StatementPlan, WriteTag};
 use crate::refusal::Refusal;
 use crate::returning::Subject;
@@ -34,6 +35,7 @@ pub(crate) fn rewrite(
     upd: &Update,
     rule: &ResolvedRule,
     statement: &str,
+    only: bool,
 ) -> Result<StatementPlan, Refusal> {
     let unsupported = |construct: &str| Refusal::Unsupported {
         table: rule.rule.table.clone(),
@@ -68,13 +70,13 @@ pub(crate) fn rewrite(
         if rule.rule.on_mirror_error == MirrorErrorPolicy::Record {
             return Err(refuse("under the record error policy"));
         }
-        return Ok(keymove::rewrite(with, upd, &subject));
+        return Ok(keymove::rewrite(with, upd, &subject, only));
     }
     let mut write = upd.clone();
     write.returning = None;
     subject.mirrored_joined(
         with,
-        &write,
+        &only::restore(write.to_string(), only),
         upd.from.is_some(),
         WriteTag::Update,
         upd.returning.as_deref(),
@@ -85,24 +87,35 @@ pub(crate) fn rewrite(
 /// The first key column (the target's partition key is part of the key) that `assignments`
 /// assign, if any.
 fn assigned_key(assignments: &[Assignment], rule: &ResolvedRule) -> Option<String> {
-    for assignment in assignments {
-        let targets: &[ObjectName] = match &assignment.target {
-            AssignmentTarget::ColumnName(name) => std::slice::from_ref(name),
-            AssignmentTarget::Tuple(names) => names,
+    assigned_keys(assignments, rule)
+        .next()
+        .map(|(column, _)| column)
+}
+
+/// Every key column (the target's partition key is part of the key) that `assignments`
+/// assign, with the assigned value (`None` inside a tuple assignment).
+pub(crate) fn assigned_keys<'a>(
+    assignments: &'a [Assignment],
+    rule: &'a ResolvedRule,
+) -> impl Iterator<Item = (String, Option<&'a Expr>)> + 'a {
+    assignments.iter().flat_map(move |assignment| {
+        let (targets, value): (&[ObjectName], _) = match &assignment.target {
+            AssignmentTarget::ColumnName(name) => {
+                (std::slice::from_ref(name), Some(&assignment.value))
+            }
+            AssignmentTarget::Tuple(names) => (names, None),
         };
-        for target in targets {
+        targets.iter().filter_map(move |target| {
             // `SET col.field = …` assigns a field of composite column `col`.
             let Some(ObjectNamePart::Identifier(first)) = target.0.first() else {
-                continue;
+                return None;
             };
             let column = normalize(first);
-            if rule.rule.key.contains(&column) || rule.shape.target_partition_key.contains(&column)
-            {
-                return Some(column);
-            }
-        }
-    }
-    None
+            let is_key = rule.rule.key.contains(&column)
+                || rule.shape.target_partition_key.contains(&column);
+            is_key.then_some((column, value))
+        })
+    })
 }
 
 #[cfg(test)]

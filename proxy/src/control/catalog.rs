@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use tandem_rules::{ColumnInfo, Mode, ResolvedRule, Rule, RuleSet, TableShape};
+use tandem_rules::{mirrored_columns, ColumnInfo, Mode, ResolvedRule, Rule, RuleSet, TableShape};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::Config;
@@ -124,11 +124,10 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         .filter(|c| !c.generated)
         .map(|c| c.name.clone())
         .collect();
-    let mirrored_columns: Vec<String> = legacy_columns
-        .iter()
-        .filter(|name| target_cols.iter().any(|t| &t.name == *name && !t.generated))
-        .cloned()
-        .collect();
+    let flags = |cols: &[Column]| -> Vec<(String, bool)> {
+        cols.iter().map(|c| (c.name.clone(), c.generated)).collect()
+    };
+    let mirrored_columns = mirrored_columns(&flags(&legacy), &flags(&target_cols));
     let target_partition_key = partition_key(client, target_oid).await?;
 
     let legacy_primary_key = primary_key(client, legacy_oid).await?;

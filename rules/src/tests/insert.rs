@@ -209,3 +209,68 @@ fn writes_to_a_ruled_table_in_a_cte_are_refused() {
         assert_eq!(r.table.as_ref().map(ToString::to_string).as_deref(), Some("public.orders"));
     }
 }
+
+#[test]
+fn on_conflict_update_of_a_key_column_is_refused() {
+    for (sql, column) in [
+        (
+            "INSERT INTO orders (id, note) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET id = 5",
+            "id",
+        ),
+        (
+            "INSERT INTO events (id, region) VALUES (1, 'eu') ON CONFLICT (id, region) \
+             DO UPDATE SET payload = 'p', region = 'us'",
+            "region",
+        ),
+        // EXCLUDED of a column outside the conflict target changes the key.
+        (
+            "INSERT INTO events AS e (id, region) VALUES (1, 'eu') ON CONFLICT (id) \
+             DO UPDATE SET region = EXCLUDED.region",
+            "region",
+        ),
+        (
+            "INSERT INTO orders (id) VALUES (1) ON CONFLICT ON CONSTRAINT orders_pkey \
+             DO UPDATE SET id = EXCLUDED.id",
+            "id",
+        ),
+        (
+            "INSERT INTO events (id, region) VALUES (1, 'eu') ON CONFLICT (id, region) \
+             DO UPDATE SET (payload, region) = ('p', 'us')",
+            "region",
+        ),
+    ] {
+        let r = rejection(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert_eq!(
+            r.message,
+            format!(
+                "tandem: UPDATE changes key/partition column {column} of ruled table {} in \
+                 INSERT ... ON CONFLICT DO UPDATE; Tandem cannot mirror a row move in that form",
+                if column == "id" && sql.contains("orders") {
+                    "public.orders"
+                } else {
+                    "public.events"
+                }
+            ),
+            "{sql}"
+        );
+        assert!(r
+            .hint
+            .unwrap()
+            .contains("delete the row and insert it again"));
+    }
+}
+
+#[test]
+fn on_conflict_update_setting_a_key_to_its_own_excluded_value_is_mirrored() {
+    let statements = rewritten(
+        "INSERT INTO events (id, region, payload) VALUES (1, 'eu', 'p') \
+         ON CONFLICT (id, region) DO UPDATE SET id = EXCLUDED.id, region = excluded.region, \
+         payload = EXCLUDED.payload",
+    );
+    assert!(statements[0]
+        .sql
+        .starts_with("WITH tandem_w AS (INSERT INTO events"));
+    // A key column that is not assigned is no reason to refuse.
+    rewritten("INSERT INTO orders (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET note = 'x'");
+}

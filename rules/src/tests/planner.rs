@@ -164,3 +164,80 @@ fn mode_off_passes_everything_through() {
         assert_eq!(plan(sql, &rules, &path()), Plan::Passthrough, "{sql}");
     }
 }
+
+#[test]
+fn explain_without_analyze_of_a_write_passes_through() {
+    for sql in [
+        "EXPLAIN UPDATE orders SET note = 'x'",
+        "EXPLAIN VERBOSE DELETE FROM orders WHERE id = 1",
+        "EXPLAIN (COSTS OFF) UPDATE orders SET note = 'x'",
+        "EXPLAIN (ANALYZE false, COSTS OFF) INSERT INTO orders (customer_id) VALUES (1)",
+        "EXPLAIN (ANALYZE off) DELETE FROM orders",
+        "EXPLAIN (FORMAT JSON) WITH d AS (DELETE FROM orders RETURNING id) SELECT * FROM d",
+    ] {
+        assert_passthrough(sql);
+    }
+    for sql in [
+        "EXPLAIN (ANALYZE, COSTS OFF) UPDATE orders SET note = 'x'",
+        "EXPLAIN (COSTS OFF, ANALYZE true) DELETE FROM orders",
+        "EXPLAIN (ANALYZE on) DELETE FROM orders",
+    ] {
+        let r = rejection(sql);
+        assert!(
+            r.message.contains("inside EXPLAIN ANALYZE"),
+            "{sql}: {}",
+            r.message
+        );
+    }
+}
+
+#[test]
+fn a_refusal_names_the_table_by_its_own_schema() {
+    let mut rules = rules();
+    let mut s2 = rules.rules[0].clone();
+    s2.rule.table = crate::name::TableName::new(Some("s2"), "orders");
+    s2.rule.target = crate::name::TableName::new(Some("s2"), "orders_v2");
+    rules.rules.push(s2);
+    let unparsable = "UPDATE orders SET note = 'x' WHERE CURRENT OF c RETURNING * INTO x";
+    for (sql, path, named) in [
+        (
+            unparsable,
+            vec!["s2".to_string(), "public".into()],
+            "s2.orders",
+        ),
+        (
+            unparsable,
+            vec!["public".to_string(), "s2".into()],
+            "public.orders",
+        ),
+        (
+            "SELECT FROM s2.orders WHERE CURRENT OF c INTO x",
+            path(),
+            "s2.orders",
+        ),
+        (
+            "MERGE INTO orders o USING c ON true WHEN MATCHED THEN DELETE",
+            vec!["s2".into()],
+            "s2.orders",
+        ),
+        (
+            "ALTER TABLE orders RENAME TO x",
+            vec!["s2".into()],
+            "s2.orders",
+        ),
+    ] {
+        let Plan::Reject(r) = plan(sql, &rules, &path) else {
+            panic!("{sql} is refused");
+        };
+        assert!(
+            r.message.contains(&format!("table {named}"))
+                || r.message.contains(&format!("on {named} ")),
+            "{sql} under {path:?}: {}",
+            r.message
+        );
+        assert_eq!(
+            r.table.as_ref().map(ToString::to_string).as_deref(),
+            Some(named)
+        );
+    }
+}
