@@ -137,7 +137,10 @@ pub(crate) fn rewrite(
         mirror: Mirror::Cte(mirror),
         projection: upd.returning.as_deref().map(|r| subject.projection(r)),
         alias: subject.row_name().to_string(),
-        check: Some(check),
+        check: Some(match subject.resolution_check() {
+            Some(resolves) => format!("{resolves} AND {check}"),
+            None => check,
+        }),
     }
     .sql();
     StatementPlan {

@@ -168,6 +168,27 @@ pub fn settings_touch(src: &[u8]) -> SettingsTouch {
     touch
 }
 
+/// Whether a statement of `src` that may change `search_path` (or, when `path_has_user`,
+/// the role) comes before one that names a ruled table: that one would be planned with a
+/// search_path the server no longer uses.
+pub fn search_path_changes_before_ruled(
+    src: &[u8],
+    lexing: Lexing,
+    names: &RuledNames,
+    path_has_user: bool,
+) -> bool {
+    let mut changed = false;
+    for span in crate::split::statement_spans(src, lexing) {
+        let piece = &src[span];
+        if changed && first_ruled_name(piece, lexing, names).is_some() {
+            return true;
+        }
+        let touch = settings_touch(piece);
+        changed |= touch.search_path || (path_has_user && touch.role);
+    }
+    false
+}
+
 /// The schemas of a `search_path` value, as the server splits it (`SplitIdentifierString`):
 /// comma-separated names, unquoted ones folded to lower case and truncated, quoted ones
 /// kept with `""` unescaped; `$user` (quoted or not) replaced by `user`. `None` when it is malformed.
@@ -381,6 +402,36 @@ mod tests {
         assert_eq!(parse_search_path("", "u").unwrap(), Vec::<String>::new());
         assert!(parse_search_path("a,,b", "u").is_none());
         assert!(parse_search_path("\"open", "u").is_none());
+    }
+
+    #[test]
+    fn a_search_path_change_before_a_ruled_statement_in_one_string_is_seen() {
+        let (_, names) = rules();
+        let l = Lexing::default();
+        assert!(search_path_changes_before_ruled(
+            b"SET search_path TO s2; INSERT INTO orders VALUES (1)",
+            l,
+            &names,
+            false
+        ));
+        assert!(!search_path_changes_before_ruled(
+            b"INSERT INTO orders VALUES (1); SET search_path TO s2",
+            l,
+            &names,
+            false
+        ));
+        assert!(!search_path_changes_before_ruled(
+            b"SET ROLE app; INSERT INTO orders VALUES (1)",
+            l,
+            &names,
+            false
+        ));
+        assert!(search_path_changes_before_ruled(
+            b"SET ROLE app; INSERT INTO orders VALUES (1)",
+            l,
+            &names,
+            true
+        ));
     }
 
     #[test]

@@ -152,6 +152,35 @@ BEGIN
 END
 $tandem$;
 
+-- Checks, inside a rewritten statement, that the bare table name the client wrote means
+-- the ruled table Tandem planned it as (by OID), with the session's own search_path and
+-- temporary tables: a temp table of the same name, or a search_path Tandem did not see
+-- change, fails the statement before it writes anything. No SET search_path on purpose:
+-- the name must be resolved as the caller's statement resolves it. Returns true.
+CREATE OR REPLACE FUNCTION tandem.resolves_to(
+    name       text,
+    expected   oid,
+    rule_table text
+) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $tandem$
+DECLARE
+    found oid := pg_catalog.to_regclass(name);
+    shown text;
+BEGIN
+    IF found IS DISTINCT FROM expected THEN
+        SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO shown
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = found;
+        RAISE EXCEPTION 'tandem: % means % in this session, not ruled table %; the statement was not run',
+                name, coalesce(shown, 'no table'), rule_table
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Qualify the table name with its schema, or rename the temporary table that shadows it.';
+    END IF;
+    RETURN true;
+END
+$tandem$;
+
 -- Client roles call tandem.mirror() from their own statements. EXECUTE on functions is
 -- PUBLIC by default; the schema's USAGE is not.
 GRANT USAGE ON SCHEMA tandem TO PUBLIC;

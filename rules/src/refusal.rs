@@ -143,6 +143,10 @@ pub enum Unreadable {
     /// `client_encoding`, and this statement reads differently under the two.
     #[error("a statement still running may change standard_conforming_strings or client_encoding, which this statement's reading depends on")]
     SettingInFlight,
+    /// `search_path` (or the role `"$user"` stands for) may have changed earlier in the
+    /// same query string or pipeline, so Tandem cannot tell which table a name means.
+    #[error("search_path may change earlier in the same query string or pipeline, so Tandem cannot tell which table the name means")]
+    SearchPathChanging,
 }
 
 impl Refusal {
@@ -250,6 +254,9 @@ impl Refusal {
                 }
                 Unreadable::SettingInFlight => {
                     "send the statement after the result of the one that changes the setting"
+                }
+                Unreadable::SearchPathChanging => {
+                    "change search_path in a query (or Sync) of its own, before the statement that writes the ruled table"
                 }
             },
         };

@@ -49,7 +49,7 @@ impl Subject<'_> {
             mirror: crate::sqlgen::mirror(self.rule, tag, statement),
             projection: returning.map(|r| self.projection(r)),
             alias: self.row_name().to_string(),
-            check: None,
+            check: self.resolution_check(),
         }
         .sql();
         crate::plan::StatementPlan {
@@ -84,6 +84,22 @@ impl Subject<'_> {
             "*".to_string()
         };
         Ok(self.mirrored(with, write, &row, tag, returning, statement))
+    }
+
+    /// The condition that makes the server check, as it runs the statement, that the bare
+    /// name the client wrote means the ruled table (by OID, with the session's search_path
+    /// and temporary tables): `tandem.resolves_to()` raises otherwise. `None` for a
+    /// schema-qualified name (which no session setting changes) or an unknown OID.
+    pub(crate) fn resolution_check(&self) -> Option<String> {
+        let oid = self.rule.shape.legacy_oid;
+        if self.table.0.len() != 1 || oid == 0 {
+            return None;
+        }
+        Some(format!(
+            "tandem.resolves_to({}, {oid}::oid, {})",
+            crate::record::literal(&self.table.to_string()),
+            crate::record::literal(&self.rule.rule.table.to_string()),
+        ))
     }
 
     /// The identifier that names the written row in RETURNING: the alias, else the last

@@ -3,9 +3,10 @@
 //! A client names a table bare (`orders`) or qualified (`public.orders`). Bare names are
 //! resolved the way the server would, through the session's `search_path` — but Tandem only
 //! knows the ruled tables, not every table in every schema, so it takes the first
-//! search_path schema that has a *ruled* table of that name. The caller expands `$user` to
-//! the session user before passing the path; a literal `$user` entry is skipped. Temporary
-//! tables (`pg_temp`) shadowing a ruled table are not detected.
+//! search_path schema that has a *ruled* table of that name. The caller passes the path as
+//! the server has it, `$user` expanded; a literal `$user` entry is skipped. A temporary
+//! table (`pg_temp`) shadowing a ruled table is not known here: the rewritten statement
+//! checks at execution that the name means the ruled table.
 
 use crate::name::TableName;
 use crate::rule::{ResolvedRule, RuleError};

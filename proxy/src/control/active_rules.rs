@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tandem_rules::{
-    mentions_ruled_table, plan, MirrorErrorPolicy, Plan, Reading, Rejection, RuleSet, RuledNames,
-    SessionReading,
+    first_ruled_name, mentions_ruled_table, plan, Lexing, MirrorErrorPolicy, Plan, Reading,
+    Rejection, RuleSet, RuledNames, SessionReading,
 };
 
 /// Plans kept before the cache is cleared (statements are usually a small, fixed set).
@@ -64,6 +64,28 @@ impl ActiveRules {
                 MirrorErrorPolicy::Fail,
             )))),
         }
+    }
+
+    /// The bare name of a ruled table `src` may name, under either string syntax.
+    pub fn ruled_name(&self, src: &[u8]) -> Option<Vec<u8>> {
+        [true, false].into_iter().find_map(|standard| {
+            let lexing = Lexing {
+                standard_conforming_strings: standard,
+                ..Lexing::default()
+            };
+            first_ruled_name(src, lexing, &self.names).map(<[u8]>::to_vec)
+        })
+    }
+
+    /// Whether a statement of `src` that may change search_path comes before one naming a
+    /// ruled table (see `tandem_rules::search_path_changes_before_ruled`).
+    pub fn search_path_changes_before_ruled(
+        &self,
+        src: &[u8],
+        lexing: Lexing,
+        path_has_user: bool,
+    ) -> bool {
+        tandem_rules::search_path_changes_before_ruled(src, lexing, &self.names, path_has_user)
     }
 
     /// The plan for a statement read with the planner's defaults, or `None` when it names

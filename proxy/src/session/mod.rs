@@ -180,8 +180,8 @@ fn client_side(
 }
 
 /// The session's search_path as the client set it at startup (a `search_path` parameter or
-/// `-c search_path=...` in `options`), else Postgres's default with `$user` expanded.
-/// A later `SET search_path` is not seen; see docs/config.md.
+/// `-c search_path=...` in `options`), else Postgres's default with `$user` expanded: what
+/// Tandem assumes until the server confirms the real one (see `mirror::probe`).
 fn search_path(startup: &StartupMessage) -> Arc<[String]> {
     let from_options = startup.param("options").and_then(|o| {
         o.split_whitespace()

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::error::SessionError;
 use super::framed::{Action, Output, Scanner};
-use super::mirror::{ClientSide, ExpectQueue, RetryJob, ServerSide};
+use super::mirror::{ClientSide, ExpectQueue, ProbeAnswer, RetryJob, ServerSide};
 use super::settings::SessionSettings;
 use crate::control::stats::Stats;
 use crate::shared::Phase;
@@ -45,9 +45,29 @@ struct SessionState {
     retry: std::sync::Mutex<Option<RetryJob>>,
     /// Wakes the client loop for `retry`.
     retry_notify: tokio::sync::Notify,
+    /// Tandem's search_path probe is in flight: its DataRow is inspected.
+    probing: AtomicBool,
+    /// The probe's answer, handed from the upstream loop to the client loop.
+    probe: std::sync::Mutex<Option<ProbeAnswer>>,
+    /// Wakes the client loop for `probe`.
+    probe_notify: tokio::sync::Notify,
+    /// Wakes the client loop at each ReadyForQuery (a message waits for a quiet session).
+    ready_notify: tokio::sync::Notify,
 }
 
 impl SessionState {
+    /// Nothing in flight and no extended-protocol batch open: a hidden query can be sent
+    /// and answered before anything of the client's.
+    fn is_quiet(&self) -> bool {
+        self.in_flight.load(Relaxed) <= 0
+            && !self.mid_pipeline.load(Relaxed)
+            && self
+                .expect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
     fn is_idle(&self) -> bool {
         self.in_flight.load(Relaxed) <= 0
             && self.tx_status.load(Relaxed) == b'I'
@@ -101,6 +121,10 @@ pub async fn run(
         expect: ExpectQueue::default(),
         retry: std::sync::Mutex::new(None),
         retry_notify: tokio::sync::Notify::new(),
+        probing: AtomicBool::new(false),
+        probe: std::sync::Mutex::new(None),
+        probe_notify: tokio::sync::Notify::new(),
+        ready_notify: tokio::sync::Notify::new(),
     };
     // Frames the client loop needs delivered to the client (a held error whose retry could
     // not run).
@@ -196,10 +220,34 @@ async fn client_to_upstream(
             }
         }
         if let Some(side) = &mut client_side {
-            side.set_in_transaction(state.tx_status.load(Relaxed) != b'I');
+            let status = state.tx_status.load(Relaxed);
+            side.set_in_transaction(status != b'I');
+            side.set_transaction_failed(status == b'E');
             // A transaction boundary: nothing in flight and the server said idle.
             if state.is_idle() {
                 ctx.info.set_rules_version(side.adopt_latest());
+            }
+            // A quiet point: ask the server for the search_path if it may have changed.
+            if side.needs_probe() && status != b'E' && state.is_quiet() {
+                let message = {
+                    let mut queue = state.expect.lock().unwrap_or_else(|p| p.into_inner());
+                    side.probe(&mut queue)
+                };
+                state.probing.store(true, Relaxed);
+                state.in_flight.fetch_add(1, Relaxed);
+                upstream
+                    .write_all(&message)
+                    .await
+                    .map_err(SessionError::UpstreamIo)?;
+                let answer = loop {
+                    if let Some(answer) =
+                        state.probe.lock().unwrap_or_else(|p| p.into_inner()).take()
+                    {
+                        break answer;
+                    }
+                    state.probe_notify.notified().await;
+                };
+                side.learn(answer);
             }
         }
         let mut queries = 0u64;
@@ -213,6 +261,14 @@ async fn client_to_upstream(
                 &buf,
                 |t| ruled && ClientSide::inspects(t),
                 |t, body| {
+                    let action = match (&mut client_side, &mut queue) {
+                        (Some(side), Some(queue)) => side.visit(t, body, queue),
+                        _ => Action::Forward,
+                    };
+                    if matches!(action, Action::Stop) {
+                        // Not sent yet: it is counted when it is.
+                        return action;
+                    }
                     match t {
                         tag::QUERY | tag::FUNCTION_CALL => {
                             syncs += 1;
@@ -230,10 +286,7 @@ async fn client_to_upstream(
                         tag::TERMINATE => terminated = true,
                         _ => {}
                     }
-                    match (&mut client_side, &mut queue) {
-                        (Some(side), Some(queue)) => side.visit(t, body, queue),
-                        _ => Action::Forward,
-                    }
+                    action
                 },
                 &mut out,
             )
@@ -249,6 +302,7 @@ async fn client_to_upstream(
                 return Err(err);
             }
         };
+        let waiting = client_side.as_mut().is_some_and(ClientSide::take_waiting);
         if n > 0 {
             if syncs > 0 {
                 state.in_flight.fetch_add(syncs, Relaxed);
@@ -275,6 +329,8 @@ async fn client_to_upstream(
         buf.reserve(READ_CHUNK);
         tokio::select! {
             _ = state.retry_notify.notified() => {}
+            // A message waits for the session to be quiet (see `mirror::probe`).
+            _ = state.ready_notify.notified(), if waiting => {}
             read = client.read_buf(&mut buf) => match read {
                 Ok(n) if n > 0 => last_read = Instant::now(),
                 other => {
@@ -354,6 +410,8 @@ async fn upstream_to_client(
         let mut status = None;
         let mut errors = 0u64;
         let mut retry = None;
+        let mut probe = None;
+        let probing = state.probing.load(Relaxed);
         let scanned = {
             let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
             scanner.scan(
@@ -361,6 +419,7 @@ async fn upstream_to_client(
                 |t| {
                     upstream_frame_inspected(t)
                         || (ruled && (ServerSide::inspects(t) || t == tag::PARAMETER_STATUS))
+                        || (probing && t == tag::DATA_ROW)
                 },
                 |t, body| {
                     match t {
@@ -381,7 +440,9 @@ async fn upstream_to_client(
                         _ => {}
                     }
                     match &mut queue {
-                        Some(queue) => ServerSide::visit_with_retry(t, body, queue, &mut retry),
+                        Some(queue) => {
+                            ServerSide::visit_all(t, body, queue, &mut retry, &mut probe)
+                        }
                         None => Action::Forward,
                     }
                 },
@@ -402,6 +463,11 @@ async fn upstream_to_client(
             *state.retry.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
             state.retry_notify.notify_one();
         }
+        if let Some(answer) = probe {
+            state.probing.store(false, Relaxed);
+            *state.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+            state.probe_notify.notify_one();
+        }
         if n > 0 {
             client
                 .write_all(output.bytes(&buf, n))
@@ -412,6 +478,7 @@ async fn upstream_to_client(
             Stats::add(&ctx.stats.errors, errors);
             if ready > 0 {
                 state.in_flight.fetch_sub(ready, Relaxed);
+                state.ready_notify.notify_one();
                 if let Some(s) = status {
                     state.tx_status.store(s, Relaxed);
                     ctx.info.set_state(s);

@@ -154,10 +154,11 @@ fn fail_policy_keeps_the_cte_form() {
 #[test]
 fn support_sql_defines_the_function_and_the_drift_table() {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, SUPPORT_SQL).expect("parses");
-    assert_eq!(statements.len(), 6, "schema, table, three functions, grant");
+    assert_eq!(statements.len(), 7, "schema, table, four functions, grant");
     assert!(SUPPORT_SQL.contains("CREATE SCHEMA IF NOT EXISTS tandem;"));
     assert!(SUPPORT_SQL.contains("CREATE TABLE IF NOT EXISTS tandem.drift ("));
     assert!(SUPPORT_SQL.contains("CREATE OR REPLACE FUNCTION tandem.mirror("));
+    assert!(SUPPORT_SQL.contains("CREATE OR REPLACE FUNCTION tandem.resolves_to("));
     assert!(SUPPORT_SQL.contains("CREATE OR REPLACE FUNCTION tandem.record_drift("));
     assert!(SUPPORT_SQL.contains("CREATE OR REPLACE FUNCTION tandem.check_moved("));
     // The function's argument list is what `guard` passes, in that order.

@@ -10,7 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection, SessionReading};
+use tandem_rules::{
+    join_statements, MirrorErrorPolicy, Plan, Rejection, SessionReading, SettingsTouch,
+};
 use tracing::debug;
 
 use super::refusal::{self, raise_in_place, raise_sql, refusal_of, undecodable_name};
@@ -38,6 +40,8 @@ pub(super) struct Known {
     /// The plan it was prepared with (protocol-level statements only), so a Bind needs no
     /// second plan lookup.
     pub(super) plan: Option<Arc<Plan>>,
+    /// What running it may do to the settings Tandem follows.
+    pub(super) touch: SettingsTouch,
 }
 
 /// Client-to-server half: rewrites and records expectations.
@@ -80,6 +84,19 @@ pub struct ClientSide {
     /// A statement of the current transaction may have changed them (so its end may
     /// change them back).
     pub(super) settings_changed_in_transaction: bool,
+    /// The search_path must be asked of the server before the next statement naming a
+    /// ruled table is planned (see `probe`).
+    pub(super) search_path_stale: bool,
+    /// The search_path holds `"$user"`, so a change of role changes it.
+    pub(super) path_has_user: bool,
+    /// A statement of the current transaction may have changed the search_path.
+    pub(super) search_path_changed_in_transaction: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    pub(super) extended_open: bool,
+    /// The last ReadyForQuery said the transaction failed.
+    pub(super) transaction_failed: bool,
+    /// The last scan stopped before a message that waits for the search_path.
+    pub(super) waiting: bool,
 }
 
 impl ClientSide {
@@ -110,6 +127,12 @@ impl ClientSide {
             settings,
             settings_in_flight: false,
             settings_changed_in_transaction: false,
+            search_path_stale: true,
+            path_has_user: true,
+            search_path_changed_in_transaction: false,
+            extended_open: false,
+            transaction_failed: false,
+            waiting: false,
         }
     }
 
@@ -127,6 +150,7 @@ impl ClientSide {
             self.settings_in_flight = false;
             if !self.in_transaction {
                 self.settings_changed_in_transaction = false;
+                self.search_path_changed_in_transaction = false;
             }
         }
         let encoding = self.settings.client_encoding();
@@ -159,7 +183,12 @@ impl ClientSide {
         if self.rules.is_empty() {
             return;
         }
-        let touch = tandem_rules::settings_touch(src);
+        self.note_touch(tandem_rules::settings_touch(src));
+    }
+
+    /// As [`note_settings`](Self::note_settings), for a statement whose effect is known.
+    pub(super) fn note_touch(&mut self, touch: SettingsTouch) {
+        self.note_search_path(touch);
         if touch.sets {
             self.settings_in_flight = true;
             self.settings_changed_in_transaction = true;
@@ -172,6 +201,11 @@ impl ClientSide {
     /// client messages is looked at.
     pub fn set_in_transaction(&mut self, in_transaction: bool) {
         self.in_transaction = in_transaction;
+    }
+
+    /// Records whether the last ReadyForQuery said the transaction failed.
+    pub fn set_transaction_failed(&mut self, failed: bool) {
+        self.transaction_failed = failed;
     }
 
     /// The rules version this session plans with.
@@ -204,6 +238,27 @@ impl ClientSide {
 
     /// Decides one client message's fate and records what its responses need.
     pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        let text = match tag {
+            b'Q' => frontend::query_sql(body).ok(),
+            b'P' => frontend::parse_parse(body).ok().map(|p| p.sql),
+            _ => None,
+        };
+        if let Some(src) = text {
+            if let Some(action) = self.wait_for_search_path(tag, src, queue) {
+                return action;
+            }
+        }
+        let action = self.visit_message(tag, body, queue);
+        match tag {
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.extended_open = true,
+            b'S' => self.extended_open = false,
+            _ => {}
+        }
+        action
+    }
+
+    /// [`visit`](Self::visit) once the message may be planned.
+    fn visit_message(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
         let msg = |kind, mode| Expect::Msg { kind, mode };
         match tag {
             b'Q' => self.query(body, queue),
@@ -217,6 +272,9 @@ impl ClientSide {
                 }
                 let mut refreshed = false;
                 if let Ok((_, statement)) = frontend::bind_names(body) {
+                    if let Some(touch) = self.known.get(statement).map(|k| k.touch) {
+                        self.note_touch(touch);
+                    }
                     refreshed = self.refresh(statement, queue, &mut out);
                     if self.sampler.is_some() {
                         if let Some(known) = self.known.get(statement) {
@@ -362,7 +420,17 @@ impl ClientSide {
                 return Action::Replace(out);
             }
         };
-        let plan = self.plan_text(src, queue);
+        let path_has_user = self.path_has_user;
+        let mut plan = self.plan_text(src, queue);
+        if plan.is_some()
+            && self.rules.search_path_changes_before_ruled(
+                src,
+                self.settings.lexing(&self.settings.client_encoding()),
+                path_has_user,
+            )
+        {
+            plan = Some(search_path_changing(src, &self.rules));
+        }
         self.maybe_sample(sql, plan.as_deref(), None);
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
@@ -494,6 +562,18 @@ impl ClientSide {
             .join(";\n");
         Some((sql, statements.iter().map(|(_, f)| f.clone()).collect()))
     }
+}
+
+/// The refusal for a query string that changes search_path before it names a ruled table.
+fn search_path_changing(src: &[u8], rules: &ActiveRules) -> Arc<Plan> {
+    let name = rules.ruled_name(src).unwrap_or_default();
+    Arc::new(Plan::Reject(Rejection::new(
+        tandem_rules::Refusal::Unreadable {
+            table: tandem_rules::TableName::new(None, &String::from_utf8_lossy(&name)),
+            why: tandem_rules::Unreadable::SearchPathChanging,
+        },
+        MirrorErrorPolicy::Fail,
+    )))
 }
 
 /// The session temp table a COPY into `table` lands in first.

@@ -17,6 +17,7 @@
 
 mod client;
 mod prepared;
+pub mod probe;
 mod refusal;
 mod retry;
 mod sample;
@@ -31,6 +32,8 @@ use tandem_rules::{ColumnOrigin, ResponseFix, WriteTag};
 use crate::wire::protocol::frame::{begin, finish};
 
 pub use client::ClientSide;
+pub use probe::PROBE_SQL;
+
 pub use refusal::raise_sql;
 pub use retry::{Retry, RetryExt, RetryJob, RetryKind};
 pub use server::ServerSide;
@@ -177,6 +180,40 @@ pub enum Expect {
         /// The held 23514 ErrorResponse, once it came.
         failed: Option<BytesMut>,
     },
+    /// Tandem's own query asking the server for the session's search_path (see
+    /// [`probe`]): every response is hidden, ReadyForQuery included, and the row kept.
+    Probe {
+        /// The answer so far.
+        answer: ProbeAnswer,
+    },
+}
+
+/// What the server answered to Tandem's search_path probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    /// The row's values (`search_path`, `current_user`), text format.
+    pub values: Vec<Option<String>>,
+    /// The server answered with an error.
+    pub failed: bool,
+}
+
+/// The values of a DataRow body, as text.
+pub(crate) fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut values = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        values.push(Some(String::from_utf8_lossy(rest.get(..len)?).into_owned()));
+        rest = &rest[len..];
+    }
+    Some(values)
 }
 
 /// The queue both halves of a ruled session share.

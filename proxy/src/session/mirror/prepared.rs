@@ -44,6 +44,7 @@ impl ClientSide {
             sent: sql.clone(),
             version: self.rules.set.version,
             plan: plan.clone(),
+            touch: tandem_rules::settings_touch(parse.sql),
         };
         if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
             if statements.len() == 1 {
@@ -196,6 +197,7 @@ impl ClientSide {
                 sent,
                 version: self.rules.set.version,
                 plan: None,
+                touch: tandem_rules::SettingsTouch::default(),
             },
         );
     }

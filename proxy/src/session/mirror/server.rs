@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tandem_rules::{ColumnOrigin, WriteTag};
 
 use super::retry::{RetryJob, RetryKind};
-use super::{Expect, Mirror, MsgKind, MsgMode, StmtFix};
+use super::{data_row, Expect, Mirror, MsgKind, MsgMode, ProbeAnswer, StmtFix};
 use crate::session::framed::Action;
 use crate::wire::protocol::backend::ErrorFields;
 use crate::wire::protocol::frame::{begin, finish};
@@ -41,9 +41,34 @@ impl ServerSide {
         queue: &mut VecDeque<Expect>,
         retry_out: &mut Option<RetryJob>,
     ) -> Action {
+        Self::visit_all(tag, body, queue, retry_out, &mut None)
+    }
+
+    /// As [`visit_with_retry`](Self::visit_with_retry); the answer to Tandem's search_path
+    /// probe is put in `probe_out` once its ReadyForQuery arrived.
+    pub fn visit_all(
+        tag: u8,
+        body: &[u8],
+        queue: &mut VecDeque<Expect>,
+        retry_out: &mut Option<RetryJob>,
+        probe_out: &mut Option<ProbeAnswer>,
+    ) -> Action {
         // Asynchronous messages can arrive at any point.
         if matches!(tag, b'N' | b'A' | b'S') {
             return Action::Forward;
+        }
+        if let Some(Expect::Probe { answer }) = queue.front_mut() {
+            match tag {
+                b'D' => answer.values = data_row(body).unwrap_or_default(),
+                b'E' => answer.failed = true,
+                b'Z' => {
+                    if let Some(Expect::Probe { answer }) = queue.pop_front() {
+                        *probe_out = Some(answer);
+                    }
+                }
+                _ => {}
+            }
+            return Action::Drop;
         }
         if tag == b'Z' {
             while let Some(e) = queue.pop_front() {
@@ -91,7 +116,7 @@ impl ServerSide {
                         return Action::Drop;
                     }
                     Expect::Sync | Expect::Query { .. } => break,
-                    Expect::Msg { .. } | Expect::RetryExec { .. } => {}
+                    Expect::Msg { .. } | Expect::RetryExec { .. } | Expect::Probe { .. } => {}
                 }
             }
             return Action::Forward;
@@ -171,6 +196,8 @@ impl ServerSide {
             return Action::Forward;
         }
         match head {
+            // Handled above, before any other expectation.
+            Expect::Probe { .. } => Action::Drop,
             Expect::Query {
                 failed: Some(_), ..
             } => Action::Drop,

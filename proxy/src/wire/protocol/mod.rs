@@ -41,6 +41,8 @@ pub mod tag {
     pub const PARAMETER_STATUS: u8 = b'S';
     /// Backend: ReadyForQuery.
     pub const READY_FOR_QUERY: u8 = b'Z';
+    /// Backend: DataRow.
+    pub const DATA_ROW: u8 = b'D';
     /// Backend: NegotiateProtocolVersion.
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }

@@ -1,0 +1,124 @@
+//! The session's search_path, as the server has it.
+//!
+//! A bare table name means whatever the session's search_path finds first, and only the
+//! server knows that path for sure: a role or database default (`ALTER ROLE ... SET`),
+//! `SET`, `SET LOCAL` undone at the end of the transaction, `set_config()`, `RESET`, a
+//! `SET ROLE` when the path holds `"$user"`. So Tandem does not model these: it marks the
+//! path stale whenever a statement may have changed it (and at the start of a session), and
+//! before it plans the next statement that names a ruled table it asks the server, with a
+//! hidden query whose every response the client never sees. The question is only asked at
+//! a quiet point (nothing in flight, no extended-protocol batch open, the transaction not
+//! failed); a statement that names a ruled table waits for that point, or, inside an open
+//! extended-protocol batch where waiting is impossible, is refused.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tandem_rules::{Refusal, Rejection, TableName, Unreadable};
+use tracing::{debug, warn};
+
+use super::client::ClientSide;
+use super::refusal::{raise_in_place, raise_sql};
+use super::{plain_query, Expect, ProbeAnswer};
+use crate::session::framed::Action;
+use crate::wire::protocol::frontend;
+
+/// The hidden query: the session's search_path and the role `"$user"` stands for.
+pub const PROBE_SQL: &str =
+    "SELECT pg_catalog.current_setting('search_path'), current_user::pg_catalog.text";
+
+impl ClientSide {
+    /// Whether the search_path must be asked for before a statement naming a ruled table
+    /// is planned.
+    pub fn needs_probe(&self) -> bool {
+        self.search_path_stale && !self.rules.is_empty()
+    }
+
+    /// The hidden probe query, its expectation pushed on `queue`.
+    pub fn probe(&mut self, queue: &mut VecDeque<Expect>) -> BytesMut {
+        queue.push_back(Expect::Probe {
+            answer: ProbeAnswer::default(),
+        });
+        let mut out = BytesMut::new();
+        frontend::encode_query(PROBE_SQL, &mut out);
+        out
+    }
+
+    /// Takes the server's answer: the search_path Tandem resolves bare names with from
+    /// now on.
+    pub fn learn(&mut self, answer: ProbeAnswer) {
+        self.search_path_stale = false;
+        let (Some(Some(raw)), Some(Some(user))) = (answer.values.first(), answer.values.get(1))
+        else {
+            warn!(
+                failed = answer.failed,
+                "the server did not say the session's search_path; keeping the last known one"
+            );
+            return;
+        };
+        match tandem_rules::parse_search_path(raw, user) {
+            Some(path) => {
+                debug!(search_path = %raw, "session search_path confirmed by the server");
+                self.path_has_user = raw.contains("$user");
+                self.search_path = Arc::from(path);
+            }
+            None => {
+                warn!(search_path = %raw, "cannot read the session's search_path; keeping the last known one")
+            }
+        }
+    }
+
+    /// Whether the last scan stopped before a statement that waits for the search_path.
+    pub fn take_waiting(&mut self) -> bool {
+        std::mem::take(&mut self.waiting)
+    }
+
+    /// Before a Query or Parse (text `src`): when the search_path is stale and the text
+    /// names a ruled table, stop the scan there (the relay asks the server, then visits
+    /// the message again), or inside an open extended-protocol batch refuse it. `None`
+    /// lets the message through to planning.
+    pub(super) fn wait_for_search_path(
+        &mut self,
+        tag: u8,
+        src: &[u8],
+        queue: &mut VecDeque<Expect>,
+    ) -> Option<Action> {
+        if !self.needs_probe() || self.transaction_failed {
+            // A failed transaction runs nothing but its end; what follows is planned again.
+            return None;
+        }
+        let name = self.rules.ruled_name(src)?;
+        if !self.extended_open {
+            self.waiting = true;
+            return Some(Action::Stop);
+        }
+        let table = TableName::new(None, &String::from_utf8_lossy(&name));
+        let rejection = Rejection::new(
+            Refusal::Unreadable {
+                table,
+                why: Unreadable::SearchPathChanging,
+            },
+            tandem_rules::MirrorErrorPolicy::Fail,
+        );
+        let mut out = BytesMut::new();
+        if tag == b'Q' {
+            queue.push_back(plain_query());
+            frontend::encode_query(&raise_sql(&rejection), &mut out);
+        } else {
+            raise_in_place(&rejection, queue, &mut out);
+        }
+        Some(Action::Replace(out))
+    }
+
+    /// After a statement that `touch` describes was sent: marks the search_path stale when
+    /// it may change it, or end the transaction that changed it.
+    pub(super) fn note_search_path(&mut self, touch: tandem_rules::SettingsTouch) {
+        if touch.search_path || (touch.role && self.path_has_user) {
+            self.search_path_stale = true;
+            self.search_path_changed_in_transaction = true;
+        } else if touch.ends_transaction && self.search_path_changed_in_transaction {
+            self.search_path_stale = true;
+        }
+    }
+}
