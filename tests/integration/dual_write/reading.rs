@@ -193,3 +193,27 @@ async fn a_statement_name_that_is_not_utf8_is_refused() {
     let frames = via.extended("SELECT 1").await;
     assert!(first_error(&frames).is_none(), "{frames:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_packet_naming_the_database_twice_means_the_last_one() {
+    use tokio::io::AsyncWriteExt;
+    let (pair, check, proxy) = ruled_pair(Kind::List, |r| r).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let packet = tandem_tests::raw::startup(
+        &pg().superuser,
+        "postgres",
+        &[("database", pg().database.as_str())],
+    );
+    s.write_all(&packet).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let frames = tandem_tests::raw::read_until_ready(&mut s, wait).await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+    s.write_all(&tandem_tests::raw::query(
+        &pair.sql("INSERT INTO {legacy} (tenant, amount) VALUES ('acme', 1)"),
+    ))
+    .await
+    .unwrap();
+    let frames = tandem_tests::raw::read_until_ready(&mut s, wait).await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+    assert_eq!(pair.counts(&check).await, (1, 1));
+}

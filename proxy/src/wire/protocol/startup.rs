@@ -48,8 +48,10 @@ pub struct StartupMessage {
 impl StartupMessage {
     /// The value of a parameter, if the client sent it.
     pub fn param(&self, name: &str) -> Option<&str> {
+        // The server keeps the last of duplicate keys.
         self.params
             .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
@@ -59,9 +61,11 @@ impl StartupMessage {
         self.param("user")
     }
 
-    /// The database, defaulting to the user name as Postgres does.
+    /// The database, defaulting to the user name as Postgres does (when missing or empty).
     pub fn database(&self) -> Option<&str> {
-        self.param("database").or_else(|| self.user())
+        self.param("database")
+            .filter(|d| !d.is_empty())
+            .or_else(|| self.user())
     }
 
     /// Encodes the message for the upstream, length word included.
@@ -231,6 +235,29 @@ mod tests {
             major: 3,
             minor: 0,
             params: vec![("user".into(), "app".into())],
+        };
+        assert_eq!(msg.database(), Some("app"));
+    }
+
+    #[test]
+    fn the_last_of_duplicate_keys_wins_and_an_empty_database_is_the_user() {
+        let msg = StartupMessage {
+            major: 3,
+            minor: 0,
+            params: vec![
+                ("user".into(), "app".into()),
+                ("database".into(), "other".into()),
+                ("database".into(), "ruled".into()),
+            ],
+        };
+        assert_eq!(msg.database(), Some("ruled"));
+        let msg = StartupMessage {
+            major: 3,
+            minor: 0,
+            params: vec![
+                ("user".into(), "app".into()),
+                ("database".into(), "".into()),
+            ],
         };
         assert_eq!(msg.database(), Some("app"));
     }
