@@ -382,3 +382,47 @@ async fn a_lost_listen_connection_is_reestablished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_one_way_and_run_the_other_is_checked_again_after_a_rule_change() {
+    use tandem_tests::mirror::RawSession;
+    use tandem_tests::raw::{first_error, message};
+    let (check, pair, config, schema) = ruled_off().await;
+    let proxy = start_ruled_proxy(config).await;
+    let probe = through(&proxy).await;
+    let mut via = RawSession::connect(proxy.addr).await;
+    // A protocol-level statement (to be run by SQL EXECUTE) and a SQL PREPARE (to be run
+    // through Bind), both made while the rule is off.
+    let insert = pair.sql("INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 1, 'x')");
+    let mut parse = b"tins\0".to_vec();
+    parse.extend_from_slice(insert.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut out = message(b'P', &parse);
+    out.extend(message(b'S', &[]));
+    assert!(first_error(&via.send(&out).await).is_none());
+    let frames = via.simple(&format!("PREPARE sqlins AS {insert}")).await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+
+    set_mode(&check, &schema, &pair, "dual_write").await;
+    until_mirrored(&probe, &check, &pair).await;
+    let before = pair.counts(&check).await;
+    let frames = via.simple("EXECUTE tins").await;
+    let error = first_error(&frames).expect("EXECUTE of a stale protocol statement is refused");
+    assert_eq!(error.code.as_deref(), Some("0A000"), "{error:?}");
+    let mut out = message(b'B', b"\0sqlins\0\0\0\0\0\0\0");
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(message(b'S', &[]));
+    let frames = via.send(&out).await;
+    let error = first_error(&frames).expect("Bind of a stale SQL PREPARE is refused");
+    assert_eq!(error.code.as_deref(), Some("0A000"), "{error:?}");
+    let mut parse = b"\0EXECUTE tins\0\0\0".to_vec();
+    let mut out = message(b'P', &parse);
+    parse.clear();
+    out.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(message(b'S', &[]));
+    let frames = via.send(&out).await;
+    let error = first_error(&frames).expect("a Parse of EXECUTE of a stale statement is refused");
+    assert_eq!(error.code.as_deref(), Some("0A000"), "{error:?}");
+    assert_eq!(pair.counts(&check).await, before, "nothing ran unmirrored");
+}

@@ -12,7 +12,7 @@ use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
 use tracing::debug;
 
 use super::client::{ClientSide, Known};
-use super::refusal::{raise_in_place, refusal_of, undecodable_name};
+use super::refusal::{raise_in_place, refusal_of, stale_statement, undecodable_name};
 use super::{Expect, MsgKind, MsgMode, Prepared};
 use crate::session::framed::Action;
 use crate::wire::protocol::frontend;
@@ -34,6 +34,13 @@ impl ClientSide {
             queue.push_back(pass);
             return Action::Forward;
         };
+        let stale = self.stale_execute(&String::from_utf8_lossy(parse.sql));
+        if let Some(rejection) = stale {
+            let mut out = BytesMut::new();
+            self.statements.remove(parse.name);
+            raise_in_place(&rejection, queue, &mut out);
+            return Action::Replace(out);
+        }
         let plan = self.plan_text(parse.sql, queue);
         // The text as a string: exact for UTF-8; otherwise it only ever names no ruled
         // table, or is refused (see `tandem_rules::reading`), so it is never re-sent.
@@ -117,6 +124,11 @@ impl ClientSide {
     ) -> bool {
         let version = self.rules.set.version;
         let Some(known) = self.known.get(name) else {
+            // A statement made by SQL PREPARE, bound through the protocol.
+            if let Err(rejection) = self.refresh_sql_statement(name) {
+                raise_in_place(&rejection, queue, out);
+                return true;
+            }
             return false;
         };
         if known.version == version {
@@ -211,28 +223,20 @@ impl ClientSide {
         sql: &str,
     ) -> Result<Vec<String>, Box<Rejection>> {
         let mut prefix = Vec::new();
-        if self.sql_prepared.is_empty() {
+        if self.sql_prepared.is_empty() && self.known.is_empty() {
             return Ok(prefix);
         }
         let version = self.rules.set.version;
         for name in tandem_rules::executed_names(sql) {
             let Some(known) = self.sql_prepared.get(&name).cloned() else {
+                // A statement made by a protocol Parse, run by SQL EXECUTE.
+                self.refresh_protocol_statement(&name)?;
                 continue;
             };
             if known.version == version {
                 continue;
             }
-            let sent = match self.plan_known(&known.sql).as_deref() {
-                None | Some(Plan::Passthrough) => known.sql.clone(),
-                Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
-                    statements[0].sql.clone()
-                }
-                Some(Plan::Reject(r)) if r.policy == MirrorErrorPolicy::Record => {
-                    self.record(r, &known.sql);
-                    known.sql.clone()
-                }
-                Some(other) => return Err(Box::new(refusal_of(other))),
-            };
+            let sent = self.sent_for(&known)?;
             if sent != known.sent {
                 prefix.push(format!("DEALLOCATE {}", tandem_rules::quote_ident(&name)));
                 prefix.push(sent.clone());
@@ -247,5 +251,87 @@ impl ClientSide {
             );
         }
         Ok(prefix)
+    }
+
+    /// For a Parse whose text EXECUTEs prepared statements: the refusal when one of them
+    /// was planned under older rules and must now run differently (a Parse cannot carry the
+    /// hidden re-prepare a simple Query gets).
+    fn stale_execute(&self, sql: &str) -> Option<Rejection> {
+        if self.sql_prepared.is_empty() && self.known.is_empty() {
+            return None;
+        }
+        let version = self.rules.set.version;
+        tandem_rules::executed_names(sql)
+            .into_iter()
+            .find_map(|name| {
+                let known = self
+                    .sql_prepared
+                    .get(&name)
+                    .or_else(|| self.known.get(&name))?;
+                if known.version == version {
+                    return None;
+                }
+                match self.sent_for(known) {
+                    Err(rejection) => Some(*rejection),
+                    Ok(sent) if sent != known.sent => Some(stale_statement(&name)),
+                    Ok(_) => None,
+                }
+            })
+    }
+
+    /// What the server must hold for a remembered statement under the rules in force: the
+    /// rewrite, or the client's own text; a refusal when the rules refuse it.
+    fn sent_for(&self, known: &Known) -> Result<String, Box<Rejection>> {
+        Ok(match self.plan_known(&known.sql).as_deref() {
+            None | Some(Plan::Passthrough) => known.sql.clone(),
+            Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
+            Some(Plan::Rewritten(_)) => known.sql.clone(),
+            Some(Plan::Reject(r)) if r.policy == MirrorErrorPolicy::Record => {
+                self.record(r, &known.sql);
+                known.sql.clone()
+            }
+            Some(other) => return Err(Box::new(refusal_of(other))),
+        })
+    }
+
+    /// A statement made by SQL PREPARE and run through the protocol (Bind/Describe): when
+    /// it was planned under older rules and must now run differently, it cannot be
+    /// re-prepared from here (its text is a PREPARE, not a statement a Parse takes), so it
+    /// is refused; when it runs the same, it is marked current.
+    fn refresh_sql_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
+        let version = self.rules.set.version;
+        let Some(known) = self.sql_prepared.get(name).cloned() else {
+            return Ok(());
+        };
+        if known.version == version {
+            return Ok(());
+        }
+        if self.sent_for(&known)? != known.sent {
+            return Err(Box::new(stale_statement(name)));
+        }
+        if let Some(k) = self.sql_prepared.get_mut(name) {
+            k.version = version;
+        }
+        Ok(())
+    }
+
+    /// A statement made by a protocol Parse and run by SQL EXECUTE: as
+    /// [`refresh_sql_statement`](Self::refresh_sql_statement), the other way round (a SQL
+    /// `PREPARE` cannot carry its declared parameter types).
+    fn refresh_protocol_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
+        let version = self.rules.set.version;
+        let Some(known) = self.known.get(name).cloned() else {
+            return Ok(());
+        };
+        if known.version == version {
+            return Ok(());
+        }
+        if self.sent_for(&known)? != known.sent {
+            return Err(Box::new(stale_statement(name)));
+        }
+        if let Some(k) = self.known.get_mut(name) {
+            k.version = version;
+        }
+        Ok(())
     }
 }

@@ -63,6 +63,26 @@ pub(super) fn undecodable_name() -> Rejection {
     }
 }
 
+/// A prepared statement planned under older rules that must now run differently and that
+/// Tandem cannot prepare again from where it is run (a protocol-level statement run by SQL
+/// `EXECUTE`, or a SQL `PREPARE` bound through the protocol).
+pub(super) fn stale_statement(name: &str) -> Rejection {
+    Rejection {
+        sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "tandem: prepared statement \"{name}\" was prepared under older migration rules and would now run differently"
+        ),
+        detail: Some("Tandem plans a prepared statement again where it is run, and cannot from here.".into()),
+        hint: Some("prepare the statement again (DEALLOCATE and PREPARE, or a new Parse)".into()),
+        table: None,
+        policy: MirrorErrorPolicy::Fail,
+        reason: tandem_rules::Refusal::Unsupported {
+            table: tandem_rules::TableName::new(None, "?"),
+            construct: "a prepared statement planned under older rules".into(),
+        },
+    }
+}
+
 /// Messages that run a statement raising `rejection` in the extended protocol (unnamed
 /// Parse, Bind, Execute), with their ParseComplete/BindComplete hidden: the server fails
 /// there and skips the client's messages up to Sync, as after any failed message.
