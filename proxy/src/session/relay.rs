@@ -303,6 +303,10 @@ async fn client_to_upstream(
             }
         };
         let waiting = client_side.as_mut().is_some_and(ClientSide::take_waiting);
+        if waiting && n == 0 && state.is_quiet() {
+            // Quiet already: ask for the search_path at the top of the loop.
+            continue;
+        }
         if n > 0 {
             if syncs > 0 {
                 state.in_flight.fetch_add(syncs, Relaxed);

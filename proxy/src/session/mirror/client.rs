@@ -97,6 +97,8 @@ pub struct ClientSide {
     pub(super) transaction_failed: bool,
     /// The last scan stopped before a message that waits for the search_path.
     pub(super) waiting: bool,
+    /// A message waits for the search_path: ask the server at the next quiet point.
+    pub(super) path_wanted: bool,
 }
 
 impl ClientSide {
@@ -133,6 +135,7 @@ impl ClientSide {
             extended_open: false,
             transaction_failed: false,
             waiting: false,
+            path_wanted: false,
         }
     }
 

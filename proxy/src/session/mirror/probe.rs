@@ -6,7 +6,8 @@
 //! `SET ROLE` when the path holds `"$user"`. So Tandem does not model these: it marks the
 //! path stale whenever a statement may have changed it (and at the start of a session), and
 //! before it plans the next statement that names a ruled table it asks the server, with a
-//! hidden query whose every response the client never sees. The question is only asked at
+//! hidden query whose every response the client never sees (a session that never names a
+//! ruled table never asks). The question is only asked at
 //! a quiet point (nothing in flight, no extended-protocol batch open, the transaction not
 //! failed); a statement that names a ruled table waits for that point, or, inside an open
 //! extended-protocol batch where waiting is impossible, is refused.
@@ -29,10 +30,11 @@ pub const PROBE_SQL: &str =
     "SELECT pg_catalog.current_setting('search_path'), current_user::pg_catalog.text";
 
 impl ClientSide {
-    /// Whether the search_path must be asked for before a statement naming a ruled table
-    /// is planned.
+    /// Whether a statement naming a ruled table waits for the server to say the
+    /// search_path (asked only then: a session that never names a ruled table never pays
+    /// the round trip).
     pub fn needs_probe(&self) -> bool {
-        self.search_path_stale && !self.rules.is_empty()
+        self.search_path_stale && self.path_wanted && !self.rules.is_empty()
     }
 
     /// The hidden probe query, its expectation pushed on `queue`.
@@ -49,6 +51,7 @@ impl ClientSide {
     /// now on.
     pub fn learn(&mut self, answer: ProbeAnswer) {
         self.search_path_stale = false;
+        self.path_wanted = false;
         let (Some(Some(raw)), Some(Some(user))) = (answer.values.first(), answer.values.get(1))
         else {
             warn!(
@@ -84,13 +87,14 @@ impl ClientSide {
         src: &[u8],
         queue: &mut VecDeque<Expect>,
     ) -> Option<Action> {
-        if !self.needs_probe() || self.transaction_failed {
+        if !self.search_path_stale || self.rules.is_empty() || self.transaction_failed {
             // A failed transaction runs nothing but its end; what follows is planned again.
             return None;
         }
         let name = self.rules.ruled_name(src)?;
         if !self.extended_open {
             self.waiting = true;
+            self.path_wanted = true;
             return Some(Action::Stop);
         }
         let table = TableName::new(None, &String::from_utf8_lossy(&name));
