@@ -222,3 +222,35 @@ async fn a_temporary_table_shadowing_a_ruled_name_is_never_mirrored() {
     .unwrap();
     assert_eq!(t.counts(&check).await, (2, 2, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_before_a_search_path_change_follows_it() {
+    let check = pg().direct().await;
+    let t = Shadowed::new(&check).await;
+    let proxy = start_ruled_proxy(config_with(&[t.rule()])).await;
+    let via = through(&proxy).await;
+    let insert = via
+        .prepare(&format!("INSERT INTO {} (id, v) VALUES ($1, 'x')", t.items))
+        .await
+        .unwrap();
+    via.batch_execute(&format!(
+        "PREPARE sqlins (bigint) AS INSERT INTO {} (id, v) VALUES ($1, 'y')",
+        t.items
+    ))
+    .await
+    .unwrap();
+    via.execute(&insert, &[&1i64]).await.unwrap();
+    via.batch_execute("EXECUTE sqlins(2)").await.unwrap();
+    assert_eq!(t.counts(&check).await, (0, 0, 2));
+    // The server plans both again with the new path, so they now write the ruled table:
+    // Tandem plans them again too. The protocol-level one is mirrored; a SQL PREPARE of
+    // a write to a ruled table is refused, as it is when prepared under the rule.
+    via.batch_execute(&format!("SET search_path TO {}, public", t.schema))
+        .await
+        .unwrap();
+    via.execute(&insert, &[&3i64]).await.unwrap();
+    assert_eq!(t.counts(&check).await, (1, 1, 2));
+    let e = via.batch_execute("EXECUTE sqlins(4)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{}", db_text(&e));
+    assert_eq!(t.counts(&check).await, (1, 1, 2));
+}

@@ -35,13 +35,23 @@ pub(super) struct Known {
     pub(super) param_types: Vec<u8>,
     /// The text the server prepared (the rewrite, or the client's own).
     pub(super) sent: String,
-    /// Rules version it was planned under.
-    pub(super) version: u64,
+    /// The rules version and search_path it was planned under.
+    pub(super) version: Planned,
     /// The plan it was prepared with (protocol-level statements only), so a Bind needs no
     /// second plan lookup.
     pub(super) plan: Option<Arc<Plan>>,
     /// What running it may do to the settings Tandem follows.
     pub(super) touch: SettingsTouch,
+}
+
+/// What a plan depends on besides the statement: the rules version and the session's
+/// search_path (counted each time the server reports a different one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Planned {
+    /// `RuleSet::version`.
+    pub(super) rules: u64,
+    /// The session's search_path changes so far.
+    pub(super) path: u64,
 }
 
 /// Client-to-server half: rewrites and records expectations.
@@ -99,6 +109,9 @@ pub struct ClientSide {
     pub(super) waiting: bool,
     /// A message waits for the search_path: ask the server at the next quiet point.
     pub(super) path_wanted: bool,
+    /// How many times the server reported a search_path other than the one before: a
+    /// prepared statement planned under an older one is planned again.
+    pub(super) path_epoch: u64,
 }
 
 impl ClientSide {
@@ -136,6 +149,15 @@ impl ClientSide {
             transaction_failed: false,
             waiting: false,
             path_wanted: false,
+            path_epoch: 0,
+        }
+    }
+
+    /// What a plan made now depends on.
+    pub(super) fn planned(&self) -> Planned {
+        Planned {
+            rules: self.rules.set.version,
+            path: self.path_epoch,
         }
     }
 
@@ -241,13 +263,8 @@ impl ClientSide {
 
     /// Decides one client message's fate and records what its responses need.
     pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
-        let text = match tag {
-            b'Q' => frontend::query_sql(body).ok(),
-            b'P' => frontend::parse_parse(body).ok().map(|p| p.sql),
-            _ => None,
-        };
-        if let Some(src) = text {
-            if let Some(action) = self.wait_for_search_path(tag, src, queue) {
+        if self.search_path_stale {
+            if let Some(action) = self.wait_before(tag, body, queue) {
                 return action;
             }
         }

@@ -49,7 +49,7 @@ impl ClientSide {
             sql: sql.clone(),
             param_types: parse.param_types.to_vec(),
             sent: sql.clone(),
-            version: self.rules.set.version,
+            version: self.planned(),
             plan: plan.clone(),
             touch: tandem_rules::settings_touch(parse.sql),
         };
@@ -122,7 +122,7 @@ impl ClientSide {
         queue: &mut VecDeque<Expect>,
         out: &mut BytesMut,
     ) -> bool {
-        let version = self.rules.set.version;
+        let version = self.planned();
         let Some(known) = self.known.get(name) else {
             // A statement made by SQL PREPARE, bound through the protocol.
             if let Err(rejection) = self.refresh_sql_statement(name) {
@@ -207,7 +207,7 @@ impl ClientSide {
                 sql: sql.to_string(),
                 param_types: Vec::new(),
                 sent,
-                version: self.rules.set.version,
+                version: self.planned(),
                 plan: None,
                 touch: tandem_rules::SettingsTouch::default(),
             },
@@ -226,7 +226,7 @@ impl ClientSide {
         if self.sql_prepared.is_empty() && self.known.is_empty() {
             return Ok(prefix);
         }
-        let version = self.rules.set.version;
+        let version = self.planned();
         for name in tandem_rules::executed_names(sql) {
             let Some(known) = self.sql_prepared.get(&name).cloned() else {
                 // A statement made by a protocol Parse, run by SQL EXECUTE.
@@ -260,7 +260,7 @@ impl ClientSide {
         if self.sql_prepared.is_empty() && self.known.is_empty() {
             return None;
         }
-        let version = self.rules.set.version;
+        let version = self.planned();
         tandem_rules::executed_names(sql)
             .into_iter()
             .find_map(|name| {
@@ -299,7 +299,7 @@ impl ClientSide {
     /// re-prepared from here (its text is a PREPARE, not a statement a Parse takes), so it
     /// is refused; when it runs the same, it is marked current.
     fn refresh_sql_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
-        let version = self.rules.set.version;
+        let version = self.planned();
         let Some(known) = self.sql_prepared.get(name).cloned() else {
             return Ok(());
         };
@@ -319,7 +319,7 @@ impl ClientSide {
     /// [`refresh_sql_statement`](Self::refresh_sql_statement), the other way round (a SQL
     /// `PREPARE` cannot carry its declared parameter types).
     fn refresh_protocol_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
-        let version = self.rules.set.version;
+        let version = self.planned();
         let Some(known) = self.known.get(name).cloned() else {
             return Ok(());
         };

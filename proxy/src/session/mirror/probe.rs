@@ -64,7 +64,10 @@ impl ClientSide {
             Some(path) => {
                 debug!(search_path = %raw, "session search_path confirmed by the server");
                 self.path_has_user = raw.contains("$user");
-                self.search_path = Arc::from(path);
+                if *self.search_path != *path {
+                    self.search_path = Arc::from(path);
+                    self.path_epoch += 1;
+                }
             }
             None => {
                 warn!(search_path = %raw, "cannot read the session's search_path; keeping the last known one")
@@ -77,21 +80,38 @@ impl ClientSide {
         std::mem::take(&mut self.waiting)
     }
 
-    /// Before a Query or Parse (text `src`): when the search_path is stale and the text
-    /// names a ruled table, stop the scan there (the relay asks the server, then visits
-    /// the message again), or inside an open extended-protocol batch refuse it. `None`
-    /// lets the message through to planning.
-    pub(super) fn wait_for_search_path(
+    /// While the search_path is stale, before a message that runs a statement naming a
+    /// ruled table (a Query or Parse of one, a Bind of a prepared one, an `EXECUTE` of a
+    /// prepared one): stop the scan there (the relay asks the server, then visits the
+    /// message again), or inside an open extended-protocol batch refuse it. `None` lets
+    /// the message through.
+    pub(super) fn wait_before(
         &mut self,
         tag: u8,
-        src: &[u8],
+        body: &[u8],
         queue: &mut VecDeque<Expect>,
     ) -> Option<Action> {
         if !self.search_path_stale || self.rules.is_empty() || self.transaction_failed {
             // A failed transaction runs nothing but its end; what follows is planned again.
             return None;
         }
-        let name = self.rules.ruled_name(src)?;
+        let name = match tag {
+            b'Q' => {
+                let src = frontend::query_sql(body).ok()?;
+                self.rules.ruled_name(src).or_else(|| {
+                    let text = String::from_utf8_lossy(src);
+                    tandem_rules::executed_names(&text)
+                        .iter()
+                        .find_map(|name| self.prepared_ruled_name(name))
+                })
+            }
+            b'P' => self.rules.ruled_name(frontend::parse_parse(body).ok()?.sql),
+            b'B' => {
+                let (_, statement) = frontend::bind_names(body).ok()?;
+                self.prepared_ruled_name(statement)
+            }
+            _ => None,
+        }?;
         if !self.extended_open {
             self.waiting = true;
             self.path_wanted = true;
@@ -113,6 +133,15 @@ impl ClientSide {
             raise_in_place(&rejection, queue, &mut out);
         }
         Some(Action::Replace(out))
+    }
+
+    /// The ruled table name a prepared statement (protocol or SQL level) names, if any.
+    fn prepared_ruled_name(&self, name: &str) -> Option<Vec<u8>> {
+        let known = self
+            .known
+            .get(name)
+            .or_else(|| self.sql_prepared.get(name))?;
+        self.rules.ruled_name(known.sql.as_bytes())
     }
 
     /// After a statement that `touch` describes was sent: marks the search_path stale when
