@@ -68,6 +68,7 @@ pub(crate) fn rewrite(
         with,
         &write,
         "*",
+        false,
         WriteTag::Insert,
         ins.returning.as_deref(),
         statement,

@@ -51,6 +51,7 @@
 
 use sqlparser::ast::{Update, With};
 
+use crate::carried::Carried;
 use crate::ident::quote_ident;
 use crate::only;
 use crate::plan::{ResponseFix, StatementPlan, WriteTag};
@@ -96,13 +97,15 @@ pub(crate) fn rewrite(
         table = upd.table,
     );
 
+    let carried = Carried::of(subject, upd.returning.as_deref(), false);
     let mut write = upd.clone();
     write.selection = None;
     write.returning = None;
     let write = format!(
         "{write} FROM {OLD_CTE} WHERE {q}.ctid = {OLD_CTE}.tandem_ctid \
-         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {q}.*",
+         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {returning}",
         write = only::restore(write.to_string(), only),
+        returning = carried.returning(&format!("{q}.*")),
     );
 
     let stale: Vec<String> = key
@@ -135,7 +138,10 @@ pub(crate) fn rewrite(
         before: Some(before),
         write,
         mirror: Mirror::Cte(mirror),
-        projection: upd.returning.as_deref().map(|r| subject.projection(r)),
+        projection: upd
+            .returning
+            .as_deref()
+            .map(|r| subject.projection(r, &carried)),
         alias: subject.row_name().to_string(),
         check: Some(check),
     }

@@ -14,6 +14,7 @@ mod extended;
 mod failures;
 mod forms;
 mod reading;
+mod returning;
 mod untouched;
 
 use tandem_tests::mirror::{
