@@ -9,6 +9,7 @@
 //! generated values instead of copying them would show up as drift.
 
 mod clients;
+mod copy;
 mod escapes;
 mod extended;
 mod failures;
