@@ -16,6 +16,7 @@ mod failures;
 mod forms;
 mod reading;
 mod returning;
+mod syntax;
 mod untouched;
 
 use tandem_tests::mirror::{

@@ -4,7 +4,7 @@
 //! Postgres's own answer: the same rows and RowDescription, or the same error with nothing
 //! written.
 
-use tandem_tests::mirror::{Kind, RawSession, Twins};
+use tandem_tests::mirror::{without_positions, Kind, RawSession, Twins};
 
 /// Seeds the twins with two rows whose every value is the same on both sides.
 async fn seeded(twins: &Twins, via: &mut RawSession, direct: &mut RawSession) {
@@ -17,18 +17,6 @@ async fn seeded(twins: &Twins, via: &mut RawSession, direct: &mut RawSession) {
              ('globex', 2, 'b', '00000000-0000-0000-0000-000000000002', '2024-01-02')",
         )
         .await;
-}
-
-/// The transcript without error positions: an error raised on the rewritten statement
-/// points into Tandem's text, not the client's.
-fn without_positions(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|l| match l.find(" | P=") {
-            Some(at) if l.starts_with("Error ") => l[..at].to_string(),
-            _ => l,
-        })
-        .collect()
 }
 
 /// Runs `template` on both twins, simple then extended protocol, and asserts the same

@@ -157,3 +157,15 @@ impl<'a> Reader<'a> {
         s
     }
 }
+
+/// A transcript without error positions (`P=`): an error the server raises on Tandem's
+/// rewritten text points into that text, not the client's.
+pub fn without_positions(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| match l.find(" | P=") {
+            Some(at) if l.starts_with("Error ") => l[..at].to_string(),
+            _ => l,
+        })
+        .collect()
+}

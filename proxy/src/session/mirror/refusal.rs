@@ -60,6 +60,7 @@ pub(super) fn undecodable_name() -> Rejection {
         table: None,
         policy: MirrorErrorPolicy::Fail,
         reason,
+        statement: None,
     }
 }
 
@@ -75,7 +76,7 @@ pub(super) fn raise_in_place(
     // next Bind of it, after the Sync, must find its own). Closing a statement that does
     // not exist is no error.
     frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
-    frontend::encode_parse(REFUSAL_STATEMENT, &raise_sql(rejection), &[0, 0], out);
+    frontend::encode_parse(REFUSAL_STATEMENT, &raise_one(rejection), &[0, 0], out);
     frontend::encode_bind_empty("", REFUSAL_STATEMENT, out);
     frontend::encode_execute("", 0, out);
     for (kind, mode) in [
@@ -111,6 +112,7 @@ pub(super) fn refusal_of(plan: &Plan) -> Rejection {
                 table: copy.table.clone(),
                 construct: "COPY FROM STDIN".into(),
             },
+            statement: None,
         },
         _ => Rejection {
             sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
@@ -123,13 +125,27 @@ pub(super) fn refusal_of(plan: &Plan) -> Rejection {
                 table: tandem_rules::TableName::new(None, "?"),
                 construct: "statement".into(),
             },
+            statement: None,
         },
     }
 }
 
-/// A statement that makes the server raise the refusal with its SQLSTATE, message, detail
-/// and hint, so the error and the transaction state are the server's own.
+/// A simple-protocol query string that makes the server raise the refusal with its
+/// SQLSTATE, message, detail and hint, so the error and the transaction state are the
+/// server's own. When Tandem could not parse the client's text, the text follows the
+/// raising statement: the server parses the whole string before it runs any of it, so a
+/// syntax error is reported as its own 42601 (inside an aborted transaction too, where it
+/// parses before it refuses with 25P02), and otherwise the refusal stops the string before
+/// the client's text runs. (The error's position then counts Tandem's statement too.)
 pub fn raise_sql(rejection: &Rejection) -> String {
+    match &rejection.statement {
+        Some(text) => format!("{};\n{text}", raise_one(rejection)),
+        None => raise_one(rejection),
+    }
+}
+
+/// One statement raising the refusal (see [`raise_sql`]); what a Parse can hold.
+fn raise_one(rejection: &Rejection) -> String {
     let lit = |s: &str| {
         format!(
             "'{}'",
@@ -175,6 +191,7 @@ mod tests {
                 table: tandem_rules::TableName::new(None, "t"),
                 construct: "x".into(),
             },
+            statement: None,
         };
         let sql = raise_sql(&r);
         assert!(sql.contains("MESSAGE = 'it''s $ tandem $ here'"), "{sql}");
