@@ -27,7 +27,9 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, Query, SelectItem, Visit, Visitor};
 
 use crate::ident::{normalize, quote_ident};
+use crate::refusal::Refusal;
 use crate::returning::Subject;
+use crate::rule::Mode;
 
 /// PostgreSQL's system columns (15 has no `oid` column).
 const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
@@ -45,9 +47,16 @@ pub(crate) struct Carried {
 impl Carried {
     /// What `items` (the client's RETURNING, in `subject`'s write) need carried; `joined`
     /// when FROM/USING puts other tables in scope.
-    pub(crate) fn of(subject: &Subject<'_>, items: Option<&[SelectItem]>, joined: bool) -> Self {
+    ///
+    /// Refused in `cutover`: there the statement writes the target, and the legacy row the
+    /// client's system columns or whole row mean is written by the mirror, not returned.
+    pub(crate) fn of(
+        subject: &Subject<'_>,
+        items: Option<&[SelectItem]>,
+        joined: bool,
+    ) -> Result<Self, Refusal> {
         let Some(items) = items else {
-            return Self::default();
+            return Ok(Self::default());
         };
         let row = subject.row_name();
         let row_key = normalize(&row);
@@ -69,12 +78,22 @@ impl Carried {
             let _ = expr.visit(&mut scan);
             exprs.push(expr.to_string());
         }
+        let whole_row = scan.whole_row && !shape.is_legacy_column(&row_key);
+        if subject.rule.rule.mode == Mode::Cutover && (whole_row || !scan.system.is_empty()) {
+            return Err(Refusal::Unsupported {
+                table: subject.rule.rule.table.clone(),
+                construct: "RETURNING a system column or the whole row in cutover (the \
+                            statement writes the target; the legacy row is written by the \
+                            mirror and not returned)"
+                    .into(),
+            });
+        }
         let mut extras: Vec<String> = SYSTEM_COLUMNS
             .iter()
             .filter(|c| scan.system.iter().any(|s| s == *c))
             .map(|c| format!("{row}.{c} AS {c}"))
             .collect();
-        if scan.whole_row && !shape.is_legacy_column(&row_key) {
+        if whole_row {
             extras.push(format!("{row} AS {row}"));
         }
         if scan.check {
@@ -83,7 +102,7 @@ impl Carried {
                 exprs.join(", ")
             ));
         }
-        Self { extras }
+        Ok(Self { extras })
     }
 
     /// Nothing carried: `tandem_w` has exactly the table's columns.

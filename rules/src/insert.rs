@@ -64,7 +64,7 @@ pub(crate) fn rewrite(
     };
     let mut write = ins.clone();
     write.returning = None;
-    Ok(subject.mirrored(
+    subject.mirrored(
         with,
         &write,
         "*",
@@ -72,7 +72,7 @@ pub(crate) fn rewrite(
         WriteTag::Insert,
         ins.returning.as_deref(),
         statement,
-    ))
+    )
 }
 
 /// The first key column an `ON CONFLICT DO UPDATE` may change (see the module doc).

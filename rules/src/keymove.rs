@@ -56,6 +56,7 @@ use crate::ident::quote_ident;
 use crate::only;
 use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::record::literal;
+use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::sqlgen::{upsert_cte, Composed, Mirror, WRITE_CTE};
 
@@ -71,7 +72,7 @@ pub(crate) fn rewrite(
     upd: &Update,
     subject: &Subject<'_>,
     only: bool,
-) -> StatementPlan {
+) -> Result<StatementPlan, Refusal> {
     let rule = subject.rule;
     let q = subject.qualifier();
     let key = &rule.rule.key;
@@ -97,7 +98,7 @@ pub(crate) fn rewrite(
         table = upd.table,
     );
 
-    let carried = Carried::of(subject, upd.returning.as_deref(), false);
+    let carried = Carried::of(subject, upd.returning.as_deref(), false)?;
     let mut write = upd.clone();
     write.selection = None;
     write.returning = None;
@@ -146,7 +147,7 @@ pub(crate) fn rewrite(
         check: Some(check),
     }
     .sql();
-    StatementPlan {
+    Ok(StatementPlan {
         sql,
         response: ResponseFix::Mirror {
             tag: WriteTag::Update,
@@ -154,5 +155,5 @@ pub(crate) fn rewrite(
         },
         rule_table: Some(rule.rule.table.clone()),
         policy: Some(rule.rule.on_mirror_error),
-    }
+    })
 }

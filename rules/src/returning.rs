@@ -44,8 +44,8 @@ impl Subject<'_> {
         tag: crate::plan::WriteTag,
         returning: Option<&[sqlparser::ast::SelectItem]>,
         statement: &str,
-    ) -> crate::plan::StatementPlan {
-        let carried = Carried::of(self, returning, joined);
+    ) -> Result<crate::plan::StatementPlan, Refusal> {
+        let carried = Carried::of(self, returning, joined)?;
         let sql = crate::sqlgen::Composed {
             with,
             before: None,
@@ -61,7 +61,7 @@ impl Subject<'_> {
             check: None,
         }
         .sql();
-        crate::plan::StatementPlan {
+        Ok(crate::plan::StatementPlan {
             sql,
             response: crate::plan::ResponseFix::Mirror {
                 tag,
@@ -69,7 +69,7 @@ impl Subject<'_> {
             },
             rule_table: Some(self.rule.rule.table.clone()),
             policy: Some(self.rule.rule.on_mirror_error),
-        }
+        })
     }
 
     /// [`mirrored`](Self::mirrored) for an UPDATE or DELETE: with another table joined
@@ -92,7 +92,7 @@ impl Subject<'_> {
         } else {
             "*".to_string()
         };
-        Ok(self.mirrored(with, write, &row, joined, tag, returning, statement))
+        self.mirrored(with, write, &row, joined, tag, returning, statement)
     }
 
     /// The identifier that names the written row in RETURNING: the alias, else the last
