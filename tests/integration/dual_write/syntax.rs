@@ -71,3 +71,31 @@ async fn syntax_error_in_an_aborted_transaction_is_reported_before_25p02() {
     }
     twins.assert_parity("ROLLBACK").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syntax_error_in_a_parse_is_the_servers_own_with_its_position() {
+    let twins = Twins::new(Kind::List).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    let broken = "UPDATE {legacy} SET note = WHERE id = 1";
+    for in_aborted_transaction in [false, true] {
+        if in_aborted_transaction {
+            same(&twins, &mut via, &mut direct, "BEGIN").await;
+            same(&twins, &mut via, &mut direct, "SELECT 1/0").await;
+        }
+        let got = twins.transcript(&via.extended(&twins.ruled.sql(broken)).await);
+        let want = twins.transcript(&direct.extended(&twins.baseline.sql(broken)).await);
+        assert_eq!(
+            got, want,
+            "through Tandem (left) differs from direct (right)"
+        );
+        assert_eq!(error_code(&got), Some("42601"), "{got:?}");
+    }
+    same(&twins, &mut via, &mut direct, "ROLLBACK").await;
+    // Text the server can parse is still refused, not run.
+    let got = twins.transcript(
+        &via.extended(&twins.ruled.sql("DELETE FROM {legacy} WHERE CURRENT OF c"))
+            .await,
+    );
+    assert_eq!(error_code(&got), Some("0A000"), "{got:?}");
+    twins.assert_parity("the refusals").await;
+}

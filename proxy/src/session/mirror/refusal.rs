@@ -75,6 +75,19 @@ pub(super) fn raise_in_place(
     // A statement of Tandem's own, so the client's unnamed statement is not replaced (its
     // next Bind of it, after the Sync, must find its own). Closing a statement that does
     // not exist is no error.
+    // A text Tandem could not parse is parsed by the server first (see [`raise_sql`]):
+    // Parse only reads and analyses it, and its syntax error, with the client's own
+    // position, is the one the client gets.
+    if let Some(text) = &rejection.statement {
+        frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
+        frontend::encode_parse(REFUSAL_STATEMENT, text, &[0, 0], out);
+        for kind in [MsgKind::Close, MsgKind::Parse] {
+            queue.push_back(Expect::Msg {
+                kind,
+                mode: MsgMode::Hide,
+            });
+        }
+    }
     frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
     frontend::encode_parse(REFUSAL_STATEMENT, &raise_one(rejection), &[0, 0], out);
     frontend::encode_bind_empty("", REFUSAL_STATEMENT, out);
