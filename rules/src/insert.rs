@@ -64,14 +64,15 @@ pub(crate) fn rewrite(
     };
     let mut write = ins.clone();
     write.returning = None;
-    Ok(subject.mirrored(
+    subject.mirrored(
         with,
         &write,
         "*",
+        false,
         WriteTag::Insert,
         ins.returning.as_deref(),
         statement,
-    ))
+    )
 }
 
 /// The first key column an `ON CONFLICT DO UPDATE` may change (see the module doc).

@@ -51,10 +51,12 @@
 
 use sqlparser::ast::{Update, With};
 
+use crate::carried::Carried;
 use crate::ident::quote_ident;
 use crate::only;
 use crate::plan::{ResponseFix, StatementPlan, WriteTag};
 use crate::record::literal;
+use crate::refusal::Refusal;
 use crate::returning::Subject;
 use crate::sqlgen::{upsert_cte, Composed, Mirror, WRITE_CTE};
 
@@ -70,7 +72,7 @@ pub(crate) fn rewrite(
     upd: &Update,
     subject: &Subject<'_>,
     only: bool,
-) -> StatementPlan {
+) -> Result<StatementPlan, Refusal> {
     let rule = subject.rule;
     let q = subject.qualifier();
     let key = &rule.rule.key;
@@ -96,13 +98,15 @@ pub(crate) fn rewrite(
         table = upd.table,
     );
 
+    let carried = Carried::of(subject, upd.returning.as_deref(), false)?;
     let mut write = upd.clone();
     write.selection = None;
     write.returning = None;
     let write = format!(
         "{write} FROM {OLD_CTE} WHERE {q}.ctid = {OLD_CTE}.tandem_ctid \
-         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {q}.*",
+         AND {q}.tableoid = {OLD_CTE}.tandem_tableoid RETURNING {returning}",
         write = only::restore(write.to_string(), only),
+        returning = carried.returning(&format!("{q}.*")),
     );
 
     let stale: Vec<String> = key
@@ -135,7 +139,10 @@ pub(crate) fn rewrite(
         before: Some(before),
         write,
         mirror: Mirror::Cte(mirror),
-        projection: upd.returning.as_deref().map(|r| subject.projection(r)),
+        projection: upd
+            .returning
+            .as_deref()
+            .map(|r| subject.projection(r, &carried)),
         alias: subject.row_name().to_string(),
         check: Some(match subject.resolution_check() {
             Some(resolves) => format!("{resolves} AND {check}"),
@@ -143,7 +150,7 @@ pub(crate) fn rewrite(
         }),
     }
     .sql();
-    StatementPlan {
+    Ok(StatementPlan {
         sql,
         response: ResponseFix::Mirror {
             tag: WriteTag::Update,
@@ -151,5 +158,5 @@ pub(crate) fn rewrite(
         },
         rule_table: Some(rule.rule.table.clone()),
         policy: Some(rule.rule.on_mirror_error),
-    }
+    })
 }

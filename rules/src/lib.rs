@@ -17,6 +17,7 @@
 //! are invisible in SQL text and out of scope.
 #![deny(missing_docs)]
 
+mod carried;
 mod copy;
 mod ddl;
 mod delete;

@@ -140,8 +140,11 @@ pub struct CopyIn {
     /// Data format.
     pub format: CopyFormat,
     /// The client's option clause as written after `FROM STDIN` (e.g. `(FORMAT csv,
-    /// HEADER)` or `CSV HEADER`), empty when there was none.
+    /// HEADER)` or `CSV HEADER`), without `FREEZE`; empty when there was none.
     pub options: String,
+    /// The client asked for `FREEZE`: the server's condition for it is checked on the
+    /// legacy table (see [`CopyIn::freeze_check`]); the rows are loaded unfrozen.
+    pub freeze: bool,
     /// The client's statement text.
     pub sql: String,
     /// The rule's error policy.

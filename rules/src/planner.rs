@@ -41,7 +41,14 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
             Ok(Outcome::Untouched)
         };
         match outcome {
-            Err(refusal) => return reject(refusal, rules),
+            Err(refusal) => {
+                let unparsable = matches!(refusal, Refusal::Unparsable { .. });
+                let mut rejection = reject(refusal, rules);
+                if let Plan::Reject(r) = &mut rejection {
+                    r.statement = unparsable.then(|| sql.to_string());
+                }
+                return rejection;
+            }
             Ok(Outcome::Untouched) => planned.push(StatementPlan::untouched(piece)),
             Ok(Outcome::Rewritten(p)) => {
                 rewritten = true;

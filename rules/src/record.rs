@@ -50,8 +50,15 @@ pub const SUPPORT_SQL: &str = include_str!("record.sql");
 
 /// The final SELECT's `WHERE` condition that mirrors the rows of CTE `written` (the client's
 /// write, `tandem_w`) through `tandem.mirror()`. `statement` is the client's statement
-/// text, stored with any drift.
-pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str, written: &str) -> String {
+/// text, stored with any drift; `row` is what `ROW(...)` takes for one of its rows as the
+/// legacy table's row.
+pub(crate) fn guard(
+    rule: &ResolvedRule,
+    op: WriteTag,
+    statement: &str,
+    written: &str,
+    row: &str,
+) -> String {
     let operation = match op {
         WriteTag::Insert => "insert",
         WriteTag::Update => "update",
@@ -61,7 +68,7 @@ pub(crate) fn guard(rule: &ResolvedRule, op: WriteTag, statement: &str, written:
     // `ROW(tandem_w.*)` rather than a bare `tandem_w`, which a legacy column of that name
     // would capture.
     let rows = format!(
-        "(SELECT array_agg(ROW({written}.*)::{legacy}) FROM {written})",
+        "(SELECT array_agg(ROW({row})::{legacy}) FROM {written})",
         legacy = rule.rule.table,
     );
     format!(

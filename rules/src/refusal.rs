@@ -294,6 +294,11 @@ pub struct Rejection {
     pub policy: MirrorErrorPolicy,
     /// The typed reason, for callers that branch on it.
     pub reason: Refusal,
+    /// The client's whole query text when Tandem could not parse it: the server should read
+    /// it (without running it) before Tandem's refusal, so that a syntax error is reported
+    /// as the server's own 42601, first, as it would be without Tandem (also inside an
+    /// aborted transaction, where the server parses before it refuses with 25P02).
+    pub statement: Option<String>,
 }
 
 impl Rejection {
@@ -312,6 +317,7 @@ impl Rejection {
             table: Some(reason.table().clone()),
             policy,
             reason,
+            statement: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use sqlparser::ast::{
     Visit, VisitMut, Visitor, VisitorMut,
 };
 
+use crate::carried::Carried;
 use crate::ident::normalize;
 use crate::refusal::Refusal;
 use crate::rule::ResolvedRule;
@@ -33,26 +34,34 @@ impl Subject<'_> {
     /// The plan for a mirrored write: the client's `write` (its RETURNING already removed)
     /// returning `row` as `tandem_w`, the rule's mirror of those rows, and the client's
     /// RETURNING list (if any) projected from `tandem_w`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn mirrored(
         &self,
         with: Option<&sqlparser::ast::With>,
         write: &dyn std::fmt::Display,
         row: &str,
+        joined: bool,
         tag: crate::plan::WriteTag,
         returning: Option<&[sqlparser::ast::SelectItem]>,
         statement: &str,
-    ) -> crate::plan::StatementPlan {
+    ) -> Result<crate::plan::StatementPlan, Refusal> {
+        let carried = Carried::of(self, returning, joined)?;
         let sql = crate::sqlgen::Composed {
             with,
             before: None,
-            write: format!("{write} RETURNING {row}"),
-            mirror: crate::sqlgen::mirror(self.rule, tag, statement),
-            projection: returning.map(|r| self.projection(r)),
+            write: format!("{write} RETURNING {}", carried.returning(row)),
+            mirror: crate::sqlgen::mirror(
+                self.rule,
+                tag,
+                statement,
+                &carried.row_of(self, crate::sqlgen::WRITE_CTE),
+            ),
+            projection: returning.map(|r| self.projection(r, &carried)),
             alias: self.row_name().to_string(),
             check: self.resolution_check(),
         }
         .sql();
-        crate::plan::StatementPlan {
+        Ok(crate::plan::StatementPlan {
             sql,
             response: crate::plan::ResponseFix::Mirror {
                 tag,
@@ -60,7 +69,7 @@ impl Subject<'_> {
             },
             rule_table: Some(self.rule.rule.table.clone()),
             policy: Some(self.rule.rule.on_mirror_error),
-        }
+        })
     }
 
     /// [`mirrored`](Self::mirrored) for an UPDATE or DELETE: with another table joined
@@ -83,7 +92,7 @@ impl Subject<'_> {
         } else {
             "*".to_string()
         };
-        Ok(self.mirrored(with, write, &row, tag, returning, statement))
+        self.mirrored(with, write, &row, joined, tag, returning, statement)
     }
 
     /// The condition that makes the server check, as it runs the statement, that the bare
@@ -128,6 +137,11 @@ impl Subject<'_> {
     }
 
     /// Does `parts` (a qualifier, without the column) name the written table?
+    pub(crate) fn names_row(&self, parts: &[Ident]) -> bool {
+        self.is_subject(parts)
+    }
+
+    /// Does `parts` (a qualifier, without the column) name the written table?
     fn is_subject(&self, parts: &[Ident]) -> bool {
         let row = normalize(&self.row_name());
         match (parts, self.alias) {
@@ -141,10 +155,32 @@ impl Subject<'_> {
         }
     }
 
-    /// The client's RETURNING list rendered for `SELECT … FROM tandem_w AS <row_name>`.
-    pub(crate) fn projection(&self, items: &[SelectItem]) -> String {
+    /// The client's RETURNING list rendered for `SELECT … FROM tandem_w AS <row_name>`;
+    /// `*` and `<row>.*` are spelled out when `tandem_w` carries more than the row.
+    pub(crate) fn projection(&self, items: &[SelectItem], carried: &Carried) -> String {
         let mut items = items.to_vec();
         let row = self.row_name();
+        if !carried.is_empty() {
+            let spelled: Vec<String> = crate::carried::table_columns(self)
+                .iter()
+                .map(|c| format!("{row}.{}", crate::ident::quote_ident(c)))
+                .collect();
+            let spelled = spelled.join(", ");
+            return items
+                .iter()
+                .map(|item| match item {
+                    SelectItem::Wildcard(_) => spelled.clone(),
+                    SelectItem::QualifiedWildcard(
+                        SelectItemQualifiedWildcardKind::ObjectName(name),
+                        _,
+                    ) if self.is_subject(&idents(name).cloned().collect::<Vec<_>>()) => {
+                        spelled.clone()
+                    }
+                    other => self.requalified(other, &row),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
         for item in &mut items {
             if let SelectItem::QualifiedWildcard(
                 SelectItemQualifiedWildcardKind::ObjectName(name),
@@ -166,6 +202,21 @@ impl Subject<'_> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// May a bare `name` in RETURNING refer to the written table: one of its columns, a
+    /// system column, or its whole row (see [`carried`](crate::carried))?
+    fn may_name_bare(&self, name: &str) -> bool {
+        self.rule.shape.is_legacy_column(name)
+            || crate::carried::is_system_column(name)
+            || name == normalize(&self.row_name())
+    }
+
+    /// One item with `schema.table.col` spelled `<row>.col`.
+    fn requalified(&self, item: &SelectItem, row: &Ident) -> String {
+        let mut item = item.clone();
+        let _ = VisitMut::visit(&mut item, &mut Requalify { subject: self, row });
+        item.to_string()
     }
 
     /// With FROM/USING tables in scope, accept only references to the written table.
@@ -244,7 +295,7 @@ impl Visitor for OnlySubject<'_> {
     }
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
         match expr {
-            Expr::Identifier(id) if !self.subject.rule.shape.is_legacy_column(&normalize(id)) => {
+            Expr::Identifier(id) if !self.subject.may_name_bare(&normalize(id)) => {
                 ControlFlow::Break(format!(
                     "column {id}, which is not a known column of the table"
                 ))

@@ -109,13 +109,15 @@ pub(crate) enum Mirror {
 }
 
 /// The mirror of a write of kind `op` under `rule`'s policy; `statement` is the client's
-/// text, kept with any drift.
-pub(crate) fn mirror(rule: &ResolvedRule, op: WriteTag, statement: &str) -> Mirror {
+/// text, kept with any drift; `row` is what `ROW(...)` takes for one written row as the
+/// legacy table's row (`tandem_w.*` unless the CTE carries more, see
+/// [`carried`](crate::carried)).
+pub(crate) fn mirror(rule: &ResolvedRule, op: WriteTag, statement: &str, row: &str) -> Mirror {
     match (rule.rule.on_mirror_error, op) {
         (MirrorErrorPolicy::Fail, WriteTag::Delete) => Mirror::Cte(delete_cte(rule)),
         (MirrorErrorPolicy::Fail, _) => Mirror::Cte(upsert_cte(rule)),
         (MirrorErrorPolicy::Record, _) => {
-            Mirror::Guard(record::guard(rule, op, statement, WRITE_CTE))
+            Mirror::Guard(record::guard(rule, op, statement, WRITE_CTE, row))
         }
     }
 }

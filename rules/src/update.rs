@@ -70,7 +70,7 @@ pub(crate) fn rewrite(
         if rule.rule.on_mirror_error == MirrorErrorPolicy::Record {
             return Err(refuse("under the record error policy"));
         }
-        return Ok(keymove::rewrite(with, upd, &subject, only));
+        return keymove::rewrite(with, upd, &subject, only);
     }
     let mut write = upd.clone();
     write.returning = None;

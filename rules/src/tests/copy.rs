@@ -26,6 +26,7 @@ fn copy_from_stdin_is_described() {
             options: "(FORMAT csv, HEADER)".into(),
             sql: "COPY orders (customer_id, Amount) FROM STDIN WITH (FORMAT csv, HEADER true)"
                 .into(),
+            freeze: false,
             policy: MirrorErrorPolicy::Fail,
         }
     );
@@ -71,4 +72,28 @@ fn refused_copies() {
     assert!(r.message.contains("query of its own"), "{}", r.message);
     let r = rejection("COPY (DELETE FROM orders RETURNING *) TO STDOUT");
     assert!(r.message.contains("COPY (query) TO"), "{}", r.message);
+}
+
+#[test]
+fn freeze_is_checked_on_the_legacy_table_not_passed_to_the_staging_copy() {
+    let c = copy_in("COPY orders (id) FROM STDIN WITH (FORMAT csv, FREEZE)");
+    assert!(c.freeze);
+    assert_eq!(c.options, "(FORMAT csv)");
+    let check = c.freeze_check().expect("a FREEZE check");
+    assert!(check.contains("'public.orders'::regclass"), "{check}");
+    assert!(check.contains("ERRCODE = '55000'"), "{check}");
+    let c = copy_in("COPY orders (id) FROM STDIN WITH (FREEZE)");
+    assert_eq!((c.freeze, c.options.as_str()), (true, ""));
+    assert_eq!(copy_in("COPY orders FROM STDIN").freeze_check(), None);
+}
+
+#[test]
+fn column_list_is_checked_as_copy_checks_it() {
+    let check = copy_in("COPY orders (id, note) FROM STDIN").columns_check();
+    assert!(check.contains("ARRAY['id', 'note']"), "{check}");
+    assert!(check.contains("ERRCODE = '42703'"), "{check}");
+    assert!(
+        check.contains("'orders'"),
+        "names the relation bare: {check}"
+    );
 }

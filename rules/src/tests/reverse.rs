@@ -78,3 +78,29 @@ fn returning_star_needs_the_same_columns() {
     // Named columns are fine.
     one("INSERT INTO events (id, region, payload) VALUES (1, 'eu', 'p') RETURNING id");
 }
+
+#[test]
+fn returning_system_columns_or_the_whole_row_is_refused() {
+    // The target is written; the legacy row those would mean is the mirror's, not returned.
+    for sql in [
+        "INSERT INTO orders (amount) VALUES (1) RETURNING id, (xmax = 0) AS inserted",
+        "UPDATE orders o SET note = 'x' WHERE id = 1 RETURNING o",
+        "UPDATE orders SET id = 2 WHERE id = 1 RETURNING ctid",
+        "DELETE FROM orders WHERE id = 1 RETURNING tableoid::regclass",
+    ] {
+        let r = match plan(sql, &cutover(), &testkit::path()) {
+            Plan::Reject(r) => r,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(r.message.contains("system column"), "{}", r.message);
+        assert_eq!(r.table.unwrap().to_string(), "public.orders");
+    }
+    // Functions are still checked where the client wrote them.
+    let p = one("UPDATE orders SET note = 'x' RETURNING upper(note)");
+    assert!(
+        p.sql.contains("CASE WHEN false THEN ROW(upper(note)) END"),
+        "{}",
+        p.sql
+    );
+}

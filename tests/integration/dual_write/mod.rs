@@ -9,12 +9,15 @@
 //! generated values instead of copying them would show up as drift.
 
 mod clients;
+mod copy;
 mod escapes;
 mod extended;
 mod failures;
 mod forms;
 mod reading;
+mod returning;
 mod search_path;
+mod syntax;
 mod untouched;
 
 use tandem_tests::mirror::{

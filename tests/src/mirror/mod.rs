@@ -22,7 +22,7 @@ pub use compare::{db_text, diff, rows_text, simple_counts, sqlstate, wire_rows, 
 pub use pair::{Kind, Pair};
 pub use raw_session::{direct_addr, RawSession};
 pub use rules::{config_with, start_ruled_proxy, RuleToml};
-pub use transcript::transcript;
+pub use transcript::{transcript, without_positions};
 pub use twins::Twins;
 
 /// Columns every legacy table has, in table order: the mirrored columns.

@@ -194,12 +194,20 @@ impl Pair {
     pub(super) async fn oids(&self, check: &Client) -> Vec<(u32, &'static str)> {
         let mut out = Vec::new();
         for (name, placeholder) in self.names() {
-            let oid: u32 = check
-                .query_one("SELECT $1::text::regclass::oid", &[&name])
+            let row = check
+                .query_one(
+                    "SELECT oid, reltype FROM pg_class WHERE oid = $1::text::regclass",
+                    &[&name],
+                )
                 .await
-                .unwrap_or_else(|e| panic!("oid of {name}: {}", db_text(&e)))
-                .get(0);
-            out.push((oid, placeholder));
+                .unwrap_or_else(|e| panic!("oid of {name}: {}", db_text(&e)));
+            out.push((row.get(0), placeholder));
+            let row_type: &'static str = match placeholder {
+                "{legacy}" => "{legacy row type}",
+                "{target}" => "{target row type}",
+                _ => "{src row type}",
+            };
+            out.push((row.get(1), row_type));
         }
         out
     }

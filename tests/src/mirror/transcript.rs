@@ -13,8 +13,8 @@ pub(super) fn oid_name(oid: u32, oids: &[(u32, &'static str)]) -> String {
         .unwrap_or_else(|| format!("oid {oid}"))
 }
 
-/// One line per frame, comparable across the twins: table names and table OIDs become
-/// placeholders, values of [`VOLATILE_COLUMNS`] become `<set>`/`NULL`, DataRows of one
+/// One line per frame, comparable across the twins: table names (in errors and result
+/// column names), table OIDs and their row types' OIDs become placeholders, values of [`VOLATILE_COLUMNS`] become `<set>`/`NULL`, DataRows of one
 /// result are sorted (RETURNING has no defined order), and server-internal error fields
 /// (file, line, routine) are dropped. Everything else is kept: full command tags,
 /// RowDescription fields (name, table, attnum, type, size, modifier, format), parameter
@@ -47,11 +47,16 @@ pub fn transcript(
                 volatile.clear();
                 let fields: Vec<String> = (0..n)
                     .map(|_| {
-                        let name = r.cstr();
+                        let name = rename(&r.cstr());
                         volatile.push(VOLATILE_COLUMNS.contains(&name.as_str()));
                         let table = oid_name(r.u32(), oids);
                         let attnum = r.i16();
                         let (ty, len, modifier, format) = (r.u32(), r.i16(), r.i32(), r.i16());
+                        // A table's row type has an OID of its own: a placeholder too.
+                        let ty = oids
+                            .iter()
+                            .find(|(o, _)| *o == ty)
+                            .map_or_else(|| ty.to_string(), |(_, n)| n.to_string());
                         format!("{name} table={table} attnum={attnum} type={ty} len={len} mod={modifier} fmt={format}")
                     })
                     .collect();
@@ -151,4 +156,16 @@ impl<'a> Reader<'a> {
         self.take(end + 1);
         s
     }
+}
+
+/// A transcript without error positions (`P=`): an error the server raises on Tandem's
+/// rewritten text points into that text, not the client's.
+pub fn without_positions(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| match l.find(" | P=") {
+            Some(at) if l.starts_with("Error ") => l[..at].to_string(),
+            _ => l,
+        })
+        .collect()
 }

@@ -542,15 +542,18 @@ impl ClientSide {
     /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with
     /// the COPY's own column list and options (so the client's tag is the real `COPY n`),
     /// then one mirrored INSERT moves them into legacy and target in the same transaction.
-    /// Tandem's added statements are hidden from the client.
+    /// Tandem's added statements are hidden from the client. Each column list has a temp
+    /// table of its own, so a later COPY with other columns finds its columns. `FREEZE` is
+    /// checked on the legacy table once the rows have arrived, as the server checks it.
     fn copy_in(&self, copy: &tandem_rules::CopyIn) -> Option<(String, Arc<[StmtFix]>)> {
-        let temp = format!("pg_temp.{}", copy_table_name(&copy.table.to_string()));
         let cols = copy
             .columns
             .iter()
             .map(|c| tandem_rules::quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        let staging = copy_table_name(&copy.table.to_string(), &cols);
+        let temp = format!("pg_temp.{staging}");
         let insert = format!(
             "INSERT INTO {} ({cols}) SELECT {cols} FROM {temp}",
             copy.table
@@ -561,20 +564,21 @@ impl ClientSide {
         };
         let create = format!(
             "DO $tandem$ BEGIN IF to_regclass('{temp}') IS NULL THEN \
-             CREATE TEMP TABLE {} AS SELECT {cols} FROM {} WITH NO DATA; END IF; END $tandem$",
-            copy_table_name(&copy.table.to_string()),
+             CREATE TEMP TABLE {staging} AS SELECT {cols} FROM {} WITH NO DATA; END IF; END $tandem$",
             copy.table
         );
-        let statements = [
+        let mut statements = vec![
+            (copy.columns_check(), StmtFix::Hide),
             (create, StmtFix::Hide),
             (format!("TRUNCATE {temp}"), StmtFix::Hide),
             (
                 format!("COPY {temp} ({cols}) FROM STDIN {}", copy.options),
                 StmtFix::Defer,
             ),
-            (mirror_sql, StmtFix::Hide),
-            (format!("TRUNCATE {temp}"), StmtFix::Hide),
         ];
+        statements.extend(copy.freeze_check().map(|check| (check, StmtFix::Hide)));
+        statements.push((mirror_sql, StmtFix::Hide));
+        statements.push((format!("TRUNCATE {temp}"), StmtFix::Hide));
         let sql = statements
             .iter()
             .map(|(s, _)| s.as_str())
@@ -596,11 +600,14 @@ fn search_path_changing(src: &[u8], rules: &ActiveRules) -> Arc<Plan> {
     )))
 }
 
-/// The session temp table a COPY into `table` lands in first.
-fn copy_table_name(table: &str) -> String {
+/// The session temp table a COPY into `table` of columns `cols` lands in first.
+fn copy_table_name(table: &str, cols: &str) -> String {
     let safe = tandem_rules::name_part(table);
-    let hash = table.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    });
+    let hash = [table, "\0", cols]
+        .iter()
+        .flat_map(|s| s.bytes())
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
     format!("tandem_copy_{safe}_{:08x}", hash as u32)
 }

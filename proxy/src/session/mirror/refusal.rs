@@ -60,6 +60,7 @@ pub(super) fn undecodable_name() -> Rejection {
         table: None,
         policy: MirrorErrorPolicy::Fail,
         reason,
+        statement: None,
     }
 }
 
@@ -80,6 +81,7 @@ pub(super) fn stale_statement(name: &str) -> Rejection {
             table: tandem_rules::TableName::new(None, "?"),
             construct: "a prepared statement planned under older rules".into(),
         },
+        statement: None,
     }
 }
 
@@ -94,8 +96,21 @@ pub(super) fn raise_in_place(
     // A statement of Tandem's own, so the client's unnamed statement is not replaced (its
     // next Bind of it, after the Sync, must find its own). Closing a statement that does
     // not exist is no error.
+    // A text Tandem could not parse is parsed by the server first (see [`raise_sql`]):
+    // Parse only reads and analyses it, and its syntax error, with the client's own
+    // position, is the one the client gets.
+    if let Some(text) = &rejection.statement {
+        frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
+        frontend::encode_parse(REFUSAL_STATEMENT, text, &[0, 0], out);
+        for kind in [MsgKind::Close, MsgKind::Parse] {
+            queue.push_back(Expect::Msg {
+                kind,
+                mode: MsgMode::Hide,
+            });
+        }
+    }
     frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
-    frontend::encode_parse(REFUSAL_STATEMENT, &raise_sql(rejection), &[0, 0], out);
+    frontend::encode_parse(REFUSAL_STATEMENT, &raise_one(rejection), &[0, 0], out);
     frontend::encode_bind_empty("", REFUSAL_STATEMENT, out);
     frontend::encode_execute("", 0, out);
     for (kind, mode) in [
@@ -131,6 +146,7 @@ pub(super) fn refusal_of(plan: &Plan) -> Rejection {
                 table: copy.table.clone(),
                 construct: "COPY FROM STDIN".into(),
             },
+            statement: None,
         },
         _ => Rejection {
             sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
@@ -143,13 +159,27 @@ pub(super) fn refusal_of(plan: &Plan) -> Rejection {
                 table: tandem_rules::TableName::new(None, "?"),
                 construct: "statement".into(),
             },
+            statement: None,
         },
     }
 }
 
-/// A statement that makes the server raise the refusal with its SQLSTATE, message, detail
-/// and hint, so the error and the transaction state are the server's own.
+/// A simple-protocol query string that makes the server raise the refusal with its
+/// SQLSTATE, message, detail and hint, so the error and the transaction state are the
+/// server's own. When Tandem could not parse the client's text, the text follows the
+/// raising statement: the server parses the whole string before it runs any of it, so a
+/// syntax error is reported as its own 42601 (inside an aborted transaction too, where it
+/// parses before it refuses with 25P02), and otherwise the refusal stops the string before
+/// the client's text runs. (The error's position then counts Tandem's statement too.)
 pub fn raise_sql(rejection: &Rejection) -> String {
+    match &rejection.statement {
+        Some(text) => format!("{};\n{text}", raise_one(rejection)),
+        None => raise_one(rejection),
+    }
+}
+
+/// One statement raising the refusal (see [`raise_sql`]); what a Parse can hold.
+fn raise_one(rejection: &Rejection) -> String {
     let lit = |s: &str| {
         format!(
             "'{}'",
@@ -195,6 +225,7 @@ mod tests {
                 table: tandem_rules::TableName::new(None, "t"),
                 construct: "x".into(),
             },
+            statement: None,
         };
         let sql = raise_sql(&r);
         assert!(sql.contains("MESSAGE = 'it''s $ tandem $ here'"), "{sql}");
