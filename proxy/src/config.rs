@@ -228,6 +228,9 @@ pub struct Limits {
     pub upstream_connect_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long sessions may drain before they are closed (ms).
     pub shutdown_timeout_ms: u64,
+    /// Bytes the shared plan cache may hold (statement texts plus their plans); 0 turns
+    /// the cache off. Statements over 1/64 of it are never cached.
+    pub plan_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -240,6 +243,7 @@ impl Default for Limits {
             client_idle_timeout_ms: 0,
             upstream_connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 30_000,
+            plan_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -2,19 +2,16 @@
 //!
 //! Built once from the config and the catalog, then shared read-only by every session:
 //! the resolved [`RuleSet`], the pre-filter's name set, the database the rules belong to,
-//! and a plan cache keyed by SQL text, so a repeated or prepared statement is planned once
+//! and a [`PlanCache`] keyed by SQL text, so a repeated or prepared statement is planned once
 //! across all sessions.
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::control::plan_cache::PlanCache;
 use tandem_rules::{
     mentions_ruled_table, plan, MirrorErrorPolicy, Plan, Reading, Rejection, RuleSet, RuledNames,
     SessionReading,
 };
-
-/// Plans kept before the cache is cleared (statements are usually a small, fixed set).
-const PLAN_CACHE_LIMIT: usize = 10_000;
 
 /// Rules ready for sessions.
 #[derive(Debug)]
@@ -25,20 +22,25 @@ pub struct ActiveRules {
     names: RuledNames,
     /// Database whose tables the rules name; sessions on other databases are not ruled.
     pub database: String,
-    /// Plans by (SQL text, search_path).
-    cache: DashMap<(String, Arc<[String]>), Arc<Plan>>,
+    /// Plans by (SQL text, search_path), bounded in entries and bytes.
+    cache: PlanCache,
 }
 
 impl ActiveRules {
-    /// Wraps a resolved rule set for `database`.
-    pub fn new(set: RuleSet, database: String) -> Self {
+    /// Wraps a resolved rule set for `database`, with a plan cache of `cache_bytes`.
+    pub fn new(set: RuleSet, database: String, cache_bytes: usize) -> Self {
         let names = RuledNames::new(&set);
         Self {
             set,
             names,
             database,
-            cache: DashMap::new(),
+            cache: PlanCache::new(cache_bytes),
         }
+    }
+
+    /// The plan cache (for `SHOW STATS` and tests).
+    pub fn cache(&self) -> &PlanCache {
+        &self.cache
     }
 
     /// Whether any rule mirrors anything.
@@ -77,15 +79,7 @@ impl ActiveRules {
 
     /// The plan of a statement that names a ruled table, from the cache when planned before.
     fn cached(&self, sql: &str, search_path: &Arc<[String]>) -> Arc<Plan> {
-        let key = (sql.to_string(), Arc::clone(search_path));
-        if let Some(hit) = self.cache.get(&key) {
-            return Arc::clone(&hit);
-        }
-        let planned = Arc::new(plan(sql, &self.set, search_path));
-        if self.cache.len() >= PLAN_CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(key, Arc::clone(&planned));
-        planned
+        self.cache
+            .get_or_plan(sql, search_path, || plan(sql, &self.set, search_path))
     }
 }
