@@ -430,6 +430,12 @@ impl Config {
                 });
             }
         }
+        if let Err(e) = tandem_rules::refuse_chains(&self.rules) {
+            return Err(ConfigError::Invalid {
+                key: "rule.target",
+                reason: e.to_string(),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(ConfigError::Invalid {
                 key: "log_level",
@@ -572,6 +578,21 @@ max_clients = 5
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_whose_table_is_another_rules_target_is_a_config_error() {
+        let e = Config::parse(
+            "[[rule]]\ntable = \"orders\"\n\n[[rule]]\ntable = \"orders_v2\"\ntarget = \"orders_v3\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rule.target"), "{e}");
+        assert!(
+            e.contains("table public.orders_v2 is the target of the rule for public.orders"),
+            "{e}"
+        );
     }
 
     #[test]

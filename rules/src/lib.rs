@@ -74,7 +74,7 @@ pub use rule::{
     mirrored_columns, ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError,
     TableShape,
 };
-pub use ruleset::RuleSet;
+pub use ruleset::{refuse_chains, RuleSet};
 pub use shadow::{overlap, shadow_pair, ShadowPair};
 pub use split::statement_spans;
 

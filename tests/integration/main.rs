@@ -19,4 +19,5 @@ mod parity;
 mod partitions;
 mod purge;
 mod relay;
+mod rule_chains;
 mod walk;

@@ -189,6 +189,9 @@ async fn resolve(
     database: &str,
     config: &Config,
 ) -> Result<ActiveRules, WatchError> {
+    // Off rules too: a chain written by hand must not wait for its rule to be switched on.
+    tandem_rules::refuse_chains(snapshot.rules.iter().map(|r| &r.rule))
+        .map_err(StoreError::from)?;
     let rules: Vec<_> = snapshot.rules.iter().map(|r| r.rule.clone()).collect();
     let set = catalog::resolve(client, &rules, snapshot.version).await?;
     Ok(ActiveRules::new(
