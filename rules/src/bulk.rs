@@ -100,7 +100,7 @@ fn splice(rendered: &str, rows: &str) -> Option<String> {
 pub(crate) fn split<'a>(piece: &'a str, names: &RuledNames) -> Option<Bulk<'a>> {
     let src = piece.as_bytes();
     let word = |t: &Token, w: &[u8]| t.kind == Kind::Ident && folded_eq(&src[t.start..t.end], w);
-    let punct = |t: &Token, c: u8| t.kind == Kind::Other && &src[t.start..t.end] == [c];
+    let punct = |t: &Token, c: u8| t.kind == Kind::Other && src[t.start..t.end] == [c];
     let mut tokens = Scanner::new(piece);
     if !word(&tokens.next()?, b"insert") {
         return None;

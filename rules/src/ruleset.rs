@@ -18,20 +18,14 @@ pub fn refuse_chains<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> Result<()
     let rules: Vec<&Rule> = rules.into_iter().collect();
     for (i, rule) in rules.iter().enumerate() {
         for other in &rules[..i] {
-            let (role, shared, other_role) = if rule.table == other.target {
-                ("table", &rule.table, "target")
-            } else if rule.target == other.table {
-                ("target", &rule.target, "table")
-            } else {
-                continue;
-            };
-            return Err(RuleError::Chained {
-                table: rule.table.clone(),
-                role,
-                shared: shared.clone(),
-                other_role,
-                other: other.table.clone(),
-            });
+            let table_is_target = rule.table == other.target;
+            if table_is_target || rule.target == other.table {
+                return Err(RuleError::Chained {
+                    table: rule.table.clone(),
+                    other: other.table.clone(),
+                    table_is_target,
+                });
+            }
         }
     }
     Ok(())
