@@ -83,3 +83,56 @@ impl ActiveRules {
             .get_or_plan(sql, search_path, || plan(sql, &self.set, search_path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use tandem_rules::{Mode, ResolvedRule, Rule, TableName, TableShape};
+
+    fn orders() -> ActiveRules {
+        let columns: Vec<String> = ["id", "amount", "note"].map(String::from).to_vec();
+        let shape = TableShape {
+            legacy_columns: columns.clone(),
+            target_columns: columns.clone(),
+            mirrored_columns: columns,
+            ..TableShape::default()
+        };
+        let rule = Rule::new(
+            TableName::new(Some("public"), "orders"),
+            Mode::DualWrite,
+            vec!["id".into()],
+        );
+        let set = RuleSet::new(1, vec![ResolvedRule::new(rule, shape).unwrap()]).unwrap();
+        ActiveRules::new(set, "app".into(), 64 * 1024 * 1024)
+    }
+
+    /// What a session spends on a 100,000-row, ~1.9 MB bulk INSERT, from its bytes to the
+    /// plan (reading, pre-filter, planning; too large to cache). Measured by hand:
+    /// `CARGO_TARGET_DIR=... cargo test --release -p tandem --lib bulk_insert_plan_text_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, run by hand in a release build"]
+    fn bulk_insert_plan_text_timing() {
+        let mut sql = String::from("INSERT INTO orders (id, amount, note) VALUES ");
+        for i in 0..100_000 {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("({i}, {}, 'n')", i % 1000));
+        }
+        let rules = orders();
+        let path: Arc<[String]> = Arc::from(vec!["public".to_string()]);
+        for round in 0..3 {
+            let start = Instant::now();
+            let plan = rules.plan_text(sql.as_bytes(), SessionReading::default(), &path);
+            let took = start.elapsed();
+            assert!(matches!(plan.as_deref(), Some(Plan::Rewritten(_))));
+            println!(
+                "round {round}: {} bytes planned in {:.1} ms",
+                sql.len(),
+                took.as_secs_f64() * 1e3
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use crate::plan::{Outcome, Plan};
 use crate::planner::{plan_statement, plan_statement_as};
 use crate::prefilter::{mentions_ruled_table, RuledNames};
 use crate::refusal::Refusal;
-use crate::rule::MirrorErrorPolicy;
+use crate::rule::{MirrorErrorPolicy, Mode};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::testkit::*;
@@ -55,7 +55,20 @@ fn the_bulk_path_plans_as_the_ordinary_path_does() {
     for r in &mut record.rules {
         r.rule.on_mirror_error = MirrorErrorPolicy::Record;
     }
-    for set in [rules(), record] {
+    let in_mode = |mode: Mode| {
+        let mut set = rules();
+        for r in set.rules.iter_mut().filter(|r| r.rule.mode != Mode::Off) {
+            r.rule.mode = mode;
+        }
+        set
+    };
+    for set in [
+        rules(),
+        record,
+        in_mode(Mode::UnionRead),
+        in_mode(Mode::Cutover),
+        in_mode(Mode::TargetOnly),
+    ] {
         for sql in [
             "INSERT INTO orders (id, amount) VALUES (1, 10), (2, 20)",
             "INSERT INTO orders AS o (id, amount) VALUES (1, 10), (2, 20) RETURNING o.id, amount",
