@@ -1,7 +1,7 @@
 //! Bulk INSERTs as ORMs send them (`bulk_create`, `insert_all`): one statement with
 //! thousands of rows. Tandem plans them through the rules crate's bulk path (rows carried
-//! over as written); both tables must hold every row and the client must see exactly
-//! Postgres's answer.
+//! over as written), off the session's worker thread; both tables must hold every row and
+//! the client must see exactly Postgres's answer.
 
 use tandem_tests::mirror::{config_with, start_ruled_proxy, Kind, Pair, Twins};
 use tandem_tests::{pg, through};
@@ -46,6 +46,17 @@ async fn a_20000_row_insert_is_mirrored_whole_with_its_exact_tag() {
         got.iter().rev().take(3).collect::<Vec<_>>()
     );
     assert_eq!(twins.ruled.counts(&twins.check).await, (30_000, 30_000));
+
+    // A large statement that is not a bulk INSERT takes the parser, off the worker thread
+    // (see `mirror::ahead`), and is mirrored like any other.
+    let ids: Vec<String> = (1..=15_000).map(|i| (i * 2).to_string()).collect();
+    let delete = format!("DELETE FROM {{legacy}} WHERE id IN ({})", ids.join(", "));
+    let got = twins.same_simple(&mut via, &mut direct, &delete).await;
+    assert!(
+        got.iter().any(|l| l == "CommandComplete DELETE 15000"),
+        "{got:?}"
+    );
+    assert_eq!(twins.ruled.counts(&twins.check).await, (15_000, 15_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,8 @@ pub struct ClientSide {
     /// A statement of the current transaction may have changed them (so its end may
     /// change them back).
     pub(super) settings_changed_in_transaction: bool,
+    /// A large statement planned off the worker thread, for the scan to take.
+    pub(super) ahead: Option<super::ahead::Ahead>,
 }
 
 impl ClientSide {
@@ -110,6 +112,7 @@ impl ClientSide {
             settings,
             settings_in_flight: false,
             settings_changed_in_transaction: false,
+            ahead: None,
         }
     }
 
@@ -135,7 +138,11 @@ impl ClientSide {
             client_encoding: &encoding,
             certain: !self.settings_in_flight,
         };
-        let plan = self.rules.plan_text(src, reading, &self.search_path);
+        // A large statement was planned off the worker thread (see `mirror::ahead`).
+        let plan = match self.take_ahead(src, &reading) {
+            Some(planned) => planned,
+            None => self.rules.plan_text(src, reading, &self.search_path),
+        };
         self.note_settings(src);
         plan
     }
