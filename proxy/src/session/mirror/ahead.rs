@@ -9,8 +9,8 @@
 //! awaits it, and `plan_text` takes the result when the scan reaches that statement.
 //! Nothing is forwarded meanwhile, so responses stay in order.
 //!
-//! The plan is used only if the statement's bytes and the session's reading of them
-//! (encoding, lexing, certainty) are the same when the scan reaches it; otherwise (an
+//! The plan is used only if the rules, the statement's bytes and the session's reading of
+//! them (encoding, lexing, certainty) are the same when the scan reaches it; otherwise (an
 //! earlier message of the batch changes a setting, the server answers in between) the
 //! scan plans it again itself, as it always did.
 
@@ -32,6 +32,8 @@ pub(super) struct Ahead {
     sql: Vec<u8>,
     /// The reading it was planned under.
     reading: ReadingKey,
+    /// The rules version it was planned under.
+    version: u64,
     /// The plan (`None`: it names no ruled table).
     plan: Option<Arc<Plan>>,
 }
@@ -93,6 +95,7 @@ impl ClientSide {
             self.ahead = Some(Ahead {
                 sql,
                 reading: key,
+                version: self.rules.set.version,
                 plan,
             });
         }
@@ -106,7 +109,10 @@ impl ClientSide {
         reading: &SessionReading<'_>,
     ) -> Option<Option<Arc<Plan>>> {
         let ahead = self.ahead.take()?;
-        (ahead.sql == src && ahead.reading == ReadingKey::of(reading)).then_some(ahead.plan)
+        let same = ahead.version == self.rules.set.version
+            && ahead.sql == src
+            && ahead.reading == ReadingKey::of(reading);
+        same.then_some(ahead.plan)
     }
 }
 
