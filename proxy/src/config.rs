@@ -228,6 +228,9 @@ pub struct Limits {
     pub upstream_connect_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long sessions may drain before they are closed (ms).
     pub shutdown_timeout_ms: u64,
+    /// Bytes the shared plan cache may hold (statement texts plus their plans); 0 turns
+    /// the cache off. Statements over 1/64 of it are never cached.
+    pub plan_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -240,6 +243,7 @@ impl Default for Limits {
             client_idle_timeout_ms: 0,
             upstream_connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 30_000,
+            plan_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -426,6 +430,12 @@ impl Config {
                 });
             }
         }
+        if let Err(e) = tandem_rules::refuse_chains(&self.rules) {
+            return Err(ConfigError::Invalid {
+                key: "rule.target",
+                reason: e.to_string(),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(ConfigError::Invalid {
                 key: "log_level",
@@ -568,6 +578,21 @@ max_clients = 5
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_whose_table_is_another_rules_target_is_a_config_error() {
+        let e = Config::parse(
+            "[[rule]]\ntable = \"orders\"\n\n[[rule]]\ntable = \"orders_v2\"\ntarget = \"orders_v3\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rule.target"), "{e}");
+        assert!(
+            e.contains("table public.orders_v2 is the target of the rule for public.orders"),
+            "{e}"
+        );
     }
 
     #[test]

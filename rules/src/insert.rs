@@ -121,3 +121,7 @@ fn has_foreign_syntax(ins: &Insert) -> bool {
 #[cfg(test)]
 #[path = "tests/insert.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests/large.rs"]
+mod large_tests;

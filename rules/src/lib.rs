@@ -13,10 +13,13 @@
 //!
 //! One module per rewrite (`insert`, `update` and its key-moving form `keymove`, `delete`,
 //! `truncate`, `merge`, `copy`), all
-//! built on the CTE shape described in `sqlgen`. Writes made by functions, triggers or views
+//! built on the CTE shape described in `sqlgen`. A large multi-row `INSERT ... VALUES`
+//! is planned through `bulk`, in time linear in its size: its rows are carried over as
+//! written, never parsed into a tree. Writes made by functions, triggers or views
 //! are invisible in SQL text and out of scope.
 #![deny(missing_docs)]
 
+mod bulk;
 mod carried;
 mod copy;
 mod ddl;
@@ -73,7 +76,7 @@ pub use rule::{
     mirrored_columns, ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError,
     TableShape,
 };
-pub use ruleset::RuleSet;
+pub use ruleset::{refuse_chains, RuleSet};
 pub use shadow::{overlap, shadow_pair, ShadowPair};
 pub use split::statement_spans;
 

@@ -24,7 +24,9 @@ use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::writes::{ruled_writes, written_table, Ctx};
-use crate::{copy, ddl, delete, insert, merge, only, reads, rename, reverse, truncate, update};
+use crate::{
+    bulk, copy, ddl, delete, insert, merge, only, reads, rename, reverse, truncate, update,
+};
 
 /// Plan a client's SQL string (one or more statements) under `rules`, resolving bare table
 /// names through `search_path` (schema names in catalog spelling, `$user` expanded).
@@ -36,7 +38,10 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
     let mut rewritten = false;
     for piece in &pieces {
         let outcome = if mentions_ruled_table(piece, &names) {
-            plan_statement(piece, ctx)
+            bulk::plan(piece, &names, |skeleton, client| {
+                plan_statement_as(skeleton, client, ctx)
+            })
+            .unwrap_or_else(|| plan_statement(piece, ctx))
         } else {
             Ok(Outcome::Untouched)
         };
@@ -83,7 +88,17 @@ fn reject(refusal: Refusal, rules: &RuleSet) -> Plan {
 }
 
 /// Plan one statement that mentions a ruled table's name.
-fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
+pub(crate) fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
+    plan_statement_as(piece, piece, ctx)
+}
+
+/// Plan `piece`, whose client text is `client` (the two differ only for a bulk INSERT's
+/// skeleton, see [`bulk`]); the client's text is what a drift record keeps.
+pub(crate) fn plan_statement_as(
+    piece: &str,
+    client: &str,
+    ctx: Ctx<'_>,
+) -> Result<Outcome, Refusal> {
     if let Some(refusal) = ddl::check(piece, ctx) {
         return Err(refusal);
     }
@@ -97,7 +112,7 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
     // `ONLY` survives a rewrite only on the top-level write to a ruled table (see `only`).
     let top_only =
         top_rule.is_some() && written_table(top).is_some_and(|n| stripped.marks_table(n));
-    let outcome = plan_parsed(piece, &stmt, top_only, ctx)?;
+    let outcome = plan_parsed(piece, client, &stmt, top_only, ctx)?;
     let carried =
         usize::from(top_only && top_rule.is_some_and(|r| r.rule.mode != Mode::TargetOnly));
     if stripped.marks.len() > carried {
@@ -116,9 +131,11 @@ fn plan_statement(piece: &str, ctx: Ctx<'_>) -> Result<Outcome, Refusal> {
     Ok(outcome)
 }
 
-/// Plan one parsed statement; `only` says its top-level write carried `ONLY`.
+/// Plan one parsed statement; `only` says its top-level write carried `ONLY`; `client` is
+/// the client's text of `piece`.
 fn plan_parsed(
     piece: &str,
+    client: &str,
     stmt: &Statement,
     only: bool,
     ctx: Ctx<'_>,
@@ -162,7 +179,7 @@ fn plan_parsed(
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(stmt, with, top, rule, piece, only)
+            plan_write(stmt, with, top, rule, client, only)
         }
         Statement::Explain {
             analyze, options, ..

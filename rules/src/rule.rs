@@ -367,6 +367,31 @@ pub enum RuleError {
     /// Two rules name the same legacy table.
     #[error("two rules for table {0}")]
     Duplicate(TableName),
+    /// One rule's legacy table is another rule's target, or its target another rule's
+    /// legacy table: a write mirrored into the target would itself be a write to a ruled
+    /// table, and no order of modes makes that safe.
+    #[error("{}", chain_message(.table, .other, *.table_is_target))]
+    Chained {
+        /// The rule being checked.
+        table: TableName,
+        /// The other rule's legacy table.
+        other: TableName,
+        /// True: `table` is the other rule's target. False: this rule's target is `other`.
+        table_is_target: bool,
+    },
+}
+
+/// The message of [`RuleError::Chained`].
+fn chain_message(table: &TableName, other: &TableName, table_is_target: bool) -> String {
+    let (role, shared, other_role) = if table_is_target {
+        ("table", table, "target")
+    } else {
+        ("target", other, "table")
+    };
+    format!(
+        "rule for {table}: {role} {shared} is the {other_role} of the rule for {other}; \
+         a table may be a legacy table or a target, not both"
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,28 @@
 //! checks at execution that the name means the ruled table.
 
 use crate::name::TableName;
-use crate::rule::{ResolvedRule, RuleError};
+use crate::rule::{ResolvedRule, Rule, RuleError};
+
+/// Refuses rules where one rule's legacy table is another's target (in any mode: an `off`
+/// rule may be switched on later, so the pair is refused when it is written). The error
+/// names the later rule of the pair (in `rules` order), which is the one being added when
+/// a new rule is checked last.
+pub fn refuse_chains<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> Result<(), RuleError> {
+    let rules: Vec<&Rule> = rules.into_iter().collect();
+    for (i, rule) in rules.iter().enumerate() {
+        for other in &rules[..i] {
+            let table_is_target = rule.table == other.target;
+            if table_is_target || rule.target == other.table {
+                return Err(RuleError::Chained {
+                    table: rule.table.clone(),
+                    other: other.table.clone(),
+                    table_is_target,
+                });
+            }
+        }
+    }
+    Ok(())
+}
 
 /// All rules in force, tagged with the configuration version they came from.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -21,13 +42,15 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// A rule set, refusing two rules on the same legacy table.
+    /// A rule set, refusing two rules on the same legacy table and one rule's table being
+    /// another's target ([`refuse_chains`]).
     pub fn new(version: u64, rules: Vec<ResolvedRule>) -> Result<Self, RuleError> {
         for (i, rule) in rules.iter().enumerate() {
             if rules[..i].iter().any(|r| r.rule.table == rule.rule.table) {
                 return Err(RuleError::Duplicate(rule.rule.table.clone()));
             }
         }
+        refuse_chains(rules.iter().map(|r| &r.rule))?;
         Ok(Self { version, rules })
     }
 
@@ -95,6 +118,30 @@ mod tests {
         );
         assert_eq!(found(&["other"]), None);
         assert_eq!(found(&[]), None);
+    }
+
+    #[test]
+    fn a_table_that_is_another_rules_target_is_refused() {
+        let a = |table: &str, target: &str| {
+            let mut r = Rule::new(TableName::parse(table).unwrap(), Mode::Off, vec![]);
+            r.target = TableName::parse(target).unwrap();
+            r
+        };
+        let first = a("public.a", "public.b");
+        let legacy_is_target = a("public.b", "public.c");
+        let err = refuse_chains([&first, &legacy_is_target]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rule for public.b: table public.b is the target of the rule for public.a; \
+             a table may be a legacy table or a target, not both"
+        );
+        let target_is_legacy = a("public.z", "public.a");
+        let err = refuse_chains([&first, &target_is_legacy]).unwrap_err();
+        assert!(err.to_string().starts_with(
+            "rule for public.z: target public.a is the table of the rule for public.a"
+        ));
+        let unrelated = a("public.x", "public.y");
+        assert!(refuse_chains([&first, &unrelated]).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! One binary, one shared server (see `tandem_tests`); every test makes its own tables.
 
 mod admin;
+mod admin_wire;
 mod auth;
 mod auto_partition;
 mod backfill;
@@ -18,4 +19,5 @@ mod parity;
 mod partitions;
 mod purge;
 mod relay;
+mod rule_chains;
 mod walk;

@@ -2,7 +2,8 @@
 //!
 //! Rules live in the upstream database ([`store`], with validated transitions in
 //! [`store::change`]), are resolved against the catalog ([`catalog`]) and watched for
-//! changes by every instance ([`watch`], which publishes [`active_rules`]). Operators steer
+//! changes by every instance ([`watch`], which publishes [`active_rules`], with its
+//! [`plan_cache`]). Operators steer
 //! it through the [`admin`] console; [`sessions`] and [`stats`] are what they look at;
 //! [`drift`] and [`shadow`] are the side jobs that record refusals and re-run sampled reads
 //! off the hot path.
@@ -11,6 +12,7 @@ pub mod active_rules;
 pub mod admin;
 pub mod catalog;
 pub mod drift;
+pub mod plan_cache;
 pub mod sessions;
 pub mod shadow;
 pub mod stats;

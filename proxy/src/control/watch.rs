@@ -82,7 +82,7 @@ impl RulesWatch {
             info!(rules = seeded, "rule store seeded from the config file");
         }
         let snapshot = store::load(&client, &names).await?;
-        let active = resolve(&client, &snapshot, &database).await?;
+        let active = resolve(&client, &snapshot, &database, &config).await?;
         for rule in &active.set.rules {
             info!(table = %rule.rule.table, target = %rule.rule.target, mode = rule.rule.mode.as_str(), key = ?rule.rule.key, %database, "rule active");
         }
@@ -145,7 +145,7 @@ impl RulesWatch {
             if snapshot.version == self.version() {
                 return Ok(snapshot.version);
             }
-            let active = resolve(client, &snapshot, &self.database).await?;
+            let active = resolve(client, &snapshot, &self.database, &self.config).await?;
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
             self.version.store(snapshot.version, Ordering::Release);
             info!(
@@ -187,10 +187,18 @@ async fn resolve(
     client: &Client,
     snapshot: &store::Snapshot,
     database: &str,
+    config: &Config,
 ) -> Result<ActiveRules, WatchError> {
+    // Off rules too: a chain written by hand must not wait for its rule to be switched on.
+    tandem_rules::refuse_chains(snapshot.rules.iter().map(|r| &r.rule))
+        .map_err(StoreError::from)?;
     let rules: Vec<_> = snapshot.rules.iter().map(|r| r.rule.clone()).collect();
     let set = catalog::resolve(client, &rules, snapshot.version).await?;
-    Ok(ActiveRules::new(set, database.to_string()))
+    Ok(ActiveRules::new(
+        set,
+        database.to_string(),
+        config.limits.plan_cache_bytes,
+    ))
 }
 
 /// LISTEN, reload on notifications, poll, reconnect with backoff; ends when the watch is

@@ -250,6 +250,18 @@ async fn client_to_upstream(
                 side.learn(answer);
             }
         }
+        // A large statement is planned on the blocking pool first, so this worker's other
+        // sessions are not held up; the scan below takes that plan (see `mirror::ahead`).
+        if let Some(side) = &mut client_side {
+            let queue_empty = || {
+                state
+                    .expect
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+            };
+            side.plan_ahead(&buf, queue_empty).await;
+        }
         let mut queries = 0u64;
         let mut syncs = 0i64;
         let mut terminated = false;

@@ -8,6 +8,7 @@
 //! `DEFAULT gen_random_uuid()` and `DEFAULT now()` columns, so a mirror that recomputed
 //! generated values instead of copying them would show up as drift.
 
+mod bulk;
 mod clients;
 mod copy;
 mod escapes;

@@ -13,7 +13,7 @@ use super::scram::{Exchange, ScramError, Verifier};
 use crate::control::store::change::{self, RuleChange};
 use crate::shared::Shared;
 use crate::wire::protocol::backend::ErrorFields;
-use crate::wire::protocol::frame::{begin, finish, read_cstr};
+use crate::wire::protocol::frame::{begin, finish, parse_header, read_cstr, HEADER_LEN};
 use crate::wire::protocol::startup::StartupMessage;
 use crate::wire::stream::Stream;
 
@@ -81,19 +81,43 @@ async fn fatal(client: &mut Stream, fields: &ErrorFields) -> std::io::Result<()>
     client.shutdown().await
 }
 
-/// Reads one message: tag and body (at most `max` bytes).
+/// Postgres's cap on an authentication message (`PG_MAX_AUTH_TOKEN_LENGTH`): a larger
+/// claim is refused from its header, before any of the body is waited for.
+const MAX_AUTH_MESSAGE: usize = 65535;
+
+/// Reads one message: tag and body (at most `max` bytes; a larger claimed length is refused
+/// from the header alone).
 async fn read_message(client: &mut Stream, max: usize) -> Result<(u8, Vec<u8>), ConsoleError> {
-    let mut header = [0u8; 5];
+    let mut header = [0u8; HEADER_LEN];
     client.read_exact(&mut header).await?;
-    let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    if length < 4 || (length as usize - 4) > max {
-        return Err(ConsoleError::Protocol(format!(
-            "invalid message length {length}"
-        )));
-    }
-    let mut body = vec![0u8; length as usize - 4];
+    let header = match parse_header(&header, max) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(ConsoleError::Protocol("truncated message header".into())),
+        Err(e) => {
+            return Err(ConsoleError::Protocol(format!(
+                "invalid frontend message: {e}"
+            )))
+        }
+    };
+    let mut body = vec![0u8; header.body_len];
     client.read_exact(&mut body).await?;
-    Ok((header[0], body))
+    Ok((header.tag, body))
+}
+
+/// Reads one authentication message (capped at [`MAX_AUTH_MESSAGE`]); `Ok(None)` when it
+/// was refused and the client told with `FATAL 08P01`.
+async fn read_auth_message(
+    client: &mut Stream,
+    max: usize,
+) -> Result<Option<(u8, Vec<u8>)>, ConsoleError> {
+    match read_message(client, max.min(MAX_AUTH_MESSAGE)).await {
+        Ok(message) => Ok(Some(message)),
+        Err(ConsoleError::Protocol(what)) => {
+            fatal(client, &ErrorFields::new("FATAL", "08P01", what)).await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn auth_message(out: &mut BytesMut, code: i32, data: &[u8]) {
@@ -123,7 +147,9 @@ async fn authenticate(
     };
     let protocol = |what: &str| refuse("08P01", format!("invalid SASL message: {what}"));
 
-    let (tag, body) = read_message(client, max).await?;
+    let Some((tag, body)) = read_auth_message(client, max).await? else {
+        return Ok(false);
+    };
     if tag != b'p' {
         fatal(client, &protocol("expected SASLInitialResponse")).await?;
         return Ok(false);
@@ -162,6 +188,18 @@ async fn authenticate(
             .await?;
             return Ok(false);
         }
+        Err(ScramError::AuthorizationIdentity) => {
+            // Postgres's own refusal (auth-scram.c, read_client_first_message).
+            fatal(
+                client,
+                &refuse(
+                    "0A000",
+                    "client uses authorization identity, but it is not supported".into(),
+                ),
+            )
+            .await?;
+            return Ok(false);
+        }
         Err(_) => {
             fatal(client, &protocol("malformed client-first-message")).await?;
             return Ok(false);
@@ -171,7 +209,9 @@ async fn authenticate(
     auth_message(&mut out, 11, server_first.as_bytes());
     client.write_all(&out).await?;
     client.flush().await?;
-    let (tag, body) = read_message(client, max).await?;
+    let Some((tag, body)) = read_auth_message(client, max).await? else {
+        return Ok(false);
+    };
     if tag != b'p' {
         fatal(client, &protocol("expected SASLResponse")).await?;
         return Ok(false);
@@ -229,7 +269,7 @@ fn ready(out: &mut BytesMut) {
 async fn run(client: &mut Stream, user: &str, shared: &Arc<Shared>) -> Result<(), ConsoleError> {
     let max = shared.config.limits.max_message_bytes;
     let mut out = BytesMut::new();
-    // After an extended-protocol message: error once, then ignore until Sync.
+    // After an extended-protocol message: error once, then discard everything until Sync.
     let mut skipping = false;
     loop {
         let (tag, body) = match read_message(client, max).await {
@@ -246,6 +286,10 @@ async fn run(client: &mut Stream, user: &str, shared: &Arc<Shared>) -> Result<()
         out.clear();
         match tag {
             b'X' => return Ok(()),
+            // After an error in the extended protocol Postgres discards every message up
+            // to Sync, a simple Query included: running it would act on a pipeline the
+            // client believes failed.
+            b'Q' if skipping => {}
             b'Q' => {
                 let text = read_cstr(&body)
                     .and_then(|(q, _)| std::str::from_utf8(q).ok())

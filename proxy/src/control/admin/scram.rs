@@ -81,6 +81,9 @@ pub enum ScramError {
     Malformed(&'static str),
     /// The client asked for channel binding.
     ChannelBinding,
+    /// The client sent an authorization identity (`a=` in the GS2 header), which
+    /// PostgreSQL does not support either.
+    AuthorizationIdentity,
     /// Wrong password (or a tampered exchange).
     BadProof,
 }
@@ -119,7 +122,10 @@ impl Exchange {
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or(ScramError::Malformed("no GS2 header"))?;
-        if !authzid.is_empty() && !authzid.starts_with("a=") {
+        if authzid.starts_with("a=") {
+            return Err(ScramError::AuthorizationIdentity);
+        }
+        if !authzid.is_empty() {
             return Err(ScramError::Malformed("bad authzid"));
         }
         let client_nonce = bare
@@ -237,5 +243,18 @@ mod tests {
         assert!(Exchange::start(&[0xff, 0xfe], &v, b"n").is_err());
         let (ex, _) = Exchange::start(b"n,,n=,r=abc", &v, b"n").unwrap();
         assert!(ex.finish(b"c=biws,r=wrong,p=AAAA", &v).is_err());
+    }
+
+    #[test]
+    fn an_authorization_identity_is_refused_as_postgres_refuses_it() {
+        let v = Verifier::from_password("pw");
+        assert_eq!(
+            Exchange::start(b"n,a=someone,n=,r=abc", &v, b"n").err(),
+            Some(ScramError::AuthorizationIdentity)
+        );
+        assert_eq!(
+            Exchange::start(b"y,a=admin,n=,r=abc", &v, b"n").err(),
+            Some(ScramError::AuthorizationIdentity)
+        );
     }
 }

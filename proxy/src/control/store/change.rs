@@ -12,6 +12,9 @@
 //! - entering `cutover` advances the target's sequences past the largest value in either
 //!   table (the target generates ids from now on), and leaving it for `dual_write`,
 //!   `union_read` or `off` does the same for the legacy table's sequences;
+//! - ADD RULE refuses a rule whose table is another rule's target or whose target is
+//!   another rule's table (checked under an advisory lock, so two racing adds cannot
+//!   chain);
 //! - DROP RULE only in `off` or `dual_write`, or in `target_only` with FORCE (applications
 //!   still using the legacy name would fall back to the stale legacy table).
 //!
@@ -157,6 +160,9 @@ pub async fn apply(
             ))
         }
         (RuleChange::Add(rule), None) => {
+            // First without the lock, so the operator hears of the chain before anything
+            // about the tables; again under the lock before writing.
+            refuse_chain(&*client, store, rule).await?;
             resolve(client, rule).await?;
             Some(rule.clone())
         }
@@ -217,6 +223,12 @@ pub async fn apply(
     };
     // Write, serialised with other admins on this row.
     let tx = client.transaction().await?;
+    if let RuleChange::Add(rule) = &change {
+        // Two ADD RULEs racing could each pass alone and chain together: one at a time.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADD_LOCK])
+            .await?;
+        refuse_chain(&tx, store, rule).await?;
+    }
     let locked = read_in(&tx, store, &table).await?;
     if locked.as_ref().map(|r| r.version) != current.as_ref().map(|r| r.version) {
         return Err(ChangeError::new(
@@ -264,6 +276,40 @@ pub async fn apply(
     Ok(Applied {
         rule: new_rule,
         notes,
+    })
+}
+
+/// Advisory lock key serialising ADD RULE across instances (see [`refuse_chain`]).
+const ADD_LOCK: i64 = super::SCHEMA_LOCK + 1;
+
+/// Refuses a new rule whose table is a stored rule's target, or whose target is a stored
+/// rule's table: the mirror write into the target would itself be a ruled write.
+async fn refuse_chain(
+    client: &impl tokio_postgres::GenericClient,
+    store: &Store,
+    rule: &Rule,
+) -> Result<(), ChangeError> {
+    let rows = client
+        .query(
+            &format!("SELECT {RULE_COLUMNS} FROM {} AS r", store.rules()),
+            &[],
+        )
+        .await?;
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in &rows {
+        stored.push(stored_rule(row, 0).map_err(|(name, reason)| {
+            ChangeError::new(
+                "XX000",
+                format!("tandem: stored rule for {name} is invalid: {reason}"),
+                Some("fix the row in the rule store"),
+            )
+        })?);
+    }
+    tandem_rules::refuse_chains(stored.iter().map(|s| &s.rule).chain([rule])).map_err(|e| {
+        ChangeError::state(
+            format!("tandem: {e}"),
+            "a table takes part in one rule only; finish the other rule's migration (DROP RULE) first, or choose another target",
+        )
     })
 }
 

@@ -75,6 +75,9 @@ pub enum StoreError {
     /// The server refused a query.
     #[error("rule store: {0}")]
     Query(#[from] tokio_postgres::Error),
+    /// The rules together are not valid: one rule's legacy table is another's target.
+    #[error("rule store: {0}")]
+    Rules(#[from] tandem_rules::RuleError),
     /// A stored row does not make a valid rule (edited by hand?).
     #[error("rule store: row for {table}: {reason}")]
     BadRow {
@@ -137,8 +140,14 @@ pub async fn migrate(client: &Client, store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Inserts the configured rules that have no row yet; existing rows win.
+/// Inserts the configured rules that have no row yet; existing rows win. Refused, with
+/// nothing written, when a configured rule would chain with a stored one (its table is a
+/// stored rule's target, or its target a stored rule's table; see
+/// [`tandem_rules::refuse_chains`]).
 pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result<u64, StoreError> {
+    let stored = load(client, store).await?;
+    let seeded = rules.iter().filter(|r| find(&stored, &r.table).is_none());
+    tandem_rules::refuse_chains(stored.rules.iter().map(|r| &r.rule).chain(seeded))?;
     let sql = format!(
         "INSERT INTO {} (table_name, target, key, mode, sample_rate, \
            on_mirror_error, set_columns, auto_partition, updated_by) \

@@ -112,6 +112,8 @@ pub struct ClientSide {
     /// How many times the server reported a search_path other than the one before: a
     /// prepared statement planned under an older one is planned again.
     pub(super) path_epoch: u64,
+    /// A large statement planned off the worker thread, for the scan to take.
+    pub(super) ahead: Option<super::ahead::Ahead>,
 }
 
 impl ClientSide {
@@ -150,6 +152,7 @@ impl ClientSide {
             waiting: false,
             path_wanted: false,
             path_epoch: 0,
+            ahead: None,
         }
     }
 
@@ -184,7 +187,11 @@ impl ClientSide {
             client_encoding: &encoding,
             certain: !self.settings_in_flight,
         };
-        let plan = self.rules.plan_text(src, reading, &self.search_path);
+        // A large statement was planned off the worker thread (see `mirror::ahead`).
+        let plan = match self.take_ahead(src, &reading) {
+            Some(planned) => planned,
+            None => self.rules.plan_text(src, reading, &self.search_path),
+        };
         self.note_settings(src);
         plan
     }

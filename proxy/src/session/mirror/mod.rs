@@ -13,8 +13,9 @@
 //! keeps prepared statements planned under the rules in force, [`retry`] runs a write
 //! again once the partition it needed exists (auto_partition), [`sample`] hands reads to
 //! the shadow sampler, [`refusal`] raises or records what Tandem will not run, and
-//! [`server`] fixes the responses. This module holds the expectations they share.
+//! [`server`] fixes the responses; [`ahead`] plans a large statement off the worker thread. This module holds the expectations they share.
 
+mod ahead;
 mod client;
 mod prepared;
 pub mod probe;
