@@ -100,6 +100,13 @@ impl Subject<'_> {
     /// and temporary tables): `tandem.resolves_to()` raises otherwise. `None` for a
     /// schema-qualified name (which no session setting changes) or an unknown OID.
     pub(crate) fn resolution_check(&self) -> Option<String> {
+        if let Some((name, oid, table)) = &self.rule.client_name {
+            return Some(format!(
+                "tandem.resolves_to({}, {oid}::oid, {})",
+                crate::record::literal(name),
+                crate::record::literal(&table.to_string()),
+            ));
+        }
         let oid = self.rule.shape.legacy_oid;
         if self.table.0.len() != 1 || oid == 0 {
             return None;

@@ -44,7 +44,13 @@ pub(crate) fn rewrite(
     rule: &ResolvedRule,
     piece: &str,
 ) -> Result<StatementPlan, Refusal> {
-    let reversed = reversed(rule);
+    let mut reversed = reversed(rule);
+    // The statement now names the target: the server still checks that the client's own
+    // bare name meant the ruled legacy table (not a temporary table of that name).
+    if rule.shape.legacy_oid != 0 {
+        reversed.client_name = client_bare_name(top)
+            .map(|name| (name, rule.shape.legacy_oid, rule.rule.table.clone()));
+    }
     let mut write = top.clone();
     let returning = match &mut write {
         Statement::Insert(ins) => {
@@ -144,7 +150,31 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             target_table: shape.legacy_table.clone(),
             legacy_primary_key: Vec::new(),
         },
+        client_name: None,
     }
+}
+
+/// The bare table name the client wrote in `top` (a schema-qualified one needs no check).
+fn client_bare_name(top: &Statement) -> Option<String> {
+    let name = match top {
+        Statement::Insert(ins) => match &ins.table {
+            TableObject::TableName(name) => name,
+            _ => return None,
+        },
+        Statement::Update(upd) => match &upd.table.relation {
+            TableFactor::Table { name, .. } => name,
+            _ => return None,
+        },
+        Statement::Delete(del) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &del.from;
+            match &from.first()?.relation {
+                TableFactor::Table { name, .. } => name,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    (name.0.len() == 1).then(|| name.to_string())
 }
 
 /// Do both tables have the same column names in the same order?

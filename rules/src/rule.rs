@@ -285,6 +285,10 @@ pub struct ResolvedRule {
     pub rule: Rule,
     /// Its tables' catalog facts.
     pub shape: TableShape,
+    /// For a rewrite that writes another table than the one the client named (`cutover`
+    /// writes the target): the client's bare name, the OID it must mean and that table,
+    /// for the check the server makes as it runs the statement.
+    pub(crate) client_name: Option<(String, u32, TableName)>,
 }
 
 impl ResolvedRule {
@@ -322,7 +326,11 @@ impl ResolvedRule {
         if shape.mirrored_columns.is_empty() {
             return Err(RuleError::NothingMirrored(table.clone()));
         }
-        Ok(Self { rule, shape })
+        Ok(Self {
+            rule,
+            shape,
+            client_name: None,
+        })
     }
 }
 

@@ -197,3 +197,27 @@ async fn copy_in_follows_the_mode() {
         "target_only COPY lands in the target alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_never_writes_the_target_for_a_temporary_table_of_the_legacy_name() {
+    let f = Fixture::new(5).await;
+    f.check
+        .batch_execute(&f.sql("INSERT INTO {target} SELECT * FROM {legacy} ON CONFLICT DO NOTHING"))
+        .await
+        .unwrap();
+    let (_proxy, via) = f.proxy("cutover").await;
+    via.batch_execute(&f.sql("CREATE TEMP TABLE {legacy} (LIKE public.{legacy})"))
+        .await
+        .unwrap();
+    let before = both(&f, 1).await;
+    for sql in [
+        "INSERT INTO {legacy} (id, tenant, amount, note) VALUES (200, 'acme', 1, 'temp')",
+        "UPDATE {legacy} SET note = 'temp' WHERE id = 1",
+        "DELETE FROM {legacy} WHERE id = 1",
+    ] {
+        let e = via.batch_execute(&f.sql(sql)).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "55000", "{sql}: {}", db_text(&e));
+    }
+    assert_eq!(both(&f, 1).await, before);
+    assert_eq!(both(&f, 200).await, (vec![], vec![]));
+}
