@@ -13,6 +13,7 @@ mod escapes;
 mod extended;
 mod failures;
 mod forms;
+mod fuzz_findings;
 mod reading;
 mod search_path;
 mod untouched;
