@@ -91,8 +91,11 @@ impl Stmt {
 pub enum Item {
     /// Parse (unnamed), Bind, Describe portal, Execute.
     Unnamed(Stmt),
-    /// Bind of a named statement with these parameters, Describe portal, Execute.
+    /// Bind of a named statement (`""`: the unnamed one parsed before) with these
+    /// parameters, Describe portal, Execute.
     Named(String, Stmt),
+    /// A Sync in the middle of the batch: the batch is answered by several ReadyForQuery.
+    Sync,
 }
 
 /// One exchange with the server: what is written before reading the answer.
@@ -106,7 +109,7 @@ pub enum Step {
     Extended(Stmt, i32),
     /// Parse of a named statement, Describe statement, Sync.
     Prepare(String, Stmt),
-    /// Several extended items before one Sync.
+    /// Several extended items before one Sync (or several, with [`Item::Sync`]).
     Batch(Vec<Item>),
     /// Close of a named statement, Sync.
     Close(String),
@@ -127,8 +130,9 @@ impl Step {
             Step::Extended(s, _) | Step::Prepare(_, s) | Step::Copy(s, _) => vec![s],
             Step::Batch(items) => items
                 .iter()
-                .map(|i| match i {
-                    Item::Unnamed(s) | Item::Named(_, s) => s,
+                .filter_map(|i| match i {
+                    Item::Unnamed(s) | Item::Named(_, s) => Some(s),
+                    Item::Sync => None,
                 })
                 .collect(),
             Step::Close(_) => Vec::new(),
@@ -143,6 +147,9 @@ impl Step {
             Step::Queries(_) => "simple pipelined",
             Step::Extended(..) => "extended unnamed",
             Step::Prepare(..) => "extended named Parse",
+            Step::Batch(items) if items.iter().any(|i| matches!(i, Item::Sync)) => {
+                "extended pipelined, several Syncs"
+            }
             Step::Batch(items) if items.iter().any(|i| matches!(i, Item::Named(..))) => {
                 "extended named Bind/Execute (batch)"
             }
@@ -207,12 +214,16 @@ impl Step {
                             out.extend(raw::bind("", "", &s.params()));
                         }
                         Item::Named(name, s) => out.extend(raw::bind("", name, &s.params())),
+                        Item::Sync => {
+                            out.extend(raw::sync());
+                            continue;
+                        }
                     }
                     out.extend(raw::describe(b'P', ""));
                     out.extend(raw::execute("", 0));
                 }
                 out.extend(raw::sync());
-                1
+                1 + items.iter().filter(|i| matches!(i, Item::Sync)).count()
             }
             Step::Close(name) => {
                 out.extend(raw::close(b'S', name));
@@ -436,7 +447,14 @@ impl Workload {
             }
             _ => {
                 let n = 1 + self.rng.below(3);
-                Step::Batch((0..n).map(|_| self.item()).collect())
+                let mut items = Vec::new();
+                for i in 0..n {
+                    if i > 0 && self.rng.chance(20) {
+                        items.push(Item::Sync);
+                    }
+                    self.item(&mut items);
+                }
+                Step::Batch(items)
             }
         }
     }
@@ -526,20 +544,26 @@ impl Workload {
         }
     }
 
-    /// One item of an extended batch.
-    fn item(&mut self) -> Item {
+    /// One or two items of an extended batch.
+    fn item(&mut self, items: &mut Vec<Item>) {
         if !self.prepared.is_empty() && self.rng.chance(50) {
             let (name, index, stmt) = self.prepared[self.rng.below(self.prepared.len())].clone();
             let stmt = match index {
                 Some(index) => self.param_form(index),
                 None => stmt,
             };
-            return Item::Named(name, stmt);
+            items.push(Item::Named(name, stmt));
+        } else if self.rng.chance(40) {
+            let (index, stmt) = self.param_stmt();
+            items.push(Item::Unnamed(stmt));
+            if self.rng.chance(40) {
+                // The unnamed statement bound again with other values.
+                let again = self.param_form(index);
+                items.push(Item::Named(String::new(), again));
+            }
+        } else {
+            items.push(Item::Unnamed(self.batchable()));
         }
-        if self.rng.chance(40) {
-            return Item::Unnamed(self.param_stmt().1);
-        }
-        Item::Unnamed(self.batchable())
     }
 
     /// A statement for an extended batch: runnable, and no search_path change (a ruled
@@ -618,8 +642,20 @@ impl Workload {
     }
 
     fn note(&mut self) -> String {
-        match self.rng.below(4) {
+        match self.rng.below(6) {
             0 => "NULL".into(),
+            // Literals the statement splitter must read as the server does (no spaces:
+            // see `decorate`).
+            1 => self
+                .rng
+                .pick(&[
+                    "E'e\\';s'",
+                    "$q$d;q$q$",
+                    "'semi;colon'",
+                    "'it''s'",
+                    "'--not'",
+                ])
+                .into(),
             _ => format!("'n{}'", self.rng.below(20)),
         }
     }
