@@ -306,6 +306,10 @@ const FOUND: &[(&[&str], &str)] = &[
         &["{src} s", "RETURNING 1 AS one, note"],
         "ambiguous RETURNING",
     ),
+    (
+        &["{legacy} o", "RETURNING 1 AS one, note"],
+        "ambiguous RETURNING",
+    ),
     // returning_a_system_column_works_as_directly: RETURNING tableoid fails with 42703.
     (&["RETURNING tableoid"], "system column in RETURNING"),
 ];
@@ -879,10 +883,18 @@ impl Workload {
             13 | 14 => {
                 let ret = self.returning("");
                 if self.rng.chance(50) {
-                    Stmt::runs(
-                        "UPDATE of the key",
-                        format!("UPDATE {t} SET id = id + 100 WHERE id = {id}{ret}"),
-                    )
+                    let (pred, other) = (self.pred(""), self.id());
+                    let set = match self.rng.below(5) {
+                        0 => format!("id = id + 100 WHERE {pred}"),
+                        1 => format!(
+                            "id = CASE WHEN id = {id} THEN {other} ELSE {id} END \
+                             WHERE id IN ({id}, {other})"
+                        ),
+                        2 => format!("id = (SELECT max(id) + 1 FROM {{legacy}}) WHERE id = {id}"),
+                        3 => format!("id = id, tenant = tenant WHERE {pred}"),
+                        _ => format!("id = id + 100 WHERE id = {id}"),
+                    };
+                    Stmt::runs("UPDATE of the key", format!("UPDATE {t} SET {set}{ret}"))
                 } else {
                     let pred = self.pred("");
                     Stmt::runs(
@@ -1052,6 +1064,30 @@ impl Workload {
                     )
                 };
                 Stmt::runs("subquery", sql)
+            }
+            35 if self.rng.chance(50) => {
+                let (pred, ret) = (self.pred("l."), self.returning("l."));
+                let sql = match self.rng.below(3) {
+                    0 => format!(
+                        "UPDATE {t} AS l SET note = o.note FROM {{legacy}} o \
+                         WHERE o.id = l.id + 1 AND {pred}{ret}"
+                    ),
+                    1 => format!(
+                        "DELETE FROM {t} AS l USING {{legacy}} o \
+                         WHERE o.id = l.id - 1 AND o.tenant = l.tenant AND {pred}{ret}"
+                    ),
+                    _ => {
+                        return Stmt::runs(
+                            "the legacy table read inside its own write",
+                            format!(
+                                "INSERT INTO {t} AS l (tenant, amount, note) SELECT tenant, \
+                                 amount, note FROM {{legacy}} WHERE id < {id} ORDER BY id \
+                                 LIMIT 3{ret}"
+                            ),
+                        )
+                    }
+                };
+                joined("the legacy table read inside its own write", &ret, sql)
             }
             35 => {
                 let pred = self.pred("");
