@@ -68,3 +68,15 @@ async fn failing_copy_consumes_ids_as_directly() {
     let insert = "INSERT INTO {legacy} (tenant) VALUES ('acme') RETURNING id, score";
     twins.same_simple(&mut via, &mut direct, insert).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "found by the fuzzer: a write naming the ruled table as U&\"...\" is refused (0A000, cannot parse) though Postgres runs it"]
+async fn unicode_escaped_name_of_the_ruled_table_is_mirrored() {
+    let twins = Twins::new(Kind::List).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    // The lexer reads U&"\0064..." as the ruled table (so the write never runs unmirrored),
+    // but the SQL parser stops at the `&`: the client gets 0A000 instead of INSERT 0 1.
+    let sql = "INSERT INTO {legacy_unicode} (tenant, amount) VALUES ('acme', 1)";
+    twins.same_simple(&mut via, &mut direct, sql).await;
+    twins.same_extended(&mut via, &mut direct, sql).await;
+}

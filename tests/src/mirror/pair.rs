@@ -51,10 +51,17 @@ impl Pair {
         }
     }
 
-    /// `template` with `{legacy}`, `{target}` and `{src}` replaced by this pair's names, and
-    /// `{LEGACY}` by the legacy name in upper case (which the server folds back).
+    /// `template` with `{legacy}`, `{target}` and `{src}` replaced by this pair's names,
+    /// `{LEGACY}` by the legacy name in upper case (which the server folds back) and
+    /// `{legacy_unicode}` by the legacy name as a `U&"\0064..."` identifier.
     pub fn sql(&self, template: &str) -> String {
+        let unicode: String = self
+            .legacy
+            .chars()
+            .map(|c| format!("\\{:04X}", c as u32))
+            .collect();
         template
+            .replace("{legacy_unicode}", &format!("U&\"{unicode}\""))
             .replace("{legacy}", &self.legacy)
             .replace("{LEGACY}", &self.legacy.to_uppercase())
             .replace("{target}", &self.target)
