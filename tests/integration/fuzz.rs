@@ -35,7 +35,7 @@ use workload::{Expect, Step, Workload};
 const DEFAULT_SEED: u64 = 0x7461_6e64_656d;
 
 /// Statements in the default run: a few seconds in a debug build.
-const DEFAULT_STATEMENTS: u64 = 450;
+const DEFAULT_STATEMENTS: u64 = 1200;
 
 /// A number from the environment, decimal or `0x` hex.
 fn env_number(name: &str, default: u64) -> u64 {
@@ -57,6 +57,8 @@ struct Tally {
     refused: usize,
     failed: usize,
     forms: BTreeMap<&'static str, usize>,
+    /// Refused steps by the form of their refused statement.
+    refusals: BTreeMap<&'static str, usize>,
     protocols: BTreeMap<&'static str, usize>,
     statuses: BTreeMap<char, usize>,
 }
@@ -71,6 +73,11 @@ impl Tally {
         *self.protocols.entry(step.protocol()).or_default() += 1;
         if step.expect() != Expect::Runs {
             self.refused += 1;
+            let form = step.stmts().into_iter().find(|s| s.expect != Expect::Runs);
+            *self
+                .refusals
+                .entry(form.map_or("?", |s| s.form))
+                .or_default() += 1;
         } else if got.iter().any(|l| l.starts_with("Error")) {
             self.failed += 1;
         }
@@ -265,7 +272,8 @@ async fn tandem_answers_as_postgres_on_random_workloads() {
     eprintln!(
         "fuzz: seed {seed:#x} (rounds: {}), {} statements in {} steps, {:.1?}\n  \
          {} refused as documented, {} failed alike through Tandem and directly; \
-         transaction status after steps: {:?}\n  protocols ({}): {}\n  forms ({}): {}",
+         transaction status after steps: {:?}\n  protocols ({}): {}\n  forms ({}): {}\n  \
+         refusals by form: {}",
         rounds.join(", "),
         tally.statements,
         tally.steps,
@@ -277,6 +285,7 @@ async fn tandem_answers_as_postgres_on_random_workloads() {
         list(&tally.protocols),
         tally.forms.len(),
         list(&tally.forms),
+        list(&tally.refusals),
     );
     assert!(
         statements < DEFAULT_STATEMENTS || (tally.forms.len() > 20 && tally.protocols.len() >= 6),

@@ -382,6 +382,18 @@ const SPELLINGS: &[&str] = &[
     "public.\"{legacy}\"",
 ];
 
+/// Session settings that change how Tandem must read statements, each run alone.
+const SETTINGS: &[&str] = &[
+    "SET standard_conforming_strings = off",
+    "SET standard_conforming_strings = on",
+    "SET client_encoding = 'LATIN1'",
+    "SET client_encoding = 'UTF8'",
+    "SET search_path = \"$user\", public",
+    "RESET search_path",
+    "RESET ALL",
+    "DISCARD ALL",
+];
+
 const TENANTS: &[&str] = &["acme", "globex", "initech", "umbrella"];
 
 /// What may replace a space between two tokens (`--` comments end at `\r` too).
@@ -422,6 +434,10 @@ pub struct Workload {
     savepoints: Vec<String>,
     /// Counter for fresh statement and savepoint names.
     names: usize,
+    /// `standard_conforming_strings` is off in both sessions.
+    scs_off: bool,
+    /// `client_encoding` is LATIN1 in both sessions.
+    latin1: bool,
 }
 
 impl Workload {
@@ -432,6 +448,8 @@ impl Workload {
             prepared: Vec::new(),
             savepoints: Vec::new(),
             names: 0,
+            scs_off: false,
+            latin1: false,
         }
     }
 
@@ -445,6 +463,11 @@ impl Workload {
         if self.rng.chance(tx_share) {
             let s = self.tx(status);
             return self.simple(vec![s]);
+        }
+        if status == b'I' && self.rng.chance(4) {
+            // Alone and outside a transaction, so that no ROLLBACK undoes it unseen.
+            let sql = self.rng.pick(SETTINGS);
+            return self.simple(vec![Stmt::runs("session setting", sql.into())]);
         }
         match self.rng.below(100) {
             0..=39 => {
@@ -533,6 +556,19 @@ impl Workload {
                             }
                         }
                         ["DEALLOCATE", "ALL"] => self.prepared.clear(),
+                        ["DISCARD", "ALL"] | ["RESET", "ALL"] => {
+                            if words[0] == "DISCARD" {
+                                self.prepared.clear();
+                            }
+                            self.scs_off = false;
+                            self.latin1 = false;
+                        }
+                        ["SET", "standard_conforming_strings", "=", value] => {
+                            self.scs_off = *value == "off";
+                        }
+                        ["SET", "client_encoding", "=", value] => {
+                            self.latin1 = *value == "'LATIN1'";
+                        }
                         _ => {}
                     }
                 }
@@ -713,6 +749,8 @@ impl Workload {
                     "'semi;colon'",
                     "'it''s'",
                     "'--not'",
+                    "'b\\'",
+                    "'é'",
                 ])
                 .into(),
             _ => format!("'n{}'", self.rng.below(20)),
@@ -779,6 +817,14 @@ impl Workload {
             s = self.form(t);
         }
         refused_instead(&mut s);
+        // Documented refusals that depend on the session (`docs/dual-write.md`, "How
+        // Tandem reads a statement").
+        if self.scs_off && s.sql.contains("'b\\'") {
+            s.expect = Expect::Refused("0A000");
+        }
+        if self.latin1 && !s.sql.is_ascii() {
+            s.expect = Expect::Refused("0A000");
+        }
         if self.rng.chance(25) {
             s.sql = self.decorate(&s.sql);
         }
