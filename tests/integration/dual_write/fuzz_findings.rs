@@ -80,3 +80,66 @@ async fn unicode_escaped_name_of_the_ruled_table_is_mirrored() {
     twins.same_simple(&mut via, &mut direct, sql).await;
     twins.same_extended(&mut via, &mut direct, sql).await;
 }
+
+/// Parse of `sql` as statement `name`, Sync; then Bind, Execute, Sync: both transcripts.
+async fn parse_then_execute(
+    twins: &Twins,
+    via: &mut tandem_tests::mirror::RawSession,
+    direct: &mut tandem_tests::mirror::RawSession,
+    name: &str,
+    sql: &str,
+) -> Vec<String> {
+    let parse = |pair: &tandem_tests::mirror::Pair| {
+        let mut out = raw::parse(name, &pair.sql(sql));
+        out.extend(raw::sync());
+        out.extend(raw::bind("", name, &[]));
+        out.extend(raw::execute("", 0));
+        out.extend(raw::sync());
+        out
+    };
+    let got = twins.transcript(&via.send_pipelined(&parse(&twins.ruled), 2).await);
+    let want = twins.transcript(&direct.send_pipelined(&parse(&twins.baseline), 2).await);
+    assert_eq!(got, want, "{name}: {sql}");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "found by the fuzzer: a Parse that fails with 42P05 (name in use) still replaces Tandem's record of the named statement, so the live one is answered with the other's command tag"]
+async fn failed_parse_of_a_name_in_use_keeps_the_live_statements_tag() {
+    let twins = Twins::new(Kind::List).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    let delete = "DELETE FROM {legacy} WHERE id = 1";
+    parse_then_execute(&twins, &mut via, &mut direct, "s1", delete).await;
+    // The server refuses this Parse (42P05) and keeps the DELETE; executing s1 runs the
+    // DELETE, but through Tandem its tag reads INSERT 0 0.
+    let insert = "INSERT INTO {legacy} (tenant, amount) VALUES ('acme', 1)";
+    parse_then_execute(&twins, &mut via, &mut direct, "s1", insert).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "found by the fuzzer: after a settings change long answered, a non-ASCII statement in a batch that starts with a Bind of a named statement is refused (0A000, setting in flight)"]
+async fn settings_answered_earlier_are_not_in_flight_in_a_later_batch() {
+    let twins = Twins::new(Kind::List).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    let update = "UPDATE {legacy} SET amount = amount + 1 WHERE id = 1";
+    parse_then_execute(&twins, &mut via, &mut direct, "s1", update).await;
+    // Answered in full before the batch below is written.
+    twins
+        .same_simple(&mut via, &mut direct, "SET client_encoding = 'UTF8'")
+        .await;
+    // The batch's first message is a Bind, so Tandem plans the Parse after it while the
+    // Bind is still owed and takes the SET above as still running.
+    let batch = |pair: &tandem_tests::mirror::Pair| {
+        let mut out = raw::bind("", "s1", &[]);
+        out.extend(raw::execute("", 0));
+        let insert = "INSERT INTO {legacy} (tenant, note) VALUES ('acme', 'é')";
+        out.extend(raw::parse("", &pair.sql(insert)));
+        out.extend(raw::bind("", "", &[]));
+        out.extend(raw::execute("", 0));
+        out.extend(raw::sync());
+        out
+    };
+    let got = twins.transcript(&via.send(&batch(&twins.ruled)).await);
+    let want = twins.transcript(&direct.send(&batch(&twins.baseline)).await);
+    assert_eq!(got, want);
+}

@@ -361,6 +361,15 @@ fn refused_instead(s: &mut Stmt) {
     }
 }
 
+// failed_parse_of_a_name_in_use_keeps_the_live_statements_tag: a Parse of a statement
+// name in use (42P05) replaces Tandem's record of it. The generator closes a live name
+// instead of parsing it again (`Workload::step`).
+
+// settings_answered_earlier_are_not_in_flight_in_a_later_batch: in a batch whose first
+// message is a Bind, a later Parse of non-ASCII or backslash text is refused (0A000) when
+// the last statement Tandem planned changed a setting. Such batches get plain text only
+// (`Workload::step`).
+
 /// Whether COPY data may hold a bad row. Off: failing_copy_consumes_ids_as_directly (a
 /// COPY failing on its second row consumed the first row's id and random() directly, not
 /// through Tandem, so later ids and defaults differ).
@@ -392,6 +401,7 @@ const SETTINGS: &[&str] = &[
     "RESET search_path",
     "RESET ALL",
     "DISCARD ALL",
+    "SELECT set_config('search_path', 'public', false)",
 ];
 
 const TENANTS: &[&str] = &["acme", "globex", "initech", "umbrella"];
@@ -509,14 +519,16 @@ impl Workload {
             70..=72 => Step::Extended(self.param_stmt().1, 0),
             73 | 74 => self.copy(),
             75..=79 => {
-                self.names += 1;
+                // Few names, so that a closed or deallocated name is parsed again with
+                // another statement. Never a live one: see FOUND.
+                let name = format!("fz{}", self.rng.below(6));
+                if self.prepared.iter().any(|(n, ..)| *n == name) {
+                    return Step::Close(name);
+                }
                 if self.rng.chance(30) {
-                    let name = format!("fz{}_lit", self.names);
                     return Step::Prepare(name, self.batchable());
                 }
-                let (index, stmt) = self.param_stmt();
-                let name = format!("fz{}_{index}", self.names);
-                Step::Prepare(name, stmt)
+                Step::Prepare(name, self.param_stmt().1)
             }
             80..=81 if !self.prepared.is_empty() => {
                 let at = self.rng.below(self.prepared.len());
@@ -531,6 +543,17 @@ impl Workload {
                     }
                     self.item(&mut items);
                 }
+                // See FOUND: settings_answered_earlier_are_not_in_flight_in_a_later_batch.
+                if matches!(items.first(), Some(Item::Named(..))) {
+                    for item in &mut items {
+                        while let Item::Unnamed(s) = item {
+                            if s.sql.bytes().all(|b| b < 0x80 && b != b'\\') {
+                                break;
+                            }
+                            *item = Item::Unnamed(self.batchable());
+                        }
+                    }
+                }
                 Step::Batch(items)
             }
         }
@@ -540,7 +563,7 @@ impl Workload {
     pub fn after(&mut self, step: &Step, failed: bool, status: u8) {
         match step {
             Step::Prepare(name, stmt) if !failed => {
-                let index = name.rsplit('_').next().and_then(|i| i.parse().ok());
+                let index = PARAM_FORMS.iter().position(|(form, _)| *form == stmt.form);
                 self.prepared.push((name.clone(), index, stmt.clone()));
             }
             Step::Close(name) => self.prepared.retain(|(n, ..)| n != name),
@@ -610,10 +633,20 @@ impl Workload {
             (b'I', ..) => "BEGIN".to_string(),
             (_, 0..=2, Some(sp)) => format!("ROLLBACK TO SAVEPOINT {sp}"),
             (b'T', 3, Some(sp)) => format!("RELEASE SAVEPOINT {sp}"),
-            (b'T', 4..=6, _) => {
+            (b'T', 4 | 5, _) => {
                 self.names += 1;
                 format!("SAVEPOINT sp{}", self.names)
             }
+            (b'T', 6, _) => self
+                .rng
+                .pick(&[
+                    "SET LOCAL search_path = public, pg_catalog",
+                    "SET search_path = public",
+                    "DECLARE fzc CURSOR FOR SELECT id FROM {legacy} ORDER BY id",
+                    "FETCH 2 FROM fzc",
+                    "CLOSE fzc",
+                ])
+                .to_string(),
             (_, 7, _) => self.rng.pick(&["END", "COMMIT AND CHAIN"]).to_string(),
             (_, 8, _) => self
                 .rng
@@ -1081,9 +1114,19 @@ impl Workload {
                 }
             }
             23 | 24 => self.invalid(t, id),
-            25 if self.rng.chance(30) => match self.rng.below(3) {
+            25 if self.rng.chance(50) => match self.rng.below(5) {
                 0 => Stmt::runs("SET search_path", "SET search_path = public".into()),
                 1 => Stmt::runs("DEALLOCATE ALL", "DEALLOCATE ALL".into()),
+                2 => Stmt::runs(
+                    "SQL PREPARE of a read",
+                    format!("PREPARE fzr AS SELECT count(*) FROM {t} WHERE id > $1"),
+                ),
+                3 => Stmt::runs(
+                    "SQL EXECUTE, DEALLOCATE",
+                    self.rng
+                        .pick(&["EXECUTE fzr(3)", "DEALLOCATE fzr", "DEALLOCATE PREPARE fzr"])
+                        .into(),
+                ),
                 _ => Stmt::refused(
                     "search_path change before a ruled name",
                     "0A000",
