@@ -98,6 +98,11 @@ pub fn sync() -> Vec<u8> {
     message(b'S', &[])
 }
 
+/// A Flush: the server sends what it has without ending the batch.
+pub fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+
 /// `s` NUL-terminated.
 fn cstr(s: &str) -> Vec<u8> {
     let mut out = s.as_bytes().to_vec();

@@ -96,6 +96,8 @@ pub enum Item {
     Named(String, Stmt),
     /// A Sync in the middle of the batch: the batch is answered by several ReadyForQuery.
     Sync,
+    /// A Flush in the middle of the batch.
+    Flush,
 }
 
 /// One exchange with the server: what is written before reading the answer.
@@ -132,7 +134,7 @@ impl Step {
                 .iter()
                 .filter_map(|i| match i {
                     Item::Unnamed(s) | Item::Named(_, s) => Some(s),
-                    Item::Sync => None,
+                    Item::Sync | Item::Flush => None,
                 })
                 .collect(),
             Step::Close(_) => Vec::new(),
@@ -145,8 +147,12 @@ impl Step {
             Step::Simple(s, _) if s.len() > 1 => "simple multi-statement",
             Step::Simple(..) => "simple",
             Step::Queries(_) => "simple pipelined",
+            Step::Extended(_, limit) if *limit > 0 => "extended, row limit then the rest",
             Step::Extended(..) => "extended unnamed",
             Step::Prepare(..) => "extended named Parse",
+            Step::Batch(items) if items.iter().any(|i| matches!(i, Item::Flush)) => {
+                "extended pipelined with a Flush"
+            }
             Step::Batch(items) if items.iter().any(|i| matches!(i, Item::Sync)) => {
                 "extended pipelined, several Syncs"
             }
@@ -197,6 +203,10 @@ impl Step {
                 out.extend(raw::bind("", "", &s.params()));
                 out.extend(raw::describe(b'P', ""));
                 out.extend(raw::execute("", *limit));
+                if *limit > 0 {
+                    // The rest of the suspended portal.
+                    out.extend(raw::execute("", 0));
+                }
                 out.extend(raw::sync());
                 1
             }
@@ -216,6 +226,10 @@ impl Step {
                         Item::Named(name, s) => out.extend(raw::bind("", name, &s.params())),
                         Item::Sync => {
                             out.extend(raw::sync());
+                            continue;
+                        }
+                        Item::Flush => {
+                            out.extend(raw::flush());
                             continue;
                         }
                     }
@@ -540,6 +554,8 @@ impl Workload {
                 for i in 0..n {
                     if i > 0 && self.rng.chance(20) {
                         items.push(Item::Sync);
+                    } else if i > 0 && self.rng.chance(10) {
+                        items.push(Item::Flush);
                     }
                     self.item(&mut items);
                 }
@@ -1099,8 +1115,15 @@ impl Workload {
             }
             22 => {
                 let pred = self.pred("");
-                match self.rng.below(3) {
+                match self.rng.below(4) {
                     0 => Stmt::runs("SELECT", format!("SELECT count(*) FROM {t}")),
+                    3 => Stmt::runs(
+                        "COPY TO STDOUT",
+                        format!(
+                            "COPY (SELECT id, tenant, amount, note FROM {t} WHERE {pred} \
+                             ORDER BY id) TO STDOUT"
+                        ),
+                    ),
                     1 => Stmt::runs(
                         "EXPLAIN of a write",
                         format!("EXPLAIN (COSTS OFF) DELETE FROM {t} WHERE {pred}"),
