@@ -174,6 +174,17 @@ impl Step {
             .unwrap_or(Expect::Runs)
     }
 
+    /// The SQLSTATEs of every refusal the step holds.
+    pub fn refusals(&self) -> Vec<&'static str> {
+        self.stmts()
+            .iter()
+            .filter_map(|s| match s.expect {
+                Expect::Refused(code) => Some(code),
+                Expect::Runs => None,
+            })
+            .collect()
+    }
+
     /// The same step with the refused statement replaced by [`stand_in`].
     pub fn stand_in(&self, code: &str) -> Step {
         let sql = stand_in(code);
