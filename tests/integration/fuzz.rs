@@ -23,13 +23,16 @@
 //! or a longer run; each run covers the three target kinds (LIST with a DEFAULT partition,
 //! HASH, a shadow table with rule-set columns), a third of the statements each.
 
+mod forms;
+mod step;
 mod workload;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use step::{Expect, Step};
 use tandem_tests::mirror::{Kind, RawSession, Twins, STABLE_COLUMNS};
-use workload::{Expect, Step, Workload};
+use workload::Workload;
 
 /// The seed of the default run.
 const DEFAULT_SEED: u64 = 0x7461_6e64_656d;
