@@ -47,10 +47,12 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
         };
         match outcome {
             Err(refusal) => {
-                let unparsable = matches!(refusal, Refusal::Unparsable { .. });
+                // The client's text goes with every refusal: the server parses a whole
+                // query string before it runs any of it, so a piece neither Tandem nor the
+                // server can parse is the server's own 42601, as without Tandem.
                 let mut rejection = reject(refusal, rules);
                 if let Plan::Reject(r) = &mut rejection {
-                    r.statement = unparsable.then(|| sql.to_string());
+                    r.statement = Some(sql.to_string());
                 }
                 return rejection;
             }

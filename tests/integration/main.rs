@@ -11,6 +11,7 @@ mod bad_input;
 mod clients;
 mod dual_write;
 mod fleet;
+mod fuzz;
 mod init;
 mod lexer;
 mod lifecycle;

@@ -150,11 +150,12 @@ fn make_tls() -> TestTls {
     }
 }
 
-/// A name no other test in this process uses: `<prefix>_<pid>_<n>`.
+/// A name no other test in this process uses: `<prefix>_<pid>_<n>`, `n` zero-padded so
+/// that names made with one prefix have one length (twins' error positions then agree).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
-        "{prefix}_{}_{}",
+        "{prefix}_{}_{:05}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )

@@ -44,6 +44,72 @@ pub fn query(sql: &str) -> Vec<u8> {
     message(b'Q', &body)
 }
 
+/// A Parse of `sql` as statement `name` (empty: unnamed), parameter types left to the server.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = cstr(name);
+    body.extend(cstr(sql));
+    body.extend_from_slice(&[0, 0]);
+    message(b'P', &body)
+}
+
+/// A Bind of statement `statement` to portal `portal`: parameters in text format (`None`
+/// is NULL), results in text format.
+pub fn bind(portal: &str, statement: &str, params: &[Option<&str>]) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend(cstr(statement));
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                body.extend_from_slice(v.as_bytes());
+            }
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    body.extend_from_slice(&[0, 0]);
+    message(b'B', &body)
+}
+
+/// A Describe of a statement (`kind` `b'S'`) or a portal (`b'P'`).
+pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend(cstr(name));
+    message(b'D', &body)
+}
+
+/// A Close of a statement (`kind` `b'S'`) or a portal (`b'P'`).
+pub fn close(kind: u8, name: &str) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend(cstr(name));
+    message(b'C', &body)
+}
+
+/// An Execute of `portal`; `max_rows` 0 means no limit.
+pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend_from_slice(&max_rows.to_be_bytes());
+    message(b'E', &body)
+}
+
+/// A Sync.
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
+/// A Flush: the server sends what it has without ending the batch.
+pub fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+
+/// `s` NUL-terminated.
+fn cstr(s: &str) -> Vec<u8> {
+    let mut out = s.as_bytes().to_vec();
+    out.push(0);
+    out
+}
+
 /// Everything the peer sends until it closes or `wait` passes, split into (tag, body).
 pub async fn read_frames(stream: &mut TcpStream, wait: Duration) -> (Vec<(u8, Vec<u8>)>, bool) {
     let mut buf = Vec::new();
@@ -61,8 +127,18 @@ pub async fn read_frames(stream: &mut TcpStream, wait: Duration) -> (Vec<(u8, Ve
     (split_frames(&buf), closed)
 }
 
-/// Reads frames until a ReadyForQuery or an ErrorResponse arrives (or `wait` passes).
+/// Reads frames until a ReadyForQuery arrives (or `wait` passes).
 pub async fn read_until_ready(stream: &mut TcpStream, wait: Duration) -> Vec<(u8, Vec<u8>)> {
+    read_until_readies(stream, wait, 1).await
+}
+
+/// Reads frames until `readies` ReadyForQuery messages have arrived (or `wait` passes): the
+/// answer to that many pipelined Syncs or simple Queries.
+pub async fn read_until_readies(
+    stream: &mut TcpStream,
+    wait: Duration,
+    readies: usize,
+) -> Vec<(u8, Vec<u8>)> {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(wait, async {
         let mut chunk = [0u8; 8192];
@@ -71,7 +147,12 @@ pub async fn read_until_ready(stream: &mut TcpStream, wait: Duration) -> Vec<(u8
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-            if split_frames(&buf).iter().any(|(t, _)| *t == b'Z') {
+            if split_frames(&buf)
+                .iter()
+                .filter(|(t, _)| *t == b'Z')
+                .count()
+                >= readies
+            {
                 return;
             }
         }

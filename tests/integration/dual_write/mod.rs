@@ -15,6 +15,7 @@ mod escapes;
 mod extended;
 mod failures;
 mod forms;
+mod fuzz_findings;
 mod reading;
 mod returning;
 mod search_path;

@@ -9,17 +9,18 @@ use super::VOLATILE_COLUMNS;
 /// Rows in `left` but not `right` and the other way round (`EXCEPT ALL` both ways), as
 /// text, each prefixed with the table it is only in. Empty when the tables hold the same rows.
 pub async fn diff(check: &Client, left: &str, right: &str, columns: &str) -> Vec<String> {
-    rows_text(
-        check,
-        &format!(
-            "SELECT 'only in {left}: ' || r::text FROM (SELECT {columns} FROM {left} \
-             EXCEPT ALL SELECT {columns} FROM {right}) r \
-             UNION ALL \
-             SELECT 'only in {right}: ' || r::text FROM (SELECT {columns} FROM {right} \
-             EXCEPT ALL SELECT {columns} FROM {left}) r"
-        ),
+    rows_text(check, &diff_sql(left, right, columns)).await
+}
+
+/// The query [`diff`] runs, to run it elsewhere (inside a session's open transaction).
+pub fn diff_sql(left: &str, right: &str, columns: &str) -> String {
+    format!(
+        "SELECT 'only in {left}: ' || r::text FROM (SELECT {columns} FROM {left} \
+         EXCEPT ALL SELECT {columns} FROM {right}) r \
+         UNION ALL \
+         SELECT 'only in {right}: ' || r::text FROM (SELECT {columns} FROM {right} \
+         EXCEPT ALL SELECT {columns} FROM {left}) r"
     )
-    .await
 }
 
 /// The first column of every row of `sql`, as text (NULL as `NULL`).

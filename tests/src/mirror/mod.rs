@@ -18,7 +18,9 @@ mod rules;
 mod transcript;
 mod twins;
 
-pub use compare::{db_text, diff, rows_text, simple_counts, sqlstate, wire_rows, WireValue};
+pub use compare::{
+    db_text, diff, diff_sql, rows_text, simple_counts, sqlstate, wire_rows, WireValue,
+};
 pub use pair::{Kind, Pair};
 pub use raw_session::{direct_addr, RawSession};
 pub use rules::{config_with, start_ruled_proxy, RuleToml};

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::{db_text, diff, rows_text, RuleToml, LEGACY_COLUMNS};
+use super::{db_text, diff_sql, rows_text, RuleToml, LEGACY_COLUMNS};
 use crate::unique;
 
 /// What the target of a twin pair looks like.
@@ -51,10 +51,19 @@ impl Pair {
         }
     }
 
-    /// `template` with `{legacy}`, `{target}` and `{src}` replaced by this pair's names.
+    /// `template` with `{legacy}`, `{target}` and `{src}` replaced by this pair's names,
+    /// `{LEGACY}` by the legacy name in upper case (which the server folds back) and
+    /// `{legacy_unicode}` by the legacy name as a `U&"\0064..."` identifier.
     pub fn sql(&self, template: &str) -> String {
+        let unicode: String = self
+            .legacy
+            .chars()
+            .map(|c| format!("\\{:04X}", c as u32))
+            .collect();
         template
+            .replace("{legacy_unicode}", &format!("U&\"{unicode}\""))
             .replace("{legacy}", &self.legacy)
+            .replace("{LEGACY}", &self.legacy.to_uppercase())
             .replace("{target}", &self.target)
             .replace("{src}", &self.src)
     }
@@ -133,19 +142,20 @@ impl Pair {
     /// Rows that differ between legacy and target on the mirrored columns, plus target rows
     /// whose target-only columns were not filled as the rule says. Empty when in parity.
     pub async fn drift(&self, kind: Kind, check: &Client) -> Vec<String> {
-        let mut out = diff(check, &self.legacy, &self.target, LEGACY_COLUMNS).await;
+        rows_text(check, &self.drift_sql(kind)).await
+    }
+
+    /// The query [`Pair::drift`] runs (one text column, a row per difference), to run it
+    /// elsewhere: inside a session's open transaction, where uncommitted rows count.
+    pub fn drift_sql(&self, kind: Kind) -> String {
+        let mut sql = diff_sql(&self.legacy, &self.target, LEGACY_COLUMNS);
         if kind == Kind::Shadow {
-            let bad = rows_text(
-                check,
-                &self.sql(
-                    "SELECT 'target-only columns not filled: ' || t::text FROM {target} t \
-                     WHERE _sync_status IS DISTINCT FROM 'synced' OR _migrated_at IS NULL",
-                ),
-            )
-            .await;
-            out.extend(bad);
+            sql.push_str(&self.sql(
+                " UNION ALL SELECT 'target-only columns not filled: ' || t::text FROM {target} t \
+                 WHERE _sync_status IS DISTINCT FROM 'synced' OR _migrated_at IS NULL",
+            ));
         }
-        out
+        sql
     }
 
     /// Every legacy row as text, in id order: a snapshot to prove a statement changed nothing.

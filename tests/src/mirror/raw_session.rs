@@ -41,16 +41,12 @@ impl RawSession {
     /// Parse (unnamed), Describe statement, Bind (no parameters, text results), Describe
     /// portal, Execute (no row limit), Sync; returns every frame up to ReadyForQuery.
     pub async fn extended(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut parse = vec![0u8];
-        parse.extend_from_slice(sql.as_bytes());
-        parse.extend_from_slice(&[0, 0, 0]);
-        out.extend(raw::message(b'P', &parse));
-        out.extend(raw::message(b'D', b"S\0"));
-        out.extend(raw::message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
-        out.extend(raw::message(b'D', b"P\0"));
-        out.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
-        out.extend(raw::message(b'S', &[]));
+        let mut out = raw::parse("", sql);
+        out.extend(raw::describe(b'S', ""));
+        out.extend(raw::bind("", "", &[]));
+        out.extend(raw::describe(b'P', ""));
+        out.extend(raw::execute("", 0));
+        out.extend(raw::sync());
         self.send(&out).await
     }
 
@@ -63,11 +59,18 @@ impl RawSession {
 
     /// Sends raw frames and returns every frame up to the next ReadyForQuery.
     pub async fn send(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.send_pipelined(bytes, 1).await
+    }
+
+    /// Sends raw frames at once (several Syncs or simple Queries) and returns every frame up
+    /// to the `readies`-th ReadyForQuery.
+    pub async fn send_pipelined(&mut self, bytes: &[u8], readies: usize) -> Vec<(u8, Vec<u8>)> {
         self.stream.write_all(bytes).await.expect("send to server");
-        let frames = raw::read_until_ready(&mut self.stream, RAW_WAIT).await;
+        let frames = raw::read_until_readies(&mut self.stream, RAW_WAIT, readies).await;
+        let got = frames.iter().filter(|(t, _)| *t == b'Z').count();
         assert!(
-            frames.iter().any(|(t, _)| *t == b'Z'),
-            "no ReadyForQuery within {RAW_WAIT:?}: {frames:?}"
+            got >= readies,
+            "{got} of {readies} ReadyForQuery within {RAW_WAIT:?}: {frames:?}"
         );
         frames
     }

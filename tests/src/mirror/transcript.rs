@@ -13,8 +13,9 @@ pub(super) fn oid_name(oid: u32, oids: &[(u32, &'static str)]) -> String {
         .unwrap_or_else(|| format!("oid {oid}"))
 }
 
-/// One line per frame, comparable across the twins: table names (in errors and result
-/// column names), table OIDs and their row types' OIDs become placeholders, values of [`VOLATILE_COLUMNS`] become `<set>`/`NULL`, DataRows of one
+/// One line per frame, comparable across the twins: table names (in errors, values such as
+/// an EXPLAIN's plan, and result column names), table OIDs and their row types' OIDs become
+/// placeholders, values of [`VOLATILE_COLUMNS`] become `<set>`/`NULL`, DataRows of one
 /// result are sorted (RETURNING has no defined order), and server-internal error fields
 /// (file, line, routine) are dropped. Everything else is kept: full command tags,
 /// RowDescription fields (name, table, attnum, type, size, modifier, format), parameter
@@ -70,7 +71,7 @@ pub fn transcript(
                         let value = if len < 0 {
                             "NULL".to_string()
                         } else {
-                            String::from_utf8_lossy(r.take(len as usize)).into_owned()
+                            rename(&String::from_utf8_lossy(r.take(len as usize)))
                         };
                         if volatile.get(i).copied().unwrap_or(false) && value != "NULL" {
                             "<set>".to_string()
@@ -92,6 +93,11 @@ pub fn transcript(
                     }
                     let value = r.cstr();
                     if matches!(code, b'V' | b'C' | b'M' | b'D' | b'H' | b'P') {
+                        let value = if code == b'D' {
+                            mask_failing_row(&value)
+                        } else {
+                            value
+                        };
                         fields.push(format!("{}={}", code as char, rename(&value)));
                     }
                 }
@@ -118,6 +124,25 @@ pub fn transcript(
     rows.sort();
     out.append(&mut rows);
     out
+}
+
+/// The detail `Failing row contains (...)` with uuid and timestamp values (the volatile
+/// columns) shown as `<set>`.
+fn mask_failing_row(detail: &str) -> String {
+    let Some(row) = detail.strip_prefix("Failing row contains (") else {
+        return detail.to_string();
+    };
+    let volatile = |v: &str| {
+        let uuid = v.len() == 36 && v.matches('-').count() == 4;
+        let timestamp = v.len() > 19 && v.as_bytes().get(4) == Some(&b'-') && v.contains(':');
+        uuid || timestamp
+    };
+    let values: Vec<&str> = row
+        .trim_end_matches(").")
+        .split(", ")
+        .map(|v| if volatile(v) { "<set>" } else { v })
+        .collect();
+    format!("Failing row contains ({}).", values.join(", "))
 }
 
 /// Big-endian reader over a message body.

@@ -140,6 +140,22 @@ impl Twins {
         );
     }
 
+    /// [`Twins::assert_mirrored`] as seen by `via`, a session through the proxy: inside its
+    /// open transaction, its own uncommitted writes count.
+    pub async fn assert_mirrored_in(&self, via: &mut RawSession, after: &str) {
+        let frames = via.simple(&self.ruled.drift_sql(self.kind)).await;
+        let drift: Vec<String> = self
+            .transcript(&frames)
+            .into_iter()
+            .filter(|l| l.starts_with("DataRow") || l.starts_with("Error"))
+            .collect();
+        assert!(
+            drift.is_empty(),
+            "after {after}: legacy and target differ inside the session:\n{}",
+            drift.join("\n")
+        );
+    }
+
     /// [`Twins::assert_mirrored`], and the ruled legacy table equals the baseline's on the
     /// columns that do not vary by nature.
     pub async fn assert_parity(&self, after: &str) {

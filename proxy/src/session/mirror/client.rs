@@ -42,6 +42,9 @@ pub(super) struct Known {
     pub(super) plan: Option<Arc<Plan>>,
     /// What running it may do to the settings Tandem follows.
     pub(super) touch: SettingsTouch,
+    /// How the session read its text when it was prepared (the server keeps that reading:
+    /// it does not read the text again when a setting changes), with the encoding's name.
+    pub(super) lexing: (tandem_rules::Lexing, String),
 }
 
 /// What a plan depends on besides the statement: the rules version and the session's
@@ -197,18 +200,23 @@ impl ClientSide {
     }
 
     /// Plans a statement remembered from earlier (a prepared statement planned again under
-    /// new rules) as the session reads text now.
-    pub(super) fn plan_known(&self, sql: &str) -> Option<Arc<Plan>> {
-        let encoding = self.settings.client_encoding();
+    /// new rules or another search_path) as the session read its text when it was prepared.
+    pub(super) fn plan_known(&self, known: &Known) -> Option<Arc<Plan>> {
+        let (lexing, encoding) = &known.lexing;
         let reading = SessionReading {
-            lexing: self.settings.lexing(&encoding),
-            client_encoding: &encoding,
+            lexing: *lexing,
+            client_encoding: encoding,
             certain: true,
         };
         self.rules
-            .plan_text(sql.as_bytes(), reading, &self.search_path)
+            .plan_text(known.sql.as_bytes(), reading, &self.search_path)
     }
 
+    /// How the session reads text now (for a statement prepared now).
+    pub(super) fn current_lexing(&self) -> (tandem_rules::Lexing, String) {
+        let encoding = self.settings.client_encoding();
+        (self.settings.lexing(&encoding), encoding)
+    }
     /// Marks the settings uncertain until the server has answered a statement that may
     /// change them (see `tandem_rules::settings_touch`).
     pub(super) fn note_settings(&mut self, src: &[u8]) {

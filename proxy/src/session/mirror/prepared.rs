@@ -52,6 +52,7 @@ impl ClientSide {
             version: self.planned(),
             plan: plan.clone(),
             touch: tandem_rules::settings_touch(parse.sql),
+            lexing: self.current_lexing(),
         };
         if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
             if statements.len() == 1 {
@@ -135,7 +136,7 @@ impl ClientSide {
             return false;
         }
         let known = known.clone();
-        let plan = self.plan_known(&known.sql);
+        let plan = self.plan_known(&known);
         let (sent, prepared) = match plan.as_deref() {
             None | Some(Plan::Passthrough) => (known.sql.clone(), None),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => (
@@ -210,6 +211,7 @@ impl ClientSide {
                 version: self.planned(),
                 plan: None,
                 touch: tandem_rules::SettingsTouch::default(),
+                lexing: self.current_lexing(),
             },
         );
     }
@@ -282,7 +284,7 @@ impl ClientSide {
     /// What the server must hold for a remembered statement under the rules in force: the
     /// rewrite, or the client's own text; a refusal when the rules refuse it.
     fn sent_for(&self, known: &Known) -> Result<String, Box<Rejection>> {
-        Ok(match self.plan_known(&known.sql).as_deref() {
+        Ok(match self.plan_known(&known).as_deref() {
             None | Some(Plan::Passthrough) => known.sql.clone(),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
             Some(Plan::Rewritten(_)) => known.sql.clone(),

@@ -99,7 +99,8 @@ pub(super) fn raise_in_place(
     // A text Tandem could not parse is parsed by the server first (see [`raise_sql`]):
     // Parse only reads and analyses it, and its syntax error, with the client's own
     // position, is the one the client gets.
-    if let Some(text) = &rejection.statement {
+    let unparsable = matches!(rejection.reason, tandem_rules::Refusal::Unparsable { .. });
+    if let Some(text) = rejection.statement.as_ref().filter(|_| unparsable) {
         frontend::encode_close(b'S', REFUSAL_STATEMENT, out);
         frontend::encode_parse(REFUSAL_STATEMENT, text, &[0, 0], out);
         for kind in [MsgKind::Close, MsgKind::Parse] {
