@@ -189,13 +189,18 @@ impl Round {
                     was != b'E' && e.len() == 1 && codes.contains(&e[0].as_str())
                 };
                 let (g, w) = (errors(&got), errors(&want));
-                if (g != w && !other(&g)) || status(&got) != status(&want) {
+                // Tandem has the server parse the client's text before its refusal runs (and
+                // analyse it, in the extended protocol), so a statement the server rejects
+                // itself gets the server's own syntax or analysis error (class 42), as
+                // without Tandem; Tandem's own refusals are never class 42, and nothing ran.
+                let servers_own = g.len() == 1 && g[0].starts_with("42");
+                if (g != w && !other(&g) && !servers_own) || status(&got) != status(&want) {
                     fail(&format!("Tandem did not refuse with {code} as documented"));
                 }
                 let named = got
                     .iter()
                     .any(|l| l.starts_with("Error") && l.contains("{legacy}"));
-                if was != b'E' && !named {
+                if was != b'E' && !named && !servers_own {
                     fail("the refusal does not name the table");
                 }
                 if let Some(before) = before {

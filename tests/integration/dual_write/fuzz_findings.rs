@@ -135,7 +135,6 @@ async fn failed_parse_of_a_name_in_use_keeps_the_live_statements_tag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "found by the fuzzer: after a settings change long answered, a non-ASCII statement in a batch that starts with a Bind of a named statement is refused (0A000, setting in flight)"]
 async fn settings_answered_earlier_are_not_in_flight_in_a_later_batch() {
     let twins = Twins::new(Kind::List).await;
     let (mut via, mut direct) = twins.raw_sessions().await;

@@ -92,9 +92,7 @@ const REFUSED_INSTEAD: &[(&str, &str)] = &[
 /// Expects the refusal of a statement holding a [`REFUSED_INSTEAD`] form (it comes before
 /// any other refusal, such as 55000 for DDL).
 fn refused_instead(s: &mut Stmt) {
-    // A statement Postgres cannot parse either gets Postgres's own syntax error.
-    let unparsable = s.sql.trim_end().ends_with("VALUES (");
-    if !unparsable && REFUSED_INSTEAD.iter().any(|(f, _)| s.sql.contains(f)) {
+    if REFUSED_INSTEAD.iter().any(|(f, _)| s.sql.contains(f)) {
         s.expect = Expect::Refused("0A000");
     }
 }
@@ -102,11 +100,6 @@ fn refused_instead(s: &mut Stmt) {
 // failed_parse_of_a_name_in_use_keeps_the_live_statements_tag: a Parse of a statement
 // name in use (42P05) replaces Tandem's record of it. The generator closes a live name
 // instead of parsing it again (`Workload::step`).
-
-// settings_answered_earlier_are_not_in_flight_in_a_later_batch: in a batch whose first
-// message is a Bind, a later Parse of non-ASCII or backslash text is refused (0A000) when
-// the last statement Tandem planned changed a setting. Such batches get plain text only
-// (`Workload::step`).
 
 /// Whether COPY data may hold a bad row. Off: failing_copy_consumes_ids_as_directly (a
 /// COPY failing on its second row consumed the first row's id and random() directly, not
@@ -237,17 +230,6 @@ impl Workload {
                         items.push(Item::Flush);
                     }
                     self.item(&mut items);
-                }
-                // See FOUND: settings_answered_earlier_are_not_in_flight_in_a_later_batch.
-                if matches!(items.first(), Some(Item::Named(..))) {
-                    for item in &mut items {
-                        while let Item::Unnamed(s) = item {
-                            if s.sql.bytes().all(|b| b < 0x80 && b != b'\\') {
-                                break;
-                            }
-                            *item = Item::Unnamed(self.batchable());
-                        }
-                    }
                 }
                 Step::Batch(items)
             }

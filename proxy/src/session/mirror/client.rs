@@ -15,7 +15,7 @@ use tandem_rules::{
 };
 use tracing::debug;
 
-use super::refusal::{self, raise_in_place, raise_sql, refusal_of, undecodable_name};
+use super::refusal::{self, raise_before, raise_in_place, refusal_of, undecodable_name};
 use super::{append_frame, plain_query, Expect, MsgKind, MsgMode, Prepared, StmtFix};
 use crate::control::active_rules::ActiveRules;
 use crate::control::drift::DriftSink;
@@ -177,13 +177,7 @@ impl ClientSide {
     /// ones read. `queue` holds what the server still owes: empty, every report of earlier
     /// statements has arrived.
     pub(super) fn plan_text(&mut self, src: &[u8], queue: &VecDeque<Expect>) -> Option<Arc<Plan>> {
-        if queue.is_empty() {
-            self.settings_in_flight = false;
-            if !self.in_transaction {
-                self.settings_changed_in_transaction = false;
-                self.search_path_changed_in_transaction = false;
-            }
-        }
+        self.note_answered(queue);
         let encoding = self.settings.client_encoding();
         let reading = SessionReading {
             lexing: self.settings.lexing(&encoding),
@@ -197,6 +191,18 @@ impl ClientSide {
         };
         self.note_settings(src);
         plan
+    }
+
+    /// With nothing owed by the server (`queue` empty), every report of earlier statements
+    /// has arrived: the settings are certain again.
+    fn note_answered(&mut self, queue: &VecDeque<Expect>) {
+        if queue.is_empty() {
+            self.settings_in_flight = false;
+            if !self.in_transaction {
+                self.settings_changed_in_transaction = false;
+                self.search_path_changed_in_transaction = false;
+            }
+        }
     }
 
     /// Plans a statement remembered from earlier (a prepared statement planned again under
@@ -278,6 +284,7 @@ impl ClientSide {
 
     /// Decides one client message's fate and records what its responses need.
     pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
+        self.note_answered(queue);
         if self.search_path_stale {
             if let Some(action) = self.wait_before(tag, body, queue) {
                 return action;
@@ -451,7 +458,7 @@ impl ClientSide {
             Err(rejection) => {
                 let mut out = BytesMut::new();
                 queue.push_back(plain_query());
-                frontend::encode_query(&raise_sql(&rejection), &mut out);
+                frontend::encode_query_bytes(&raise_before(&rejection, src), &mut out);
                 return Action::Replace(out);
             }
         };
@@ -501,13 +508,13 @@ impl ClientSide {
                 Some((sql, fixes)) => (Some(sql), fixes),
                 None => {
                     queue.push_back(plain_query());
-                    frontend::encode_query(&raise_sql(&refusal_of(plan)), &mut out);
+                    frontend::encode_query_bytes(&raise_before(&refusal_of(plan), src), &mut out);
                     return Action::Replace(out);
                 }
             },
             Some(other) => {
                 queue.push_back(plain_query());
-                frontend::encode_query(&raise_sql(&refusal_of(other)), &mut out);
+                frontend::encode_query_bytes(&raise_before(&refusal_of(other), src), &mut out);
                 return Action::Replace(out);
             }
         };

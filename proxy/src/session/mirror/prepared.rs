@@ -284,7 +284,7 @@ impl ClientSide {
     /// What the server must hold for a remembered statement under the rules in force: the
     /// rewrite, or the client's own text; a refusal when the rules refuse it.
     fn sent_for(&self, known: &Known) -> Result<String, Box<Rejection>> {
-        Ok(match self.plan_known(&known).as_deref() {
+        Ok(match self.plan_known(known).as_deref() {
             None | Some(Plan::Passthrough) => known.sql.clone(),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
             Some(Plan::Rewritten(_)) => known.sql.clone(),

@@ -20,7 +20,7 @@ use tandem_rules::{Refusal, Rejection, TableName, Unreadable};
 use tracing::{debug, warn};
 
 use super::client::ClientSide;
-use super::refusal::{raise_in_place, raise_sql};
+use super::refusal::{raise_before, raise_in_place};
 use super::{plain_query, Expect, ProbeAnswer};
 use crate::session::framed::Action;
 use crate::wire::protocol::frontend;
@@ -128,7 +128,8 @@ impl ClientSide {
         let mut out = BytesMut::new();
         if tag == b'Q' {
             queue.push_back(plain_query());
-            frontend::encode_query(&raise_sql(&rejection), &mut out);
+            let src = frontend::query_sql(body).unwrap_or_default();
+            frontend::encode_query_bytes(&raise_before(&rejection, src), &mut out);
         } else {
             raise_in_place(&rejection, queue, &mut out);
         }

@@ -179,6 +179,17 @@ pub fn raise_sql(rejection: &Rejection) -> String {
     }
 }
 
+/// A simple Query body that raises the refusal, followed by the client's own bytes `src`
+/// (in its client_encoding): the server parses the whole string first, so a statement it
+/// cannot parse gets its own syntax error, exactly as without Tandem, and otherwise the
+/// refusal stops the string before any of the client's statements run.
+pub(super) fn raise_before(rejection: &Rejection, src: &[u8]) -> Vec<u8> {
+    let mut text = raise_one(rejection).into_bytes();
+    text.extend_from_slice(b";\n");
+    text.extend_from_slice(src);
+    text
+}
+
 /// One statement raising the refusal (see [`raise_sql`]); what a Parse can hold.
 fn raise_one(rejection: &Rejection) -> String {
     let lit = |s: &str| {
