@@ -143,7 +143,11 @@ pub struct SettingsTouch {
 pub fn settings_touch(src: &[u8]) -> SettingsTouch {
     let mut touch = SettingsTouch::default();
     let mut previous_set = false;
+    // Whether the next token starts a statement: transaction ends are statements of their
+    // own (`END` also closes a CASE).
+    let mut at_start = true;
     for token in Scanner::with(src, Lexing::default()) {
+        let first = std::mem::replace(&mut at_start, token.kind == crate::lexer::Kind::Semicolon);
         if token.kind != crate::lexer::Kind::Ident {
             previous_set = false;
             continue;
@@ -160,7 +164,9 @@ pub fn settings_touch(src: &[u8]) -> SettingsTouch {
             touch.search_path = true;
         } else if is("role") || is("authorization") {
             touch.role = true;
-        } else if is("commit") || is("end") || is("rollback") || is("abort") || is("prepare") {
+        } else if first
+            && (is("commit") || is("end") || is("rollback") || is("abort") || is("prepare"))
+        {
             touch.ends_transaction = true;
         }
         previous_set = is("set");
@@ -444,6 +450,8 @@ mod tests {
         assert!(settings_touch(b"SET ROLE app").role);
         assert!(settings_touch(b"SET standard_conforming_strings = off").sets);
         assert!(settings_touch(b"ROLLBACK TO SAVEPOINT a").ends_transaction);
+        assert!(settings_touch(b"SELECT 1; end").ends_transaction);
+        assert!(!settings_touch(b"UPDATE t SET a = CASE WHEN b THEN 1 END").ends_transaction);
         assert_eq!(
             settings_touch(b"INSERT INTO t VALUES (1)"),
             SettingsTouch::default()
