@@ -45,11 +45,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::main(args),
         Command::Demo(args) => cli::demo::main(args),
         Command::Rules(args) => cli::rules::main(args),
-        Command::Backfill(args) => cli::backfill::main(args),
-        Command::Parity(args) => cli::parity::main(args),
-        Command::Init(args) => cli::init::main(args),
+        Command::Backfill(args) => cli::backfill::run(args).unwrap_or_else(|code| code),
+        Command::Parity(args) => cli::parity::run(args).unwrap_or_else(|code| code),
+        Command::Init(args) => cli::init::run(args).unwrap_or_else(|code| code),
         Command::Partitions(args) => cli::partitions::main(args),
-        Command::Purge(args) => cli::purge::main(args),
+        Command::Purge(args) => cli::purge::run(args).unwrap_or_else(|code| code),
         Command::CheckConfig(args) => cli::serve::check(args),
     }
 }

@@ -34,13 +34,9 @@ pub struct Args {
     conn: Conn,
 }
 
-/// Checks the arguments and runs the backfill.
-pub fn main(args: Args) -> ExitCode {
-    run(args).unwrap_or_else(|code| code)
-}
-
-/// The command, with `Err` for an exit before the work starts (bad arguments or config).
-fn run(args: Args) -> Result<ExitCode, ExitCode> {
+/// Checks the arguments and runs the backfill. `Err`: an exit before the work starts
+/// (bad arguments or config).
+pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
     let options = tandem::ops::backfill::Options {

@@ -26,13 +26,9 @@ pub struct Args {
     conn: Conn,
 }
 
-/// Checks the arguments, creates (or prints) the target, and prints the DDL and index parity.
-pub fn main(args: Args) -> ExitCode {
-    run(args).unwrap_or_else(|code| code)
-}
-
-/// The command, with `Err` for an exit before the work starts (bad arguments or config).
-fn run(args: Args) -> Result<ExitCode, ExitCode> {
+/// Checks the arguments, creates (or prints) the target, and prints the DDL and index parity. `Err`: an exit before the work starts
+/// (bad arguments or config).
+pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
     let target = args

@@ -35,13 +35,9 @@ pub struct Args {
     conn: Conn,
 }
 
-/// Checks the arguments and runs the report.
-pub fn main(args: Args) -> ExitCode {
-    run(args).unwrap_or_else(|code| code)
-}
-
-/// The command, with `Err` for an exit before the work starts (bad arguments or config).
-fn run(args: Args) -> Result<ExitCode, ExitCode> {
+/// Checks the arguments and runs the report. `Err`: an exit before the work starts
+/// (bad arguments or config).
+pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let tables = args
         .tables

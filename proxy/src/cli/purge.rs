@@ -31,13 +31,9 @@ pub struct Args {
     conn: Conn,
 }
 
-/// Checks the arguments and prints (or carries out) the purge plan.
-pub fn main(args: Args) -> ExitCode {
-    run(args).unwrap_or_else(|code| code)
-}
-
-/// The command, with `Err` for an exit before the work starts (bad arguments or config).
-fn run(args: Args) -> Result<ExitCode, ExitCode> {
+/// Checks the arguments and prints (or carries out) the purge plan. `Err`: an exit before the work starts
+/// (bad arguments or config).
+pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
     let (column, value) = match purge::parse_scope(&args.scope) {
