@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::error::SessionError;
 use super::framed::{Action, Output, Scanner};
-use super::mirror::{ClientSide, ExpectQueue, ProbeAnswer, RetryJob, ServerSide};
+use super::mirror::{ClientSide, ExpectQueue, ProbeAnswer, Reports, RetryJob, ServerSide};
 use super::settings::SessionSettings;
 use crate::control::stats::Stats;
 use crate::shared::Phase;
@@ -53,6 +53,8 @@ struct SessionState {
     probe_notify: tokio::sync::Notify,
     /// Wakes the client loop at each ReadyForQuery (a message waits for a quiet session).
     ready_notify: tokio::sync::Notify,
+    /// Parses of names the client side had a record of, as the server settled them.
+    parses: std::sync::Mutex<Vec<(String, bool)>>,
 }
 
 impl SessionState {
@@ -125,6 +127,7 @@ pub async fn run(
         probe: std::sync::Mutex::new(None),
         probe_notify: tokio::sync::Notify::new(),
         ready_notify: tokio::sync::Notify::new(),
+        parses: std::sync::Mutex::new(Vec::new()),
     };
     // Frames the client loop needs delivered to the client (a held error whose retry could
     // not run).
@@ -220,6 +223,9 @@ async fn client_to_upstream(
             }
         }
         if let Some(side) = &mut client_side {
+            let settled =
+                std::mem::take(&mut *state.parses.lock().unwrap_or_else(|p| p.into_inner()));
+            side.settle_parses(settled);
             let status = state.tx_status.load(Relaxed);
             side.set_in_transaction(status != b'I');
             side.set_transaction_failed(status == b'E');
@@ -426,7 +432,7 @@ async fn upstream_to_client(
         let mut status = None;
         let mut errors = 0u64;
         let mut retry = None;
-        let mut probe = None;
+        let mut reports = Reports::default();
         let probing = state.probing.load(Relaxed);
         let scanned = {
             let mut queue = ruled.then(|| state.expect.lock().unwrap_or_else(|p| p.into_inner()));
@@ -457,7 +463,7 @@ async fn upstream_to_client(
                     }
                     match &mut queue {
                         Some(queue) => {
-                            ServerSide::visit_all(t, body, queue, &mut retry, &mut probe)
+                            ServerSide::visit_all(t, body, queue, &mut retry, &mut reports)
                         }
                         None => Action::Forward,
                     }
@@ -479,7 +485,14 @@ async fn upstream_to_client(
             *state.retry.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
             state.retry_notify.notify_one();
         }
-        if let Some(answer) = probe {
+        if !reports.parses.is_empty() {
+            state
+                .parses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut reports.parses);
+        }
+        if let Some(answer) = reports.probe {
             state.probing.store(false, Relaxed);
             *state.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
             state.probe_notify.notify_one();

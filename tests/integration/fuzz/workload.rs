@@ -97,9 +97,10 @@ fn refused_instead(s: &mut Stmt) {
     }
 }
 
-// failed_parse_of_a_name_in_use_keeps_the_live_statements_tag: a Parse of a statement
-// name in use (42P05) replaces Tandem's record of it. The generator closes a live name
-// instead of parsing it again (`Workload::step`).
+// A Parse of a statement name in use (42P05) is covered by the regression test
+// failed_parse_of_a_name_in_use_keeps_the_live_statements_tag; the generator closes a live
+// name instead of parsing it again, since its model of prepared statements would need the
+// server's refusal to know which one is live (`Workload::step`).
 
 /// Whether COPY data may hold a bad row. Off: failing_copy_consumes_ids_as_directly (a
 /// COPY failing on its second row consumed the first row's id and random() directly, not
@@ -206,7 +207,7 @@ impl Workload {
             73 | 74 => self.copy(),
             75..=79 => {
                 // Few names, so that a closed or deallocated name is parsed again with
-                // another statement. Never a live one: see FOUND.
+                // another statement. Never a live one (see above).
                 let name = format!("fz{}", self.rng.below(6));
                 if self.prepared.iter().any(|(n, ..)| *n == name) {
                     return Step::Close(name);

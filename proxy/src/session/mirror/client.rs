@@ -115,6 +115,9 @@ pub struct ClientSide {
     /// How many times the server reported a search_path other than the one before: a
     /// prepared statement planned under an older one is planned again.
     pub(super) path_epoch: u64,
+    /// Records of named statements a Parse replaced before the server said whether it
+    /// created the new one (see `settle_parses`).
+    pub(super) displaced: HashMap<String, (Option<Known>, Option<Prepared>)>,
     /// A large statement planned off the worker thread, for the scan to take.
     pub(super) ahead: Option<super::ahead::Ahead>,
 }
@@ -155,6 +158,7 @@ impl ClientSide {
             waiting: false,
             path_wanted: false,
             path_epoch: 0,
+            displaced: HashMap::new(),
             ahead: None,
         }
     }
@@ -285,6 +289,10 @@ impl ClientSide {
     /// Decides one client message's fate and records what its responses need.
     pub fn visit(&mut self, tag: u8, body: &[u8], queue: &mut VecDeque<Expect>) -> Action {
         self.note_answered(queue);
+        if self.waits_for_parse(tag, body) {
+            self.waiting = true;
+            return Action::Stop;
+        }
         if self.search_path_stale {
             if let Some(action) = self.wait_before(tag, body, queue) {
                 return action;
@@ -297,6 +305,27 @@ impl ClientSide {
             _ => {}
         }
         action
+    }
+
+    /// A Bind or Describe, in a new batch, of a statement whose re-Parse the server has not
+    /// settled yet (see `settle_parses`): it waits for the answer, which says which
+    /// statement of that name the server holds. (In the same batch as the Parse it needs no
+    /// wait: a refused Parse makes the server skip it.)
+    fn waits_for_parse(&self, tag: u8, body: &[u8]) -> bool {
+        if self.displaced.is_empty() || self.extended_open {
+            return false;
+        }
+        let name = match tag {
+            b'B' => frontend::bind_names(body)
+                .ok()
+                .map(|(_, statement)| statement),
+            b'D' => match frontend::target(body, "Describe") {
+                Ok((b'S', name)) => Some(name),
+                _ => None,
+            },
+            _ => None,
+        };
+        name.is_some_and(|n| self.displaced.contains_key(n))
     }
 
     /// [`visit`](Self::visit) once the message may be planned.

@@ -121,6 +121,10 @@ pub enum MsgMode {
     Mirror(Mirror),
     /// Describe of a rewritten read: RowDescription gets the legacy origins.
     Read(Origins),
+    /// A Parse of a named statement Tandem already had a record of (forwarded as is): the
+    /// server confirms (ParseComplete) or refuses (an error, or skipped after one) the new
+    /// one, and Tandem keeps the record that matches (see [`Reports::parses`]).
+    Replaces(String),
 }
 
 /// What a prepared statement or portal needs when it runs.
@@ -187,6 +191,16 @@ pub enum Expect {
         /// The answer so far.
         answer: ProbeAnswer,
     },
+}
+
+/// What the server side learned for the client side while fixing responses.
+#[derive(Debug, Default)]
+pub struct Reports {
+    /// The answer to the search_path probe, once its ReadyForQuery arrived.
+    pub probe: Option<ProbeAnswer>,
+    /// Parses of names Tandem had a record of: whether the server created the new
+    /// statement (`true`) or kept the old one (`false`).
+    pub parses: Vec<(String, bool)>,
 }
 
 /// What the server answered to Tandem's search_path probe.

@@ -59,13 +59,36 @@ impl ClientSide {
                 known.sent = statements[0].sql.clone();
             }
         }
+        // A named statement Tandem has a record of: the server refuses the Parse (42P05)
+        // unless the client dropped it by SQL DEALLOCATE, which Tandem does not follow. Keep
+        // the old record aside until the server settles it (see `settle_parses`).
+        let displaces = !parse.name.is_empty() && self.known.contains_key(parse.name);
+        if displaces {
+            let old = (
+                self.known.get(parse.name).cloned(),
+                self.statements.get(parse.name).cloned(),
+            );
+            self.displaced.insert(parse.name.to_string(), old);
+        }
         if matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
-            // Refused: the server never gets this statement.
-            self.known.remove(parse.name);
+            // Refused: the server never gets this statement (and keeps the old one, if any).
+            if displaces {
+                self.displaced.remove(parse.name);
+            } else {
+                self.known.remove(parse.name);
+            }
         } else {
             self.known.insert(parse.name.to_string(), known);
         }
+        let pass = if displaces {
+            Expect::Msg {
+                kind: MsgKind::Parse,
+                mode: MsgMode::Replaces(parse.name.to_string()),
+            }
+        } else {
+            pass
+        };
         let mut out = BytesMut::new();
         match plan.as_deref() {
             None | Some(Plan::Passthrough) => {
@@ -104,9 +127,41 @@ impl ClientSide {
                 // refusal, hiding the ParseComplete/BindComplete of the messages injected to
                 // run it. The server then skips the client's messages up to Sync, as after
                 // any failed Parse, and the transaction state is exactly Postgres's own.
-                self.statements.remove(parse.name);
+                if !displaces {
+                    self.statements.remove(parse.name);
+                }
                 raise_in_place(&refusal_of(other), queue, &mut out);
                 Action::Replace(out)
+            }
+        }
+    }
+
+    /// The server's word on Parses of names Tandem had a record of: a created statement
+    /// keeps the new record; a refused (or skipped) Parse brings the old one back, since
+    /// the old statement is the one the server still holds.
+    pub fn settle_parses(&mut self, settled: Vec<(String, bool)>) {
+        for (name, created) in settled {
+            let Some((known, prepared)) = self.displaced.remove(&name) else {
+                continue;
+            };
+            if created {
+                continue;
+            }
+            match known {
+                Some(k) => {
+                    self.known.insert(name.clone(), k);
+                }
+                None => {
+                    self.known.remove(&name);
+                }
+            }
+            match prepared {
+                Some(p) => {
+                    self.statements.insert(name, p);
+                }
+                None => {
+                    self.statements.remove(&name);
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tandem_rules::{ColumnOrigin, WriteTag};
 
 use super::retry::{RetryJob, RetryKind};
-use super::{data_row, Expect, Mirror, MsgKind, MsgMode, ProbeAnswer, StmtFix};
+use super::{data_row, Expect, Mirror, MsgKind, MsgMode, Reports, StmtFix};
 use crate::session::framed::Action;
 use crate::wire::protocol::backend::ErrorFields;
 use crate::wire::protocol::frame::{begin, finish};
@@ -41,7 +41,7 @@ impl ServerSide {
         queue: &mut VecDeque<Expect>,
         retry_out: &mut Option<RetryJob>,
     ) -> Action {
-        Self::visit_all(tag, body, queue, retry_out, &mut None)
+        Self::visit_all(tag, body, queue, retry_out, &mut Reports::default())
     }
 
     /// As [`visit_with_retry`](Self::visit_with_retry); the answer to Tandem's search_path
@@ -51,7 +51,7 @@ impl ServerSide {
         body: &[u8],
         queue: &mut VecDeque<Expect>,
         retry_out: &mut Option<RetryJob>,
-        probe_out: &mut Option<ProbeAnswer>,
+        reports: &mut Reports,
     ) -> Action {
         // Asynchronous messages can arrive at any point.
         if matches!(tag, b'N' | b'A' | b'S') {
@@ -63,7 +63,7 @@ impl ServerSide {
                 b'E' => answer.failed = true,
                 b'Z' => {
                     if let Some(Expect::Probe { answer }) = queue.pop_front() {
-                        *probe_out = Some(answer);
+                        reports.probe = Some(answer);
                     }
                 }
                 _ => {}
@@ -116,6 +116,11 @@ impl ServerSide {
                         return Action::Drop;
                     }
                     Expect::Sync | Expect::Query { .. } => break,
+                    // Never answered before the ReadyForQuery: the server did not run it.
+                    Expect::Msg {
+                        mode: MsgMode::Replaces(name),
+                        ..
+                    } => reports.parses.push((name, false)),
                     Expect::Msg { .. } | Expect::RetryExec { .. } | Expect::Probe { .. } => {}
                 }
             }
@@ -183,12 +188,19 @@ impl ServerSide {
                 }
             }
             // After an error the server skips everything up to the next Sync, and a
-            // deferred tag must never be seen.
+            // deferred tag must never be seen. A Parse that failed, or was skipped, created
+            // nothing: the statement of that name is still the old one.
             while matches!(
                 queue.front(),
                 Some(Expect::Msg { .. } | Expect::RetryExec { .. })
             ) {
-                queue.pop_front();
+                if let Some(Expect::Msg {
+                    mode: MsgMode::Replaces(name),
+                    ..
+                }) = queue.pop_front()
+                {
+                    reports.parses.push((name, false));
+                }
             }
             if let Some(Expect::Query { held, .. }) = queue.front_mut() {
                 *held = None;
@@ -234,6 +246,12 @@ impl ServerSide {
                     MsgMode::NoData => Action::Forward,
                     MsgMode::Read(origins) if tag == b'T' => patch_origins(body, origins),
                     MsgMode::Read(_) => Action::Forward,
+                    MsgMode::Replaces(name) => {
+                        if kind.ends_with(tag) {
+                            reports.parses.push((name.clone(), true));
+                        }
+                        Action::Forward
+                    }
                     MsgMode::Mirror(m) => match tag {
                         b'D' if !m.returning => Action::Drop,
                         b'C' => fixed_tag(body, m.tag),
