@@ -267,6 +267,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// After a `U&"…"` identifier ending at `pos`: where its `UESCAPE 'c'` clause ends,
+    /// if it has one.
+    fn uescape_clause_end(&self, pos: usize) -> Option<usize> {
+        self.uescape_after(pos)?;
+        let at = self.after_blanks(pos);
+        Some(self.after_blanks(at + 7) + 3)
+    }
+
     /// Skip a numeric literal as the server's scanner reads one: digits, a fraction, an
     /// exponent. Letters after it start a new token.
     fn skip_number(&mut self) {
@@ -454,6 +462,15 @@ pub(crate) fn folded_eq(ident: &[u8], name: &[u8]) -> bool {
 /// Does the body of a `U&"…"` identifier with escape character `escape` name exactly
 /// `name`? `None` when the escapes are invalid (the server refuses the statement then).
 pub(crate) fn unicode_eq(body: &[u8], escape: u8, name: &[u8]) -> Option<bool> {
+    Some(truncated_eq(
+        unicode_decode(body, escape)?.into_iter(),
+        name,
+    ))
+}
+
+/// The name a `U&"…"` identifier's body spells (UTF-8, not yet truncated), `None` when its
+/// escapes are invalid.
+pub(crate) fn unicode_decode(body: &[u8], escape: u8) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     let mut i = 0;
     let hex = |digits: &[u8]| -> Option<u32> {
@@ -506,7 +523,44 @@ pub(crate) fn unicode_eq(body: &[u8], escape: u8, name: &[u8]) -> Option<bool> {
     if pending_high.is_some() {
         return None;
     }
-    Some(truncated_eq(out.into_iter(), name))
+    Some(out)
+}
+
+/// `sql` with every `U&"…"` identifier (and its `UESCAPE` clause) spelled as the plain
+/// quoted identifier it means, for the SQL parser, which does not read the Unicode form:
+/// the same statement to the server. `None` when there is none, or one cannot be decoded.
+pub(crate) fn plain_unicode_identifiers(sql: &str) -> Option<String> {
+    if !sql.contains("&\"") {
+        return None;
+    }
+    let src = sql.as_bytes();
+    let scanner = Scanner::new(sql);
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let mut found = false;
+    for token in Scanner::new(sql) {
+        if token.kind != Kind::UnicodeQuoted {
+            continue;
+        }
+        if token.end >= src.len() || token.start < 3 || token.start - 3 < copied {
+            return None;
+        }
+        let name =
+            String::from_utf8(unicode_decode(&src[token.start..token.end], token.uescape)?).ok()?;
+        let close = token.end + 1;
+        let end = scanner.uescape_clause_end(close).unwrap_or(close);
+        out.push_str(&sql[copied..token.start - 3]);
+        out.push('"');
+        out.push_str(&name.replace('"', "\"\""));
+        out.push('"');
+        copied = end;
+        found = true;
+    }
+    if !found {
+        return None;
+    }
+    out.push_str(sql.get(copied..)?);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -563,6 +617,23 @@ mod tests {
             }
             assert!(Scanner::new(sql).count() <= 2, "{sql}");
         }
+    }
+
+    #[test]
+    fn unicode_identifiers_are_spelled_plainly_for_the_parser() {
+        assert_eq!(
+            plain_unicode_identifiers(r#"INSERT INTO U&"\006Frders" VALUES (1)"#).as_deref(),
+            Some(r#"INSERT INTO "orders" VALUES (1)"#)
+        );
+        assert_eq!(
+            plain_unicode_identifiers(
+                r#"DELETE FROM u&"!006Frd""ers" /* c */ UESCAPE '!' WHERE x"#
+            )
+            .as_deref(),
+            Some(r#"DELETE FROM "ord""ers" WHERE x"#)
+        );
+        assert_eq!(plain_unicode_identifiers("SELECT 'U&\"x\"'"), None);
+        assert_eq!(plain_unicode_identifiers(r#"SELECT U&"\zz""#), None);
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub(crate) fn plan_statement_as(
     client: &str,
     ctx: Ctx<'_>,
 ) -> Result<Outcome, Refusal> {
+    // The parser does not read `U&"…"` identifiers: plan the same statement spelled with
+    // plain quoted ones (a rewrite embeds that spelling; an untouched statement is sent as
+    // the client wrote it).
+    let plain = crate::lexer::plain_unicode_identifiers(piece);
+    let piece = plain.as_deref().unwrap_or(piece);
     if let Some(refusal) = ddl::check(piece, ctx) {
         return Err(refusal);
     }

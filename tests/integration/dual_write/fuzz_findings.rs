@@ -88,7 +88,6 @@ async fn failing_copy_consumes_ids_as_directly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "found by the fuzzer: a write naming the ruled table as U&\"...\" is refused (0A000, cannot parse) though Postgres runs it"]
 async fn unicode_escaped_name_of_the_ruled_table_is_mirrored() {
     let twins = Twins::new(Kind::List).await;
     let (mut via, mut direct) = twins.raw_sessions().await;
