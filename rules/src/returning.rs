@@ -95,10 +95,10 @@ impl Subject<'_> {
         self.mirrored(with, write, &row, joined, tag, returning, statement)
     }
 
-    /// The condition that makes the server check, as it runs the statement, that the bare
-    /// name the client wrote means the ruled table (by OID, with the session's search_path
-    /// and temporary tables): `tandem.resolves_to()` raises otherwise. `None` for a
-    /// schema-qualified name (which no session setting changes) or an unknown OID.
+    /// The condition that makes the server check, as it runs the statement, that the name
+    /// the client wrote means the ruled table (by OID, with the session's search_path and
+    /// temporary tables; a qualified name, that the table was not replaced since the rules
+    /// were read): `tandem.resolves_to()` raises otherwise. `None` for an unknown OID.
     pub(crate) fn resolution_check(&self) -> Option<String> {
         if let Some((name, oid, table)) = &self.rule.client_name {
             return Some(format!(
@@ -108,7 +108,7 @@ impl Subject<'_> {
             ));
         }
         let oid = self.rule.shape.legacy_oid;
-        if self.table.0.len() != 1 || oid == 0 {
+        if oid == 0 {
             return None;
         }
         Some(format!(

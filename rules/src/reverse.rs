@@ -48,8 +48,8 @@ pub(crate) fn rewrite(
     // The statement now names the target: the server still checks that the client's own
     // bare name meant the ruled legacy table (not a temporary table of that name).
     if rule.shape.legacy_oid != 0 {
-        reversed.client_name = client_bare_name(top)
-            .map(|name| (name, rule.shape.legacy_oid, rule.rule.table.clone()));
+        reversed.client_name =
+            client_name(top).map(|name| (name, rule.shape.legacy_oid, rule.rule.table.clone()));
     }
     let mut write = top.clone();
     let returning = match &mut write {
@@ -154,8 +154,8 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
     }
 }
 
-/// The bare table name the client wrote in `top` (a schema-qualified one needs no check).
-fn client_bare_name(top: &Statement) -> Option<String> {
+/// The table name the client wrote in `top`.
+fn client_name(top: &Statement) -> Option<String> {
     let name = match top {
         Statement::Insert(ins) => match &ins.table {
             TableObject::TableName(name) => name,
@@ -174,7 +174,7 @@ fn client_bare_name(top: &Statement) -> Option<String> {
         }
         _ => return None,
     };
-    (name.0.len() == 1).then(|| name.to_string())
+    Some(name.to_string())
 }
 
 /// Do both tables have the same column names in the same order?

@@ -214,3 +214,34 @@ async fn a_startup_packet_naming_the_database_twice_means_the_last_one() {
     assert!(first_error(&frames).is_none(), "{frames:?}");
     assert_eq!(pair.counts(&check).await, (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ruled_table_replaced_behind_tandems_back_is_not_written() {
+    let (pair, check, proxy) = ruled_pair(Kind::List, |r| r).await;
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql("INSERT INTO public.{legacy} (tenant, amount) VALUES ('acme', 1)"))
+        .await
+        .unwrap();
+    // Straight to the database, where Tandem cannot refuse it: the legacy table is
+    // replaced by another of the same name.
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE public.{legacy} RENAME TO {legacy}_old;
+             CREATE TABLE public.{legacy} (LIKE public.{legacy}_old INCLUDING ALL);",
+        ))
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO public.{legacy} (tenant, amount) VALUES ('acme', 2)",
+        "INSERT INTO {legacy} (tenant, amount) VALUES ('acme', 3)",
+    ] {
+        let e = via.batch_execute(&pair.sql(sql)).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "55000", "{sql}: {}", db_text(&e));
+    }
+    let n: i64 = check
+        .query_one(&pair.sql("SELECT count(*) FROM public.{legacy}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing written to the new table");
+}
