@@ -53,12 +53,17 @@ impl CharWidths {
     /// The widths of a PostgreSQL client encoding, by the name the server reports in
     /// `client_encoding`.
     pub fn of_encoding(name: &str) -> Self {
-        match name.to_ascii_uppercase().as_str() {
-            "SJIS" | "SHIFT_JIS_2004" => CharWidths::Sjis,
-            "BIG5" | "GBK" | "UHC" => CharWidths::TwoByte,
-            "GB18030" => CharWidths::Gb18030,
-            "JOHAB" => CharWidths::Johab,
-            _ => CharWidths::HighBitBytes,
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("SJIS") || is("SHIFT_JIS_2004") {
+            CharWidths::Sjis
+        } else if is("BIG5") || is("GBK") || is("UHC") {
+            CharWidths::TwoByte
+        } else if is("GB18030") {
+            CharWidths::Gb18030
+        } else if is("JOHAB") {
+            CharWidths::Johab
+        } else {
+            CharWidths::HighBitBytes
         }
     }
 

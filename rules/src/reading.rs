@@ -88,10 +88,9 @@ pub fn read<'a>(
         return Reading::Unruled;
     };
     let table = rule_table(rules, name);
-    let utf8_session = matches!(
-        session.client_encoding.to_ascii_uppercase().as_str(),
-        "UTF8" | "UTF-8" | "UNICODE"
-    );
+    let utf8_session = ["UTF8", "UTF-8", "UNICODE"]
+        .iter()
+        .any(|n| session.client_encoding.eq_ignore_ascii_case(n));
     let has_high = src.iter().any(|&b| b >= 0x80);
     if has_high && (!utf8_session || !session.certain) {
         let why = if utf8_session {

@@ -7,17 +7,39 @@
 //! before it lexes a statement (see `tandem_rules::reading`).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tandem_rules::{CharWidths, Lexing};
+use tandem_rules::{CharWidths, Lexing, SessionReading};
+
+/// How the session reads text at one moment: what a [`SessionReading`] borrows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextSettings {
+    /// String syntax and character widths.
+    pub lexing: Lexing,
+    /// The client encoding's name, as the server reported it.
+    pub client_encoding: Arc<str>,
+}
+
+impl TextSettings {
+    /// The reading of a statement under these settings; `certain` is false while a
+    /// statement that may change them is still running.
+    pub fn reading(&self, certain: bool) -> SessionReading<'_> {
+        SessionReading {
+            lexing: self.lexing,
+            client_encoding: &self.client_encoding,
+            certain,
+        }
+    }
+}
 
 /// The settings of one session, shared by its two loops.
 #[derive(Debug)]
 pub struct SessionSettings {
     /// `standard_conforming_strings = on`.
     standard_conforming_strings: AtomicBool,
-    /// `client_encoding`, as the server names it.
-    client_encoding: Mutex<String>,
+    /// `client_encoding`, as the server names it, with its character widths (worked out
+    /// once per report, not per statement).
+    client_encoding: Mutex<(Arc<str>, CharWidths)>,
 }
 
 impl SessionSettings {
@@ -26,7 +48,7 @@ impl SessionSettings {
     pub fn from_login(params: &[(String, String)]) -> Self {
         let settings = Self {
             standard_conforming_strings: AtomicBool::new(true),
-            client_encoding: Mutex::new("UTF8".to_string()),
+            client_encoding: Mutex::new((Arc::from("UTF8"), CharWidths::HighBitBytes)),
         };
         for (name, value) in params {
             settings.report(name, value);
@@ -44,7 +66,8 @@ impl SessionSettings {
                 *self
                     .client_encoding
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = value.to_string();
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    (Arc::from(value), CharWidths::of_encoding(value));
             }
             _ => {}
         }
@@ -60,19 +83,20 @@ impl SessionSettings {
         }
     }
 
-    /// The encoding's name.
-    pub fn client_encoding(&self) -> String {
-        self.client_encoding
+    /// How the server reads text in this session now (no allocation: the encoding's name
+    /// is shared).
+    pub fn now(&self) -> TextSettings {
+        let (name, widths) = self
+            .client_encoding
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// How the server reads text in this session now.
-    pub fn lexing(&self, client_encoding: &str) -> Lexing {
-        Lexing {
-            standard_conforming_strings: self.standard_conforming_strings.load(Relaxed),
-            encoding: CharWidths::of_encoding(client_encoding),
+            .clone();
+        TextSettings {
+            lexing: Lexing {
+                standard_conforming_strings: self.standard_conforming_strings.load(Relaxed),
+                encoding: widths,
+            },
+            client_encoding: name,
         }
     }
 }
@@ -87,13 +111,14 @@ mod tests {
             ("client_encoding".into(), "SJIS".into()),
             ("standard_conforming_strings".into(), "off".into()),
         ]);
-        assert_eq!(s.client_encoding(), "SJIS");
-        assert!(!s.lexing("SJIS").standard_conforming_strings);
+        assert_eq!(&*s.now().client_encoding, "SJIS");
+        assert_eq!(s.now().lexing.encoding, CharWidths::Sjis);
+        assert!(!s.now().lexing.standard_conforming_strings);
         s.report_message(b"standard_conforming_strings\0on\0");
         s.report_message(b"client_encoding\0UTF8\0");
-        assert_eq!(s.client_encoding(), "UTF8");
-        assert_eq!(s.lexing("UTF8"), Lexing::default());
+        assert_eq!(&*s.now().client_encoding, "UTF8");
+        assert_eq!(s.now().lexing, Lexing::default());
         s.report_message(b"garbage");
-        assert_eq!(s.client_encoding(), "UTF8");
+        assert_eq!(&*s.now().client_encoding, "UTF8");
     }
 }

@@ -189,7 +189,7 @@ pub fn without_positions(lines: Vec<String>) -> Vec<String> {
     lines
         .into_iter()
         .map(|l| match l.find(" | P=") {
-            Some(at) if l.starts_with("Error ") => l[..at].to_string(),
+            Some(at) if l.starts_with("Error ") || l.starts_with("Notice ") => l[..at].to_string(),
             _ => l,
         })
         .collect()

@@ -16,9 +16,10 @@
 
 use std::sync::Arc;
 
-use tandem_rules::{Lexing, Plan, SessionReading};
+use tandem_rules::{Plan, SessionReading};
 
 use super::client::{ClientSide, Planned};
+use crate::session::settings::TextSettings;
 use crate::wire::protocol::frame::{parse_header, read_cstr, HEADER_LEN};
 use crate::wire::protocol::tag;
 
@@ -41,19 +42,8 @@ pub(super) struct Ahead {
 /// An owned [`SessionReading`], to compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ReadingKey {
-    lexing: Lexing,
-    client_encoding: String,
+    text: TextSettings,
     certain: bool,
-}
-
-impl ReadingKey {
-    pub(super) fn of(reading: &SessionReading<'_>) -> Self {
-        Self {
-            lexing: reading.lexing,
-            client_encoding: reading.client_encoding.to_string(),
-            certain: reading.certain,
-        }
-    }
 }
 
 impl ClientSide {
@@ -67,12 +57,9 @@ impl ClientSide {
             return;
         }
         // The reading `plan_text` will compute, if nothing changes before the scan.
-        let certain = queue_empty() || !self.settings_in_flight;
-        let encoding = self.settings.client_encoding();
         let key = ReadingKey {
-            lexing: self.settings.lexing(&encoding),
-            client_encoding: encoding,
-            certain,
+            text: self.settings.now(),
+            certain: queue_empty() || !self.settings_in_flight,
         };
         let (rules, path, sql, reading) = (
             Arc::clone(&self.rules),
@@ -81,12 +68,7 @@ impl ClientSide {
             key.clone(),
         );
         let planned = tokio::task::spawn_blocking(move || {
-            let session = SessionReading {
-                lexing: reading.lexing,
-                client_encoding: &reading.client_encoding,
-                certain: reading.certain,
-            };
-            let plan = rules.plan_text(&sql, session, &path);
+            let plan = rules.plan_text(&sql, reading.text.reading(reading.certain), &path);
             (sql, plan)
         })
         .await;
@@ -111,7 +93,9 @@ impl ClientSide {
         let ahead = self.ahead.take()?;
         let same = ahead.version == self.planned()
             && ahead.sql == src
-            && ahead.reading == ReadingKey::of(reading);
+            && ahead.reading.certain == reading.certain
+            && ahead.reading.text.lexing == reading.lexing
+            && *ahead.reading.text.client_encoding == *reading.client_encoding;
         same.then_some(ahead.plan)
     }
 }

@@ -10,9 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{
-    join_statements, MirrorErrorPolicy, Plan, Rejection, SessionReading, SettingsTouch,
-};
+use tandem_rules::{join_statements, MirrorErrorPolicy, Plan, Rejection, SettingsTouch};
 use tracing::debug;
 
 use super::refusal::{self, raise_before, raise_in_place, refusal_of, undecodable_name};
@@ -22,7 +20,7 @@ use crate::control::drift::DriftSink;
 use crate::control::shadow::Sampler;
 use crate::control::watch::RulesWatch;
 use crate::session::framed::Action;
-use crate::session::settings::SessionSettings;
+use crate::session::settings::{SessionSettings, TextSettings};
 use crate::wire::protocol::frontend;
 
 /// A prepared statement as the server holds it: the client's SQL, what was sent for it,
@@ -43,8 +41,8 @@ pub(super) struct Known {
     /// What running it may do to the settings Tandem follows.
     pub(super) touch: SettingsTouch,
     /// How the session read its text when it was prepared (the server keeps that reading:
-    /// it does not read the text again when a setting changes), with the encoding's name.
-    pub(super) lexing: (tandem_rules::Lexing, String),
+    /// it does not read the text again when a setting changes).
+    pub(super) text: TextSettings,
 }
 
 /// What a plan depends on besides the statement: the rules version and the session's
@@ -182,12 +180,8 @@ impl ClientSide {
     /// statements has arrived.
     pub(super) fn plan_text(&mut self, src: &[u8], queue: &VecDeque<Expect>) -> Option<Arc<Plan>> {
         self.note_answered(queue);
-        let encoding = self.settings.client_encoding();
-        let reading = SessionReading {
-            lexing: self.settings.lexing(&encoding),
-            client_encoding: &encoding,
-            certain: !self.settings_in_flight,
-        };
+        let text = self.settings.now();
+        let reading = text.reading(!self.settings_in_flight);
         // A large statement was planned off the worker thread (see `mirror::ahead`).
         let plan = match self.take_ahead(src, &reading) {
             Some(planned) => planned,
@@ -212,20 +206,11 @@ impl ClientSide {
     /// Plans a statement remembered from earlier (a prepared statement planned again under
     /// new rules or another search_path) as the session read its text when it was prepared.
     pub(super) fn plan_known(&self, known: &Known) -> Option<Arc<Plan>> {
-        let (lexing, encoding) = &known.lexing;
-        let reading = SessionReading {
-            lexing: *lexing,
-            client_encoding: encoding,
-            certain: true,
-        };
-        self.rules
-            .plan_text(known.sql.as_bytes(), reading, &self.search_path)
-    }
-
-    /// How the session reads text now (for a statement prepared now).
-    pub(super) fn current_lexing(&self) -> (tandem_rules::Lexing, String) {
-        let encoding = self.settings.client_encoding();
-        (self.settings.lexing(&encoding), encoding)
+        self.rules.plan_text(
+            known.sql.as_bytes(),
+            known.text.reading(true),
+            &self.search_path,
+        )
     }
     /// Marks the settings uncertain until the server has answered a statement that may
     /// change them (see `tandem_rules::settings_touch`).
@@ -496,11 +481,14 @@ impl ClientSide {
         if plan.is_some()
             && self.rules.search_path_changes_before_ruled(
                 src,
-                self.settings.lexing(&self.settings.client_encoding()),
+                self.settings.now().lexing,
                 path_has_user,
             )
         {
-            plan = Some(search_path_changing(src, &self.rules));
+            let name = self.rules.ruled_name(src).unwrap_or_default();
+            plan = Some(Arc::new(Plan::Reject(super::probe::search_path_changing(
+                &name,
+            ))));
         }
         self.maybe_sample(sql, plan.as_deref(), None);
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
@@ -637,18 +625,6 @@ impl ClientSide {
             .join(";\n");
         Some((sql, statements.iter().map(|(_, f)| f.clone()).collect()))
     }
-}
-
-/// The refusal for a query string that changes search_path before it names a ruled table.
-fn search_path_changing(src: &[u8], rules: &ActiveRules) -> Arc<Plan> {
-    let name = rules.ruled_name(src).unwrap_or_default();
-    Arc::new(Plan::Reject(Rejection::new(
-        tandem_rules::Refusal::Unreadable {
-            table: tandem_rules::TableName::new(None, &String::from_utf8_lossy(&name)),
-            why: tandem_rules::Unreadable::SearchPathChanging,
-        },
-        MirrorErrorPolicy::Fail,
-    )))
 }
 
 /// The session temp table a COPY into `table` of columns `cols` lands in first.

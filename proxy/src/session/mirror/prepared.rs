@@ -52,7 +52,7 @@ impl ClientSide {
             version: self.planned(),
             plan: plan.clone(),
             touch: tandem_rules::settings_touch(parse.sql),
-            lexing: self.current_lexing(),
+            text: self.settings.now(),
         };
         if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
             if statements.len() == 1 {
@@ -181,7 +181,7 @@ impl ClientSide {
         let version = self.planned();
         let Some(known) = self.known.get(name) else {
             // A statement made by SQL PREPARE, bound through the protocol.
-            if let Err(rejection) = self.refresh_sql_statement(name) {
+            if let Err(rejection) = self.refresh_other_way(name, true) {
                 raise_in_place(&rejection, queue, out);
                 return true;
             }
@@ -266,7 +266,7 @@ impl ClientSide {
                 version: self.planned(),
                 plan: None,
                 touch: tandem_rules::SettingsTouch::default(),
-                lexing: self.current_lexing(),
+                text: self.settings.now(),
             },
         );
     }
@@ -287,7 +287,7 @@ impl ClientSide {
         for name in tandem_rules::executed_names(sql) {
             let Some(known) = self.sql_prepared.get(&name).cloned() else {
                 // A statement made by a protocol Parse, run by SQL EXECUTE.
-                self.refresh_protocol_statement(&name)?;
+                self.refresh_other_way(&name, false)?;
                 continue;
             };
             if known.version == version {
@@ -351,13 +351,20 @@ impl ClientSide {
         })
     }
 
-    /// A statement made by SQL PREPARE and run through the protocol (Bind/Describe): when
-    /// it was planned under older rules and must now run differently, it cannot be
-    /// re-prepared from here (its text is a PREPARE, not a statement a Parse takes), so it
-    /// is refused; when it runs the same, it is marked current.
-    fn refresh_sql_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
+    /// A prepared statement run the other way from how it was made: a SQL `PREPARE` bound
+    /// through the protocol (`sql_level`), or a protocol Parse run by SQL `EXECUTE`. When
+    /// it was planned under older rules and must now run differently, it cannot be prepared
+    /// again from here (a Parse does not take a PREPARE's text; a PREPARE cannot carry a
+    /// Parse's declared parameter types), so it is refused; when it runs the same, it is
+    /// marked current.
+    fn refresh_other_way(&mut self, name: &str, sql_level: bool) -> Result<(), Box<Rejection>> {
         let version = self.planned();
-        let Some(known) = self.sql_prepared.get(name).cloned() else {
+        let map = if sql_level {
+            &self.sql_prepared
+        } else {
+            &self.known
+        };
+        let Some(known) = map.get(name).cloned() else {
             return Ok(());
         };
         if known.version == version {
@@ -366,27 +373,12 @@ impl ClientSide {
         if self.sent_for(&known)? != known.sent {
             return Err(Box::new(stale_statement(name)));
         }
-        if let Some(k) = self.sql_prepared.get_mut(name) {
-            k.version = version;
-        }
-        Ok(())
-    }
-
-    /// A statement made by a protocol Parse and run by SQL EXECUTE: as
-    /// [`refresh_sql_statement`](Self::refresh_sql_statement), the other way round (a SQL
-    /// `PREPARE` cannot carry its declared parameter types).
-    fn refresh_protocol_statement(&mut self, name: &str) -> Result<(), Box<Rejection>> {
-        let version = self.planned();
-        let Some(known) = self.known.get(name).cloned() else {
-            return Ok(());
+        let map = if sql_level {
+            &mut self.sql_prepared
+        } else {
+            &mut self.known
         };
-        if known.version == version {
-            return Ok(());
-        }
-        if self.sent_for(&known)? != known.sent {
-            return Err(Box::new(stale_statement(name)));
-        }
-        if let Some(k) = self.known.get_mut(name) {
+        if let Some(k) = map.get_mut(name) {
             k.version = version;
         }
         Ok(())

@@ -117,14 +117,7 @@ impl ClientSide {
             self.path_wanted = true;
             return Some(Action::Stop);
         }
-        let table = TableName::new(None, &String::from_utf8_lossy(&name));
-        let rejection = Rejection::new(
-            Refusal::Unreadable {
-                table,
-                why: Unreadable::SearchPathChanging,
-            },
-            tandem_rules::MirrorErrorPolicy::Fail,
-        );
+        let rejection = search_path_changing(&name);
         let mut out = BytesMut::new();
         if tag == b'Q' {
             queue.push_back(plain_query());
@@ -155,4 +148,16 @@ impl ClientSide {
             self.search_path_stale = true;
         }
     }
+}
+
+/// The refusal of a statement naming ruled table `name` (bare) while a search_path change
+/// earlier in its query string or open batch cannot be confirmed first.
+pub(super) fn search_path_changing(name: &[u8]) -> Rejection {
+    Rejection::new(
+        Refusal::Unreadable {
+            table: TableName::new(None, &String::from_utf8_lossy(name)),
+            why: Unreadable::SearchPathChanging,
+        },
+        tandem_rules::MirrorErrorPolicy::Fail,
+    )
 }

@@ -45,44 +45,51 @@ pub(super) fn record(drift: Option<&DriftSink>, rules: &RuleSet, rejection: &Rej
 /// The prepared statement a refusal is raised through in the extended protocol.
 const REFUSAL_STATEMENT: &str = "tandem_refusal";
 
+/// A refusal of Tandem's own (no ruled table named, nothing to record: `fail`), 0A000.
+fn own_refusal(
+    message: String,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    construct: &str,
+) -> Rejection {
+    Rejection {
+        sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
+        message,
+        detail: detail.map(str::to_string),
+        hint: hint.map(str::to_string),
+        table: None,
+        policy: MirrorErrorPolicy::Fail,
+        reason: tandem_rules::Refusal::Unsupported {
+            table: tandem_rules::TableName::new(None, "?"),
+            construct: construct.into(),
+        },
+        statement: None,
+    }
+}
+
 /// A refusal for a Parse or Bind whose statement or portal name is not UTF-8: Tandem
 /// could not follow that statement across rule changes, so it is not let through.
 pub(super) fn undecodable_name() -> Rejection {
-    let reason = tandem_rules::Refusal::Unsupported {
-        table: tandem_rules::TableName::new(None, "?"),
-        construct: "a prepared statement or portal name that is not UTF-8".into(),
-    };
-    Rejection {
-        sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
-        message: "tandem: prepared statement and portal names must be UTF-8 in a session with migration rules".into(),
-        detail: None,
-        hint: Some("name prepared statements and portals in ASCII".into()),
-        table: None,
-        policy: MirrorErrorPolicy::Fail,
-        reason,
-        statement: None,
-    }
+    own_refusal(
+        "tandem: prepared statement and portal names must be UTF-8 in a session with migration rules".into(),
+        None,
+        Some("name prepared statements and portals in ASCII"),
+        "a prepared statement or portal name that is not UTF-8",
+    )
 }
 
 /// A prepared statement planned under older rules that must now run differently and that
 /// Tandem cannot prepare again from where it is run (a protocol-level statement run by SQL
 /// `EXECUTE`, or a SQL `PREPARE` bound through the protocol).
 pub(super) fn stale_statement(name: &str) -> Rejection {
-    Rejection {
-        sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
-        message: format!(
+    own_refusal(
+        format!(
             "tandem: prepared statement \"{name}\" was prepared under older migration rules and would now run differently"
         ),
-        detail: Some("Tandem plans a prepared statement again where it is run, and cannot from here.".into()),
-        hint: Some("prepare the statement again (DEALLOCATE and PREPARE, or a new Parse)".into()),
-        table: None,
-        policy: MirrorErrorPolicy::Fail,
-        reason: tandem_rules::Refusal::Unsupported {
-            table: tandem_rules::TableName::new(None, "?"),
-            construct: "a prepared statement planned under older rules".into(),
-        },
-        statement: None,
-    }
+        Some("Tandem plans a prepared statement again where it is run, and cannot from here."),
+        Some("prepare the statement again (DEALLOCATE and PREPARE, or a new Parse)"),
+        "a prepared statement planned under older rules",
+    )
 }
 
 /// Messages that run a statement raising `rejection` in the extended protocol (unnamed
@@ -149,19 +156,12 @@ pub(super) fn refusal_of(plan: &Plan) -> Rejection {
             },
             statement: None,
         },
-        _ => Rejection {
-            sqlstate: tandem_rules::FEATURE_NOT_SUPPORTED,
-            message: "tandem: statement cannot be mirrored".into(),
-            detail: None,
-            hint: None,
-            table: None,
-            policy: MirrorErrorPolicy::Fail,
-            reason: tandem_rules::Refusal::Unsupported {
-                table: tandem_rules::TableName::new(None, "?"),
-                construct: "statement".into(),
-            },
-            statement: None,
-        },
+        _ => own_refusal(
+            "tandem: statement cannot be mirrored".into(),
+            None,
+            None,
+            "statement",
+        ),
     }
 }
 
