@@ -245,3 +245,51 @@ async fn a_ruled_table_replaced_behind_tandems_back_is_not_written() {
         .get(0);
     assert_eq!(n, 0, "nothing written to the new table");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multibyte_character_ending_in_a_backslash_byte_hides_no_write() {
+    let (pair, check, proxy) = ruled_pair(Kind::List, |r| r).await;
+    let via_sql = "INSERT INTO {legacy} (tenant, amount) VALUES ('acme', 1)";
+    through(&proxy)
+        .await
+        .batch_execute(&pair.sql(via_sql))
+        .await
+        .unwrap();
+    check
+        .batch_execute(&pair.sql("INSERT INTO {src} VALUES ('sjis', 1, 'x')"))
+        .await
+        .unwrap();
+    // SJIS 0x83 0x5C is one character (ソ) whose second byte is a backslash. The server
+    // reads it as a character, so the string ends at the next quote and the DELETE is real:
+    // shown directly on a table without a rule.
+    let mut direct = RawSession::connect(tandem_tests::mirror::direct_addr()).await;
+    let frames = direct.simple("SET client_encoding = 'SJIS'").await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+    let mut sql = b"SELECT E'\x83\x5c'; ".to_vec();
+    sql.extend_from_slice(
+        pair.sql("DELETE FROM {src} WHERE tenant = 'sjis'")
+            .as_bytes(),
+    );
+    let frames = direct.simple_bytes(&sql).await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+    let left: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {src} WHERE tenant = 'sjis'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the server ran the DELETE");
+    // Through Tandem, the same shape naming the ruled table is read as the server reads it
+    // (a write, with non-ASCII text in a non-UTF8 encoding): refused, nothing deleted.
+    let mut via = RawSession::connect(proxy.addr).await;
+    let frames = via.simple("SET client_encoding = 'SJIS'").await;
+    assert!(first_error(&frames).is_none(), "{frames:?}");
+    let mut sql = b"SELECT E'\x83\x5c'; ".to_vec();
+    sql.extend_from_slice(pair.sql("DELETE FROM {legacy}").as_bytes());
+    let frames = via.simple_bytes(&sql).await;
+    let error = first_error(&frames).expect("refused");
+    assert_eq!(error.code.as_deref(), Some("0A000"), "{error:?}");
+    assert_eq!(pair.counts(&check).await, (1, 1));
+}
