@@ -24,6 +24,7 @@ mod carried;
 mod copy;
 mod ddl;
 mod delete;
+pub mod guard;
 mod ident;
 mod insert;
 mod keymove;
@@ -73,8 +74,8 @@ pub use refusal::{
     Refusal, Rejection, Unreadable, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE,
 };
 pub use rule::{
-    mirrored_columns, ColumnInfo, MirrorErrorPolicy, Mode, ResolvedRule, Rule, RuleError,
-    TableShape,
+    mirrored_columns, ColumnInfo, GuardPolicy, MirrorErrorPolicy, Mode, ResolvedRule, Rule,
+    RuleError, TableShape,
 };
 pub use ruleset::{refuse_chains, RuleSet};
 pub use shadow::{overlap, shadow_pair, ShadowPair};

@@ -43,10 +43,11 @@ use crate::rule::ResolvedRule;
 /// the `tandem.drift` table, `tandem.mirror()` (what the `record` form calls) and
 /// `tandem.record_drift()` (SECURITY DEFINER, so client roles need no privilege on the drift
 /// table), `tandem.check_moved()` (what the key-move form of UPDATE calls under either
-/// policy, see [`keymove`](crate::keymove)), and USAGE on the schema for PUBLIC. The role
+/// policy, see [`keymove`](crate::keymove)), USAGE on the schema for PUBLIC, and the
+/// guard's functions and event triggers (see [`guard`](crate::guard)). The role
 /// that runs it must own these objects once they exist. Without them, every `record`-form
 /// statement and every key-moving UPDATE fails (function missing).
-pub const SUPPORT_SQL: &str = include_str!("record.sql");
+pub const SUPPORT_SQL: &str = concat!(include_str!("record.sql"), include_str!("guard.sql"));
 
 /// The final SELECT's `WHERE` condition that mirrors the rows of CTE `written` (the client's
 /// write, `tandem_w`) through `tandem.mirror()`. `statement` is the client's statement

@@ -119,6 +119,10 @@ BEGIN
         -- Runs after the block's subtransaction rolled back: the target is untouched, the
         -- legacy write (outside the block) stands. query_canceled is not caught by OTHERS.
         GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+        -- Told to the guard, which finds the same rows unmirrored at the statement's end
+        -- and must not record them a second time.
+        PERFORM pg_catalog.set_config('tandem.drift_recorded',
+            pg_catalog.to_regclass(target_table)::oid::text || ' ' || pg_catalog.statement_timestamp(), true);
         PERFORM tandem.record_drift(rule_table, target_table, operation, SQLSTATE,
                                     SQLERRM || COALESCE(E'\n' || NULLIF(detail, ''), ''),
                                     statement);

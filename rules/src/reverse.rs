@@ -132,6 +132,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             set: Vec::new(),
             sample_rate: rule.rule.sample_rate,
             auto_partition: rule.rule.auto_partition,
+            guard: rule.rule.guard,
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

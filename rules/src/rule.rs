@@ -96,6 +96,50 @@ pub enum MirrorErrorPolicy {
     Record,
 }
 
+/// What the guard in the database does with a change to the guarded table that Tandem's
+/// rewrite did not mirror (see [`guard`](crate::guard)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardPolicy {
+    /// Apply the same change to the mirror table in the same statement.
+    #[default]
+    Mirror,
+    /// Fail the writer's statement.
+    Fail,
+    /// Let it stand and write a drift row the parity report shows.
+    Record,
+    /// No guard: changes made around the proxy are not caught.
+    Off,
+}
+
+impl GuardPolicy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardPolicy::Mirror => "mirror",
+            GuardPolicy::Fail => "fail",
+            GuardPolicy::Record => "record",
+            GuardPolicy::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for GuardPolicy {
+    type Err = String;
+    /// The configuration spelling, case-insensitive.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            GuardPolicy::Mirror,
+            GuardPolicy::Fail,
+            GuardPolicy::Record,
+            GuardPolicy::Off,
+        ]
+        .into_iter()
+        .find(|g| g.as_str().eq_ignore_ascii_case(text.trim()))
+        .ok_or_else(|| format!("unknown guard {text:?}; expected one of mirror, fail, record, off"))
+    }
+}
+
 /// One migration rule, as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawRule")]
@@ -118,6 +162,8 @@ pub struct Rule {
     /// When a mirrored write finds no partition of the target for its row (SQLSTATE 23514),
     /// create the partition and run the statement again instead of failing it.
     pub auto_partition: bool,
+    /// What the guard in the database does with changes made around the proxy.
+    pub guard: GuardPolicy,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -139,6 +185,8 @@ struct RawRule {
     sample_rate: f64,
     #[serde(default)]
     auto_partition: bool,
+    #[serde(default)]
+    guard: GuardPolicy,
 }
 
 fn default_mode() -> Mode {
@@ -160,6 +208,7 @@ impl TryFrom<RawRule> for Rule {
         rule.set = raw.set;
         rule.sample_rate = raw.sample_rate;
         rule.auto_partition = raw.auto_partition;
+        rule.guard = raw.guard;
         rule.check()?;
         Ok(rule)
     }
@@ -188,6 +237,7 @@ impl Rule {
             set: Vec::new(),
             sample_rate: 0.0,
             auto_partition: false,
+            guard: GuardPolicy::Mirror,
         }
     }
 

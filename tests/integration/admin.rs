@@ -65,8 +65,10 @@ async fn the_console_shows_and_changes_rules() {
     let r = console(port, "SHOW RULES");
     assert!(r.ok, "{}", r.stderr);
     assert!(
-        r.stdout
-            .contains(&format!("{table}|public.{}||off|0|fail|[]|1|", pair.target)),
+        r.stdout.contains(&format!(
+            "{table}|public.{}||off|0|fail|mirror|idle|[]|1|",
+            pair.target
+        )),
         "{}",
         r.stdout
     );
@@ -103,7 +105,8 @@ async fn the_console_shows_and_changes_rules() {
     check
         .batch_execute(&pair.sql(
             "INSERT INTO {legacy} (tenant, amount, note, score, token, created_at) \
-             VALUES ('globex', 2, 'not backfilled', 1, gen_random_uuid(), now())",
+             VALUES ('globex', 2, 'not backfilled', 1, gen_random_uuid(), now()); \
+             DELETE FROM {target} WHERE note = 'not backfilled'",
         ))
         .await
         .unwrap();

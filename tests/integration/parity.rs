@@ -58,7 +58,9 @@ async fn a_clean_migration_is_ready_and_injected_divergence_is_named() {
         ))
         .await
         .unwrap();
-    let config = config_with(&[pair.rule(Kind::List)]);
+    // No guard: the drift below is injected around the proxy on purpose, for the report to
+    // find (the guard would mirror it; see guard.rs for that path).
+    let config = config_with(&[pair.rule(Kind::List).guard("off")]);
     let proxy = start_ruled_proxy(config.clone()).await;
     let via = through(&proxy).await;
 

@@ -5,6 +5,7 @@
 //! changes by every instance ([`watch`], which publishes [`active_rules`], with its
 //! [`plan_cache`]). Operators steer
 //! it through the [`admin`] console; [`sessions`] and [`stats`] are what they look at;
+//! [`guard`] is the proxy's view of the guard in the database;
 //! [`drift`] and [`shadow`] are the side jobs that record refusals and re-run sampled reads
 //! off the hot path.
 
@@ -12,6 +13,7 @@ pub mod active_rules;
 pub mod admin;
 pub mod catalog;
 pub mod drift;
+pub mod guard;
 pub mod plan_cache;
 pub mod sessions;
 pub mod shadow;

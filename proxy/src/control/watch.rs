@@ -81,6 +81,7 @@ impl RulesWatch {
         if seeded > 0 {
             info!(rules = seeded, "rule store seeded from the config file");
         }
+        crate::control::guard::sync_all(&client, &names).await;
         let snapshot = store::load(&client, &names).await?;
         let active = resolve(&client, &snapshot, &database, &config).await?;
         for rule in &active.set.rules {

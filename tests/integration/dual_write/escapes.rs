@@ -200,10 +200,12 @@ async fn update_only_leaves_an_inheritance_child_and_its_mirror_alone() {
     assert_eq!(n, 1, "the child's row is not deleted");
     let kid = rows_text(&check, &pair.sql("SELECT note FROM {legacy}_kid")).await;
     assert_eq!(kid, ["kid"]);
+    // The parent's row was mirrored in and out by the rewrite; the child's, written
+    // directly into the child (a table under the legacy one, so its rows are the legacy
+    // table's), was mirrored by the guard, and neither ONLY statement touched it.
     assert_eq!(
-        rows_text(&check, &pair.sql("SELECT count(*) FROM {target}")).await,
-        ["0"],
-        "the parent's row was mirrored in and out; the child's was never mirrored"
+        rows_text(&check, &pair.sql("SELECT note FROM {target}")).await,
+        ["kid"],
     );
 }
 

@@ -25,6 +25,8 @@ pub struct RuleToml {
     pub sample_rate: f64,
     /// Create a missing target partition on a mirrored write's 23514.
     pub auto_partition: bool,
+    /// The guard's policy, when not the default (`mirror`).
+    pub guard: Option<String>,
 }
 
 impl RuleToml {
@@ -39,7 +41,14 @@ impl RuleToml {
             set: Vec::new(),
             sample_rate: 0.0,
             auto_partition: false,
+            guard: None,
         }
+    }
+
+    /// Sets the guard's policy (`mirror`, `fail`, `record`, `off`).
+    pub fn guard(mut self, guard: &str) -> Self {
+        self.guard = Some(guard.to_string());
+        self
     }
 
     /// Sets the target table (schema-qualified).
@@ -92,6 +101,9 @@ impl RuleToml {
         out.push_str(&format!("auto_partition = {}\n", self.auto_partition));
         if let Some(target) = &self.target {
             out.push_str(&format!("target = {}\n", toml_str(target)));
+        }
+        if let Some(guard) = &self.guard {
+            out.push_str(&format!("guard = {}\n", toml_str(guard)));
         }
         if !self.set.is_empty() {
             let pairs = self

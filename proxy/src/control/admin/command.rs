@@ -6,7 +6,7 @@
 //! in the config file), and a bad command gets an error naming what was wrong plus the list
 //! of valid commands as a hint.
 
-use tandem_rules::{Mode, TableName};
+use tandem_rules::{GuardPolicy, Mode, TableName};
 
 /// One console command.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,13 @@ pub enum Command {
         /// On or off.
         on: bool,
     },
+    /// `SET RULE <table> GUARD mirror|fail|record|off`
+    SetGuard {
+        /// Legacy table.
+        table: TableName,
+        /// What the guard does with changes made around the proxy.
+        guard: GuardPolicy,
+    },
     /// `SET RULE <table> SAMPLE <0..1>`
     SetSample {
         /// Legacy table.
@@ -59,6 +66,8 @@ pub enum Command {
         key: Vec<String>,
         /// Initial mode (default `off`).
         mode: Mode,
+        /// The guard's policy (default `mirror`).
+        guard: GuardPolicy,
     },
     /// `DROP RULE <table> [FORCE]`
     Drop {
@@ -74,7 +83,7 @@ pub enum Command {
 /// The hint every parse error carries.
 pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
-SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] | \
+SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
 DROP RULE <table> [FORCE] | RELOAD";
 
 /// Splits a query string into statements at `;` outside double quotes and parses each.
@@ -170,7 +179,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
         "SET" => {
             it.keyword("RULE")?;
             let table = it.table()?;
-            let what = it.word("MODE, SAMPLE or AUTO_PARTITION")?;
+            let what = it.word("MODE, SAMPLE, AUTO_PARTITION or GUARD")?;
             match what.to_ascii_uppercase().as_str() {
                 "MODE" => {
                     let mode = it.mode()?;
@@ -202,9 +211,13 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     };
                     Command::SetAutoPartition { table, on }
                 }
+                "GUARD" => {
+                    let guard = it.word("mirror, fail, record or off")?.parse()?;
+                    Command::SetGuard { table, guard }
+                }
                 other => {
                     return Err(format!(
-                        "expected MODE, SAMPLE or AUTO_PARTITION, found {other:?}"
+                        "expected MODE, SAMPLE, AUTO_PARTITION or GUARD, found {other:?}"
                     ))
                 }
             }
@@ -213,13 +226,19 @@ pub fn parse(text: &str) -> Result<Command, String> {
             it.keyword("RULE")?;
             let table = it.table()?;
             let (mut target, mut key, mut mode) = (None, Vec::new(), Mode::Off);
+            let mut guard = GuardPolicy::default();
             while let Some(word) = it.peek().map(str::to_ascii_uppercase) {
                 it.at += 1;
                 match word.as_str() {
                     "TARGET" => target = Some(it.table()?),
                     "MODE" => mode = it.mode()?,
                     "KEY" => key = it.columns()?,
-                    other => return Err(format!("expected TARGET, KEY or MODE, found {other:?}")),
+                    "GUARD" => guard = it.word("mirror, fail, record or off")?.parse()?,
+                    other => {
+                        return Err(format!(
+                            "expected TARGET, KEY, MODE or GUARD, found {other:?}"
+                        ))
+                    }
                 }
             }
             Command::Add {
@@ -227,6 +246,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
                 target,
                 key,
                 mode,
+                guard,
             }
         }
         "DROP" => {
@@ -360,13 +380,14 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("ADD RULE orders TARGET public.orders_new KEY (id, \"Tenant\") MODE dual_write")
+            parse("ADD RULE orders TARGET public.orders_new KEY (id, \"Tenant\") MODE dual_write GUARD fail")
                 .unwrap(),
             Command::Add {
                 table: t("public.orders"),
                 target: Some(t("public.orders_new")),
                 key: vec!["id".into(), "Tenant".into()],
-                mode: Mode::DualWrite
+                mode: Mode::DualWrite,
+                guard: GuardPolicy::Fail,
             }
         );
         assert_eq!(
@@ -375,9 +396,20 @@ mod tests {
                 table: t("public.orders"),
                 target: None,
                 key: vec![],
-                mode: Mode::Off
+                mode: Mode::Off,
+                guard: GuardPolicy::Mirror,
             }
         );
+        assert_eq!(
+            parse("set rule orders guard RECORD").unwrap(),
+            Command::SetGuard {
+                table: t("public.orders"),
+                guard: GuardPolicy::Record,
+            }
+        );
+        assert!(parse("SET RULE orders GUARD maybe")
+            .unwrap_err()
+            .contains("mirror, fail, record, off"));
         assert_eq!(
             parse("DROP RULE orders").unwrap(),
             Command::Drop {
@@ -400,7 +432,10 @@ mod tests {
             ("SET RULE orders SAMPLE 2", "not between 0 and 1"),
             ("SET RULE orders SAMPLE x", "not a number"),
             ("ADD RULE orders KEY id", "expected ( after KEY"),
-            ("ADD RULE orders COLOR red", "expected TARGET, KEY or MODE"),
+            (
+                "ADD RULE orders COLOR red",
+                "expected TARGET, KEY, MODE or GUARD",
+            ),
             ("DROP TABLE orders", "expected RULE"),
             ("RELOAD now", "unexpected"),
             ("SET RULE \"orders MODE off", "unterminated"),

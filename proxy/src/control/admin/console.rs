@@ -409,6 +409,9 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             let snapshot = crate::control::store::load(&client, watch.store())
                 .await
                 .map_err(|e| error("XX000", format!("tandem: {e}")))?;
+            let guards = crate::control::guard::states(&client, watch.store())
+                .await
+                .map_err(|e| error("XX000", format!("tandem: guard state: {e}")))?;
             let active = watch.current();
             let rows = snapshot
                 .rules
@@ -442,6 +445,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         Some(r.rule.mode.to_string()),
                         Some(r.rule.sample_rate.to_string()),
                         Some(r.rule.on_mirror_error.as_str().to_string()),
+                        Some(r.rule.guard.as_str().to_string()),
+                        guards.get(&r.rule.table.to_string()).map(|g| g.describe()),
                         Some(crate::control::store::set_json(&r.rule.set)),
                         Some(r.version.to_string()),
                         Some(r.updated_at.clone()),
@@ -459,6 +464,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     "mode",
                     "sample_rate",
                     "on_mirror_error",
+                    "guard",
+                    "guard_state",
                     "set",
                     "version",
                     "updated_at",
@@ -678,13 +685,16 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         Command::SetMode { table, mode, force } => RuleChange::SetMode { table, mode, force },
         Command::SetSample { table, rate } => RuleChange::SetSample { table, rate },
         Command::SetAutoPartition { table, on } => RuleChange::SetAutoPartition { table, on },
+        Command::SetGuard { table, guard } => RuleChange::SetGuard { table, guard },
         Command::Add {
             table,
             target,
             key,
             mode,
+            guard,
         } => {
             let mut rule = tandem_rules::Rule::new(table, mode, key);
+            rule.guard = guard;
             if let Some(target) = target {
                 rule.target = target;
             }

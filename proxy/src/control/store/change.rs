@@ -21,7 +21,7 @@
 //! The row is locked (`SELECT ... FOR UPDATE`) and its version compared, so two admins
 //! racing on one rule serialise, and the second sees the first's result.
 
-use tandem_rules::{quote_ident, Mode, ResolvedRule, Rule, TableName};
+use tandem_rules::{quote_ident, GuardPolicy, Mode, ResolvedRule, Rule, TableName};
 use tokio_postgres::Client;
 
 use super::{set_json, stored_rule, Store, StoredRule, RULE_COLUMNS};
@@ -52,6 +52,13 @@ pub enum RuleChange {
         table: TableName,
         /// On or off.
         on: bool,
+    },
+    /// `SET RULE t GUARD mirror|fail|record|off`
+    SetGuard {
+        /// Legacy table.
+        table: TableName,
+        /// What the guard does with changes made around the proxy.
+        guard: GuardPolicy,
     },
     /// `ADD RULE ...`
     Add(Rule),
@@ -102,6 +109,8 @@ impl From<tokio_postgres::Error> for ChangeError {
             Some("42P01") => "42P01",
             Some("40001") => "40001",
             Some("42501") => "42501",
+            Some("55P03") => "55P03",
+            Some("55000") => "55000",
             _ => "XX000",
         };
         Self::new(sqlstate, format!("tandem: rule store: {message}"), None)
@@ -146,6 +155,7 @@ pub async fn apply(
         RuleChange::SetMode { table, .. }
         | RuleChange::SetSample { table, .. }
         | RuleChange::SetAutoPartition { table, .. }
+        | RuleChange::SetGuard { table, .. }
         | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
@@ -176,6 +186,11 @@ pub async fn apply(
         (RuleChange::SetSample { rate, .. }, Some(old)) => {
             let mut rule = old.rule.clone();
             rule.sample_rate = *rate;
+            Some(rule)
+        }
+        (RuleChange::SetGuard { guard, .. }, Some(old)) => {
+            let mut rule = old.rule.clone();
+            rule.guard = *guard;
             Some(rule)
         }
         (RuleChange::SetAutoPartition { on, .. }, Some(old)) => {
@@ -221,15 +236,121 @@ pub async fn apply(
             Some(rule)
         }
     };
-    // Write, serialised with other admins on this row.
+    // Write, serialised with other admins on this row. The store's trigger moves the guard
+    // in the same transaction; its lock waits at most tandem.guard_lock_timeout, and a
+    // timeout (a long transaction on the table) is retried a few times, then reported
+    // with the sessions holding the table.
+    let mut attempt = 1;
+    loop {
+        match write(client, store, &table, &change, &current, &new_rule, by).await {
+            Ok(()) => break,
+            Err(e) if e.sqlstate == "55P03" && attempt < GUARD_LOCK_ATTEMPTS => {
+                notes.push(format!(
+                    "attempt {attempt}: the guard's lock on the rule's tables timed out ({}); retrying",
+                    e.message
+                ));
+                tokio::time::sleep(std::time::Duration::from_millis(250 * attempt as u64)).await;
+                attempt += 1;
+            }
+            Err(mut e) if e.sqlstate == "55P03" => {
+                let holders = lock_holders(
+                    client,
+                    new_rule.as_ref().or(current.as_ref().map(|c| &c.rule)),
+                )
+                .await;
+                e.message = format!(
+                    "tandem: the rule for {table} was not changed: installing or removing its guard could not lock the tables after {attempt} attempts; {holders}"
+                );
+                e.hint = Some("end or wait for the long transaction(s) named, then retry (SET tandem.guard_lock_timeout on the admin role waits longer)".into());
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(rule) = &new_rule {
+        if let Ok(row) = client
+            .query_one(
+                "SELECT tandem.guard_report($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
+                &[
+                    &rule.table.to_string(),
+                    &rule.target.to_string(),
+                    &rule.key,
+                    &rule.mode.as_str(),
+                    &rule.guard.as_str(),
+                    &rule.on_mirror_error.as_str(),
+                    &set_json(&rule.set),
+                ],
+            )
+            .await
+        {
+            let state: String = row.get(0);
+            notes.push(format!("guard: {state}"));
+        }
+    }
+    Ok(Applied {
+        rule: new_rule,
+        notes,
+    })
+}
+
+/// How many times a rule change is tried when the guard's lock times out.
+const GUARD_LOCK_ATTEMPTS: u32 = 4;
+
+/// The sessions holding a lock on the rule's tables, for the lock-timeout message.
+async fn lock_holders(client: &Client, rule: Option<&Rule>) -> String {
+    let Some(rule) = rule else {
+        return String::new();
+    };
+    let rows = client
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                    coalesce(extract(epoch FROM now() - a.xact_start)::int8, 0), \
+                    left(coalesce(a.query, ''), 80) \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.granted AND l.pid <> pg_backend_pid() \
+               AND l.relation IN (to_regclass($1), to_regclass($2)) \
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 4 DESC",
+            &[&rule.table.to_string(), &rule.target.to_string()],
+        )
+        .await
+        .unwrap_or_default();
+    if rows.is_empty() {
+        return "no session holds them now".into();
+    }
+    let list: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} ({}, {}, transaction open {} s: {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, String>(4)
+            )
+        })
+        .collect();
+    format!("held by {}", list.join("; "))
+}
+
+/// One attempt at writing the change (see [`apply`]).
+async fn write(
+    client: &mut Client,
+    store: &Store,
+    table: &TableName,
+    change: &RuleChange,
+    current: &Option<StoredRule>,
+    new_rule: &Option<Rule>,
+    by: &str,
+) -> Result<(), ChangeError> {
     let tx = client.transaction().await?;
-    if let RuleChange::Add(rule) = &change {
+    if let RuleChange::Add(rule) = change {
         // Two ADD RULEs racing could each pass alone and chain together: one at a time.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADD_LOCK])
             .await?;
         refuse_chain(&tx, store, rule).await?;
     }
-    let locked = read_in(&tx, store, &table).await?;
+    let locked = read_in(&tx, store, table).await?;
     if locked.as_ref().map(|r| r.version) != current.as_ref().map(|r| r.version) {
         return Err(ChangeError::new(
             "40001",
@@ -237,7 +358,7 @@ pub async fn apply(
             Some("look at SHOW RULES and retry"),
         ));
     }
-    match &new_rule {
+    match new_rule {
         None => {
             tx.execute(
                 &format!("DELETE FROM {} WHERE table_name = $1", store.rules()),
@@ -249,12 +370,13 @@ pub async fn apply(
             tx.execute(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
-                       set_columns, updated_by, auto_partition) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9) \
+                       set_columns, updated_by, auto_partition, guard) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
-                       updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition",
+                       updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition, \
+                       guard = EXCLUDED.guard",
                     store.rules()
                 ),
                 &[
@@ -267,16 +389,14 @@ pub async fn apply(
                     &set_json(&rule.set),
                     &by,
                     &rule.auto_partition,
+                    &rule.guard.as_str(),
                 ],
             )
             .await?;
         }
     }
     tx.commit().await?;
-    Ok(Applied {
-        rule: new_rule,
-        notes,
-    })
+    Ok(())
 }
 
 /// Advisory lock key serialising ADD RULE across instances (see [`refuse_chain`]).

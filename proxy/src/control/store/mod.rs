@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("002_backfill.sql")),
     (3, include_str!("003_shadow.sql")),
     (4, include_str!("004_auto_partition.sql")),
+    (5, include_str!("005_guard.sql")),
 ];
 
 /// Why the store could not be read or written.
@@ -73,7 +74,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
 #[non_exhaustive]
 pub enum StoreError {
     /// The server refused a query.
-    #[error("rule store: {0}")]
+    #[error("rule store: {}", server_message(.0))]
     Query(#[from] tokio_postgres::Error),
     /// The rules together are not valid: one rule's legacy table is another's target.
     #[error("rule store: {0}")]
@@ -86,6 +87,23 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// The server's own words for a failed query (tokio-postgres prints only "db error").
+pub fn server_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => e.to_string(),
+    }
 }
 
 /// One row of `tandem.rules`.
@@ -150,8 +168,8 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
     tandem_rules::refuse_chains(stored.rules.iter().map(|r| &r.rule).chain(seeded))?;
     let sql = format!(
         "INSERT INTO {} (table_name, target, key, mode, sample_rate, \
-           on_mirror_error, set_columns, auto_partition, updated_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, 'config') \
+           on_mirror_error, set_columns, auto_partition, guard, updated_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, 'config') \
          ON CONFLICT (table_name) DO NOTHING",
         store.rules()
     );
@@ -169,6 +187,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
                     &rule.on_mirror_error.as_str(),
                     &set_json(&rule.set),
                     &rule.auto_partition,
+                    &rule.guard.as_str(),
                 ],
             )
             .await?;
@@ -179,7 +198,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
 /// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
 pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
     r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by, \
-    r.auto_partition";
+    r.auto_partition, r.guard";
 
 /// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
 /// the table and what is wrong with the row.
@@ -197,6 +216,10 @@ pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (
     .map_err(|reason| (table.clone(), reason))?;
     let mut rule = rule;
     rule.auto_partition = row.get(at + 10);
+    rule.guard = row
+        .get::<_, String>(at + 11)
+        .parse()
+        .map_err(|reason| (table.clone(), reason))?;
     Ok(StoredRule {
         rule,
         version: row.get(at + 7),
