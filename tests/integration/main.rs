@@ -12,6 +12,7 @@ mod clients;
 mod dual_write;
 mod fleet;
 mod fuzz;
+mod guard;
 mod init;
 mod lexer;
 mod lifecycle;
