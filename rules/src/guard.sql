@@ -493,6 +493,31 @@ BEGIN
 END
 $tandem$;
 
+-- guard_sync's work once the plan `p` (a tandem.guard_plan row) is known.
+CREATE OR REPLACE FUNCTION tandem.guard_apply(
+    table_name      text,
+    p               record,
+    set_columns     jsonb,
+    guard           text,
+    on_mirror_error text,
+    store           text
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $tandem$
+BEGIN
+    IF NOT p.wanted THEN
+        RETURN CASE WHEN tandem.guard_remove(table_name) THEN 'removed' ELSE 'off' END;
+    END IF;
+    RETURN tandem.guard_install(
+        table_name, p.legacy_oid, p.target_oid, p.guarded, p.guard_key,
+        CASE WHEN p.guarded = p.legacy_oid
+             THEN ARRAY(SELECT e ->> 0 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
+        CASE WHEN p.guarded = p.legacy_oid
+             THEN ARRAY(SELECT e ->> 1 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
+        guard, on_mirror_error, store);
+END
+$tandem$;
+
 -- Makes the database match a rule row. Called by the rule store's trigger, so every change
 -- of a rule (console, CLI, config seeding, plain SQL) moves the guard in the same
 -- transaction. Installing the triggers (first time only) waits at most
@@ -520,16 +545,19 @@ BEGIN
     IF previous = '0' OR previous::interval > wait::interval THEN
         PERFORM set_config('lock_timeout', wait, true);
     END IF;
-    IF NOT p.wanted THEN
-        result := CASE WHEN tandem.guard_remove(table_name) THEN 'removed' ELSE 'off' END;
+    -- tandem.guard_defer = on (the proxy's start, seeding the store from its config): a lock
+    -- not granted in time leaves the guard for later (SHOW RULES says 'missing') instead of
+    -- failing the start; the proxy tries again at its next reload.
+    IF current_setting('tandem.guard_defer', true) = 'on' THEN
+        BEGIN
+            result := tandem.guard_apply(table_name, p, set_columns, guard, on_mirror_error, store);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'tandem: the guard of % was not installed: %', table_name, SQLERRM
+                USING HINT = 'A long transaction holds the table; the proxy tries again at its next reload.';
+            result := 'deferred';
+        END;
     ELSE
-        result := tandem.guard_install(
-            table_name, p.legacy_oid, p.target_oid, p.guarded, p.guard_key,
-            CASE WHEN p.guarded = p.legacy_oid
-                 THEN ARRAY(SELECT e ->> 0 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
-            CASE WHEN p.guarded = p.legacy_oid
-                 THEN ARRAY(SELECT e ->> 1 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
-            guard, on_mirror_error, store);
+        result := tandem.guard_apply(table_name, p, set_columns, guard, on_mirror_error, store);
     END IF;
     PERFORM set_config('lock_timeout', previous, true);
     RETURN result;

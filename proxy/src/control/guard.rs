@@ -71,9 +71,15 @@ pub async fn states(
 }
 
 /// Makes every rule's guard match its row: what the store's trigger does on a change, run
-/// once at start. A rule whose guard cannot be installed now (a lock held too long) is
-/// reported and left for SHOW RULES to show; the proxy starts anyway.
-pub async fn sync_all(client: &Client, store: &Store) {
+/// at start. A rule whose guard cannot be installed now (a lock held too long) is reported
+/// and left for SHOW RULES to show; the proxy starts anyway. Returns whether every guard is
+/// in line (false: try again later).
+pub async fn sync_all(client: &Client, store: &Store) -> bool {
+    if let Err(e) = client.batch_execute("SET tandem.guard_defer = on").await {
+        warn!(error = %e, "guard: cannot prepare the side connection");
+        return false;
+    }
+    let mut in_line = true;
     let rows = match client
         .query(
             &format!(
@@ -88,7 +94,7 @@ pub async fn sync_all(client: &Client, store: &Store) {
         Ok(rows) => rows,
         Err(e) => {
             warn!(error = %e, "guard: cannot read the rule store");
-            return;
+            return false;
         }
     };
     for row in rows {
@@ -111,13 +117,22 @@ pub async fn sync_all(client: &Client, store: &Store) {
         match result {
             Ok(row) => {
                 let what: String = row.get(0);
-                if what == "installed" || what == "removed" {
-                    info!(%table, guard = %what, "guard brought in line with the rule");
+                match what.as_str() {
+                    "installed" | "removed" | "switched" => {
+                        info!(%table, guard = %what, "guard brought in line with the rule")
+                    }
+                    "deferred" => {
+                        warn!(%table, "guard: a long transaction holds the table; trying again at the next poll");
+                        in_line = false;
+                    }
+                    _ => {}
                 }
             }
             Err(e) => {
-                warn!(%table, error = %e, "guard: not installed; SHOW RULES shows it as missing")
+                warn!(%table, error = %crate::control::store::server_message(&e), "guard: not installed; SHOW RULES shows it as missing");
+                in_line = false;
             }
         }
     }
+    in_line
 }

@@ -64,6 +64,9 @@ pub struct RulesWatch {
     status: RwLock<WatchStatus>,
     /// One reload at a time: a slow one must not overwrite a newer one.
     reloading: tokio::sync::Mutex<()>,
+    /// A guard could not be installed (a lock not granted in time): tried again at every
+    /// poll until it is.
+    guards_pending: std::sync::atomic::AtomicBool,
 }
 
 impl RulesWatch {
@@ -81,7 +84,7 @@ impl RulesWatch {
         if seeded > 0 {
             info!(rules = seeded, "rule store seeded from the config file");
         }
-        crate::control::guard::sync_all(&client, &names).await;
+        let guards_in_line = crate::control::guard::sync_all(&client, &names).await;
         let snapshot = store::load(&client, &names).await?;
         let active = resolve(&client, &snapshot, &database, &config).await?;
         for rule in &active.set.rules {
@@ -100,6 +103,7 @@ impl RulesWatch {
                 listening: false,
             }),
             reloading: tokio::sync::Mutex::new(()),
+            guards_pending: std::sync::atomic::AtomicBool::new(!guards_in_line),
         });
         tokio::spawn(listen_loop(Arc::downgrade(&watch)));
         Ok(watch)
@@ -248,6 +252,10 @@ async fn listen_once(watch: &Arc<RulesWatch>) -> Result<(), WatchError> {
             }
             _ = ticker.tick() => {
                 let Some(w) = weak.upgrade() else { return Ok(()) };
+                if w.guards_pending.load(Ordering::Acquire) {
+                    let done = crate::control::guard::sync_all(&client, &w.store).await;
+                    w.guards_pending.store(!done, Ordering::Release);
+                }
                 let version = store::version(&client, &w.store).await?;
                 if version != w.version() {
                     debug!(version, "rule store poll found a change");

@@ -7,3 +7,4 @@
 mod ddl;
 mod paths;
 mod switching;
+mod install;

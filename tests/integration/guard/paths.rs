@@ -473,7 +473,10 @@ async fn in_cutover_the_guard_sits_on_the_target_and_mirrors_back() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(legacy_updates, 2, "the mirror back updated each legacy row once");
+    assert_eq!(
+        legacy_updates, 2,
+        "the mirror back updated each legacy row once"
+    );
     via.batch_execute("COMMIT").await.unwrap();
     assert_eq!(pair.drift(Kind::List, &check).await, Vec::<String>::new());
     // A direct write to the legacy table is not guarded in cutover (it is the mirror now):
