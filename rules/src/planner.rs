@@ -20,7 +20,7 @@ use crate::parse::{parse_statement, renders_faithfully};
 use crate::plan::{Outcome, Plan, ResponseFix, StatementPlan};
 use crate::prefilter::{mentions_ruled_table, token_spells, RuledNames};
 use crate::refusal::{require_dual_write, Refusal, Rejection};
-use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
+use crate::rule::{GuardPolicy, MirrorErrorPolicy, Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 use crate::split::split_statements;
 use crate::writes::{ruled_writes, written_table, Ctx};
@@ -46,6 +46,9 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
             Ok(Outcome::Untouched)
         };
         match outcome {
+            Err(refusal) if left_to_guard(&refusal, piece, ctx) => {
+                planned.push(StatementPlan::untouched(piece))
+            }
             Err(refusal) => {
                 // The client's text goes with every refusal: the server parses a whole
                 // query string before it runs any of it, so a piece neither Tandem nor the
@@ -63,7 +66,11 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
             }
             Ok(Outcome::CopyIn(copy)) if pieces.len() == 1 => return Plan::CopyIn(copy),
             Ok(Outcome::CopyIn(copy)) => {
-                return reject(Refusal::CopyInBatch { table: copy.table }, rules)
+                let refusal = Refusal::CopyInBatch { table: copy.table };
+                if !left_to_guard(&refusal, piece, ctx) {
+                    return reject(refusal, rules);
+                }
+                planned.push(StatementPlan::untouched(piece))
             }
         }
     }
@@ -72,6 +79,43 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
     } else {
         Plan::Passthrough
     }
+}
+
+/// Can the guard in the database take a write Tandem refused? The guard mirrors whatever a
+/// statement changed in a guarded table, at the statement's end, in its transaction, so a
+/// write Tandem cannot rewrite (MERGE, a data-modifying CTE, `WHERE CURRENT OF`, a key
+/// change it cannot follow, `COPY FROM` a server file, a statement its parser cannot read)
+/// can run as the client sent it — the client gets exactly Postgres's answer — when every
+/// ruled table the statement names is guarded on its legacy table with policy `mirror`
+/// (modes `dual_write` and `union_read`, guard in place when the rule was resolved). Never
+/// DDL, nor a statement whose reading depends on settings Tandem is unsure of (it may name
+/// another table than Tandem read), nor any statement naming a table of a rule in `cutover`
+/// (the client's statement would write the legacy table, the mirror side then).
+fn left_to_guard(refusal: &Refusal, piece: &str, ctx: Ctx<'_>) -> bool {
+    let write = matches!(
+        refusal,
+        Refusal::Unparsable { .. }
+            | Refusal::CurrentOf { .. }
+            | Refusal::Merge { .. }
+            | Refusal::KeyUpdate { .. }
+            | Refusal::NestedWrite { .. }
+            | Refusal::CopyFromServer { .. }
+            | Refusal::CopyInBatch { .. }
+            | Refusal::Returning { .. }
+            | Refusal::Unsupported { .. }
+    );
+    write
+        && ctx
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.rule.mode != Mode::Off)
+            .all(|r| {
+                let guarded = matches!(r.rule.mode, Mode::DualWrite | Mode::UnionRead)
+                    && r.rule.guard == GuardPolicy::Mirror
+                    && r.shape.guard_ready;
+                guarded || !mentions_ruled_table(piece, &RuledNames::of(r))
+            })
 }
 
 /// A [`Plan::Reject`] carrying the policy of the refused table's rule. In `cutover` and

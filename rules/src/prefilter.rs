@@ -10,7 +10,7 @@
 //! only a true answer sends the statement to the planner.
 
 use crate::lexer::{folded_eq, quoted_eq, unicode_eq, Kind, Lexing, Scanner, Token};
-use crate::rule::Mode;
+use crate::rule::{Mode, ResolvedRule};
 use crate::ruleset::RuleSet;
 
 /// Bare names of the active rules, built once per [`RuleSet`].
@@ -31,6 +31,15 @@ impl RuledNames {
                     names.push(name);
                 }
             }
+        }
+        Self { names }
+    }
+
+    /// The names of one rule's tables.
+    pub fn of(rule: &ResolvedRule) -> Self {
+        let mut names: Vec<Box<[u8]>> = vec![rule.rule.table.name.as_bytes().into()];
+        if rule.rule.target.name != rule.rule.table.name {
+            names.push(rule.rule.target.name.as_bytes().into());
         }
         Self { names }
     }

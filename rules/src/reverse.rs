@@ -150,6 +150,8 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             legacy_table: shape.target_table.clone(),
             target_table: shape.legacy_table.clone(),
             legacy_primary_key: Vec::new(),
+            // Writes in cutover land on the target: the legacy table's guard is idle.
+            guard_ready: false,
         },
         client_name: None,
     }

@@ -286,6 +286,11 @@ pub struct TableShape {
     /// The legacy table's primary key columns (empty when it has none): the conflict
     /// target of the reverse mirror in `cutover`.
     pub legacy_primary_key: Vec<String>,
+    /// The guard in the database is in place on the legacy table with policy `mirror` (as
+    /// the catalog showed when the rule was resolved): a write Tandem cannot rewrite is left
+    /// to it instead of refused (see [`guard`](crate::guard)).
+    #[serde(default)]
+    pub guard_ready: bool,
 }
 
 /// One column as the catalog describes it.

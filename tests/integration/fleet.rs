@@ -350,6 +350,12 @@ async fn a_lost_listen_connection_is_reestablished() {
     let proxy = start_ruled_proxy(config).await;
     let via = through(&proxy).await;
     let app = format!("tandem rules watch {schema}");
+    // The watch connects in the background after the start: wait for it.
+    let start = Instant::now();
+    while !proxy.watch.as_ref().unwrap().status().listening {
+        assert!(start.elapsed() < Duration::from_secs(10), "the watch never listened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let killed: i64 = check
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \

@@ -7,7 +7,9 @@
 
 use std::str::FromStr;
 
-use tandem_rules::{mirrored_columns, ColumnInfo, Mode, ResolvedRule, Rule, RuleSet, TableShape};
+use tandem_rules::{
+    mirrored_columns, ColumnInfo, GuardPolicy, Mode, ResolvedRule, Rule, RuleSet, TableShape,
+};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::Config;
@@ -151,7 +153,9 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
             rule.key.join(", ")
         )));
     }
+    let guard_ready = guard_ready(client, &rule).await;
     let shape = TableShape {
+        guard_ready,
         legacy_columns,
         target_columns: target_cols.iter().map(|c| c.name.clone()).collect(),
         mirrored_columns,
@@ -163,6 +167,31 @@ async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, Ca
         legacy_primary_key,
     };
     ResolvedRule::new(rule, shape).map_err(|e| refuse(e.to_string()))
+}
+
+/// Is the rule's guard in place on its legacy table with policy `mirror`? Then the planner
+/// leaves writes it cannot rewrite to the guard (see `tandem_rules::guard`). False when the
+/// support functions are missing or the query fails: refusing is the safe side.
+async fn guard_ready(client: &Client, rule: &Rule) -> bool {
+    if rule.guard != GuardPolicy::Mirror || !matches!(rule.mode, Mode::DualWrite | Mode::UnionRead)
+    {
+        return false;
+    }
+    let state = client
+        .query_one(
+            "SELECT tandem.guard_report($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
+            &[
+                &rule.table.to_string(),
+                &rule.target.to_string(),
+                &rule.key,
+                &rule.mode.as_str(),
+                &rule.guard.as_str(),
+                &rule.on_mirror_error.as_str(),
+                &crate::control::store::set_json(&rule.set),
+            ],
+        )
+        .await;
+    matches!(state, Ok(row) if row.get::<_, String>(0) == "in place")
 }
 
 struct Column {

@@ -38,6 +38,7 @@ fn rules(orders: Mode, items: Mode) -> RuleSet {
             col("note", "character varying", 4),
         ],
         legacy_primary_key: vec!["id".into()],
+        guard_ready: false,
     };
     let items_shape = TableShape {
         legacy_columns: vec!["id".into(), "qty".into()],
@@ -49,6 +50,7 @@ fn rules(orders: Mode, items: Mode) -> RuleSet {
         legacy_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
         target_table: vec![col("id", "integer", 1), col("qty", "integer", 2)],
         legacy_primary_key: vec!["id".into()],
+        guard_ready: false,
     };
     let table = |t: &str| TableName::parse(t).unwrap();
     let orders = ResolvedRule::new(

@@ -141,6 +141,58 @@ async fn commit_lands_the_write_in_both_tables_at_once() {
     let drift = pair.drift(Kind::Hash, &check).await;
     assert!(drift.is_empty(), "{}", drift.join("\n"));
 }
+/// With the guard in place (policy `mirror`, the default), every write Tandem refuses
+/// without it runs as the client sent it, with Postgres's own answer, and the guard mirrors
+/// what it changed: the target equals legacy after each, through both protocols, and for a
+/// few more forms Tandem cannot rewrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_takes_what_tandem_cannot_rewrite() {
+    let (pair, check, _proxy, via) = super::seeded_pair_with("mirror").await;
+    let more = [
+        "UPDATE {legacy} l SET note = 'joined' FROM {src} s WHERE s.tenant = l.tenant RETURNING *",
+        "INSERT INTO {legacy} (id, tenant) SELECT id, tenant FROM {legacy} WHERE tenant = 'acme' \
+         ON CONFLICT (id) DO UPDATE SET tenant = 'globex'",
+        "PREPARE w AS UPDATE {legacy} SET note = 'prepared' WHERE tenant = 'globex'; EXECUTE w; DEALLOCATE w",
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) DELETE FROM {legacy} WHERE tenant = 'globex'",
+        "INSERT INTO {legacy} (tenant, note) VALUES ('acme', 'again'), ('umbrella', 'again')",
+    ];
+    for (i, sql) in REFUSED.iter().chain(more.iter()).enumerate() {
+        let sql = pair.sql(sql);
+        let before = pair.legacy_rows(&check).await;
+        let result = if i % 2 == 0 {
+            via.simple_query(&sql).await.map(|_| ())
+        } else if sql.contains("; ") {
+            via.batch_execute(&sql).await
+        } else {
+            via.query(&sql, &[]).await.map(|_| ())
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {}", db_text(&e)));
+        assert_ne!(
+            pair.legacy_rows(&check).await,
+            before,
+            "{sql}: wrote nothing"
+        );
+        let drift = pair.drift(Kind::List, &check).await;
+        assert!(drift.is_empty(), "{sql}: {}", drift.join("\n"));
+    }
+    // A cursor's positioned write, too.
+    via.batch_execute(&pair.sql(
+        "BEGIN; DECLARE c CURSOR FOR SELECT * FROM {legacy} WHERE tenant = 'acme' FOR UPDATE; \
+         FETCH c; UPDATE {legacy} SET note = 'positioned' WHERE CURRENT OF c; COMMIT",
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("WHERE CURRENT OF: {}", db_text(&e)));
+    assert_eq!(
+        rows_text(
+            &check,
+            &pair.sql("SELECT count(*) FROM {target} WHERE note = 'positioned'")
+        )
+        .await,
+        ["1"]
+    );
+    assert!(pair.drift(Kind::List, &check).await.is_empty());
+}
+
 /// Statements Tandem must refuse on a ruled table: 0A000, with a message naming the table.
 const REFUSED: &[&str] = &[
     "MERGE INTO {legacy} l USING {src} s ON l.tenant = s.tenant \

@@ -39,9 +39,15 @@ async fn ruled_pair(
     let proxy = start_ruled_proxy(config_with(&[adjust(pair.rule(kind))])).await;
     (pair, check, proxy)
 }
-/// A pair with some mirrored rows, for refusal tests.
+/// A pair with some mirrored rows, for refusal tests: without the guard, which would take
+/// the writes Tandem refuses (see `guard_takes_what_tandem_cannot_rewrite`).
 async fn seeded_pair() -> (Pair, Client, tandem::RunningProxy, Client) {
-    let (pair, check, proxy) = ruled_pair(Kind::List, |r| r).await;
+    seeded_pair_with("off").await
+}
+
+/// [`seeded_pair`] with the guard's policy `guard`.
+async fn seeded_pair_with(guard: &str) -> (Pair, Client, tandem::RunningProxy, Client) {
+    let (pair, check, proxy) = ruled_pair(Kind::List, |r| r.guard(guard)).await;
     let via = through(&proxy).await;
     via.batch_execute(&pair.sql(
         "INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 1, 'a'), ('globex', 2, 'b')",

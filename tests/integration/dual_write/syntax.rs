@@ -74,7 +74,7 @@ async fn syntax_error_in_an_aborted_transaction_is_reported_before_25p02() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syntax_error_in_a_parse_is_the_servers_own_with_its_position() {
-    let twins = Twins::new(Kind::List).await;
+    let twins = Twins::with_rule(Kind::List, |r| r.guard("off")).await;
     let (mut via, mut direct) = twins.raw_sessions().await;
     let broken = "UPDATE {legacy} SET note = WHERE id = 1";
     for in_aborted_transaction in [false, true] {

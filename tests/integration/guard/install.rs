@@ -29,9 +29,9 @@ async fn a_proxy_starting_next_to_a_long_transaction_installs_the_guard_later() 
     // A transaction that wrote the legacy table and stays open: it holds a lock the guard's
     // CREATE TRIGGER conflicts with.
     let long = pg().direct().await;
-    long.batch_execute(&pair.sql(
-        "BEGIN; INSERT INTO {legacy} (tenant, note) VALUES ('acme', 'long transaction')",
-    ))
+    long.batch_execute(
+        &pair.sql("BEGIN; INSERT INTO {legacy} (tenant, note) VALUES ('acme', 'long transaction')"),
+    )
     .await
     .unwrap();
     let mut config = config_with(&[pair.rule(Kind::List)]);

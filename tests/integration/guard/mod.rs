@@ -5,6 +5,6 @@
 //! rule's mode and the tables' column changes.
 
 mod ddl;
+mod install;
 mod paths;
 mod switching;
-mod install;
