@@ -57,6 +57,25 @@
 //! guard's names. The rule's `set` expressions run under that search_path too: qualify
 //! user functions in them.
 //!
+//! ## Writes Tandem cannot rewrite
+//!
+//! A statement Tandem would refuse because it cannot rewrite it (MERGE on PostgreSQL 15, a
+//! data-modifying CTE, `WHERE CURRENT OF`, a key change it cannot follow, `COPY FROM` a server
+//! file, text its parser cannot read) is left to the guard instead when every ruled table it
+//! names is guarded with policy `mirror` on its legacy table (`dual_write`, `union_read`;
+//! `TableShape::guard_ready`, read when the rule is resolved): it runs as the client sent it,
+//! so the client gets exactly Postgres's answer, and the guard mirrors what it changed. DDL,
+//! statements whose reading depends on settings Tandem is unsure of, and anything naming a
+//! table of a rule in `cutover` are still refused.
+//!
+//! ## Keeping it on
+//!
+//! The guard's triggers are `ENABLE ALWAYS` (they fire under `session_replication_role =
+//! replica` too: a logical replication subscription writing the table is a path like any
+//! other), and an event trigger refuses `DROP TRIGGER`, `DROP FUNCTION` and `ALTER TABLE ...
+//! DISABLE TRIGGER` on them unless Tandem itself removes them (guard set to `off`, rule
+//! dropped, or the table dropped): the proxy leaves writes to a guard it believes is there.
+//!
 //! ## Column changes
 //!
 //! An event trigger (`tandem_guard_ddl`, `ddl_command_end` of `ALTER TABLE`) follows a

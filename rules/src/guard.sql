@@ -349,6 +349,7 @@ DECLARE
     switched boolean := false;
     created  boolean := false;
 BEGIN
+    PERFORM set_config('tandem.guard_installing', 'on', true);
     IF EXISTS (SELECT 1 FROM tandem.guards g WHERE g.rule_table = guard_install.rule_table
                  AND (g.legacy, g.target) IS DISTINCT FROM (guard_install.legacy, guard_install.target)) THEN
         PERFORM tandem.guard_remove(rule_table);
@@ -386,6 +387,15 @@ BEGIN
                                 WHEN 'delete' THEN 'REFERENCING OLD TABLE AS tandem_old'
                                 ELSE '' END,
                         fn);
+                    -- ALWAYS: also under session_replication_role = replica (a logical
+                    -- replication subscription writing the table is a path too).
+                    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel::regclass,
+                                   'tandem_guard_' || ev);
+                    created := true;
+                ELSIF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel
+                                AND t.tgname = 'tandem_guard_' || ev AND t.tgenabled <> 'A') THEN
+                    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel::regclass,
+                                   'tandem_guard_' || ev);
                     created := true;
                 END IF;
             END LOOP;
@@ -409,6 +419,7 @@ BEGIN
           (EXCLUDED.legacy, EXCLUDED.target, EXCLUDED.guarded, EXCLUDED.other, EXCLUDED.key,
            EXCLUDED.set_columns, EXCLUDED.set_exprs, EXCLUDED.policy, EXCLUDED.on_error,
            EXCLUDED.store, EXCLUDED.columns);
+    PERFORM set_config('tandem.guard_installing', 'off', true);
     RETURN CASE WHEN created THEN 'installed' WHEN switched THEN 'switched' ELSE 'unchanged' END;
 END
 $tandem$;
@@ -427,6 +438,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
+    PERFORM set_config('tandem.guard_installing', 'on', true);
     FOREACH side IN ARRAY ARRAY[old.legacy, old.target] LOOP
         FOR trig IN
             SELECT t.tgname, t.tgrelid FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
@@ -437,6 +449,7 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS tandem.%I()', 'guard ' || side);
     END LOOP;
     DELETE FROM tandem.guards g WHERE g.rule_table = guard_remove.rule_table;
+    PERFORM set_config('tandem.guard_installing', 'off', true);
     RETURN true;
 END
 $tandem$;
@@ -612,7 +625,7 @@ BEGIN
         IF EXISTS (SELECT 1 FROM tandem.guard_tree(side) AS rel,
                           unnest(ARRAY['insert', 'update', 'delete', 'truncate']) AS ev
                     WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel
-                                        AND t.tgname = 'tandem_guard_' || ev AND t.tgenabled <> 'D'))
+                                        AND t.tgname = 'tandem_guard_' || ev AND t.tgenabled = 'A'))
         THEN
             RETURN 'stale';
         END IF;
@@ -643,11 +656,22 @@ DECLARE
     volatile_default boolean;
     touched text[] := '{}';
 BEGIN
-    IF current_setting('tandem.in_guard_ddl', true) = 'on' THEN
+    IF current_setting('tandem.in_guard_ddl', true) = 'on'
+       OR current_setting('tandem.guard_installing', true) = 'on' THEN
         RETURN;
     END IF;
     FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
                 WHERE c.classid = 'pg_class'::regclass AND c.command_tag = 'ALTER TABLE' LOOP
+        -- ALTER TABLE ... DISABLE TRIGGER (ALL, USER or by name) would switch the guard off
+        -- behind the rule's back: the proxy leaves writes it cannot rewrite to the guard.
+        IF current_setting('tandem.guard_installing', true) IS DISTINCT FROM 'on'
+           AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid
+                         AND t.tgname LIKE 'tandem\_guard\_%' AND t.tgenabled IN ('D', 'R')) THEN
+            RAISE EXCEPTION 'tandem: the guard''s triggers on % cannot be disabled while its rule is active',
+                    cmd.objid::regclass
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Set the rule''s guard to off (SET RULE ... GUARD off), which removes them.';
+        END IF;
         -- A change of the other table: refuse what breaks the mirror.
         FOR gd IN SELECT * FROM tandem.guards g WHERE g.other = cmd.objid AND g.guarded IS NOT NULL LOOP
             IF EXISTS (SELECT 1 FROM jsonb_array_elements(gd.columns) c
@@ -810,6 +834,32 @@ BEGIN
 END
 $tandem$;
 
+-- The guard's triggers and functions are dropped only by Tandem (guard_remove, when the
+-- rule's guard is set off or the rule dropped, or with the table itself): a hand-made DROP
+-- would leave the proxy leaving writes to a guard that is gone.
+CREATE OR REPLACE FUNCTION tandem.guard_protect() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $tandem$
+DECLARE
+    gone record;
+BEGIN
+    IF current_setting('tandem.guard_installing', true) = 'on' THEN
+        RETURN;
+    END IF;
+    SELECT d.object_identity INTO gone FROM pg_event_trigger_dropped_objects() d
+     WHERE d.original
+       AND ((d.object_type = 'trigger' AND d.object_identity LIKE 'tandem\_guard\_% on %')
+            OR (d.object_type = 'function' AND d.schema_name = 'tandem'
+                AND d.object_identity LIKE 'tandem."guard %"()'))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'tandem: % is part of a rule''s guard and is not dropped by hand', gone.object_identity
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set the rule''s guard to off (SET RULE ... GUARD off) or drop the rule: Tandem removes its guard then.';
+    END IF;
+END
+$tandem$;
+
 -- Event triggers need a superuser: without one the column-change follow-up is not
 -- installed (SHOW RULES says so), and column changes must be made on both tables by hand.
 DO $tandem_ddl$
@@ -819,9 +869,20 @@ BEGIN
             CREATE EVENT TRIGGER tandem_guard_ddl ON ddl_command_end
                 WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION tandem.guard_ddl();
         END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'tandem_guard_protect') THEN
+            CREATE EVENT TRIGGER tandem_guard_protect ON sql_drop
+                WHEN TAG IN ('DROP TRIGGER', 'DROP FUNCTION') EXECUTE FUNCTION tandem.guard_protect();
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'tandem_guard_ddl_create') THEN
             CREATE EVENT TRIGGER tandem_guard_ddl_create ON ddl_command_end
                 WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION tandem.guard_ddl_create();
+        END IF;
+        -- Also under session_replication_role = replica, like the guard's triggers.
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger
+                    WHERE evtname LIKE 'tandem\_guard\_%' AND evtenabled <> 'A') THEN
+            ALTER EVENT TRIGGER tandem_guard_ddl ENABLE ALWAYS;
+            ALTER EVENT TRIGGER tandem_guard_protect ENABLE ALWAYS;
+            ALTER EVENT TRIGGER tandem_guard_ddl_create ENABLE ALWAYS;
         END IF;
     END IF;
 END

@@ -353,7 +353,10 @@ async fn a_lost_listen_connection_is_reestablished() {
     // The watch connects in the background after the start: wait for it.
     let start = Instant::now();
     while !proxy.watch.as_ref().unwrap().status().listening {
-        assert!(start.elapsed() < Duration::from_secs(10), "the watch never listened");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the watch never listened"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let killed: i64 = check
