@@ -379,6 +379,26 @@ async fn the_guard_check_passes_in_place_and_fails_when_a_trigger_is_gone() {
     assert_eq!(t.guard.state, "in place");
     assert!(find_check(&t, "guard").ok && t.ready, "{:#?}", t.checks);
 
+    // A trigger disabled by hand: installing the guard again would not enable it, so the
+    // detail names the statement that does.
+    check
+        .batch_execute(&pair.sql("ALTER TABLE {legacy} DISABLE TRIGGER tandem_guard_update"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "stale");
+    assert_eq!(t.guard.disabled_triggers.len(), 1, "{:?}", t.guard);
+    let guard = find_check(&t, "guard");
+    let enable = format!(
+        "ALTER TABLE {} ENABLE TRIGGER tandem_guard_update",
+        pair.legacy
+    );
+    assert!(!guard.ok && guard.detail.contains(&enable), "{guard:?}");
+    check.batch_execute(&enable).await.unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "in place");
+    assert!(find_check(&t, "guard").ok, "{:#?}", t.checks);
+
     // Off by choice passes, and says what it leaves uncaught.
     tandem::ops::rules::run(
         &admin,
