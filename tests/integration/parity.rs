@@ -282,3 +282,259 @@ async fn shadow_reads_measure_overlap_and_gate_cutover() {
         .get(0);
     assert!(example.starts_with("legacy only: "), "{example}");
 }
+
+/// The check named `name` of `t`.
+fn find_check<'a>(t: &'a TableReport, name: &str) -> &'a parity::Check {
+    t.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no {name} check: {:#?}", t.checks))
+}
+
+/// A Hash pair with `n` legacy rows written directly, before any rule exists.
+async fn hash_pair(check: &tokio_postgres::Client, n: i64) -> Pair {
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, check).await;
+    check
+        .batch_execute(&pair.sql(&format!(
+            "INSERT INTO {{legacy}} (tenant, amount, note) SELECT 'acme', g, 'n' || g FROM generate_series(1, {n}) g"
+        )))
+        .await
+        .unwrap();
+    pair
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_check_passes_in_place_and_fails_when_a_trigger_is_gone() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 50).await;
+    let mut config = config_with(&[pair.rule(Kind::Hash)]);
+    config.admin = Some(tandem::config::AdminConfig {
+        user: "admin".into(),
+        password: Some("pw".into()),
+        password_env: None,
+    });
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let admin = format!("postgres://admin:pw@127.0.0.1:{}/tandem", proxy.addr.port());
+    backfill(&config, &pair).await;
+
+    // In place: the check passes and says so.
+    let (r, t) = report(&config, &pair).await;
+    assert_eq!(
+        (t.guard.policy.as_str(), t.guard.state.as_str()),
+        ("mirror", "in place")
+    );
+    let guard = find_check(&t, "guard");
+    assert!(guard.ok && guard.detail.contains("in place"), "{guard:?}");
+    assert!(t.ready && r.ready, "{:#?}", t.checks);
+
+    // A trigger dropped by hand: the guard is stale, the gate fails and names the fix.
+    check
+        .batch_execute(&pair.sql("DROP TRIGGER tandem_guard_insert ON {legacy}"))
+        .await
+        .unwrap();
+    let (r, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "stale");
+    let guard = find_check(&t, "guard");
+    assert!(!guard.ok, "{guard:?}");
+    assert!(
+        guard.detail.contains("stale")
+            && guard
+                .detail
+                .contains(&format!("SET RULE public.{} GUARD mirror", pair.legacy)),
+        "{guard:?}"
+    );
+    assert!(!t.ready && !r.ready);
+    let failed: Vec<_> = t.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(failed, vec!["guard"]);
+    let text = parity::text(&r);
+    assert!(
+        text.contains("[FAIL] guard: guard mirror is stale"),
+        "{text}"
+    );
+    let dir = std::env::temp_dir().join(tandem_tests::unique("parity"));
+    let written = parity::write(&r, &dir).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(written.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["tables"][0]["guard"]["state"], "stale");
+    assert_eq!(json["tables"][0]["guard"]["policy"], "mirror");
+    assert!(json["tables"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "guard" && c["ok"] == false));
+    let html = std::fs::read_to_string(written.join("report.html")).unwrap();
+    assert!(html.contains("guard: mirror (stale)"), "{html}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The fix the detail names puts it back.
+    tandem::ops::rules::run(
+        &admin,
+        &format!("SET RULE public.{} GUARD mirror", pair.legacy),
+    )
+    .await
+    .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "in place");
+    assert!(find_check(&t, "guard").ok && t.ready, "{:#?}", t.checks);
+
+    // A trigger disabled by hand: installing the guard again would not enable it, so the
+    // detail names the statement that does.
+    check
+        .batch_execute(&pair.sql("ALTER TABLE {legacy} DISABLE TRIGGER tandem_guard_update"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "stale");
+    assert_eq!(t.guard.disabled_triggers.len(), 1, "{:?}", t.guard);
+    let guard = find_check(&t, "guard");
+    let enable = format!(
+        "ALTER TABLE {} ENABLE TRIGGER tandem_guard_update",
+        pair.legacy
+    );
+    assert!(!guard.ok && guard.detail.contains(&enable), "{guard:?}");
+    check.batch_execute(&enable).await.unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.guard.state, "in place");
+    assert!(find_check(&t, "guard").ok, "{:#?}", t.checks);
+
+    // Off by choice passes, and says what it leaves uncaught.
+    tandem::ops::rules::run(
+        &admin,
+        &format!("SET RULE public.{} GUARD off", pair.legacy),
+    )
+    .await
+    .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(
+        (t.guard.policy.as_str(), t.guard.state.as_str()),
+        ("off", "off")
+    );
+    let guard = find_check(&t, "guard");
+    assert!(guard.ok && guard.detail.contains("not caught"), "{guard:?}");
+    assert!(t.ready, "{:#?}", t.checks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_write_under_guard_record_is_reported_as_guard_drift() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 20).await;
+    let config = config_with(&[pair.rule(Kind::Hash).guard("record")]);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    backfill(&config, &pair).await;
+
+    // Through Tandem: mirrored by the rewrite, nothing for the guard to record.
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql("UPDATE {legacy} SET note = 'via tandem' WHERE id <= 5"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!((t.unresolved_drift, t.guard_drift.unresolved), (0, 0));
+    assert!(t.ready, "{:#?}", t.checks);
+
+    // Around it: recorded, with who did it.
+    let role: String = check
+        .query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    check
+        .batch_execute(&pair.sql(
+            "SET application_name = 'parity-guard-test'; \
+             UPDATE {legacy} SET note = 'around tandem' WHERE id BETWEEN 6 AND 8; \
+             RESET application_name",
+        ))
+        .await
+        .unwrap();
+    let (r, t) = report(&config, &pair).await;
+    assert_eq!((t.unresolved_drift, t.guard_drift.unresolved), (1, 1));
+    let d = &t.guard_drift.latest[0];
+    assert_eq!(d.operation, "update");
+    assert_eq!(d.rows, Some(3));
+    assert_eq!(d.role.as_deref(), Some(role.as_str()));
+    assert_eq!(d.application_name.as_deref(), Some("parity-guard-test"));
+    assert!(
+        d.statement
+            .as_deref()
+            .is_some_and(|s| s.contains("around tandem")),
+        "{d:?}"
+    );
+    let drift = find_check(&t, "drift");
+    assert!(
+        !drift.ok && drift.detail.contains("1 recorded by the guard"),
+        "{drift:?}"
+    );
+    assert_eq!(
+        t.different.count, 3,
+        "record lets the change stand unmirrored"
+    );
+    let text = parity::text(&r);
+    assert!(
+        text.contains("guard drift: 1 unresolved")
+            && text.contains(&format!("update 3 row(s) by {role} (parity-guard-test)")),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["tables"][0]["guard_drift"]["latest"][0]["application_name"],
+        "parity-guard-test"
+    );
+    let html = parity::html(&r);
+    assert!(html.contains("parity-guard-test"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_differences_between_legacy_and_target_are_listed() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 10).await;
+    // Before the rule exists, so the guard's DDL follow-up has nothing to follow.
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {legacy} ADD COLUMN legacy_only text; \
+             ALTER TABLE {target} ALTER COLUMN note TYPE varchar(50)",
+        ))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::Hash)]);
+    let (r, t) = report(&config, &pair).await;
+    assert_eq!(t.columns.missing_in_target, vec!["legacy_only".to_string()]);
+    assert_eq!(t.columns.type_differs.len(), 1, "{:?}", t.columns);
+    let d = &t.columns.type_differs[0];
+    assert_eq!(
+        (
+            d.column.as_str(),
+            d.legacy_type.as_str(),
+            d.target_type.as_str()
+        ),
+        ("note", "text", "character varying(50)")
+    );
+    // Reported, not gated: only the backfill (never ran) fails.
+    let failed: Vec<_> = t.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(failed, vec!["backfill"]);
+    let text = parity::text(&r);
+    assert!(
+        text.contains("columns missing from the target (not mirrored): legacy_only")
+            && text.contains(
+                "column types differ (legacy -> target): note text -> character varying(50)"
+            ),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["tables"][0]["columns"]["missing_in_target"][0],
+        "legacy_only"
+    );
+    assert_eq!(
+        json["tables"][0]["columns"]["type_differs"][0]["target_type"],
+        "character varying(50)"
+    );
+    assert!(parity::html(&r).contains("legacy_only"));
+
+    // Tables that agree list nothing.
+    let same = hash_pair(&check, 1).await;
+    let config = config_with(&[same.rule(Kind::Hash)]);
+    let (r, t) = report(&config, &same).await;
+    assert!(t.columns.is_empty(), "{:?}", t.columns);
+    assert!(!parity::text(&r).contains("columns missing"));
+}

@@ -77,7 +77,8 @@ async fn run(listen: String) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let proxy = Proxy::new(config).await?;
+    let proxy = Proxy::new(config.clone()).await?;
+    let guard = guard_state(&config).await;
 
     println!(
         "tandem demo: PostgreSQL on 127.0.0.1:{} (data in {})",
@@ -88,6 +89,13 @@ async fn run(listen: String) -> anyhow::Result<()> {
     println!("tandem demo: rule: public.orders -> public.orders_v2 in dual_write; try");
     println!("    INSERT INTO orders (tenant, amount) VALUES ('acme', 9.99) RETURNING id;");
     println!("    SELECT * FROM orders_v2;");
+    println!(
+        "tandem demo: guard {guard}: a write that bypasses the proxy is mirrored by the database too; try, straight to PostgreSQL,"
+    );
+    println!(
+        "    psql {} -c \"UPDATE orders SET status = 'paid' WHERE id = 1\" -c \"SELECT * FROM orders_v2 WHERE id = 1\"",
+        cluster.url("postgres")
+    );
     println!("tandem demo: proxy listening on {addr}; connect with:");
     println!();
     println!("    psql postgres://postgres@{addr}/postgres");
@@ -106,4 +114,20 @@ async fn run(listen: String) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
     println!("tandem demo: stopped and cleaned up.");
     Ok(())
+}
+
+/// The demo rule's guard as SHOW RULES shows it (`mirror, in place`), or why it is unknown.
+async fn guard_state(config: &Config) -> String {
+    let client = match tandem::control::catalog::connect(config).await {
+        Ok(c) => c,
+        Err(e) => return format!("state unknown ({e})"),
+    };
+    let store = tandem::control::store::Store::new(&config.store.schema);
+    match tandem::control::guard::states(&client, &store).await {
+        Ok(mut states) => match states.remove("public.orders") {
+            Some(g) => format!("mirror, {}", g.describe()),
+            None => "missing".into(),
+        },
+        Err(e) => format!("state unknown ({e})"),
+    }
 }

@@ -68,6 +68,12 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
                     report.key.join(", "),
                     options.table
                 );
+                    if let Some(guard) = &report.guard {
+                        println!(
+                            "-- guard {guard}; from dual_write on it catches writes made around the proxy: \
+                             after each mode switch SHOW RULES must say guard_state = in place (docs/dual-write.md, The guard)"
+                        );
+                    }
                 } else {
                     println!("-- dry run: nothing was created");
                 }

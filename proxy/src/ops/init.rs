@@ -193,6 +193,9 @@ pub struct Report {
     pub key: Vec<String>,
     /// Whether anything was executed.
     pub applied: bool,
+    /// The rule's guard policy and state once added (`mirror: idle`: its triggers wait, as
+    /// no-ops, for `dual_write`); `None` in a dry run.
+    pub guard: Option<String>,
 }
 
 struct LegacyColumn {
@@ -263,6 +266,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
     ddl.extend(indexes);
     ddl.extend(partitions(&client, legacy, &target, options).await?);
     let applied = !options.dry_run;
+    let mut guard = None;
     if applied {
         let mut client = client;
         let tx = client.transaction().await?;
@@ -275,6 +279,17 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
         let mut rule = Rule::new(legacy.clone(), Mode::Off, key.clone());
         rule.target = target.clone();
         store::bootstrap(&client, &names, &[rule]).await?;
+        let snapshot = store::load(&client, &names).await?;
+        let policy = store::find(&snapshot, legacy).map(|r| r.rule.guard.as_str());
+        let state = crate::control::guard::states(&client, &names)
+            .await?
+            .remove(&legacy.to_string())
+            .map(|g| g.describe());
+        guard = Some(format!(
+            "{}: {}",
+            policy.unwrap_or("?"),
+            state.as_deref().unwrap_or("missing")
+        ));
     }
     Ok(Report {
         target,
@@ -282,6 +297,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
         index_parity: parity,
         key,
         applied,
+        guard,
     })
 }
 

@@ -11,8 +11,12 @@
 //!    mismatch is *missing* (in legacy, not in the target), *extra* (only in the target) or
 //!    *different*; missing rows beyond the backfill cursor (or before any backfill ran) are
 //!    *not yet backfilled*, everything else is *divergence*;
-//! 3. unresolved drift records (`tandem.drift`), backfill progress, and shadow-read
-//!    statistics when there are samples.
+//! 3. unresolved drift records (`tandem.drift`), the guard's own drift rows apart (changes
+//!    made around the proxy, `source = 'guard'`), backfill progress, and shadow-read
+//!    statistics when there are samples;
+//! 4. the state of the rule's guard in the database (read just before the snapshot), and
+//!    the column differences between the two tables (legacy columns the target lacks,
+//!    columns whose types differ), reported without gating.
 //!
 //! Then a readiness verdict with the reason for every failed check. The report is printed
 //! as a table or JSON, and written to `<out>/<run_id>/summary.json` (schema in
@@ -27,10 +31,17 @@ use tokio_postgres::{IsolationLevel, Transaction};
 
 use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
+use crate::control::guard::{self, GuardState};
 use crate::control::store::{self, Store, StoreError};
 
 /// Buckets of the first, summarising pass.
 const BUCKETS: i32 = 1024;
+
+/// Latest guard drift rows shown per table.
+const GUARD_DRIFT_SHOWN: i64 = 5;
+
+/// Characters of a guard drift row's statement shown.
+const STATEMENT_CHARS: i32 = 200;
 
 /// What `tandem parity` was asked.
 #[derive(Debug, Clone)]
@@ -66,7 +77,7 @@ pub enum ParityError {
 /// One readiness check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Short name (`mode`, `backfill`, `divergence`, `drift`, `shadow_overlap`).
+    /// Short name (`mode`, `guard`, `backfill`, `divergence`, `drift`, `shadow_overlap`).
     pub name: &'static str,
     /// Whether it passed.
     pub ok: bool,
@@ -111,6 +122,73 @@ pub struct Backfill {
     pub cursor: Option<Vec<String>>,
 }
 
+/// The rule's guard in the database.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Guard {
+    /// The rule's policy: `mirror`, `fail`, `record` or `off`.
+    pub policy: String,
+    /// `in place`, `idle`, `off`, `missing` or `stale` (see `tandem.guard_report`).
+    pub state: String,
+    /// Whether column changes are followed on the mirror (the DDL event trigger exists).
+    pub follows_ddl: bool,
+    /// The guard's triggers disabled by hand (`ALTER TABLE ... DISABLE TRIGGER`), as
+    /// `table trigger`: installing the guard again does not enable them.
+    pub disabled_triggers: Vec<String>,
+}
+
+/// One unresolved drift row the guard recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardDriftRow {
+    /// When, UTC (`YYYY-MM-DD HH:MM:SS`).
+    pub at: String,
+    /// `insert`, `update`, `delete` or `truncate`.
+    pub operation: String,
+    /// Keys the statement touched whose rows differed from the mirror (when known).
+    pub rows: Option<i64>,
+    /// The writer's session role.
+    pub role: Option<String>,
+    /// The writer's `application_name`.
+    pub application_name: Option<String>,
+    /// The top-level statement, cut to 200 characters.
+    pub statement: Option<String>,
+}
+
+/// Drift the guard recorded: changes made around the proxy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuardDrift {
+    /// Unresolved `source = 'guard'` rows (counted in `unresolved_drift` too).
+    pub unresolved: i64,
+    /// The latest few, newest first.
+    pub latest: Vec<GuardDriftRow>,
+}
+
+/// A column both tables have, with different types.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeDifference {
+    /// Column name.
+    pub column: String,
+    /// `format_type` in the legacy table.
+    pub legacy_type: String,
+    /// `format_type` in the target.
+    pub target_type: String,
+}
+
+/// How the two tables' columns differ (reported, not gated).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ColumnDifferences {
+    /// Legacy columns the target does not have (not mirrored), in legacy order.
+    pub missing_in_target: Vec<String>,
+    /// Columns in both whose types differ, in legacy order.
+    pub type_differs: Vec<TypeDifference>,
+}
+
+impl ColumnDifferences {
+    /// No difference.
+    pub fn is_empty(&self) -> bool {
+        self.missing_in_target.is_empty() && self.type_differs.is_empty()
+    }
+}
+
 /// The report for one table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableReport {
@@ -136,8 +214,14 @@ pub struct TableReport {
     pub not_yet_backfilled: i64,
     /// Everything that should not differ: missing rows behind the backfill, extra, different.
     pub divergence: i64,
-    /// Unresolved rows of `tandem.drift` for this table.
+    /// Unresolved rows of `tandem.drift` for this table (the guard's included).
     pub unresolved_drift: i64,
+    /// The unresolved drift the guard recorded.
+    pub guard_drift: GuardDrift,
+    /// The rule's guard.
+    pub guard: Guard,
+    /// Column differences between legacy and target.
+    pub columns: ColumnDifferences,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -210,6 +294,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
             resolved.push(r);
         }
     }
+    // The guard's state, just before the snapshot (guard_report reads the catalog).
+    let guards = guard::states(&client, &names).await?;
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -218,7 +304,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
         .await?;
     let mut tables = Vec::new();
     for rule in &resolved {
-        tables.push(table_report(&tx, &names, rule, options).await?);
+        let state = guards.get(&rule.rule.table.to_string()).cloned();
+        tables.push(table_report(&tx, &names, rule, state, options).await?);
     }
     tx.commit().await?;
     let ready = !tables.is_empty() && tables.iter().all(|t| t.ready);
@@ -286,6 +373,7 @@ async fn table_report(
     tx: &Transaction<'_>,
     names: &Store,
     rule: &ResolvedRule,
+    guard_state: Option<GuardState>,
     options: &Options,
 ) -> Result<TableReport, ParityError> {
     let started = Instant::now();
@@ -401,7 +489,18 @@ async fn table_report(
         )
         .await?
         .get(0);
+    let guard_drift = guard_drift(tx, legacy).await?;
     let shadow = shadow_stats(tx, names, legacy, options.min_overlap).await?;
+    let guard = Guard {
+        policy: rule.rule.guard.as_str().to_string(),
+        state: guard_state
+            .as_ref()
+            .map(|g| g.state.clone())
+            .unwrap_or_else(|| "missing".into()),
+        follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
+        disabled_triggers: disabled_guard_triggers(tx, rule).await?,
+    };
+    let columns = column_differences(rule);
 
     let mode = rule.rule.mode;
     let mut checks = vec![
@@ -410,6 +509,7 @@ async fn table_report(
             ok: mode != Mode::Off,
             detail: format!("mode is {mode}"),
         },
+        guard_check(rule, &guard),
         Check {
             name: "backfill",
             ok: backfill.status == "finished",
@@ -435,7 +535,14 @@ async fn table_report(
         Check {
             name: "drift",
             ok: unresolved_drift == 0,
-            detail: format!("{unresolved_drift} unresolved drift records"),
+            detail: if guard_drift.unresolved > 0 {
+                format!(
+                    "{unresolved_drift} unresolved drift records ({} recorded by the guard: changes made around the proxy)",
+                    guard_drift.unresolved
+                )
+            } else {
+                format!("{unresolved_drift} unresolved drift records")
+            },
         },
     ];
     if options.min_samples > 0 {
@@ -470,12 +577,164 @@ async fn table_report(
         not_yet_backfilled: not_yet,
         divergence,
         unresolved_drift,
+        guard_drift,
+        guard,
+        columns,
         backfill,
         shadow,
         checks,
         ready,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The `guard` check: in a mode that guards a table (`dual_write`, `union_read`, `cutover`)
+/// a guard the rule asks for must be in place. `guard = off` passes: the operator chose it,
+/// and the detail says what it leaves uncaught.
+fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
+    let table = &rule.rule.table;
+    let policy = &guard.policy;
+    let guarded = matches!(
+        rule.rule.mode,
+        Mode::DualWrite | Mode::UnionRead | Mode::Cutover
+    );
+    let (ok, detail) = if policy == "off" {
+        let mut detail = "guard off: changes made around the proxy are not caught".to_string();
+        if guard.state != "off" {
+            detail.push_str(&format!(
+                " (a guard is still installed: {}; SET RULE {table} GUARD off removes it)",
+                guard.state
+            ));
+        }
+        (true, detail)
+    } else if !guarded {
+        (
+            true,
+            format!(
+                "mode {} guards neither table (guard {policy}: {})",
+                rule.rule.mode, guard.state
+            ),
+        )
+    } else if guard.state == "in place" {
+        let mut detail = format!("guard {policy} in place");
+        if !guard.follows_ddl {
+            detail.push_str(
+                "; column changes are not followed (no event trigger: it needs a superuser)",
+            );
+        }
+        (true, detail)
+    } else if !guard.disabled_triggers.is_empty() {
+        let fix: Vec<String> = guard
+            .disabled_triggers
+            .iter()
+            .map(|t| match t.rsplit_once(' ') {
+                Some((rel, name)) => format!("ALTER TABLE {rel} ENABLE TRIGGER {name}"),
+                None => t.clone(),
+            })
+            .collect();
+        (
+            false,
+            format!(
+                "guard {policy} is {}: its triggers were disabled by hand, changes made around \
+                 the proxy are not caught; enable them again: {}",
+                guard.state,
+                fix.join("; ")
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "guard {policy} is {}: changes made around the proxy are not caught; \
+                 SET RULE {table} GUARD {policy} installs it again (or restart the proxy)",
+                guard.state
+            ),
+        )
+    };
+    Check {
+        name: "guard",
+        ok,
+        detail,
+    }
+}
+
+/// The guard's triggers disabled on either table of `rule` or a table under them, as
+/// `table trigger` (both quoted as SQL needs them).
+async fn disabled_guard_triggers(
+    tx: &Transaction<'_>,
+    rule: &ResolvedRule,
+) -> Result<Vec<String>, ParityError> {
+    let rows = tx
+        .query(
+            "SELECT t.tgrelid::regclass::text, quote_ident(t.tgname) FROM pg_trigger t \
+             WHERE t.tgname IN ('tandem_guard_insert', 'tandem_guard_update', \
+                                'tandem_guard_delete', 'tandem_guard_truncate') \
+               AND t.tgenabled = 'D' \
+               AND t.tgrelid IN (SELECT tandem.guard_tree($1) UNION SELECT tandem.guard_tree($2)) \
+             ORDER BY 1, 2",
+            &[&rule.shape.legacy_oid, &rule.shape.target_oid],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Legacy columns the target lacks, and columns whose types differ, from the resolved
+/// shape (`format_type` of both tables).
+fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
+    let mut out = ColumnDifferences::default();
+    for column in &rule.shape.legacy_table {
+        match rule.shape.target_column(&column.name) {
+            None => out.missing_in_target.push(column.name.clone()),
+            Some(t) if t.sql_type != column.sql_type => out.type_differs.push(TypeDifference {
+                column: column.name.clone(),
+                legacy_type: column.sql_type.clone(),
+                target_type: t.sql_type.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// The unresolved drift the guard recorded for `table`: the count and the latest rows.
+async fn guard_drift(tx: &Transaction<'_>, table: &TableName) -> Result<GuardDrift, ParityError> {
+    let table = table.to_string();
+    let unresolved: i64 = tx
+        .query_one(
+            "SELECT count(*)::int8 FROM tandem.drift \
+             WHERE rule_table = $1 AND NOT resolved AND source = 'guard'",
+            &[&table],
+        )
+        .await?
+        .get(0);
+    let latest = if unresolved == 0 {
+        Vec::new()
+    } else {
+        tx.query(
+            &format!(
+                "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), operation, rows, \
+                   role, application_name, left(statement, {STATEMENT_CHARS}) \
+                 FROM tandem.drift WHERE rule_table = $1 AND NOT resolved AND source = 'guard' \
+                 ORDER BY id DESC LIMIT {GUARD_DRIFT_SHOWN}"
+            ),
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| GuardDriftRow {
+            at: r.get(0),
+            operation: r.get(1),
+            rows: r.get(2),
+            role: r.get(3),
+            application_name: r.get(4),
+            statement: r.get(5),
+        })
+        .collect()
+    };
+    Ok(GuardDrift { unresolved, latest })
 }
 
 /// Shadow-read figures from `<store>.shadow_samples`, when that table exists.
@@ -559,6 +818,27 @@ pub fn text(report: &Report) -> String {
                 out.push_str(&format!("  {kind} keys: {}\n", m.sample_keys.join(" ")));
             }
         }
+        if t.guard_drift.unresolved > 0 {
+            out.push_str(&format!(
+                "  guard drift: {} unresolved (changes made around the proxy), latest:\n",
+                t.guard_drift.unresolved
+            ));
+            for d in &t.guard_drift.latest {
+                out.push_str(&format!("    {}\n", guard_drift_line(d)));
+            }
+        }
+        if !t.columns.missing_in_target.is_empty() {
+            out.push_str(&format!(
+                "  columns missing from the target (not mirrored): {}\n",
+                t.columns.missing_in_target.join(", ")
+            ));
+        }
+        if !t.columns.type_differs.is_empty() {
+            out.push_str(&format!(
+                "  column types differ (legacy -> target): {}\n",
+                type_differences(&t.columns)
+            ));
+        }
         for c in &t.checks {
             out.push_str(&format!(
                 "  [{}] {}: {}\n",
@@ -575,6 +855,35 @@ pub fn text(report: &Report) -> String {
         if report.ready { "ready" } else { "not ready" }
     ));
     out
+}
+
+/// One guard drift row on one line: when, what, how many rows, who, and the statement.
+fn guard_drift_line(d: &GuardDriftRow) -> String {
+    let rows = d.rows.map(|n| format!(" {n} row(s)")).unwrap_or_default();
+    let statement: String = d
+        .statement
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(
+        "{} {}{rows} by {} ({}): {}",
+        d.at,
+        d.operation,
+        d.role.as_deref().unwrap_or("?"),
+        d.application_name.as_deref().unwrap_or(""),
+        statement
+    )
+}
+
+/// `col legacy_type -> target_type, ...`.
+fn type_differences(c: &ColumnDifferences) -> String {
+    c.type_differs
+        .iter()
+        .map(|d| format!("{} {} -> {}", d.column, d.legacy_type, d.target_type))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The report as a self-contained HTML page: a summary table per table and, when there are
@@ -601,6 +910,16 @@ pub fn html(report: &Report) -> String {
             esc(&t.mode), t.legacy_rows, t.target_rows, t.delta, t.missing.count,
             t.not_yet_backfilled, t.extra.count, t.different.count, t.divergence, t.unresolved_drift
         ));
+        body.push_str(&format!(
+            "<p>guard: {} ({}{})</p>",
+            esc(&t.guard.policy),
+            esc(&t.guard.state),
+            if t.guard.follows_ddl || t.guard.state != "in place" {
+                ""
+            } else {
+                ", column changes not followed"
+            }
+        ));
         body.push_str("<ul>");
         for c in &t.checks {
             body.push_str(&format!(
@@ -611,6 +930,37 @@ pub fn html(report: &Report) -> String {
             ));
         }
         body.push_str("</ul>");
+        if t.guard_drift.unresolved > 0 {
+            body.push_str(&format!(
+                "<p>guard drift: {} unresolved (changes made around the proxy), latest:</p>\
+                 <table><tr><th>at (UTC)</th><th>operation</th><th>rows</th><th>role</th><th>application_name</th><th>statement</th></tr>",
+                t.guard_drift.unresolved
+            ));
+            for d in &t.guard_drift.latest {
+                body.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(&d.at),
+                    esc(&d.operation),
+                    d.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    esc(d.role.as_deref().unwrap_or("")),
+                    esc(d.application_name.as_deref().unwrap_or("")),
+                    esc(d.statement.as_deref().unwrap_or(""))
+                ));
+            }
+            body.push_str("</table>");
+        }
+        if !t.columns.missing_in_target.is_empty() {
+            body.push_str(&format!(
+                "<p>columns missing from the target (not mirrored): <code>{}</code></p>",
+                esc(&t.columns.missing_in_target.join(", "))
+            ));
+        }
+        if !t.columns.type_differs.is_empty() {
+            body.push_str(&format!(
+                "<p>column types differ (legacy &rarr; target): <code>{}</code></p>",
+                esc(&type_differences(&t.columns))
+            ));
+        }
         for (kind, m) in [
             ("missing", &t.missing),
             ("extra", &t.extra),
