@@ -71,8 +71,9 @@
 //! ## Keeping it on
 //!
 //! The guard's triggers are `ENABLE ALWAYS` (they fire under `session_replication_role =
-//! replica` too: a logical replication subscription writing the table is a path like any
-//! other), and an event trigger refuses `DROP TRIGGER`, `DROP FUNCTION` and `ALTER TABLE ...
+//! replica` too, which some copy and sync tools set; logical replication's apply worker
+//! fires no statement triggers at all, so rows it applies are not caught), and an event
+//! trigger refuses `DROP TRIGGER`, `DROP FUNCTION` and `ALTER TABLE ...
 //! DISABLE TRIGGER` on them unless Tandem itself removes them (guard set to `off`, rule
 //! dropped, or the table dropped): the proxy leaves writes to a guard it believes is there.
 //!

@@ -430,13 +430,20 @@ CREATE OR REPLACE FUNCTION tandem.guard_remove(rule_table text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $tandem$
 DECLARE
-    old  tandem.guards;
-    side oid;
-    trig record;
+    old      tandem.guards;
+    side     oid;
+    trig     record;
+    wait     text := coalesce(nullif(current_setting('tandem.guard_lock_timeout', true), ''), '2s');
+    previous text := current_setting('lock_timeout');
 BEGIN
     SELECT * INTO old FROM tandem.guards g WHERE g.rule_table = guard_remove.rule_table;
     IF NOT FOUND THEN
         RETURN false;
+    END IF;
+    -- DROP TRIGGER takes ACCESS EXCLUSIVE: wait for it no longer than guard_sync does (this
+    -- runs alone for DROP RULE and a renamed rule), so writers never queue behind it.
+    IF previous = '0' OR previous::interval > wait::interval THEN
+        PERFORM set_config('lock_timeout', wait, true);
     END IF;
     PERFORM set_config('tandem.guard_installing', 'on', true);
     FOREACH side IN ARRAY ARRAY[old.legacy, old.target] LOOP
@@ -450,6 +457,7 @@ BEGIN
     END LOOP;
     DELETE FROM tandem.guards g WHERE g.rule_table = guard_remove.rule_table;
     PERFORM set_config('tandem.guard_installing', 'off', true);
+    PERFORM set_config('lock_timeout', previous, true);
     RETURN true;
 END
 $tandem$;

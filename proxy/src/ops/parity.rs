@@ -131,9 +131,6 @@ pub struct Guard {
     pub state: String,
     /// Whether column changes are followed on the mirror (the DDL event trigger exists).
     pub follows_ddl: bool,
-    /// The guard's triggers disabled by hand (`ALTER TABLE ... DISABLE TRIGGER`), as
-    /// `table trigger`: installing the guard again does not enable them.
-    pub disabled_triggers: Vec<String>,
 }
 
 /// One unresolved drift row the guard recorded.
@@ -498,7 +495,6 @@ async fn table_report(
             .map(|g| g.state.clone())
             .unwrap_or_else(|| "missing".into()),
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
-        disabled_triggers: disabled_guard_triggers(tx, rule).await?,
     };
     let columns = column_differences(rule);
 
@@ -623,24 +619,6 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
             );
         }
         (true, detail)
-    } else if !guard.disabled_triggers.is_empty() {
-        let fix: Vec<String> = guard
-            .disabled_triggers
-            .iter()
-            .map(|t| match t.rsplit_once(' ') {
-                Some((rel, name)) => format!("ALTER TABLE {rel} ENABLE TRIGGER {name}"),
-                None => t.clone(),
-            })
-            .collect();
-        (
-            false,
-            format!(
-                "guard {policy} is {}: its triggers were disabled by hand, changes made around \
-                 the proxy are not caught; enable them again: {}",
-                guard.state,
-                fix.join("; ")
-            ),
-        )
     } else {
         (
             false,
@@ -656,29 +634,6 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
         ok,
         detail,
     }
-}
-
-/// The guard's triggers disabled on either table of `rule` or a table under them, as
-/// `table trigger` (both quoted as SQL needs them).
-async fn disabled_guard_triggers(
-    tx: &Transaction<'_>,
-    rule: &ResolvedRule,
-) -> Result<Vec<String>, ParityError> {
-    let rows = tx
-        .query(
-            "SELECT t.tgrelid::regclass::text, quote_ident(t.tgname) FROM pg_trigger t \
-             WHERE t.tgname IN ('tandem_guard_insert', 'tandem_guard_update', \
-                                'tandem_guard_delete', 'tandem_guard_truncate') \
-               AND t.tgenabled = 'D' \
-               AND t.tgrelid IN (SELECT tandem.guard_tree($1) UNION SELECT tandem.guard_tree($2)) \
-             ORDER BY 1, 2",
-            &[&rule.shape.legacy_oid, &rule.shape.target_oid],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect())
 }
 
 /// Legacy columns the target lacks, and columns whose types differ, from the resolved
