@@ -81,8 +81,12 @@
 //!
 //! An event trigger (`tandem_guard_ddl`, `ddl_command_end` of `ALTER TABLE`) follows a
 //! column change of a guarded table on the mirror in the same transaction — ADD (with the
-//! same values: a constant default as a default, per-row values copied), DROP, RENAME,
-//! ALTER TYPE, SET/DROP DEFAULT, SET/DROP NOT NULL — refuses one it cannot follow (a key
+//! same values: a constant default as a default, per-row values copied: a default is
+//! per-row when any function it calls is volatile), DROP, RENAME, ALTER TYPE (when the
+//! guarded table's columns were rewritten, which a second event trigger,
+//! `tandem_guard_rewrite` on `table_rewrite`, notes, the mirror then takes the guarded
+//! table's values: a `USING` expression may have changed them, even to the same type),
+//! SET/DROP DEFAULT, SET/DROP NOT NULL — refuses one it cannot follow (a key
 //! column dropped or renamed) and refuses a change of the mirror table that would break the
 //! mirror; then it installs the guard again for the new columns and bumps the rule store
 //! (a `rules_history` row and `NOTIFY`), so every proxy resolves the rule again before its

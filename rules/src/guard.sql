@@ -662,6 +662,8 @@ DECLARE
     o_has   boolean;
     o       text;
     volatile_default boolean;
+    copy_set     text;
+    copy_differs text;
     touched text[] := '{}';
 BEGIN
     IF current_setting('tandem.in_guard_ddl', true) = 'on'
@@ -762,10 +764,15 @@ BEGIN
                             coalesce('COLLATE ' || now_col.collation, ''), now_col.def);
                         CONTINUE;
                     END IF;
+                    -- Volatile: any function the default calls is (read from the expression
+                    -- tree: pg_depend records no dependency on built-in functions, so
+                    -- random(), nextval() and a serial's default would pass as constant
+                    -- and the other table would compute its own values).
                     volatile_default := now_col.identity <> '' OR EXISTS (
-                        SELECT 1 FROM pg_depend dp JOIN pg_proc p ON p.oid = dp.refobjid
-                         WHERE dp.classid = 'pg_attrdef'::regclass AND dp.objid = now_col.def_oid
-                           AND dp.refclassid = 'pg_proc'::regclass AND p.provolatile = 'v');
+                        SELECT 1 FROM pg_attrdef d
+                         CROSS JOIN LATERAL regexp_matches(d.adbin::text, ':(?:op)?funcid (\d+)', 'g') AS m(f)
+                          JOIN pg_proc p ON p.oid = m.f[1]::oid
+                         WHERE d.oid = now_col.def_oid AND p.provolatile = 'v');
                     IF now_col.def IS NOT NULL AND NOT volatile_default THEN
                         -- Every existing row got the same value: so do the other's.
                         EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s %s DEFAULT %s',
@@ -809,9 +816,33 @@ BEGIN
                                    CASE WHEN now_col.notnull THEN 'SET' ELSE 'DROP' END);
                 END IF;
             END LOOP;
+            -- The guarded table's columns were rewritten (ALTER TYPE, whose USING expression
+            -- may change the values, to a new type or the same one: amount * 100): the
+            -- other table takes the values the guarded table now holds where they differ.
+            -- Key columns are left out: the rows are matched on them.
+            IF EXISTS (SELECT 1 FROM unnest(string_to_array(
+                              coalesce(current_setting('tandem.guard_rewritten', true), ''), ' ')) AS r(rel)
+                        WHERE r.rel <> '' AND r.rel::oid IN (SELECT tandem.guard_tree(gd.guarded))) THEN
+                SELECT string_agg(format('%I = tandem_g.%I', a.attname, a.attname), ', ' ORDER BY a.attnum),
+                       string_agg(format('tandem_t.%I::text IS DISTINCT FROM tandem_g.%I::text',
+                                         a.attname, a.attname), ' OR ' ORDER BY a.attnum)
+                  INTO copy_set, copy_differs
+                  FROM pg_attribute a
+                  JOIN pg_attribute b ON b.attrelid = gd.other AND b.attname = a.attname AND b.attnum > 0
+                                     AND NOT b.attisdropped AND b.attgenerated = ''
+                 WHERE a.attrelid = gd.guarded AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attgenerated = '' AND a.attname::text <> ALL (gd.key)
+                   AND a.attname::text <> ALL (gd.set_columns);
+                IF copy_set IS NOT NULL THEN
+                    EXECUTE format('UPDATE %s AS tandem_t SET %s FROM %s AS tandem_g WHERE %s AND (%s)',
+                        o, copy_set, gd.guarded::regclass,
+                        tandem.guard_match(gd.key, 'tandem_t', 'tandem_g'), copy_differs);
+                END IF;
+            END IF;
             PERFORM set_config('tandem.in_guard_ddl', 'off', true);
         END LOOP;
     END LOOP;
+    PERFORM set_config('tandem.guard_rewritten', '', true);
     -- Each touched rule: its guard installed again for the new columns, its store told.
     FOR gd IN SELECT * FROM tandem.guards g WHERE g.rule_table = ANY (touched) LOOP
         PERFORM tandem.guard_install(gd.rule_table, gd.legacy, gd.target, gd.guarded, gd.key,
@@ -821,6 +852,26 @@ BEGIN
           USING gd.rule_table, 'ddl';
         PERFORM pg_notify(gd.store || '_rules', gd.rule_table);
     END LOOP;
+END
+$tandem$;
+
+-- A guarded table (or a table under it) whose columns ALTER TABLE rewrites, noted for
+-- tandem.guard_ddl at the end of the command: a rewrite is the only sign of a USING
+-- expression that changed the values (the catalog shows the same type).
+CREATE OR REPLACE FUNCTION tandem.guard_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $tandem$
+DECLARE
+    rel oid := pg_event_trigger_table_rewrite_oid();
+BEGIN
+    -- 4: AT_REWRITE_COLUMN_REWRITE (a column's values computed again).
+    IF pg_event_trigger_table_rewrite_reason() & 4 <> 0
+       AND EXISTS (SELECT 1 FROM tandem.guards g
+                    WHERE g.guarded IS NOT NULL AND rel IN (SELECT tandem.guard_tree(g.guarded))) THEN
+        PERFORM set_config('tandem.guard_rewritten',
+                           coalesce(current_setting('tandem.guard_rewritten', true), '') || rel || ' ',
+                           true);
+    END IF;
 END
 $tandem$;
 
@@ -885,12 +936,17 @@ BEGIN
             CREATE EVENT TRIGGER tandem_guard_ddl_create ON ddl_command_end
                 WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION tandem.guard_ddl_create();
         END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'tandem_guard_rewrite') THEN
+            CREATE EVENT TRIGGER tandem_guard_rewrite ON table_rewrite
+                WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION tandem.guard_rewrite();
+        END IF;
         -- Also under session_replication_role = replica, like the guard's triggers.
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger
                     WHERE evtname LIKE 'tandem\_guard\_%' AND evtenabled <> 'A') THEN
             ALTER EVENT TRIGGER tandem_guard_ddl ENABLE ALWAYS;
             ALTER EVENT TRIGGER tandem_guard_protect ENABLE ALWAYS;
             ALTER EVENT TRIGGER tandem_guard_ddl_create ENABLE ALWAYS;
+            ALTER EVENT TRIGGER tandem_guard_rewrite ENABLE ALWAYS;
         END IF;
     END IF;
 END
