@@ -697,6 +697,23 @@ BEGIN
                           HINT = format('Change the column of %s instead: Tandem applies the same change to %s in the same transaction.',
                                         gd.guarded::regclass, gd.other::regclass);
             END IF;
+            -- In cutover the target is the table of record, and the applications' name for
+            -- it is the legacy one: a column added to the legacy table (through Tandem or
+            -- not) would never reach the table the applications use. Added in this
+            -- transaction: its pg_attribute row is this transaction's.
+            IF gd.direction = 'reverse' AND EXISTS (
+                   SELECT 1 FROM pg_attribute b
+                    WHERE b.attrelid = gd.other AND b.attnum > 0 AND NOT b.attisdropped
+                      AND b.xmin::text = (pg_current_xact_id()::text::int8 % 4294967296)::text
+                      AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                       WHERE a.attrelid = gd.guarded AND a.attname = b.attname
+                                         AND NOT a.attisdropped)) THEN
+                RAISE EXCEPTION 'tandem: % is in cutover: its target % is the table of record, a column added to % alone would not reach it',
+                        gd.rule_table, gd.guarded::regclass, gd.other::regclass
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = format('Add the column to %s: Tandem adds it to %s in the same transaction.',
+                                        gd.guarded::regclass, gd.other::regclass);
+            END IF;
             touched := touched || gd.rule_table;
         END LOOP;
         -- A change of the guarded table (or a table under it): follow it on the other.
