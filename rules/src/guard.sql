@@ -424,6 +424,14 @@ BEGIN
 END
 $tandem$;
 
+-- The guard of a registry row installed again (after a column change, a new partition).
+CREATE OR REPLACE FUNCTION tandem.guard_reinstall(gd tandem.guards) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $tandem$
+    SELECT tandem.guard_install(gd.rule_table, gd.legacy, gd.target, gd.guarded, gd.key,
+                                gd.set_columns, gd.set_exprs, gd.policy, gd.on_error, gd.store)
+$tandem$;
+
 -- Removes the guard of `rule_table`: its triggers on both tables and their functions.
 -- Returns whether anything was removed.
 CREATE OR REPLACE FUNCTION tandem.guard_remove(rule_table text) RETURNS boolean
@@ -862,8 +870,7 @@ BEGIN
     PERFORM set_config('tandem.guard_rewritten', '', true);
     -- Each touched rule: its guard installed again for the new columns, its store told.
     FOR gd IN SELECT * FROM tandem.guards g WHERE g.rule_table = ANY (touched) LOOP
-        PERFORM tandem.guard_install(gd.rule_table, gd.legacy, gd.target, gd.guarded, gd.key,
-                                     gd.set_columns, gd.set_exprs, gd.policy, gd.on_error, gd.store);
+        PERFORM tandem.guard_reinstall(gd);
         EXECUTE format('INSERT INTO %I.rules_history (table_name, action, by) VALUES ($1, $2, current_user)',
                        gd.store)
           USING gd.rule_table, 'ddl';
@@ -904,8 +911,7 @@ BEGIN
                      LATERAL tandem.guard_ancestors(c.objid) AS up(rel)
                 JOIN tandem.guards g ON up.rel IN (g.legacy, g.target)
                WHERE c.classid = 'pg_class'::regclass AND c.objid NOT IN (g.legacy, g.target) LOOP
-        PERFORM tandem.guard_install(gd.rule_table, gd.legacy, gd.target, gd.guarded, gd.key,
-                                     gd.set_columns, gd.set_exprs, gd.policy, gd.on_error, gd.store);
+        PERFORM tandem.guard_reinstall(gd);
     END LOOP;
 END
 $tandem$;

@@ -177,21 +177,8 @@ async fn guard_ready(client: &Client, rule: &Rule) -> bool {
     {
         return false;
     }
-    let state = client
-        .query_one(
-            "SELECT tandem.guard_report($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
-            &[
-                &rule.table.to_string(),
-                &rule.target.to_string(),
-                &rule.key,
-                &rule.mode.as_str(),
-                &rule.guard.as_str(),
-                &rule.on_mirror_error.as_str(),
-                &crate::control::store::set_json(&rule.set),
-            ],
-        )
-        .await;
-    matches!(state, Ok(row) if row.get::<_, String>(0) == "in place")
+    let state = crate::control::guard::report(client, rule).await;
+    matches!(state.as_deref(), Ok("in place"))
 }
 
 struct Column {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use tandem_rules::Rule;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -68,6 +69,26 @@ pub async fn states(
             )
         })
         .collect())
+}
+
+/// The state of `rule`'s guard now (see `tandem.guard_report`): `in place`, `idle`, `off`,
+/// `missing` or `stale`.
+pub async fn report(client: &Client, rule: &Rule) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT tandem.guard_report($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
+            &[
+                &rule.table.to_string(),
+                &rule.target.to_string(),
+                &rule.key,
+                &rule.mode.as_str(),
+                &rule.guard.as_str(),
+                &rule.on_mirror_error.as_str(),
+                &crate::control::store::set_json(&rule.set),
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Makes every rule's guard match its row: what the store's trigger does on a change, run

@@ -10,7 +10,7 @@
 //! transactions; writes made in a transaction that began before the change run under the
 //! old rules (the old column list), and the guard must make the target right anyway.
 
-use std::time::{Duration, Instant};
+use super::reloaded;
 
 use tandem::RunningProxy;
 use tandem_tests::mirror::{
@@ -107,35 +107,6 @@ async fn same(client: &Client, pair: &Pair, step: &str) {
     );
     let (l, t) = pair.counts(client).await;
     assert_eq!(l, t, "{step}: row counts");
-}
-
-/// Waits until `proxy` has applied the newest version of its rule store (the bump the
-/// column change made), with a deadline.
-async fn reloaded(proxy: &RunningProxy, check: &Client) {
-    let watch = proxy
-        .watch
-        .as_ref()
-        .expect("a ruled proxy watches its store");
-    let newest: i64 = check
-        .query_one(
-            &format!(
-                "SELECT coalesce(max(id), 0)::int8 FROM \"{}\".rules_history",
-                watch.store().schema
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while watch.version() < newest as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy never applied store version {newest}: {:?}",
-            watch.status()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The rule's guard as `tandem.guard_report` sees it.

@@ -8,3 +8,37 @@ mod ddl;
 mod install;
 mod paths;
 mod switching;
+
+use std::time::{Duration, Instant};
+
+use tandem::RunningProxy;
+use tokio_postgres::Client;
+
+/// Waits until `proxy` has applied the newest version of its rule store (the bump a rule
+/// change or a followed column change made), with a deadline.
+async fn reloaded(proxy: &RunningProxy, check: &Client) {
+    let watch = proxy
+        .watch
+        .as_ref()
+        .expect("a ruled proxy watches its store");
+    let newest: i64 = check
+        .query_one(
+            &format!(
+                "SELECT coalesce(max(id), 0)::int8 FROM \"{}\".rules_history",
+                watch.store().schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while watch.version() < newest as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never applied store version {newest}: {:?}",
+            watch.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -4,6 +4,7 @@
 //! it gives up; switching modes takes no table lock; and modes switched back and forth under
 //! a write load through Tandem and straight to the table of record leave both tables equal.
 
+use super::reloaded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -709,34 +710,6 @@ async fn switching_modes_under_load_leaves_no_divergent_rows() {
     let (l, t) = pair.counts(&check).await;
     assert_eq!(l, t);
     assert!(l >= 100, "{l} rows");
-}
-
-/// Waits until `proxy` has applied the newest version of its rule store.
-async fn reloaded(proxy: &RunningProxy, check: &Client) {
-    let watch = proxy
-        .watch
-        .as_ref()
-        .expect("a ruled proxy watches its store");
-    let newest: i64 = check
-        .query_one(
-            &format!(
-                "SELECT coalesce(max(id), 0)::int8 FROM \"{}\".rules_history",
-                watch.store().schema
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while watch.version() < newest as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy never applied store version {newest}: {:?}",
-            watch.status()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Waits (at least half a second) until the writers made 40 more writes than `from`.

@@ -268,22 +268,7 @@ pub async fn apply(
         }
     }
     if let Some(rule) = &new_rule {
-        if let Ok(row) = client
-            .query_one(
-                "SELECT tandem.guard_report($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
-                &[
-                    &rule.table.to_string(),
-                    &rule.target.to_string(),
-                    &rule.key,
-                    &rule.mode.as_str(),
-                    &rule.guard.as_str(),
-                    &rule.on_mirror_error.as_str(),
-                    &set_json(&rule.set),
-                ],
-            )
-            .await
-        {
-            let state: String = row.get(0);
+        if let Ok(state) = crate::control::guard::report(client, rule).await {
             notes.push(format!("guard: {state}"));
         }
     }
