@@ -187,7 +187,7 @@ case $MODE in
     *) MIRROR_DBS="" ;;
 esac
 
-COMMAND="SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS PROFILE_DURATION=$PROFILE_DURATION DURABLE=$DURABLE SHARED_BUFFERS=$SHARED_BUFFERS TARGETS=\"$TARGETS\" MAX_FOREIGN_PCT=$MAX_FOREIGN_PCT RETRIES=$RETRIES${WORKLOAD_MATCH:+ WORKLOAD_MATCH=\"$WORKLOAD_MATCH\"}$([[ $MODE == guard ]] && echo " GUARD_PROFILE_DURATION=$GUARD_PROFILE_DURATION") bash bench/run.sh$([[ $MODE == main ]] || echo " $MODE")"
+COMMAND="SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS PROFILE_DURATION=$PROFILE_DURATION DURABLE=$DURABLE SHARED_BUFFERS=$SHARED_BUFFERS TARGETS=\"$TARGETS\" MAX_FOREIGN_PCT=$MAX_FOREIGN_PCT RETRIES=$RETRIES QUIET_MAX_WAIT=$QUIET_MAX_WAIT${WORKLOAD_MATCH:+ WORKLOAD_MATCH=\"$WORKLOAD_MATCH\"}$([[ $MODE == guard ]] && echo " GUARD_PROFILE_DURATION=$GUARD_PROFILE_DURATION") bash bench/run.sh$([[ $MODE == main ]] || echo " $MODE")"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -902,8 +902,8 @@ setup_databases() {
         WHERE datname IN ('$DB_A', '$DB_B', '$DB_C', '$DB_D', '$DB_E')"), shared_buffers $SHARED_BUFFERS"
 }
 
-# After the runs: in every database of MIRROR_DBS (B and C; in guard mode also D, and E when
-# dual_noop runs), every legacy table must hold exactly the rows of its _v2 copy.
+# After the runs: in every database of MIRROR_DBS that a target uses (B and C; in guard mode
+# also D, and E when dual_noop runs), every legacy table must hold exactly the rows of its _v2.
 # One verify.tsv row per table: database, table, rows in legacy, rows in _v2, rows of
 # (legacy EXCEPT _v2), rows of (_v2 EXCEPT legacy), rows with a non-zero balance in legacy and
 # in _v2 (zero after pgbench -i: the rows the runs changed, so the check is not vacuous).
@@ -966,6 +966,12 @@ main() {
         declare -F "start_$target" >/dev/null || die "unknown target $target (no start_$target)"
         "start_$target"
     done
+    # Only the mirrored databases some target writes to are checked after the runs.
+    local used=" " db
+    for target in "${TARGET_LIST[@]}"; do used+="$(target_db "$target") "; done
+    local mirror_dbs=""
+    for db in $MIRROR_DBS; do [[ $used == *" $db "* ]] && mirror_dbs+="${mirror_dbs:+ }$db"; done
+    MIRROR_DBS=$mirror_dbs
 
     # Warm-up: one short run per target, not recorded, so every target's first measured run
     # sees the same cache state and an already-started proxy.
