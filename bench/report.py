@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Turns the raw files of one bench/run.sh run into the markdown report.
 
-Usage: report.py WORKDIR   (reads results.tsv, strace.tsv, rejected.tsv, verify.tsv and
-meta.tsv; prints markdown)
+Usage: report.py WORKDIR   (reads results.tsv, strace.tsv, rejected.tsv, verify.tsv,
+runcheck.tsv, profile.tsv and meta.tsv; prints markdown)
 
 Every figure is derived from what run.sh recorded; nothing is estimated. Ratios are paired:
 each round's target TPS is divided by the other target's TPS in the same round and workload,
@@ -25,12 +25,27 @@ TARGET_DESCRIPTIONS = {
     "pgbouncer": "`pgbouncer`: PgBouncer, session pooling, trust auth, one process",
     "plain": "`plain`: `tandem serve`, no rules (passthrough), default workers, to database A",
     "dual": "`dual`: `tandem serve --config` with a `dual_write` rule on each of "
-            "pgbench_accounts, pgbench_tellers, pgbench_branches (targets `*_v2`), to database B",
+            "pgbench_accounts, pgbench_tellers, pgbench_branches (targets `*_v2`), to database B; "
+            "the rules have the default `guard = \"mirror\"`, so the guard's statement triggers "
+            "check every statement in B",
+    "dual_noguard": "`dual_noguard`: the same rules with `guard = \"off\"`, to database D "
+                    "(a copy of B): no guard triggers",
+    "dual_noop": "`dual_noop`: the same rules with `guard = \"off\"`, to database E (a copy of "
+                 "B) where statement triggers with the guard's events and transition tables, on "
+                 "the same tables, call a no-op PL/pgSQL function: the guard's firing without "
+                 "its check",
+    "guard_direct": "`guard_direct`: Postgres itself, database B, with the guard the `dual` "
+                    "proxy installed: every statement is mirrored by the guard (`mirror`)",
     "union": "`union`: `tandem serve --config` with a `union_read` rule on pgbench_accounts "
              "(target pgbench_accounts_v2, backfilled), to database B",
     "triggers": "`triggers`: Postgres itself, database C, where AFTER INSERT/UPDATE/DELETE FOR EACH "
                 "ROW PL/pgSQL triggers on the same three tables upsert into / delete from `*_v2`",
 }
+
+RUNCHECK_FIELDS = "round workload target db table keys legacy_minus_target " \
+    "target_minus_legacy".split()
+
+PROFILE_FIELDS = "target txns kind calls total_ms self_ms toplevel text".split()
 
 VERIFY_FIELDS = "db table legacy_rows target_rows legacy_minus_target target_minus_legacy " \
     "legacy_changed target_changed".split()
@@ -116,7 +131,8 @@ def main():
     out = []
     w = out.append
     title = {"dual-write": "Tandem dual-write benchmark",
-             "union-read": "Tandem union-read benchmark"}.get(mode, "Tandem benchmark")
+             "union-read": "Tandem union-read benchmark",
+             "guard": "Tandem guard benchmark"}.get(mode, "Tandem benchmark")
     w(f"# {title}, {meta.get('date', '')}\n")
     w("## Setup\n")
     w(f"- Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('memory')} RAM, "
@@ -136,6 +152,13 @@ def main():
           f"backfilled; `union` reads `pgbench_accounts` through a `union_read` rule, so every "
           f"`SELECT abalance FROM pgbench_accounts WHERE aid = $1` reads the target plus the "
           f"legacy rows missing from it.")
+    if mode == "guard":
+        w(f"- Databases: {meta.get('databases')}. B, C and D (and E) are `CREATE DATABASE ... "
+          f"TEMPLATE` copies of A after `pgbench -i`, with `*_v2` tables `LIKE ... INCLUDING ALL` "
+          f"(pgbench_accounts_v2 hash-partitioned by aid into "
+          f"{meta.get('accounts_v2_partitions')} partitions) backfilled before the runs. B serves "
+          f"two targets (`dual` and `guard_direct`), so its tables take twice the updates of "
+          f"the others'.")
     if mode == "dual-write":
         w(f"- Databases: {meta.get('databases')}. B and C are `CREATE DATABASE ... TEMPLATE` "
           f"copies of A after `pgbench -i`; their `*_v2` tables are `LIKE ... INCLUDING ALL` "
@@ -204,7 +227,7 @@ def main():
         w("")
 
     verify = [dict(zip(VERIFY_FIELDS, row)) for row in read_tsv(work / "verify.tsv")]
-    if mode == "dual-write":
+    if mode in ("dual-write", "guard"):
         w("## Mirror check (after all runs)\n")
         if not verify:
             w("**Not run** (no verify.tsv).\n")
@@ -224,12 +247,67 @@ def main():
                   f"{int(v['target_changed']):,} | {'identical' if ok else '**MISMATCH**'} |")
             w("")
 
+    runcheck = [dict(zip(RUNCHECK_FIELDS, row)) for row in read_tsv(work / "runcheck.tsv")]
+    if runcheck:
+        bad = [c for c in runcheck
+               if c["legacy_minus_target"] != "0" or c["target_minus_legacy"] != "0"
+               or c["keys"] == "0"]
+        w("### After every run\n")
+        w("After each measured run in a mirrored database, the keys that run wrote to "
+          "`pgbench_history` (truncated before each run) were compared in each legacy table "
+          "and its `_v2` (`EXCEPT` both ways); the first difference stops the benchmark.\n")
+        w("| target | database | runs checked | keys checked per run (median) "
+          "| legacy EXCEPT _v2 | _v2 EXCEPT legacy |")
+        w("|---|---|---|---|---|---|")
+        for t in ordered(c["target"] for c in runcheck):
+            cs = [c for c in runcheck if c["target"] == t]
+            per_run = collections.Counter((c["round"], c["workload"]) for c in cs)
+            keys = collections.defaultdict(int)
+            for c in cs:
+                keys[(c["round"], c["workload"])] += int(c["keys"])
+            w(f"| {t} | {cs[0]['db']} | {len(per_run)} | "
+              f"{statistics.median(keys.values()):,.0f} "
+              f"| {sum(int(c['legacy_minus_target']) for c in cs)} "
+              f"| {sum(int(c['target_minus_legacy']) for c in cs)} |")
+        w(f"\n{'**' + str(len(bad)) + ' table checks failed.**' if bad else 'Every check found the tables identical.'}\n")
+
+    if mode == "guard":
+        pairs = [p for p in parse_ratios(meta.get("ratios", ""))
+                 if p[0] in targets and p[1] in targets]
+        w("## Paired differences per transaction\n")
+        w("For each pair, per round: time per transaction from TPS (1e6 × clients / TPS: with one "
+          "client, the added latency) and machine CPU per transaction (all busy time in "
+          "/proc/stat / transactions), first minus second; medians over rounds.\n")
+        w("| pair | workload | time µs/tx, per round | median | machine CPU µs/tx, per round "
+          "| median |")
+        w("|---|---|---|---|---|---|")
+        cpu_of = {(r["workload"], r["target"], r["round"]):
+                  r["machine_busy"] / clk * 1e6 / r["txns"] for r in runs}
+        for num, den, _ in pairs:
+            for wl in workloads:
+                rs = [r for r in by[(wl, num)] if (wl, den, r["round"]) in tps_of]
+                if not rs:
+                    continue
+                dt = [r["clients"] * (1e6 / r["tps"] - 1e6 / tps_of[(wl, den, r["round"])])
+                      for r in rs]
+                dc = [cpu_of[(wl, num, r["round"])] - cpu_of[(wl, den, r["round"])] for r in rs]
+                w(f"| {num} − {den} | {wl} | {', '.join(f'{d:+.0f}' for d in dt)} "
+                  f"| **{statistics.median(dt):+.0f}** | {', '.join(f'{d:+.0f}' for d in dc)} "
+                  f"| **{statistics.median(dc):+.0f}** |")
+        w("")
+
     one = [wl for wl in workloads if wl.endswith(ONE_CLIENT_SUFFIX)]
-    if one and any(by[(one[0], BASELINE)]):
-        wl = one[0]
-        w("## Added latency per round trip (1 client, select-only prepared)\n")
-        w("Mean time per transaction from TPS (1e6 / TPS, one client, so one query round trip "
-          "each); added = median over rounds of (target - direct) in the same round.\n")
+    for wl in one if mode == "guard" else one[:1]:
+        if not by[(wl, BASELINE)]:
+            continue
+        if mode == "main":
+            w("## Added latency per round trip (1 client, select-only prepared)\n")
+            w("Mean time per transaction from TPS (1e6 / TPS, one client, so one query round "
+              "trip each); added = median over rounds of (target - direct) in the same round.\n")
+        else:
+            w(f"## Added latency per transaction ({wl})\n")
+            w("Mean time per transaction from TPS (1e6 / TPS, one client); added = median over "
+              "rounds of (target - direct) in the same round.\n")
         w("| target | µs per transaction | added vs direct, µs |")
         w("|---|---|---|")
         for t in targets:
@@ -314,6 +392,34 @@ def main():
                     continue
                 label = f"**{name}**" if name == "total" else name
                 w(f"| {label} | " + " | ".join(cells) + " |")
+            w("")
+
+    prof = [dict(zip(PROFILE_FIELDS, row)) for row in read_tsv(work / "profile.tsv")]
+    if prof:
+        w("## Where Postgres spends a transaction's time (profile)\n")
+        w(f"After the measured runs Postgres was restarted with `pg_stat_statements` "
+          f"(`track = all`: statements run inside triggers and functions are counted too) and "
+          f"`track_functions = pl`, everything was prewarmed again, and each target ran "
+          f"{meta.get('guard_profile_duration')} s of `pgbench -M prepared -c "
+          f"{meta.get('clients')}` with the counters reset before. Execution time of a "
+          f"statement includes the AFTER triggers it fires (and their statements, which are "
+          f"listed again on their own); a function's total includes the statements it runs, "
+          f"its self time does not. µs and calls are per pgbench transaction; the top "
+          f"entries by total time.\n")
+        for t in ordered(p["target"] for p in prof):
+            ps = [p for p in prof if p["target"] == t]
+            n = int(ps[0]["txns"])
+            w(f"**{t}** ({n:,} transactions)\n")
+            w("| kind | calls/tx | total µs/tx | self µs/tx | µs/call | statement or function |")
+            w("|---|---|---|---|---|---|")
+            for p in ps:
+                calls = int(p["calls"])
+                total = float(p["total_ms"]) * 1000
+                self_us = f"{float(p['self_ms']) * 1000 / n:.1f}" if p["self_ms"] else "–"
+                kind = p["kind"] + (" (nested)" if p["toplevel"] == "f" else "")
+                text = p["text"].replace("|", "\\|")
+                w(f"| {kind} | {calls / n:.2f} | {total / n:.1f} | {self_us} "
+                  f"| {total / calls if calls else 0:.1f} | `{text}` |")
             w("")
 
     w("## Per-round TPS\n")

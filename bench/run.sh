@@ -5,6 +5,10 @@
 #   bash bench/run.sh dual-write   TPC-B with dual-write rules vs a trigger-based baseline
 #   bash bench/run.sh union-read   primary-key lookups (pgbench -S) through a union_read rule
 #                                  on pgbench_accounts vs Tandem without rules vs direct
+#   bash bench/run.sh guard        what the guard (statement triggers Tandem installs in the
+#                                  database) costs: dual-write through Tandem with guard =
+#                                  "mirror" vs "off", and writes around the proxy mirrored by
+#                                  the guard vs by row triggers vs not mirrored
 #
 # Knobs (environment): SCALE=10 CLIENTS=8 THREADS=2 DURATION=10 ROUNDS=3
 #   PROFILE_DURATION=5  length of each strace run (0 skips the syscall profile; default 0 in
@@ -12,8 +16,13 @@
 #   DURABLE=0           1 keeps fsync/synchronous_commit on (the Postgres defaults)
 #   SHARED_BUFFERS      256MB (main), 1GB (dual-write: three databases, two with _v2 copies)
 #   TARGETS             order of the first round; later rounds rotate it. Main:
-#                       "direct tandem tandem_1w pgbouncer"; dual-write: "direct plain dual triggers"
-#   SKIP_BUILD=1        use the existing release binary
+#                       "direct tandem tandem_1w pgbouncer"; dual-write: "direct plain dual triggers";
+#                       guard: "direct dual dual_noguard guard_direct triggers" (optional extra
+#                       target: dual_noop)
+#   WORKLOAD_MATCH      keep only the workloads whose name matches this regex (bash =~)
+#   GUARD_PROFILE_DURATION=5  guard mode: length of each profiling run after the measured
+#                       ones (Postgres restarted with pg_stat_statements; 0 skips it)
+#   SKIP_BUILD=1        use the existing release binary (CARGO_TARGET_DIR is honoured)
 #   PERF=1              also record a perf profile of each proxy (select-only prepared) into
 #                       bench/results/perf-<target>.txt
 #   KEEP_RAW=1          keep every pgbench log under bench/results/raw-<stamp>/
@@ -31,7 +40,25 @@
 #   B ($DB_B)  plus pgbench_{accounts,tellers,branches}_v2, backfilled: target dual (Tandem
 #              with a dual_write rule per table)
 #   C ($DB_C)  the same _v2 tables, mirrored by AFTER ROW triggers: target triggers (Postgres)
-# After the runs, every legacy/_v2 pair of B and C is compared (EXCEPT both ways).
+# After the runs, every legacy/_v2 pair of B and C is compared (EXCEPT both ways); a
+# difference fails the script (after the report is written).
+#
+# Guard mode (the guard's cost) uses A, B and C as above plus D, a copy of B:
+#   dual          Tandem on B with the dual_write rules and the default guard = "mirror": the
+#                 proxy mirrors each statement, the guard's statement triggers check it
+#   dual_noguard  the same on D with guard = "off" in every rule (no guard triggers at all)
+#   guard_direct  pgbench straight to Postgres on B once the dual proxy has installed the
+#                 guard: every statement is mirrored by the guard ("mirror" around the proxy)
+#   triggers      Postgres on C (AFTER ROW triggers), direct  Postgres on A (no mirror)
+#   dual_noop     (optional) Tandem on E, a copy of B with guard = "off" and, instead of the
+#                 guard, statement triggers with the same transition tables on the same tables
+#                 calling a no-op function: the guard's firing cost without its check query
+# Before the runs the script checks that B has the guard in place on every legacy table and
+# D none; after every run in a mirrored database it compares, for the keys of that run's
+# pgbench_history rows, each legacy table with its _v2 (EXCEPT both ways) and stops at the
+# first difference. Then a profile: Postgres restarted with pg_stat_statements (track = all)
+# and track_functions = pl, one short TPC-B run per target, the top statements and trigger
+# functions per transaction.
 #
 # Adding a target: write start_<name> (sets PORT_<name>; DB_<name> when it does not use $DB_A;
 # PID_<name> when there is a proxy process whose CPU and syscalls should be measured) and add
@@ -43,13 +70,13 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 MODE=${1:-main}
 case $MODE in
-    main | dual-write | union-read) ;;
+    main | dual-write | union-read | guard) ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: bash bench/run.sh [main|dual-write|union-read]" >&2
+        echo "usage: bash bench/run.sh [main|dual-write|union-read|guard]" >&2
         exit 2
         ;;
 esac
@@ -67,11 +94,19 @@ MAX_FOREIGN_PCT=${MAX_FOREIGN_PCT:-5}
 RETRIES=${RETRIES:-2}
 QUIET_BUSY_PCT=${QUIET_BUSY_PCT:-10}
 QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-120}
+WORKLOAD_MATCH=${WORKLOAD_MATCH:-}
+GUARD_PROFILE_DURATION=${GUARD_PROFILE_DURATION:-5}
+# The release binary cargo builds (CARGO_TARGET_DIR, when set, relative to the repository).
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$REPO/$TARGET_DIR
+TANDEM_BIN=$TARGET_DIR/release/tandem
 
 # Databases. The main mode uses only A.
 DB_A=postgres
 DB_B=bench_dual
 DB_C=bench_triggers
+DB_D=bench_noguard
+DB_E=bench_noop
 # Mirrored tables: "legacy|key|other columns|balance column" (pgbench's schema).
 MIRRORS=(
     "pgbench_accounts|aid|bid abalance filler|abalance"
@@ -108,6 +143,20 @@ elif [[ $MODE == union-read ]]; then
     )
     WARMUP_ARGS="-S -M prepared"
     OUT=union-read
+elif [[ $MODE == guard ]]; then
+    # dual and dual_noguard next to each other: the rotation keeps them adjacent in most rounds.
+    TARGETS=${TARGETS:-"direct dual dual_noguard guard_direct triggers"}
+    PROFILE_DURATION=${PROFILE_DURATION:-0}
+    SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
+    RATIOS="dual/dual_noguard>=0.97 dual_noop/dual_noguard dual/dual_noop guard_direct/triggers guard_direct/direct triggers/direct"
+    WORKLOADS=(
+        "tpc-b simple|-M simple|$CLIENTS|$THREADS"
+        "tpc-b prepared|-M prepared|$CLIENTS|$THREADS"
+        "tpc-b simple, 1 client|-M simple|1|1"
+        "tpc-b prepared, 1 client|-M prepared|1|1"
+    )
+    WARMUP_ARGS="-M prepared"
+    OUT=guard
 else
     TARGETS=${TARGETS:-"direct plain dual triggers"}
     PROFILE_DURATION=${PROFILE_DURATION:-0}
@@ -122,8 +171,23 @@ else
     WARMUP_ARGS="-M prepared"
     OUT=dual-write
 fi
+if [[ -n $WORKLOAD_MATCH ]]; then
+    kept=()
+    for spec in "${WORKLOADS[@]}"; do
+        [[ ${spec%%|*} =~ $WORKLOAD_MATCH ]] && kept+=("$spec")
+    done
+    ((${#kept[@]} > 0)) || { echo "WORKLOAD_MATCH=$WORKLOAD_MATCH keeps no workload" >&2; exit 2; }
+    WORKLOADS=("${kept[@]}")
+    unset kept spec
+fi
+# Databases whose legacy tables have _v2 copies (and so are verified after the runs).
+case $MODE in
+    dual-write) MIRROR_DBS="$DB_B $DB_C" ;;
+    guard) MIRROR_DBS="$DB_B $DB_C $DB_D" ;;
+    *) MIRROR_DBS="" ;;
+esac
 
-COMMAND="SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS PROFILE_DURATION=$PROFILE_DURATION DURABLE=$DURABLE SHARED_BUFFERS=$SHARED_BUFFERS TARGETS=\"$TARGETS\" MAX_FOREIGN_PCT=$MAX_FOREIGN_PCT RETRIES=$RETRIES bash bench/run.sh$([[ $MODE == main ]] || echo " $MODE")"
+COMMAND="SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS PROFILE_DURATION=$PROFILE_DURATION DURABLE=$DURABLE SHARED_BUFFERS=$SHARED_BUFFERS TARGETS=\"$TARGETS\" MAX_FOREIGN_PCT=$MAX_FOREIGN_PCT RETRIES=$RETRIES QUIET_MAX_WAIT=$QUIET_MAX_WAIT${WORKLOAD_MATCH:+ WORKLOAD_MATCH=\"$WORKLOAD_MATCH\"}$([[ $MODE == guard ]] && echo " GUARD_PROFILE_DURATION=$GUARD_PROFILE_DURATION") bash bench/run.sh$([[ $MODE == main ]] || echo " $MODE")"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -220,15 +284,18 @@ start_postgres() {
     # Not durable by default: with fsync on, TPC-B measures this machine's disk flushes,
     # which drown the proxy's share. DURABLE=1 keeps Postgres's defaults.
     ((DURABLE)) || PG_SETTINGS+=" fsync=off synchronous_commit=off"
-    local opts="-p $PG_PORT -k $WORK" kv
-    for kv in $PG_SETTINGS; do opts+=" -c $kv"; done
-    as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start -o "$opts" \
+    local kv
+    PG_OPTS="-p $PG_PORT -k $WORK"
+    for kv in $PG_SETTINGS; do PG_OPTS+=" -c $kv"; done
+    as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start -o "$PG_OPTS" \
         >/dev/null
 }
 
 # psql on the benchmark's cluster: psql_db DB ARGS...
 psql_db() { "$PSQL" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -qAt -v ON_ERROR_STOP=1 -d "$@"; }
 
+# PORT_<target> and DB_<target> are read through indirection (${!var}).
+# shellcheck disable=SC2034
 start_direct() { PORT_direct=$PG_PORT; }
 
 # start_tandem_as NAME TANDEM-SERVE-ARGS...: a Tandem process measured as target NAME.
@@ -236,7 +303,7 @@ start_tandem_as() {
     local name=$1 port pid
     shift
     port=$(free_port)
-    RUST_LOG=warn "$REPO/target/release/tandem" serve --listen "127.0.0.1:$port" "$@" \
+    RUST_LOG=warn "$TANDEM_BIN" serve --listen "127.0.0.1:$port" "$@" \
         >"$WORK/$name.log" 2>&1 &
     pid=$!
     PIDS_TO_STOP+=("$pid")
@@ -257,23 +324,49 @@ start_tandem_1w() {
 # Dual-write mode: Tandem passthrough on A (the reference for "dual").
 start_plain() { start_tandem_as plain --upstream "postgres://postgres@127.0.0.1:$PG_PORT/$DB_A"; }
 
-# Dual-write mode: Tandem with a dual_write rule per mirrored table, on B.
-start_dual() {
-    local conf=$WORK/dual.toml spec table
+# start_dual_as NAME DATABASE [GUARD]: Tandem with a dual_write rule per mirrored table, to
+# DATABASE; GUARD, when given, is written as each rule's `guard` (else the default, mirror).
+start_dual_as() {
+    local name=$1 db=$2 guard=${3:-} conf=$WORK/$1.toml spec table
     {
         echo "listen = \"127.0.0.1:0\""
-        echo "upstream = \"postgres://postgres@127.0.0.1:$PG_PORT/$DB_B\""
+        echo "upstream = \"postgres://postgres@127.0.0.1:$PG_PORT/$db\""
         for spec in "${MIRRORS[@]}"; do
             table=${spec%%|*}
             printf '\n[[rule]]\ntable = "public.%s"\ntarget = "public.%s_v2"\nmode = "dual_write"\n' \
                 "$table" "$table"
+            [[ -z $guard ]] || printf 'guard = "%s"\n' "$guard"
         done
     } >"$conf"
-    DB_dual=$DB_B
-    start_tandem_as dual --config "$conf"
+    printf -v "DB_$name" %s "$db"
+    start_tandem_as "$name" --config "$conf"
+}
+
+# Dual-write and guard modes: Tandem with a dual_write rule per mirrored table, on B, with
+# the default guard (mirror).
+# Started once, even when start_guard_direct needed it first.
+start_dual() { [[ -n ${PORT_dual:-} ]] || start_dual_as dual "$DB_B"; }
+
+# Guard mode: the same rules with guard = "off", on D (a copy of B).
+start_dual_noguard() { start_dual_as dual_noguard "$DB_D" off; }
+
+# Guard mode: the same rules with guard = "off" on E, where no-op statement triggers with the
+# guard's transition tables stand in for the guard (see noop_trigger_sql).
+start_dual_noop() { start_dual_as dual_noop "$DB_E" off; }
+
+# Guard mode: Postgres itself on B, where the dual proxy's start installed the guard, so every
+# statement of pgbench is mirrored by the guard's triggers. Starts the dual proxy first when
+# it is not a target started before this one, and waits until the guard is in place.
+# shellcheck disable=SC2034 # PORT_guard_direct, DB_guard_direct: read through ${!var}
+start_guard_direct() {
+    [[ -n ${PORT_dual:-} ]] || start_dual
+    PORT_guard_direct=$PG_PORT
+    DB_guard_direct=$DB_B
+    wait_guard "$DB_B" || die "the guard is not in place in $DB_B (see $WORK/dual.log)"
 }
 
 # Union-read mode: Tandem with a union_read rule on pgbench_accounts, on B (backfilled _v2).
+# shellcheck disable=SC2034 # DB_union: read through ${!var}
 start_union() {
     local conf=$WORK/union.toml
     cat >"$conf" <<EOF
@@ -289,7 +382,8 @@ EOF
     start_tandem_as union --config "$conf"
 }
 
-# Dual-write mode: Postgres itself on C, where triggers mirror the same tables.
+# Dual-write and guard modes: Postgres itself on C, where triggers mirror the same tables.
+# shellcheck disable=SC2034 # PORT_triggers, DB_triggers: read through ${!var}
 start_triggers() {
     PORT_triggers=$PG_PORT
     DB_triggers=$DB_C
@@ -374,11 +468,11 @@ proxies_ticks() {
 # Waits (up to QUIET_MAX_WAIT s) until the machine is idle: other people's builds and tests
 # on a 2-core box swing results by tens of percent.
 wait_quiet() {
-    local waited=0 b0 t0 p0 b1 t1 p1
+    local waited=0 b0 t0 b1 t1
     while ((waited < QUIET_MAX_WAIT)); do
-        read -r b0 t0 p0 < <(machine_ticks)
+        read -r b0 t0 _ < <(machine_ticks)
         sleep 1
-        read -r b1 t1 p1 < <(machine_ticks)
+        read -r b1 t1 _ < <(machine_ticks)
         if ((100 * (b1 - b0) <= QUIET_BUSY_PCT * (t1 - t0))); then
             ((waited > 0)) && log "machine quiet after ${waited} s"
             return 0
@@ -399,7 +493,7 @@ reset_tables() { # database
     # the same VACUUM, so both mirrors are treated alike. Nothing here changes the rows of a
     # mirrored table, so the _v2 tables need no re-sync between runs.
     local db=$1 args=(-c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers")
-    if [[ $db == "$DB_B" || $db == "$DB_C" ]]; then
+    if [[ $db == "$DB_B" || $db == "$DB_C" || " $MIRROR_DBS " == *" $db "* ]]; then
         args+=(-c "VACUUM pgbench_branches_v2" -c "VACUUM pgbench_tellers_v2")
     fi
     psql_db "$db" "${args[@]}" -c "TRUNCATE pgbench_history" >/dev/null
@@ -417,7 +511,7 @@ run_one() { # round, workload-spec, target
 
     reset_tables "$db"
     sleep 0.3 # let the psql backend exit, so the CPU snapshots below do not race with it
-    local t0 c0 m0 mt0 mp0 g0 x0 t1 c1 m1 mt1 mp1 g1 x1 cpu
+    local t0 c0 m0 mt0 mp0 g0 x0 t1 c1 m1 mt1 mp1 g1 x1
     t0=$(proc_ticks "$pid")
     c0=$(proc_ctxsw "$pid")
     g0=$(pg_tree_ticks)
@@ -449,6 +543,9 @@ run_one() { # round, workload-spec, target
         "$tps" "$lat" "$txns" "${failed:-0}" "$clients" $((t1 - t0)) $((c1 - c0)) \
         $((m1 - m0)) $((mt1 - mt0)) "$foreign" >>"$WORK/triple.tsv"
     log "round $round  $(printf '%-32s %-10s' "$name" "$target") tps $tps  latency ${lat} ms  foreign CPU $((100 * foreign / (mt1 - mt0)))%"
+    if [[ $MODE == guard && " $MIRROR_DBS " == *" $db "* ]]; then
+        check_run_mirror "$db" "$round" "$name" "$target"
+    fi
 }
 
 # All targets of one workload back to back. If processes outside the benchmark took more than
@@ -535,6 +632,124 @@ profile_perf() { # target
 # Databases
 # ---------------------------------------------------------------------------------------
 
+# Guard mode: how many of the mirrored legacy tables of DATABASE have the guard in place: a
+# tandem.guards row that guards that table with policy mirror, and its four statement
+# triggers enabled.
+guard_in_place() { # database
+    local db=$1 spec tables=""
+    for spec in "${MIRRORS[@]}"; do tables+="${tables:+, }'public.${spec%%|*}'"; done
+    if [[ $(psql_db "$db" -c "SELECT to_regclass('tandem.guards') IS NOT NULL") != t ]]; then
+        echo 0
+        return
+    fi
+    psql_db "$db" -c "SELECT count(*) FROM unnest(ARRAY[$tables]::regclass[]) AS l(rel)
+        WHERE EXISTS (SELECT 1 FROM tandem.guards g WHERE g.guarded = l.rel AND g.policy = 'mirror')
+          AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = l.rel AND t.tgenabled <> 'D'
+                 AND t.tgname IN ('tandem_guard_insert', 'tandem_guard_update',
+                                  'tandem_guard_delete', 'tandem_guard_truncate')) = 4"
+}
+
+# The guard's triggers in DATABASE, on any table.
+guard_triggers() { psql_db "$1" -c "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem\_guard\_%'"; }
+
+# Waits (up to 30 s: the proxy listens before it has synced the guard) for the guard to be in
+# place on every mirrored table of DATABASE.
+wait_guard() { # database
+    local i
+    for i in $(seq 1 300); do
+        (($(guard_in_place "$1") == ${#MIRRORS[@]})) && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Guard mode, after the warm-up (so every proxy has finished starting): B has the guard in
+# place on every mirrored table, and D, C and E none of the guard's triggers; otherwise the
+# comparison would not be what it says.
+check_guards() {
+    local n
+    n=$(guard_in_place "$DB_B")
+    ((n == ${#MIRRORS[@]})) || die "guard in place on $n of ${#MIRRORS[@]} tables in $DB_B"
+    log "$DB_B: guard (mirror) in place on $n tables, $(guard_triggers "$DB_B") guard triggers in all (legacy and _v2 trees)"
+    local db
+    for db in "$DB_C" "$DB_D" $([[ " $TARGETS " == *" dual_noop "* ]] && echo "$DB_E"); do
+        n=$(guard_triggers "$db")
+        ((n == 0)) || die "$db has $n guard triggers; it must have none"
+    done
+    if [[ " $TARGETS " == *" dual_noguard "* ]]; then
+        n=$(psql_db "$DB_D" -c "SELECT count(*) FROM tandem.rules WHERE guard = 'off'")
+        ((n == ${#MIRRORS[@]})) || die "$DB_D: $n rules with guard = off, expected ${#MIRRORS[@]}"
+    fi
+    log "no guard triggers in $DB_C, $DB_D$([[ " $TARGETS " == *" dual_noop "* ]] && echo ", $DB_E")"
+}
+
+# Guard mode, after each run in a mirrored database: for the keys of the rows this run wrote
+# to pgbench_history (truncated before every run), each legacy table must hold exactly the
+# rows of its _v2 (EXCEPT both ways). Stops the benchmark at the first difference: a guard
+# (or proxy, or trigger) that did not mirror must not produce numbers.
+check_run_mirror() { # database, round, workload, target
+    local db=$1 round=$2 name=$3 target=$4 spec table key cols bal keys l_t t_l bad=""
+    for spec in "${MIRRORS[@]}"; do
+        IFS='|' read -r table key cols bal <<<"$spec"
+        IFS=$'\t' read -r keys l_t t_l < <(psql_db "$db" -F $'\t' -c "
+            CREATE TEMP TABLE k AS SELECT DISTINCT $key FROM pgbench_history;
+            SELECT (SELECT count(*) FROM k),
+                (SELECT count(*) FROM (SELECT * FROM $table WHERE $key IN (TABLE k)
+                    EXCEPT SELECT * FROM ${table}_v2 WHERE $key IN (TABLE k)) d),
+                (SELECT count(*) FROM (SELECT * FROM ${table}_v2 WHERE $key IN (TABLE k)
+                    EXCEPT SELECT * FROM $table WHERE $key IN (TABLE k)) d)")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$target" "$db" "$table" \
+            "$keys" "$l_t" "$t_l" >>"$WORK/runcheck.tsv"
+        ((keys > 0 && l_t == 0 && t_l == 0)) ||
+            bad+=" $table: $keys keys written, legacy EXCEPT _v2 $l_t, _v2 EXCEPT legacy $t_l;"
+    done
+    [[ -z $bad ]] || die "MIRROR CHECK FAILED after round $round, $name via $target ($db):$bad"
+}
+
+# Guard mode, after the measured runs: where the time of a TPC-B transaction goes in Postgres,
+# per target. Postgres is restarted with pg_stat_statements (track = all, so the guard's and
+# the triggers' own statements are counted too) and track_functions = pl, everything is
+# prewarmed again, and each target runs GUARD_PROFILE_DURATION s of TPC-B -M prepared with the
+# counters reset before. Rows in profile.tsv: target, transactions, kind (statement or
+# function), calls, total ms, self ms (functions), top level (statements), text.
+profile_guard() {
+    log "profile: restarting Postgres with pg_stat_statements and track_functions"
+    as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 restart -m fast \
+        -o "$PG_OPTS -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=1000 -c track_functions=pl" \
+        >/dev/null || { log "profile: Postgres did not restart with pg_stat_statements; skipped"; return 0; }
+    prewarm_all
+    psql_db "$DB_A" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    local target port_var db out txns
+    for target in "${TARGET_LIST[@]}"; do
+        port_var=PORT_$target
+        db=$(target_db "$target")
+        out=$WORK/raw/profile-$target.txt
+        reset_tables "$db"
+        psql_db "$db" -c "SELECT pg_stat_reset()" >/dev/null
+        psql_db "$DB_A" -c "SELECT pg_stat_statements_reset()" >/dev/null
+        if ! "$PGBENCH" -h 127.0.0.1 -p "${!port_var}" -U postgres -n -M prepared -T "$GUARD_PROFILE_DURATION" \
+            -c "$CLIENTS" -j "$THREADS" "$db" >"$out" 2>&1; then
+            log "profile: pgbench via $target failed after the restart; skipped ($(tail -1 "$out"))"
+            continue
+        fi
+        sleep 2 # the sessions' function counters are sent when their backends exit or go idle
+        txns=$(awk '/^number of transactions actually processed:/ { print $6; exit }' "$out")
+        psql_db "$DB_A" -F $'\t' -c "SELECT '$target', $txns, 'statement', s.calls,
+                round(s.total_exec_time::numeric, 3), '', s.toplevel,
+                left(regexp_replace(s.query, '\s+', ' ', 'g'), 160)
+              FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+             WHERE d.datname = '$db' AND s.query NOT LIKE '%pg_stat%'
+             ORDER BY s.total_exec_time DESC LIMIT 12" >>"$WORK/profile.tsv"
+        psql_db "$db" -F $'\t' -c "SELECT '$target', $txns, 'function', f.calls,
+                round(f.total_time::numeric, 3), round(f.self_time::numeric, 3), '',
+                CASE WHEN f.schemaname = 'tandem' AND f.funcname LIKE 'guard %'
+                     THEN 'tandem guard function of ' || substr(f.funcname, 7)::oid::regclass::text
+                     ELSE f.schemaname || '.' || f.funcname END
+              FROM pg_stat_user_functions f ORDER BY f.total_time DESC LIMIT 12" >>"$WORK/profile.tsv"
+        log "profile $target: $txns transactions"
+    done
+}
+
 # The _v2 tables of B and C: accounts hash-partitioned by its key, the others plain copies of
 # the legacy definition (columns, defaults, primary key), then backfilled.
 v2_sql() {
@@ -584,6 +799,52 @@ SQL
     done
 }
 
+# E's stand-in for the guard (target dual_noop): the guard's statement triggers, with the same
+# events and transition tables, on the same tables (each legacy table, its _v2 and every table
+# under them), calling one no-op PL/pgSQL function declared like the guard's (SECURITY
+# DEFINER, its own search_path). dual_noop vs dual_noguard is what firing the guard costs;
+# dual vs dual_noop is what its check costs.
+noop_trigger_sql() {
+    local spec roots=""
+    for spec in "${MIRRORS[@]}"; do roots+="${roots:+, }'public.${spec%%|*}', 'public.${spec%%|*}_v2'"; done
+    cat <<SQL
+CREATE FUNCTION bench_noop() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \$\$ BEGIN RETURN NULL; END \$\$;
+DO \$\$
+DECLARE
+    rel regclass;
+    ev  text;
+BEGIN
+    FOR rel IN WITH RECURSIVE tree(rel) AS (
+                   SELECT unnest(ARRAY[$roots]::regclass[])::oid
+                   UNION
+                   SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.rel)
+               SELECT tree.rel::regclass FROM tree LOOP
+        FOREACH ev IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION bench_noop()',
+                'bench_noop_' || ev, upper(ev), rel,
+                CASE ev WHEN 'insert' THEN 'REFERENCING NEW TABLE AS tandem_new'
+                        WHEN 'update' THEN 'REFERENCING NEW TABLE AS tandem_new OLD TABLE AS tandem_old'
+                        WHEN 'delete' THEN 'REFERENCING OLD TABLE AS tandem_old'
+                        ELSE '' END);
+        END LOOP;
+    END LOOP;
+END
+\$\$;
+SQL
+}
+
+# pg_prewarm every table and index of the benchmark's databases into shared_buffers.
+prewarm_all() {
+    local db
+    for db in $BENCH_DBS; do
+        psql_db "$db" -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+            -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')" >/dev/null 2>&1 ||
+            log "pg_prewarm failed in $db; its pages warm up during the runs"
+    done
+}
+
 # pgbench -i on A. In dual-write mode B and C are copies of A (CREATE DATABASE ... TEMPLATE:
 # the same pgbench data, page for page); B gets the backfilled _v2 tables, C is a copy of B
 # plus the triggers. Then VACUUM ANALYZE and pg_prewarm everything into shared_buffers, so no
@@ -593,7 +854,28 @@ setup_databases() {
     "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$DB_A" >"$WORK/raw/init.txt" 2>&1 ||
         { cat "$WORK/raw/init.txt" >&2; die "pgbench -i failed"; }
     local dbs=("$DB_A") db
-    if [[ $MODE == dual-write ]]; then
+    if [[ $MODE == guard ]]; then
+        log "$DB_B: copy of $DB_A, with _v2 tables backfilled"
+        psql_db template1 -c "CREATE DATABASE $DB_B TEMPLATE $DB_A" >/dev/null
+        v2_sql >"$WORK/v2.sql"
+        psql_db "$DB_B" -f "$WORK/v2.sql" >/dev/null
+        log "$DB_D: copy of $DB_B (its proxy's rules have guard = off)"
+        psql_db template1 -c "CREATE DATABASE $DB_D TEMPLATE $DB_B" >/dev/null
+        dbs+=("$DB_B" "$DB_D")
+        if [[ " $TARGETS " == *" dual_noop "* ]]; then
+            log "$DB_E: copy of $DB_B, with no-op statement triggers in place of the guard"
+            psql_db template1 -c "CREATE DATABASE $DB_E TEMPLATE $DB_B" >/dev/null
+            noop_trigger_sql >"$WORK/noop.sql"
+            psql_db "$DB_E" -f "$WORK/noop.sql" >/dev/null
+            dbs+=("$DB_E")
+            MIRROR_DBS+=" $DB_E"
+        fi
+        log "$DB_C: copy of $DB_B, with mirror triggers"
+        psql_db template1 -c "CREATE DATABASE $DB_C TEMPLATE $DB_B" >/dev/null
+        trigger_sql >"$WORK/triggers.sql"
+        psql_db "$DB_C" -f "$WORK/triggers.sql" >/dev/null
+        dbs+=("$DB_C")
+    elif [[ $MODE == dual-write ]]; then
         log "$DB_B: copy of $DB_A, with _v2 tables backfilled"
         psql_db template1 -c "CREATE DATABASE $DB_B TEMPLATE $DB_A" >/dev/null
         v2_sql >"$WORK/v2.sql"
@@ -613,24 +895,21 @@ setup_databases() {
     for db in "${dbs[@]}"; do
         psql_db "$db" -c "VACUUM ANALYZE" >/dev/null
     done
-    for db in "${dbs[@]}"; do
-        psql_db "$db" -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
-            -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')" >/dev/null 2>&1 ||
-            log "pg_prewarm failed in $db; its pages warm up during the runs"
-    done
+    BENCH_DBS="${dbs[*]}"
+    prewarm_all
     log "database sizes: $(psql_db template1 -c "SELECT string_agg(datname || ' ' ||
         pg_size_pretty(pg_database_size(datname)), ', ' ORDER BY datname) FROM pg_database
-        WHERE datname IN ('$DB_A', '$DB_B', '$DB_C')"), shared_buffers $SHARED_BUFFERS"
+        WHERE datname IN ('$DB_A', '$DB_B', '$DB_C', '$DB_D', '$DB_E')"), shared_buffers $SHARED_BUFFERS"
 }
 
-# After the runs: in B and C, every legacy table must hold exactly the rows of its _v2 copy.
+# After the runs: in every database of MIRROR_DBS that a target uses (B and C; in guard mode
+# also D, and E when dual_noop runs), every legacy table must hold exactly the rows of its _v2.
 # One verify.tsv row per table: database, table, rows in legacy, rows in _v2, rows of
 # (legacy EXCEPT _v2), rows of (_v2 EXCEPT legacy), rows with a non-zero balance in legacy and
 # in _v2 (zero after pgbench -i: the rows the runs changed, so the check is not vacuous).
 verify_mirrors() {
     local db spec table key cols bal bad=0 row
-    for db in "$DB_B" "$DB_C"; do
+    for db in $MIRROR_DBS; do
         for spec in "${MIRRORS[@]}"; do
             IFS='|' read -r table key cols bal <<<"$spec"
             row=$(psql_db "$db" -F $'\t' -c "SELECT '$db', '$table',
@@ -645,7 +924,7 @@ verify_mirrors() {
             ((l_t == 0 && t_l == 0 && c_l > 0)) || bad=1
         done
     done
-    ((bad == 0)) || log "MIRROR CHECK FAILED: see the verification table in the report"
+    ((bad == 0)) || { MIRROR_CHECK_FAILED=1; log "MIRROR CHECK FAILED: see the verification table in the report"; }
 }
 
 # ---------------------------------------------------------------------------------------
@@ -667,8 +946,8 @@ main() {
         (cd "$REPO" && cargo build --release -p tandem -q)
         built="built from git $head_rev$dirty"
     fi
-    [[ -x $REPO/target/release/tandem ]] || die "no release binary at target/release/tandem"
-    ((SKIP_BUILD == 0)) || built="existing binary from $(date -u -r "$REPO/target/release/tandem" '+%Y-%m-%d %H:%M UTC') (SKIP_BUILD=1; HEAD was git $head_rev$dirty)"
+    [[ -x $TANDEM_BIN ]] || die "no release binary at $TANDEM_BIN"
+    ((SKIP_BUILD == 0)) || built="existing binary from $(date -u -r "$TANDEM_BIN" '+%Y-%m-%d %H:%M UTC') (SKIP_BUILD=1; HEAD was git $head_rev$dirty)"
 
     start_postgres
     mkdir -p "$WORK/raw"
@@ -676,6 +955,9 @@ main() {
     : >"$WORK/strace.tsv"
     : >"$WORK/rejected.tsv"
     : >"$WORK/verify.tsv"
+    : >"$WORK/runcheck.tsv"
+    : >"$WORK/profile.tsv"
+    MIRROR_CHECK_FAILED=0
     setup_databases
 
     local target
@@ -684,6 +966,12 @@ main() {
         declare -F "start_$target" >/dev/null || die "unknown target $target (no start_$target)"
         "start_$target"
     done
+    # Only the mirrored databases some target writes to are checked after the runs.
+    local used=" " db
+    for target in "${TARGET_LIST[@]}"; do used+="$(target_db "$target") "; done
+    local mirror_dbs=""
+    for db in $MIRROR_DBS; do [[ $used == *" $db "* ]] && mirror_dbs+="${mirror_dbs:+ }$db"; done
+    MIRROR_DBS=$mirror_dbs
 
     # Warm-up: one short run per target, not recorded, so every target's first measured run
     # sees the same cache state and an already-started proxy.
@@ -695,6 +983,7 @@ main() {
             -c "$CLIENTS" -j "$THREADS" "$(target_db "$target")" >"$WORK/raw/warmup-$target.txt" 2>&1 ||
             { cat "$WORK/raw/warmup-$target.txt" >&2; die "warm-up failed via $target"; }
     done
+    if [[ $MODE == guard ]]; then check_guards; fi
 
     local started=$SECONDS
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -703,7 +992,8 @@ main() {
         done
     done
     log "measured runs took $((SECONDS - started)) s"
-    if [[ $MODE == dual-write ]]; then verify_mirrors; fi
+    if [[ -n $MIRROR_DBS ]]; then verify_mirrors; fi
+    if [[ $MODE == guard ]] && ((GUARD_PROFILE_DURATION > 0)); then profile_guard; fi
 
     if ((PROFILE_DURATION > 0)) && command -v strace >/dev/null; then
         for target in "${TARGET_LIST[@]}"; do
@@ -716,11 +1006,11 @@ main() {
         done
     fi
 
-    local proxies="" dbs=""
+    local proxies="" target_dbs=""
     for target in "${TARGET_LIST[@]}"; do
         local pid_var=PID_$target
         [[ -n ${!pid_var:-} ]] && proxies+="${proxies:+ }$target"
-        dbs+="${dbs:+, }$target: $(target_db "$target")"
+        target_dbs+="${target_dbs:+, }$target: $(target_db "$target")"
     done
     cat >"$WORK/meta.tsv" <<EOF
 mode	$MODE
@@ -741,11 +1031,12 @@ clients	$CLIENTS
 threads	$THREADS
 duration	$DURATION
 rounds	$ROUNDS
+guard_profile_duration	$([[ $MODE == guard ]] && echo "$GUARD_PROFILE_DURATION")
 profile_duration	$PROFILE_DURATION
 targets	$TARGETS
 baseline	direct
 proxies	$proxies
-databases	$dbs
+databases	$target_dbs
 ratios	$RATIOS
 accounts_v2_partitions	$ACCOUNTS_V2_PARTITIONS
 postgres_settings	$PG_SETTINGS
@@ -758,7 +1049,7 @@ EOF
     local res=$BENCH_DIR/results f
     python3 "$BENCH_DIR/report.py" "$WORK" >"$res/$OUT.md"
     cp "$WORK/results.tsv" "$res/$OUT-runs.tsv"
-    for f in strace rejected $([[ $MODE == dual-write ]] && echo verify); do
+    for f in strace rejected $([[ -n $MIRROR_DBS ]] && echo verify) $([[ $MODE == guard ]] && echo runcheck profile); do
         cp "$WORK/$f.tsv" "$res/$OUT-$f.tsv"
     done
     cp "$WORK/meta.tsv" "$res/$OUT-meta.tsv"
@@ -767,6 +1058,7 @@ EOF
     fi
     cat "$res/$OUT.md"
     log "written to bench/results/$OUT.md"
+    ((MIRROR_CHECK_FAILED == 0)) || die "a legacy table differs from its _v2 after the runs (see the mirror check above)"
 }
 
 main "$@"
