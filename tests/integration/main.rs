@@ -2,6 +2,7 @@
 //!
 //! One binary, one shared server (see `tandem_tests`); every test makes its own tables.
 
+mod access;
 mod admin;
 mod admin_wire;
 mod auth;

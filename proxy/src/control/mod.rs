@@ -1,5 +1,7 @@
 //! The control plane: what decides how sessions treat ruled tables, and what operators see.
 //!
+//! [`access`] compares the access rules (RLS, policies, privileges) of a rule's two tables.
+//!
 //! Rules live in the upstream database ([`store`], with validated transitions in
 //! [`store::change`]), are resolved against the catalog ([`catalog`]) and watched for
 //! changes by every instance ([`watch`], which publishes [`active_rules`], with its
@@ -9,6 +11,7 @@
 //! [`drift`] and [`shadow`] are the side jobs that record refusals and re-run sampled reads
 //! off the hot path.
 
+pub mod access;
 pub mod active_rules;
 pub mod admin;
 pub mod catalog;

@@ -219,6 +219,9 @@ pub struct TableReport {
     pub guard: Guard,
     /// Column differences between legacy and target.
     pub columns: ColumnDifferences,
+    /// Access rules (row level security, policies, privileges, owner) the two tables do not
+    /// share: the `access` check fails while there is any.
+    pub access: Vec<String>,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -497,6 +500,8 @@ async fn table_report(
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
     let columns = column_differences(rule);
+    let access =
+        crate::control::access::differences(tx, &rule.rule.table, &rule.rule.target).await?;
 
     let mode = rule.rule.mode;
     let mut checks = vec![
@@ -506,6 +511,20 @@ async fn table_report(
             detail: format!("mode is {mode}"),
         },
         guard_check(rule, &guard),
+        Check {
+            name: "access",
+            ok: access.is_empty(),
+            detail: if access.is_empty() {
+                "row level security, policies, privileges and owner are the same on both tables"
+                    .into()
+            } else {
+                format!(
+                    "{} access rules differ (reads or writes moved to the target would see or change other rows): {}",
+                    access.len(),
+                    access.join("; ")
+                )
+            },
+        },
         Check {
             name: "backfill",
             ok: backfill.status == "finished",
@@ -576,6 +595,7 @@ async fn table_report(
         guard_drift,
         guard,
         columns,
+        access,
         backfill,
         shadow,
         checks,

@@ -224,6 +224,9 @@ pub async fn apply(
             let mut rule = old.rule.clone();
             rule.mode = *mode;
             let resolved = resolve(client, &rule).await?;
+            if from != *mode && matches!(mode, Mode::UnionRead | Mode::Cutover | Mode::TargetOnly) {
+                same_access(client, &rule, *mode).await?;
+            }
             if *mode == Mode::Cutover && from != Mode::Cutover {
                 backfilled(client, &resolved).await?;
                 notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
@@ -492,6 +495,32 @@ async fn resolve(client: &Client, rule: &Rule) -> Result<ResolvedRule, ChangeErr
             None,
         )
     })
+}
+
+/// Refuses moving reads or writes to the target while its access rules (RLS, policies,
+/// privileges, owner) differ from the legacy table's: the applications' roles would see or
+/// change rows they cannot today (see [`crate::control::access`]).
+async fn same_access(client: &Client, rule: &Rule, mode: Mode) -> Result<(), ChangeError> {
+    let differences =
+        crate::control::access::differences(client, &rule.table, &rule.target).await?;
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = differences.iter().take(12).map(String::as_str).collect();
+    let more = match differences.len() {
+        n if n > 12 => format!(" (and {} more)", n - 12),
+        _ => String::new(),
+    };
+    Err(ChangeError::state(
+        format!(
+            "tandem: {} cannot go to {mode}: {} serves the rows then, and its access rules differ from {}'s: {}{more}",
+            rule.table,
+            rule.target,
+            rule.table,
+            shown.join("; ")
+        ),
+        "give the target the same row level security, policies, privileges and owner as the legacy table (tandem parity lists every difference), then retry",
+    ))
 }
 
 /// Refuses cutover while any legacy key is missing from the target.

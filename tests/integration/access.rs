@@ -1,0 +1,141 @@
+//! Access rules and the move to the target: with row level security on the legacy table
+//! and not on the target, `union_read` (which reads the target) would show an application
+//! role every tenant's rows. The switch is refused, naming each difference; once the target
+//! has the same policy and privileges, the role sees through Tandem exactly what it sees
+//! directly.
+
+use tandem::control::store::change::{self, RuleChange};
+use tandem::control::store::Store;
+use tandem_rules::{Mode, TableName};
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, Kind, Pair};
+use tandem_tests::{connect_url, pg, proxy_url, through, unique};
+use tokio_postgres::Client;
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", db_text(&e)))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::List);
+    pair.create(Kind::List, &check).await;
+    let role = unique("app");
+    check
+        .batch_execute(&pair.sql(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {{legacy}} TO {role};
+             GRANT USAGE ON SEQUENCE {{legacy}}_id_seq TO {role};
+             ALTER TABLE {{legacy}} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_only ON {{legacy}} TO {role}
+                 USING (tenant = current_setting('app.tenant', true));"
+        )))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::List)]);
+    let store = Store::new(&config.store.schema);
+    let access_check = |config: tandem::Config| {
+        let legacy = pair.legacy.clone();
+        async move {
+            let options = tandem::ops::parity::Options {
+                tables: vec![TableName::new(Some("public"), &legacy)],
+                min_overlap: 0.95,
+                min_samples: 0,
+                sample_limit: 20,
+            };
+            let report = tandem::ops::parity::run(&config, &options)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let table = report.tables[0].clone();
+            let check = table
+                .checks
+                .iter()
+                .find(|c| c.name == "access")
+                .expect("an access check")
+                .clone();
+            (check.ok, check.detail, table.access.len())
+        }
+    };
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql(
+        "INSERT INTO {legacy} (tenant, note) SELECT t, 'row ' || g \
+         FROM unnest(ARRAY['acme', 'globex', 'umbrella']) t, generate_series(1, 10) g",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(pair.counts(&check).await, (30, 30));
+
+    let as_app = |url: String| async move {
+        let client = connect_url(&url).await;
+        client
+            .batch_execute("SET app.tenant = 'acme'")
+            .await
+            .unwrap();
+        client
+    };
+    let direct = as_app(pg().direct_url(&role)).await;
+    let legacy_count = format!("SELECT count(*) FROM {}", pair.legacy);
+    assert_eq!(count(&direct, &legacy_count).await, 10, "one tenant's rows");
+
+    let mut admin = pg().direct().await;
+    let table = TableName::parse(&format!("public.{}", pair.legacy)).unwrap();
+    let switch = |mode: Mode| RuleChange::SetMode {
+        table: table.clone(),
+        mode,
+        force: false,
+    };
+    let e = change::apply(&mut admin, &store, switch(Mode::UnionRead), "test")
+        .await
+        .expect_err("union_read with a target that lacks the policy is refused");
+    assert_eq!(e.sqlstate, "55000", "{e:?}");
+    let (ok, detail, n) = access_check(config.clone()).await;
+    assert!(
+        !ok && n == 7 && detail.contains("policy tenant_only"),
+        "{detail}"
+    );
+    assert!(
+        e.message.contains("policy tenant_only")
+            && e.message.contains("row level security enabled")
+            && e.message.contains(&format!("privilege SELECT to {role}")),
+        "{}",
+        e.message
+    );
+    // The same policy, flags and privileges on the target: the switch goes through.
+    check
+        .batch_execute(&pair.sql(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {{target}} TO {role};
+             ALTER TABLE {{target}} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_only ON {{target}} TO {role}
+                 USING (tenant = current_setting('app.tenant', true));"
+        )))
+        .await
+        .unwrap();
+    let (ok, detail, _) = access_check(config.clone()).await;
+    assert!(ok, "{detail}");
+    change::apply(&mut admin, &store, switch(Mode::UnionRead), "test")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // Reads through Tandem now come from the target: the role sees exactly its rows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while proxy.watch.as_ref().unwrap().current().set.rules[0]
+        .rule
+        .mode
+        != Mode::UnionRead
+    {
+        assert!(std::time::Instant::now() < deadline, "never applied");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let through_tandem = as_app(proxy_url(&proxy, &role)).await;
+    assert_eq!(count(&through_tandem, &legacy_count).await, 10);
+    let notes = format!(
+        "SELECT count(*) FROM {} WHERE tenant <> 'acme'",
+        pair.legacy
+    );
+    assert_eq!(count(&through_tandem, &notes).await, 0);
+    assert_eq!(count(&direct, &notes).await, 0);
+}
