@@ -12,6 +12,7 @@ mod bad_input;
 mod clients;
 mod dual_write;
 mod fleet;
+mod foreign_keys;
 mod fuzz;
 mod guard;
 mod init;

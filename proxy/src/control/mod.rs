@@ -1,6 +1,7 @@
 //! The control plane: what decides how sessions treat ruled tables, and what operators see.
 //!
-//! [`access`] compares the access rules (RLS, policies, privileges) of a rule's two tables.
+//! [`access`] compares the access rules (RLS, policies, privileges) of a rule's two tables;
+//! [`foreign_keys`] finds the foreign keys the move to the target would break.
 //!
 //! Rules live in the upstream database ([`store`], with validated transitions in
 //! [`store::change`]), are resolved against the catalog ([`catalog`]) and watched for
@@ -16,6 +17,7 @@ pub mod active_rules;
 pub mod admin;
 pub mod catalog;
 pub mod drift;
+pub mod foreign_keys;
 pub mod guard;
 pub mod plan_cache;
 pub mod sessions;

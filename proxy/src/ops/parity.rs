@@ -222,6 +222,9 @@ pub struct TableReport {
     /// Access rules (row level security, policies, privileges, owner) the two tables do not
     /// share: the `access` check fails while there is any.
     pub access: Vec<String>,
+    /// Foreign keys the move to the target would break (referencing the legacy table) or
+    /// lose (the legacy table's own, missing on the target).
+    pub foreign_keys: Vec<crate::control::foreign_keys::ForeignKeyProblem>,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -502,6 +505,8 @@ async fn table_report(
     let columns = column_differences(rule);
     let access =
         crate::control::access::differences(tx, &rule.rule.table, &rule.rule.target).await?;
+    let foreign_keys =
+        crate::control::foreign_keys::problems(tx, &rule.rule.table, &rule.rule.target).await?;
 
     let mode = rule.rule.mode;
     let mut checks = vec![
@@ -523,6 +528,20 @@ async fn table_report(
                     access.len(),
                     access.join("; ")
                 )
+            },
+        },
+        Check {
+            name: "foreign_keys",
+            ok: foreign_keys.is_empty(),
+            detail: if foreign_keys.is_empty() {
+                "no foreign key references the legacy table; the target has the legacy table's own"
+                    .into()
+            } else {
+                foreign_keys
+                    .iter()
+                    .map(|p| p.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             },
         },
         Check {
@@ -596,6 +615,7 @@ async fn table_report(
         guard,
         columns,
         access,
+        foreign_keys,
         backfill,
         shadow,
         checks,

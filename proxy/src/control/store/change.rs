@@ -227,6 +227,9 @@ pub async fn apply(
             if from != *mode && matches!(mode, Mode::UnionRead | Mode::Cutover | Mode::TargetOnly) {
                 same_access(client, &rule, *mode).await?;
             }
+            if *mode == Mode::TargetOnly && from != Mode::TargetOnly {
+                no_keys_to_legacy(client, &rule).await?;
+            }
             if *mode == Mode::Cutover && from != Mode::Cutover {
                 backfilled(client, &resolved).await?;
                 notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
@@ -520,6 +523,30 @@ async fn same_access(client: &Client, rule: &Rule, mode: Mode) -> Result<(), Cha
             shown.join("; ")
         ),
         "give the target the same row level security, policies, privileges and owner as the legacy table (tandem parity lists every difference), then retry",
+    ))
+}
+
+/// Refuses `target_only` while a foreign key references the legacy table: new child rows
+/// would be checked against a table that no longer receives writes (see
+/// [`crate::control::foreign_keys`]).
+async fn no_keys_to_legacy(client: &Client, rule: &Rule) -> Result<(), ChangeError> {
+    let problems =
+        crate::control::foreign_keys::problems(client, &rule.table, &rule.target).await?;
+    let referencing: Vec<String> = problems
+        .iter()
+        .filter(|p| p.kind == "references_legacy")
+        .map(|p| p.describe())
+        .collect();
+    if referencing.is_empty() {
+        return Ok(());
+    }
+    Err(ChangeError::state(
+        format!(
+            "tandem: {} cannot go to target_only while foreign keys reference it (the legacy table stops receiving writes, so new child rows would be refused): {}",
+            rule.table,
+            referencing.join("; ")
+        ),
+        "re-point each foreign key to the target as shown, then retry",
     ))
 }
 
