@@ -486,6 +486,7 @@ async fn column_differences_between_legacy_and_target_are_listed() {
     check
         .batch_execute(&pair.sql(
             "ALTER TABLE {legacy} ADD COLUMN legacy_only text; \
+             UPDATE {legacy} SET legacy_only = 'only here' WHERE id <= 7; \
              ALTER TABLE {target} ALTER COLUMN note TYPE varchar(50)",
         ))
         .await
@@ -503,9 +504,22 @@ async fn column_differences_between_legacy_and_target_are_listed() {
         ),
         ("note", "text", "character varying(50)")
     );
-    // Reported, not gated: only the backfill (never ran) fails.
+    // Gated: a legacy column missing from the target, and text narrowed to varchar(50),
+    // fail the columns check, named, with the values the missing one would lose (and the
+    // backfill never ran).
     let failed: Vec<_> = t.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
-    assert_eq!(failed, vec!["backfill"]);
+    assert_eq!(failed, vec!["columns", "backfill"]);
+    let columns = find_check(&t, "columns");
+    assert!(
+        columns
+            .detail
+            .contains("legacy column legacy_only is not on the target (7 non-null values")
+            && columns.detail.contains(
+                "column note is character varying(50) on the target, which does not hold every text value"
+            ),
+        "{columns:?}"
+    );
+    assert_eq!(t.columns.narrowed, vec!["note".to_string()]);
     let text = parity::text(&r);
     assert!(
         text.contains("columns missing from the target (not mirrored): legacy_only")

@@ -12,3 +12,4 @@ pub mod parity;
 pub mod partitions;
 pub mod purge;
 pub mod rules;
+pub mod widening;

@@ -170,13 +170,27 @@ pub struct TypeDifference {
     pub target_type: String,
 }
 
-/// How the two tables' columns differ (reported, not gated).
+/// How the two tables' columns differ (the `columns` check gates on missing and narrowed ones).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ColumnDifferences {
     /// Legacy columns the target does not have (not mirrored), in legacy order.
     pub missing_in_target: Vec<String>,
     /// Columns in both whose types differ, in legacy order.
     pub type_differs: Vec<TypeDifference>,
+    /// Of those, the ones whose target type does not hold every value of the legacy type
+    /// (see [`crate::ops::widening`]).
+    pub narrowed: Vec<String>,
+    /// Non-null legacy values of each missing column: what cutting over would lose.
+    pub missing_values: Vec<MissingValues>,
+}
+
+/// A legacy column the target lacks, and how many non-null values it holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MissingValues {
+    /// Column name.
+    pub column: String,
+    /// `count(column)` in the legacy table, in the report's snapshot.
+    pub non_null: i64,
 }
 
 impl ColumnDifferences {
@@ -502,7 +516,24 @@ async fn table_report(
             .unwrap_or_else(|| "missing".into()),
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
-    let columns = column_differences(rule);
+    let mut columns = column_differences(rule);
+    for column in &columns.missing_in_target {
+        let non_null: i64 = tx
+            .query_one(
+                &format!(
+                    "SELECT count({})::int8 FROM {}",
+                    tandem_rules::quote_ident(column),
+                    rule.rule.table
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        columns.missing_values.push(MissingValues {
+            column: column.clone(),
+            non_null,
+        });
+    }
     let access =
         crate::control::access::differences(tx, &rule.rule.table, &rule.rule.target).await?;
     let foreign_keys =
@@ -530,6 +561,7 @@ async fn table_report(
                 )
             },
         },
+        columns_check(&columns),
         Check {
             name: "foreign_keys",
             ok: foreign_keys.is_empty(),
@@ -676,6 +708,43 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
     }
 }
 
+/// The `columns` check: every legacy column is on the target with a type that holds all
+/// its values; a missing or narrowed column fails, named, with what it would lose.
+fn columns_check(columns: &ColumnDifferences) -> Check {
+    let mut problems: Vec<String> = columns
+        .missing_values
+        .iter()
+        .map(|m| {
+            format!(
+                "legacy column {} is not on the target ({} non-null values would be lost)",
+                m.column, m.non_null
+            )
+        })
+        .collect();
+    for t in columns
+        .type_differs
+        .iter()
+        .filter(|t| columns.narrowed.contains(&t.column))
+    {
+        problems.push(format!(
+            "column {} is {} on the target, which does not hold every {} value",
+            t.column, t.target_type, t.legacy_type
+        ));
+    }
+    Check {
+        name: "columns",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            "every legacy column is on the target with a type that holds its values".into()
+        } else {
+            format!(
+                "{}; add or widen them on the target and backfill again",
+                problems.join("; ")
+            )
+        },
+    }
+}
+
 /// Legacy columns the target lacks, and columns whose types differ, from the resolved
 /// shape (`format_type` of both tables).
 fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
@@ -683,11 +752,16 @@ fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
     for column in &rule.shape.legacy_table {
         match rule.shape.target_column(&column.name) {
             None => out.missing_in_target.push(column.name.clone()),
-            Some(t) if t.sql_type != column.sql_type => out.type_differs.push(TypeDifference {
-                column: column.name.clone(),
-                legacy_type: column.sql_type.clone(),
-                target_type: t.sql_type.clone(),
-            }),
+            Some(t) if t.sql_type != column.sql_type => {
+                if !crate::ops::widening::holds(&column.sql_type, &t.sql_type) {
+                    out.narrowed.push(column.name.clone());
+                }
+                out.type_differs.push(TypeDifference {
+                    column: column.name.clone(),
+                    legacy_type: column.sql_type.clone(),
+                    target_type: t.sql_type.clone(),
+                })
+            }
             Some(_) => {}
         }
     }
