@@ -546,3 +546,71 @@ async fn column_differences_between_legacy_and_target_are_listed() {
     assert!(t.columns.is_empty(), "{:?}", t.columns);
     assert!(!parity::text(&r).contains("columns missing"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_rules_the_target_lacks_fail_the_gate_and_a_missing_index_warns() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 5).await;
+    // Rules on legacy only (before the rule exists: the guard does not follow constraints).
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {legacy} ADD CONSTRAINT {legacy}_token_key UNIQUE (token); \
+             ALTER TABLE {legacy} ADD CONSTRAINT amount_not_negative CHECK (amount >= 0); \
+             UPDATE {legacy} SET note = coalesce(note, '-'); \
+             ALTER TABLE {legacy} ALTER COLUMN note SET NOT NULL; \
+             CREATE INDEX ON {legacy} (tenant, created_at)",
+        ))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::Hash).guard("off")]);
+    let (_, t) = report(&config, &pair).await;
+    let c = find_check(&t, "constraints");
+    assert!(!c.ok, "{c:?}");
+    assert!(
+        c.detail.contains("NOT NULL missing on the target for note")
+            && c.detail
+                .contains("CHECK amount_not_negative CHECK ((amount >= (0)::numeric))")
+            && c.detail.contains("(token)")
+            && c.detail
+                .contains("warning: no counterpart on the target for index"),
+        "{c:?}"
+    );
+    assert_eq!(
+        (
+            t.constraints.not_null.len(),
+            t.constraints.checks.len(),
+            t.constraints.unique.len(),
+            t.constraints.indexes.len()
+        ),
+        (1, 1, 1, 1),
+        "{:?}",
+        t.constraints
+    );
+    // The data rules on the target (the unique one with the target's partition key, id):
+    // only the warning about the index is left, and the check passes.
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {target} ADD CONSTRAINT {target}_token_key UNIQUE (token, id); \
+             ALTER TABLE {target} ADD CONSTRAINT amount_not_negative CHECK (amount >= 0); \
+             UPDATE {target} SET note = coalesce(note, '-'); \
+             ALTER TABLE {target} ALTER COLUMN note SET NOT NULL",
+        ))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    let c = find_check(&t, "constraints");
+    assert!(
+        c.ok && c.detail.starts_with("warning: no counterpart"),
+        "{c:?}"
+    );
+    check
+        .batch_execute(&pair.sql("CREATE INDEX ON {target} (tenant, created_at)"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    let c = find_check(&t, "constraints");
+    assert!(
+        c.ok && c.detail.starts_with("the target keeps every"),
+        "{c:?}"
+    );
+}

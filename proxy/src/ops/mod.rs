@@ -7,6 +7,7 @@
 //! running proxy's admin console.
 
 pub mod backfill;
+pub mod constraints;
 pub mod init;
 pub mod parity;
 pub mod partitions;

@@ -239,6 +239,8 @@ pub struct TableReport {
     /// Foreign keys the move to the target would break (referencing the legacy table) or
     /// lose (the legacy table's own, missing on the target).
     pub foreign_keys: Vec<crate::control::foreign_keys::ForeignKeyProblem>,
+    /// NOT NULL, CHECK, unique rules and indexes of the legacy table the target lacks.
+    pub constraints: crate::ops::constraints::MissingRules,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -538,6 +540,8 @@ async fn table_report(
         crate::control::access::differences(tx, &rule.rule.table, &rule.rule.target).await?;
     let foreign_keys =
         crate::control::foreign_keys::problems(tx, &rule.rule.table, &rule.rule.target).await?;
+    let constraints =
+        crate::ops::constraints::missing(tx, &rule.rule.table, &rule.rule.target).await?;
 
     let mode = rule.rule.mode;
     let mut checks = vec![
@@ -562,6 +566,7 @@ async fn table_report(
             },
         },
         columns_check(&columns),
+        constraints_check(&constraints),
         Check {
             name: "foreign_keys",
             ok: foreign_keys.is_empty(),
@@ -648,6 +653,7 @@ async fn table_report(
         columns,
         access,
         foreign_keys,
+        constraints,
         backfill,
         shadow,
         checks,
@@ -705,6 +711,42 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
         name: "guard",
         ok,
         detail,
+    }
+}
+
+/// The `constraints` check: fails while the target lacks a NOT NULL, CHECK or unique rule
+/// of the legacy table (it would stop enforcing it); a missing plain index is only a warning.
+fn constraints_check(missing: &crate::ops::constraints::MissingRules) -> Check {
+    let mut parts = Vec::new();
+    if !missing.not_null.is_empty() {
+        parts.push(format!(
+            "NOT NULL missing on the target for {}",
+            missing.not_null.join(", ")
+        ));
+    }
+    for check in &missing.checks {
+        parts.push(format!("CHECK {check} missing on the target"));
+    }
+    for unique in &missing.unique {
+        parts.push(format!(
+            "no unique rule on the target for: {unique} (the same columns, plus the partition key on a partitioned target)"
+        ));
+    }
+    let ok = parts.is_empty();
+    for index in &missing.indexes {
+        parts.push(format!(
+            "warning: no counterpart on the target for index {index} (reads get slower, nothing is lost)"
+        ));
+    }
+    Check {
+        name: "constraints",
+        ok,
+        detail: if parts.is_empty() {
+            "the target keeps every NOT NULL, CHECK, unique rule and index of the legacy table"
+                .into()
+        } else {
+            parts.join("; ")
+        },
     }
 }
 
