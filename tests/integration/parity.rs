@@ -586,6 +586,28 @@ async fn data_rules_the_target_lacks_fail_the_gate_and_a_missing_index_warns() {
         "{:?}",
         t.constraints
     );
+    // Making the target the table of record is refused for the same reasons.
+    let mut admin = pg().direct().await;
+    let e = tandem::control::store::change::apply(
+        &mut admin,
+        &tandem::control::store::Store::new(&config.store.schema),
+        tandem::control::store::change::RuleChange::SetMode {
+            table: TableName::new(Some("public"), &pair.legacy),
+            mode: tandem_rules::Mode::Cutover,
+            force: false,
+        },
+        "test",
+    )
+    .await
+    .expect_err("cutover without the legacy table's data rules is refused");
+    assert_eq!(e.sqlstate, "55000");
+    assert!(
+        e.message
+            .contains("NOT NULL missing on the target for note")
+            && e.message.contains("amount_not_negative"),
+        "{}",
+        e.message
+    );
     // The data rules on the target (the unique one with the target's partition key, id):
     // only the warning about the index is left, and the check passes.
     check

@@ -230,6 +230,9 @@ pub async fn apply(
             if *mode == Mode::TargetOnly && from != Mode::TargetOnly {
                 no_keys_to_legacy(client, &rule).await?;
             }
+            if from != *mode && matches!(mode, Mode::Cutover | Mode::TargetOnly) {
+                keeps_schema(client, &resolved, *mode).await?;
+            }
             if *mode == Mode::Cutover && from != Mode::Cutover {
                 backfilled(client, &resolved).await?;
                 notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
@@ -547,6 +550,59 @@ async fn no_keys_to_legacy(client: &Client, rule: &Rule) -> Result<(), ChangeErr
             referencing.join("; ")
         ),
         "re-point each foreign key to the target as shown, then retry",
+    ))
+}
+
+/// Refuses making the target the table of record (`cutover`, `target_only`) while it lacks
+/// a legacy column, narrows one, or lacks a NOT NULL, CHECK or unique rule of the legacy
+/// table: values or data rules would be lost (the parity report's `columns` and
+/// `constraints` checks say the same).
+async fn keeps_schema(client: &Client, rule: &ResolvedRule, mode: Mode) -> Result<(), ChangeError> {
+    let mut problems = Vec::new();
+    for column in &rule.shape.legacy_table {
+        match rule.shape.target_column(&column.name) {
+            None => problems.push(format!(
+                "legacy column {} is not on the target",
+                column.name
+            )),
+            Some(t) if !crate::ops::widening::holds(&column.sql_type, &t.sql_type) => problems
+                .push(format!(
+                    "column {} is {} on the target, which does not hold every {} value",
+                    column.name, t.sql_type, column.sql_type
+                )),
+            Some(_) => {}
+        }
+    }
+    let missing =
+        crate::ops::constraints::missing(client, &rule.rule.table, &rule.rule.target).await?;
+    problems.extend(
+        missing
+            .not_null
+            .iter()
+            .map(|c| format!("NOT NULL missing on the target for {c}")),
+    );
+    problems.extend(
+        missing
+            .checks
+            .iter()
+            .map(|c| format!("CHECK {c} missing on the target")),
+    );
+    problems.extend(
+        missing
+            .unique
+            .iter()
+            .map(|u| format!("no unique rule on the target for: {u}")),
+    );
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ChangeError::state(
+        format!(
+            "tandem: {} cannot go to {mode}: the target would become the table of record without: {}",
+            rule.rule.table,
+            problems.join("; ")
+        ),
+        "add the columns and rules to the target (widen the narrowed columns), backfill again, and check with tandem parity",
     ))
 }
 
