@@ -159,3 +159,42 @@ async fn impossible_layouts_are_refused() {
         .to_string();
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_gets_the_legacy_tables_access_rules() {
+    let (check, t) = legacy().await;
+    let role = unique("reader");
+    check
+        .batch_execute(&format!(
+            "CREATE ROLE {role};
+             GRANT SELECT, UPDATE ON {t} TO {role};
+             GRANT INSERT (tenant, email) ON {t} TO {role};
+             ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE {t} FORCE ROW LEVEL SECURITY;
+             CREATE POLICY own_tenant ON {t} FOR SELECT TO {role}
+                 USING (tenant = current_setting('app.tenant', true));
+             CREATE POLICY no_big ON {t} AS RESTRICTIVE FOR UPDATE TO PUBLIC
+                 USING (true) WITH CHECK (amount < 1000);"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    let mut config = config_with(&[]);
+    config.store.enabled = Some(true);
+    let report = init::run(&config, &options(&t, "list(tenant)", false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report
+            .ddl
+            .iter()
+            .any(|s| s.starts_with("CREATE POLICY own_tenant")),
+        "{:?}",
+        report.ddl
+    );
+    let legacy = TableName::new(Some("public"), &t);
+    let target = TableName::new(Some("public"), &format!("{t}_v2"));
+    let differences = tandem::control::access::differences(&check, &legacy, &target)
+        .await
+        .unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+}

@@ -265,6 +265,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
     let (indexes, parity) = indexes(&client, oid, &target, &key, &options.layout).await?;
     ddl.extend(indexes);
     ddl.extend(partitions(&client, legacy, &target, options).await?);
+    ddl.extend(access_rules(&client, oid, &target).await?);
     let applied = !options.dry_run;
     let mut guard = None;
     if applied {
@@ -328,6 +329,56 @@ async fn legacy_columns(
             identity_sequence: r.get(5),
         })
         .collect())
+}
+
+/// The legacy table's access rules, as statements giving the target the same: owner, row
+/// level security (enabled, forced), each policy, table and column privileges. Without them
+/// `union_read` and later modes are refused (see `control::access`): the target would show
+/// every tenant's rows to a role that sees one tenant's.
+async fn access_rules(
+    client: &Client,
+    oid: u32,
+    target: &TableName,
+) -> Result<Vec<String>, InitError> {
+    let rows = client
+        .query(
+            "SELECT s FROM (
+               SELECT 1 AS o, format('ALTER TABLE %s OWNER TO %I;', $2::text, pg_get_userbyid(c.relowner)) AS s
+                 FROM pg_class c WHERE c.oid = $1
+               UNION ALL
+               SELECT 2, format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY;', $2::text)
+                 FROM pg_class c WHERE c.oid = $1 AND c.relrowsecurity
+               UNION ALL
+               SELECT 3, format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', $2::text)
+                 FROM pg_class c WHERE c.oid = $1 AND c.relforcerowsecurity
+               UNION ALL
+               SELECT 4, format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s;', p.polname, $2::text,
+                        CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                        CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                        (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ', ')
+                           FROM unnest(p.polroles) AS r),
+                        ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                        ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+                 FROM pg_policy p WHERE p.polrelid = $1
+               UNION ALL
+               SELECT 5, format('GRANT %s ON %s TO %s%s;', a.privilege_type, $2::text,
+                        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+                 FROM pg_class c, aclexplode(c.relacl) AS a
+                WHERE c.oid = $1 AND c.relacl IS NOT NULL AND a.grantee <> c.relowner
+               UNION ALL
+               SELECT 6, format('GRANT %s (%I) ON %s TO %s%s;', a.privilege_type, att.attname, $2::text,
+                        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+                 FROM pg_attribute att, aclexplode(att.attacl) AS a
+                WHERE att.attrelid = $1 AND att.attnum > 0 AND NOT att.attisdropped
+                  AND att.attacl IS NOT NULL
+             ) AS x ORDER BY o, s",
+            &[&oid, &target.to_string()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, InitError> {
