@@ -37,6 +37,16 @@ CREATE TABLE IF NOT EXISTS tandem.guards (
     columns      jsonb NOT NULL,
     installed_at timestamptz NOT NULL DEFAULT now()
 );
+-- The other table's columns at install: a column change of it is judged against them.
+DO $tandem_guards$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                    WHERE attrelid = 'tandem.guards'::pg_catalog.regclass
+                      AND attname = 'other_columns') THEN
+        ALTER TABLE tandem.guards ADD COLUMN other_columns jsonb NOT NULL DEFAULT '[]';
+    END IF;
+END
+$tandem_guards$;
 
 -- Appends one guard drift row: a change the guard found unmirrored under `record`, or a
 -- failure of its mirror under on_mirror_error = record. SECURITY DEFINER like
@@ -422,23 +432,26 @@ BEGIN
         END LOOP;
     END LOOP;
     INSERT INTO tandem.guards AS g (rule_table, legacy, target, guarded, other, direction, key,
-                                    set_columns, set_exprs, policy, on_error, store, columns)
+                                    set_columns, set_exprs, policy, on_error, store, columns,
+                                    other_columns)
     VALUES (rule_table, legacy, target, guarded, other,
             CASE guarded WHEN legacy THEN 'forward' WHEN target THEN 'reverse' ELSE 'none' END,
             key, set_columns, set_exprs, policy, on_error, store,
-            CASE WHEN guarded IS NULL THEN '[]' ELSE tandem.guard_columns(guarded) END)
+            CASE WHEN guarded IS NULL THEN '[]' ELSE tandem.guard_columns(guarded) END,
+            CASE WHEN other IS NULL THEN '[]' ELSE tandem.guard_columns(other) END)
     ON CONFLICT ON CONSTRAINT guards_pkey DO UPDATE SET
         legacy = EXCLUDED.legacy, target = EXCLUDED.target, guarded = EXCLUDED.guarded,
         other = EXCLUDED.other, direction = EXCLUDED.direction, key = EXCLUDED.key,
         set_columns = EXCLUDED.set_columns, set_exprs = EXCLUDED.set_exprs,
         policy = EXCLUDED.policy, on_error = EXCLUDED.on_error, store = EXCLUDED.store,
-        columns = EXCLUDED.columns, installed_at = now()
+        columns = EXCLUDED.columns, other_columns = EXCLUDED.other_columns,
+        installed_at = now()
     WHERE (g.legacy, g.target, g.guarded, g.other, g.key, g.set_columns, g.set_exprs, g.policy,
-           g.on_error, g.store, g.columns)
+           g.on_error, g.store, g.columns, g.other_columns)
           IS DISTINCT FROM
           (EXCLUDED.legacy, EXCLUDED.target, EXCLUDED.guarded, EXCLUDED.other, EXCLUDED.key,
            EXCLUDED.set_columns, EXCLUDED.set_exprs, EXCLUDED.policy, EXCLUDED.on_error,
-           EXCLUDED.store, EXCLUDED.columns);
+           EXCLUDED.store, EXCLUDED.columns, EXCLUDED.other_columns);
     PERFORM set_config('tandem.guard_installing', 'off', true);
     RETURN CASE WHEN created THEN 'installed' WHEN switched THEN 'switched' ELSE 'unchanged' END;
 END
@@ -712,8 +725,12 @@ BEGIN
         END IF;
         -- A change of the other table: refuse what breaks the mirror.
         FOR gd IN SELECT * FROM tandem.guards g WHERE g.other = cmd.objid AND g.guarded IS NOT NULL LOOP
+            -- A mirrored column (on both tables when the guard was installed) gone from
+            -- the other table by name: dropped or renamed there.
             IF EXISTS (SELECT 1 FROM jsonb_array_elements(gd.columns) c
-                        WHERE NOT EXISTS (SELECT 1 FROM pg_attribute b
+                        WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(gd.other_columns) oc
+                                       WHERE oc ->> 'name' = c ->> 'name')
+                          AND NOT EXISTS (SELECT 1 FROM pg_attribute b
                                            WHERE b.attrelid = gd.other AND b.attnum > 0
                                              AND NOT b.attisdropped AND b.attname = c ->> 'name')
                           AND EXISTS (SELECT 1 FROM pg_attribute a

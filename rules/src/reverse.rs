@@ -133,6 +133,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             sample_rate: rule.rule.sample_rate,
             auto_partition: rule.rule.auto_partition,
             guard: rule.rule.guard,
+            drop_columns: rule.rule.drop_columns.clone(),
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

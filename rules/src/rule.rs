@@ -164,6 +164,9 @@ pub struct Rule {
     pub auto_partition: bool,
     /// What the guard in the database does with changes made around the proxy.
     pub guard: GuardPolicy,
+    /// Legacy columns deliberately left behind: the target need not have them, and the
+    /// parity report lists them as dropped instead of failing.
+    pub drop_columns: Vec<String>,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -187,6 +190,8 @@ struct RawRule {
     auto_partition: bool,
     #[serde(default)]
     guard: GuardPolicy,
+    #[serde(default)]
+    drop_columns: Vec<String>,
 }
 
 fn default_mode() -> Mode {
@@ -209,6 +214,7 @@ impl TryFrom<RawRule> for Rule {
         rule.sample_rate = raw.sample_rate;
         rule.auto_partition = raw.auto_partition;
         rule.guard = raw.guard;
+        rule.drop_columns = raw.drop_columns;
         rule.check()?;
         Ok(rule)
     }
@@ -238,6 +244,7 @@ impl Rule {
             sample_rate: 0.0,
             auto_partition: false,
             guard: GuardPolicy::Mirror,
+            drop_columns: Vec::new(),
         }
     }
 

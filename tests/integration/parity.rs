@@ -539,6 +539,32 @@ async fn column_differences_between_legacy_and_target_are_listed() {
     );
     assert!(parity::html(&r).contains("legacy_only"));
 
+    // The column left behind on purpose, and the narrowed one widened: the check passes and
+    // names the dropped column.
+    let mut admin = pg().direct().await;
+    tandem::control::store::change::apply(
+        &mut admin,
+        &tandem::control::store::Store::new(&config.store.schema),
+        tandem::control::store::change::RuleChange::SetDropColumns {
+            table: TableName::new(Some("public"), &pair.legacy),
+            columns: vec!["legacy_only".into()],
+        },
+        "test",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    check
+        .batch_execute(&pair.sql("ALTER TABLE {target} ALTER COLUMN note TYPE text"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    let columns = find_check(&t, "columns");
+    assert!(
+        columns.ok && columns.detail.contains("drop_columns: legacy_only"),
+        "{columns:?}"
+    );
+    assert_eq!(t.columns.dropped, vec!["legacy_only".to_string()]);
+
     // Tables that agree list nothing.
     let same = hash_pair(&check, 1).await;
     let config = config_with(&[same.rule(Kind::Hash)]);

@@ -182,6 +182,9 @@ pub struct ColumnDifferences {
     pub narrowed: Vec<String>,
     /// Non-null legacy values of each missing column: what cutting over would lose.
     pub missing_values: Vec<MissingValues>,
+    /// Missing columns the rule declares left behind on purpose (`drop_columns`): listed,
+    /// not failed.
+    pub dropped: Vec<String>,
 }
 
 /// A legacy column the target lacks, and how many non-null values it holds.
@@ -519,6 +522,12 @@ async fn table_report(
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
     let mut columns = column_differences(rule);
+    columns.dropped = columns
+        .missing_in_target
+        .iter()
+        .filter(|c| rule.rule.drop_columns.contains(c))
+        .cloned()
+        .collect();
     for column in &columns.missing_in_target {
         let non_null: i64 = tx
             .query_one(
@@ -756,6 +765,7 @@ fn columns_check(columns: &ColumnDifferences) -> Check {
     let mut problems: Vec<String> = columns
         .missing_values
         .iter()
+        .filter(|m| !columns.dropped.contains(&m.column))
         .map(|m| {
             format!(
                 "legacy column {} is not on the target ({} non-null values would be lost)",
@@ -773,11 +783,21 @@ fn columns_check(columns: &ColumnDifferences) -> Check {
             t.column, t.target_type, t.legacy_type
         ));
     }
+    let dropped = if columns.dropped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (left behind on purpose, drop_columns: {})",
+            columns.dropped.join(", ")
+        )
+    };
     Check {
         name: "columns",
         ok: problems.is_empty(),
         detail: if problems.is_empty() {
-            "every legacy column is on the target with a type that holds its values".into()
+            format!(
+                "every legacy column is on the target with a type that holds its values{dropped}"
+            )
         } else {
             format!(
                 "{}; add or widen them on the target and backfill again",

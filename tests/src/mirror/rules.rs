@@ -27,6 +27,8 @@ pub struct RuleToml {
     pub auto_partition: bool,
     /// The guard's policy, when not the default (`mirror`).
     pub guard: Option<String>,
+    /// Legacy columns left behind on purpose.
+    pub drop_columns: Vec<String>,
 }
 
 impl RuleToml {
@@ -42,7 +44,14 @@ impl RuleToml {
             sample_rate: 0.0,
             auto_partition: false,
             guard: None,
+            drop_columns: Vec::new(),
         }
+    }
+
+    /// Declares legacy columns left behind on purpose.
+    pub fn drop_columns(mut self, columns: &[&str]) -> Self {
+        self.drop_columns = columns.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     /// Sets the guard's policy (`mirror`, `fail`, `record`, `off`).
@@ -104,6 +113,12 @@ impl RuleToml {
         }
         if let Some(guard) = &self.guard {
             out.push_str(&format!("guard = {}\n", toml_str(guard)));
+        }
+        if !self.drop_columns.is_empty() {
+            out.push_str(&format!(
+                "drop_columns = {}\n",
+                list(self.drop_columns.iter().map(|c| toml_str(c)).collect())
+            ));
         }
         if !self.set.is_empty() {
             let pairs = self

@@ -49,6 +49,14 @@ pub enum Command {
         /// What the guard does with changes made around the proxy.
         guard: GuardPolicy,
     },
+    /// `SET RULE <table> DROP_COLUMNS (<col>, ...)`: legacy columns left behind on purpose
+    /// (`()` for none).
+    SetDropColumns {
+        /// Legacy table.
+        table: TableName,
+        /// Column names, catalog spelling.
+        columns: Vec<String>,
+    },
     /// `SET RULE <table> SAMPLE <0..1>`
     SetSample {
         /// Legacy table.
@@ -83,7 +91,7 @@ pub enum Command {
 /// The hint every parse error carries.
 pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
-SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
+SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | SET RULE <table> DROP_COLUMNS (<col>, ...) | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
 DROP RULE <table> [FORCE] | RELOAD";
 
 /// Splits a query string into statements at `;` outside double quotes and parses each.
@@ -215,6 +223,10 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     let guard = it.word("mirror, fail, record or off")?.parse()?;
                     Command::SetGuard { table, guard }
                 }
+                "DROP_COLUMNS" => Command::SetDropColumns {
+                    table,
+                    columns: it.columns()?,
+                },
                 other => {
                     return Err(format!(
                         "expected MODE, SAMPLE, AUTO_PARTITION or GUARD, found {other:?}"
@@ -405,6 +417,13 @@ mod tests {
             Command::SetGuard {
                 table: t("public.orders"),
                 guard: GuardPolicy::Record,
+            }
+        );
+        assert_eq!(
+            parse("SET RULE orders DROP_COLUMNS (legacy_flag, \"Old\")").unwrap(),
+            Command::SetDropColumns {
+                table: t("public.orders"),
+                columns: vec!["legacy_flag".into(), "Old".into()],
             }
         );
         assert!(parse("SET RULE orders GUARD maybe")

@@ -686,6 +686,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         Command::SetSample { table, rate } => RuleChange::SetSample { table, rate },
         Command::SetAutoPartition { table, on } => RuleChange::SetAutoPartition { table, on },
         Command::SetGuard { table, guard } => RuleChange::SetGuard { table, guard },
+        Command::SetDropColumns { table, columns } => RuleChange::SetDropColumns { table, columns },
         Command::Add {
             table,
             target,

@@ -60,6 +60,13 @@ pub enum RuleChange {
         /// What the guard does with changes made around the proxy.
         guard: GuardPolicy,
     },
+    /// `SET RULE t DROP_COLUMNS (a, b)`
+    SetDropColumns {
+        /// Legacy table.
+        table: TableName,
+        /// Legacy columns left behind on purpose.
+        columns: Vec<String>,
+    },
     /// `ADD RULE ...`
     Add(Rule),
     /// `DROP RULE t [FORCE]`
@@ -156,6 +163,7 @@ pub async fn apply(
         | RuleChange::SetSample { table, .. }
         | RuleChange::SetAutoPartition { table, .. }
         | RuleChange::SetGuard { table, .. }
+        | RuleChange::SetDropColumns { table, .. }
         | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
@@ -186,6 +194,11 @@ pub async fn apply(
         (RuleChange::SetSample { rate, .. }, Some(old)) => {
             let mut rule = old.rule.clone();
             rule.sample_rate = *rate;
+            Some(rule)
+        }
+        (RuleChange::SetDropColumns { columns, .. }, Some(old)) => {
+            let mut rule = old.rule.clone();
+            rule.drop_columns = columns.clone();
             Some(rule)
         }
         (RuleChange::SetGuard { guard, .. }, Some(old)) => {
@@ -364,13 +377,13 @@ async fn write(
             tx.execute(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
-                       set_columns, updated_by, auto_partition, guard) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10) \
+                       set_columns, updated_by, auto_partition, guard, drop_columns) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
                        updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition, \
-                       guard = EXCLUDED.guard",
+                       guard = EXCLUDED.guard, drop_columns = EXCLUDED.drop_columns",
                     store.rules()
                 ),
                 &[
@@ -384,6 +397,7 @@ async fn write(
                     &by,
                     &rule.auto_partition,
                     &rule.guard.as_str(),
+                    &rule.drop_columns,
                 ],
             )
             .await?;
@@ -561,8 +575,9 @@ async fn keeps_schema(client: &Client, rule: &ResolvedRule, mode: Mode) -> Resul
     let mut problems = Vec::new();
     for column in &rule.shape.legacy_table {
         match rule.shape.target_column(&column.name) {
+            None if rule.rule.drop_columns.contains(&column.name) => {}
             None => problems.push(format!(
-                "legacy column {} is not on the target",
+                "legacy column {} is not on the target (declare it with SET RULE ... DROP_COLUMNS if it is left behind on purpose)",
                 column.name
             )),
             Some(t) if !crate::ops::widening::holds(&column.sql_type, &t.sql_type) => problems
