@@ -121,15 +121,7 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     // Reads through Tandem now come from the target: the role sees exactly its rows.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while proxy.watch.as_ref().unwrap().current().set.rules[0]
-        .rule
-        .mode
-        != Mode::UnionRead
-    {
-        assert!(std::time::Instant::now() < deadline, "never applied");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    tandem_tests::mirror::wait_for_mode(&proxy, Mode::UnionRead).await;
     let through_tandem = as_app(proxy_url(&proxy, &role)).await;
     assert_eq!(count(&through_tandem, &legacy_count).await, 10);
     let notes = format!(

@@ -92,15 +92,7 @@ async fn target_only_is_refused_while_a_foreign_key_references_the_legacy_table(
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     // New parents and children through Tandem, which now writes the target.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while proxy.watch.as_ref().unwrap().current().set.rules[0]
-        .rule
-        .mode
-        != Mode::TargetOnly
-    {
-        assert!(std::time::Instant::now() < deadline, "never applied");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    tandem_tests::mirror::wait_for_mode(&proxy, Mode::TargetOnly).await;
     let via = through(&proxy).await;
     via.batch_execute(&pair.sql(
         "WITH o AS (INSERT INTO {legacy} (id, tenant, note, amount, score, token, created_at) \

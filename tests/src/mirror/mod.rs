@@ -23,7 +23,7 @@ pub use compare::{
 };
 pub use pair::{Kind, Pair};
 pub use raw_session::{direct_addr, RawSession};
-pub use rules::{config_with, start_ruled_proxy, RuleToml};
+pub use rules::{config_with, start_ruled_proxy, wait_for_mode, RuleToml};
 pub use transcript::{transcript, without_positions};
 pub use twins::Twins;
 

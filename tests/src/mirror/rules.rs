@@ -162,3 +162,19 @@ pub async fn start_ruled_proxy(config: Config) -> RunningProxy {
     let _one_at_a_time = STARTING.lock().await;
     start_proxy_with(config).await
 }
+
+/// Waits (at most 15 s) until `proxy` has applied `mode` for its first rule.
+pub async fn wait_for_mode(proxy: &RunningProxy, mode: tandem_rules::Mode) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let watch = proxy
+        .watch
+        .as_ref()
+        .expect("a ruled proxy watches its store");
+    while watch.current().set.rules.first().map(|r| r.rule.mode) != Some(mode) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never applied {mode}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
