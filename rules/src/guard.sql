@@ -336,6 +336,38 @@ AS $tandem$
         || E': not this table in the rule''s mode. Generated; do not edit.\n    RETURN NULL;\nEND\n'
 $tandem$;
 
+-- The body `side`'s trigger function should have: the check when it is the guarded table,
+-- the no-op otherwise. What guard_install writes and guard_report compares with.
+CREATE OR REPLACE FUNCTION tandem.guard_side_body(
+    side        oid,
+    guarded     oid,
+    other       oid,
+    key         text[],
+    set_columns text[],
+    set_exprs   text[],
+    policy      text,
+    on_error    text,
+    rule_table  text
+) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $tandem$
+    SELECT CASE WHEN side = guarded
+                THEN tandem.guard_body(guarded, other, key, set_columns, set_exprs, policy,
+                                       on_error, rule_table)
+                ELSE tandem.guard_idle_body(rule_table) END
+$tandem$;
+
+-- Part `part` (0: columns, 1: expressions) of a rule's `set` when the legacy table is the
+-- guarded one; the reverse mirror computes no set columns.
+CREATE OR REPLACE FUNCTION tandem.guard_set(set_columns jsonb, guarded oid, legacy oid, part int)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $tandem$
+    SELECT CASE WHEN guarded = legacy
+                THEN ARRAY(SELECT e ->> part FROM pg_catalog.jsonb_array_elements(set_columns) e)
+                ELSE '{}' END
+$tandem$;
+
 -- Installs (or refreshes) the guard of `rule_table`: a trigger function per table
 -- (tandem."guard <oid>": the check on `guarded`, a no-op on the other) and four statement
 -- triggers on both tables and every table under them. `guarded` NULL: both no-ops.
@@ -375,10 +407,8 @@ BEGIN
     END IF;
     FOREACH side IN ARRAY ARRAY[legacy, target] LOOP
         fn := format('tandem.%I', 'guard ' || side);
-        body := CASE WHEN side = guarded
-                     THEN tandem.guard_body(guarded, other, key, set_columns, set_exprs, policy,
-                                            on_error, rule_table)
-                     ELSE tandem.guard_idle_body(rule_table) END;
+        body := tandem.guard_side_body(side, guarded, other, key, set_columns, set_exprs,
+                                       policy, on_error, rule_table);
         -- The check runs as the role that installed it, under a fixed search_path (each
         -- further SET on the function costs every call a GUC save and restore, measured at
         -- several percent of a one-row statement: the checks are written as per-row index
@@ -572,10 +602,8 @@ BEGIN
     END IF;
     RETURN tandem.guard_install(
         table_name, p.legacy_oid, p.target_oid, p.guarded, p.guard_key,
-        CASE WHEN p.guarded = p.legacy_oid
-             THEN ARRAY(SELECT e ->> 0 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
-        CASE WHEN p.guarded = p.legacy_oid
-             THEN ARRAY(SELECT e ->> 1 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
+        tandem.guard_set(set_columns, p.guarded, p.legacy_oid, 0),
+        tandem.guard_set(set_columns, p.guarded, p.legacy_oid, 1),
         guard, on_mirror_error, store);
 END
 $tandem$;
@@ -657,15 +685,13 @@ BEGIN
         RETURN 'missing';
     END IF;
     FOREACH side IN ARRAY ARRAY[p.legacy_oid, p.target_oid] LOOP
-        want := CASE WHEN side = p.guarded THEN tandem.guard_body(
-                    p.guarded, CASE WHEN side = p.legacy_oid THEN p.target_oid ELSE p.legacy_oid END,
+        want := tandem.guard_side_body(
+                    side, p.guarded,
+                    CASE WHEN p.guarded = p.legacy_oid THEN p.target_oid ELSE p.legacy_oid END,
                     p.guard_key,
-                    CASE WHEN side = p.legacy_oid
-                         THEN ARRAY(SELECT e ->> 0 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
-                    CASE WHEN side = p.legacy_oid
-                         THEN ARRAY(SELECT e ->> 1 FROM jsonb_array_elements(set_columns) e) ELSE '{}' END,
-                    guard, on_mirror_error, table_name)
-                ELSE tandem.guard_idle_body(table_name) END;
+                    tandem.guard_set(set_columns, p.guarded, p.legacy_oid, 0),
+                    tandem.guard_set(set_columns, p.guarded, p.legacy_oid, 1),
+                    guard, on_mirror_error, table_name);
         SELECT p2.prosrc INTO src FROM pg_proc p2
          WHERE p2.proname = 'guard ' || side AND p2.pronamespace = 'tandem'::regnamespace;
         IF src IS DISTINCT FROM want THEN

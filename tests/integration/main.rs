@@ -25,3 +25,4 @@ mod purge;
 mod relay;
 mod rule_chains;
 mod walk;
+mod widening;

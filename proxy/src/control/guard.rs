@@ -17,18 +17,13 @@ use crate::control::store::Store;
 /// One rule's guard, as the database reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardState {
-    /// `in place`, `missing`, `stale` or `off` (see `tandem.guard_state`).
+    /// `in place`, `idle`, `off`, `missing` or `stale` (see `tandem.guard_report`).
     pub state: String,
     /// Whether column changes of its tables are followed (the DDL event trigger exists).
     pub follows_ddl: bool,
 }
 
 impl GuardState {
-    /// Is the guard what the rule asks for?
-    pub fn ok(&self) -> bool {
-        self.state == "in place" || self.state == "off"
-    }
-
     /// The text SHOW RULES and the parity report print.
     pub fn describe(&self) -> String {
         if self.state == "in place" && !self.follows_ddl {

@@ -28,9 +28,25 @@ pub struct MissingRules {
 }
 
 impl MissingRules {
-    /// The data rules the target would stop enforcing (indexes excluded).
-    pub fn data_rules(&self) -> usize {
-        self.not_null.len() + self.checks.len() + self.unique.len()
+    /// The data rules the target would stop enforcing (indexes excluded), a sentence each:
+    /// what the parity report's `constraints` check and a refused cutover say.
+    pub fn data_rule_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.not_null.is_empty() {
+            out.push(format!(
+                "NOT NULL missing on the target for {}",
+                self.not_null.join(", ")
+            ));
+        }
+        for check in &self.checks {
+            out.push(format!("CHECK {check} missing on the target"));
+        }
+        for unique in &self.unique {
+            out.push(format!(
+                "no unique rule on the target for: {unique} (the same columns, plus the partition key on a partitioned target)"
+            ));
+        }
+        out
     }
 }
 

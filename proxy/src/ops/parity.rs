@@ -197,6 +197,20 @@ pub struct MissingValues {
 }
 
 impl ColumnDifferences {
+    /// A sentence for each column the target narrows.
+    pub fn narrowing_problems(&self) -> Vec<String> {
+        self.type_differs
+            .iter()
+            .filter(|t| self.narrowed.contains(&t.column))
+            .map(|t| {
+                format!(
+                    "column {} is {} on the target, which does not hold every {} value",
+                    t.column, t.target_type, t.legacy_type
+                )
+            })
+            .collect()
+    }
+
     /// No difference.
     pub fn is_empty(&self) -> bool {
         self.missing_in_target.is_empty() && self.type_differs.is_empty()
@@ -726,21 +740,7 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
 /// The `constraints` check: fails while the target lacks a NOT NULL, CHECK or unique rule
 /// of the legacy table (it would stop enforcing it); a missing plain index is only a warning.
 fn constraints_check(missing: &crate::ops::constraints::MissingRules) -> Check {
-    let mut parts = Vec::new();
-    if !missing.not_null.is_empty() {
-        parts.push(format!(
-            "NOT NULL missing on the target for {}",
-            missing.not_null.join(", ")
-        ));
-    }
-    for check in &missing.checks {
-        parts.push(format!("CHECK {check} missing on the target"));
-    }
-    for unique in &missing.unique {
-        parts.push(format!(
-            "no unique rule on the target for: {unique} (the same columns, plus the partition key on a partitioned target)"
-        ));
-    }
+    let mut parts = missing.data_rule_problems();
     let ok = parts.is_empty();
     for index in &missing.indexes {
         parts.push(format!(
@@ -773,16 +773,7 @@ fn columns_check(columns: &ColumnDifferences) -> Check {
             )
         })
         .collect();
-    for t in columns
-        .type_differs
-        .iter()
-        .filter(|t| columns.narrowed.contains(&t.column))
-    {
-        problems.push(format!(
-            "column {} is {} on the target, which does not hold every {} value",
-            t.column, t.target_type, t.legacy_type
-        ));
-    }
+    problems.extend(columns.narrowing_problems());
     let dropped = if columns.dropped.is_empty() {
         String::new()
     } else {
@@ -809,7 +800,7 @@ fn columns_check(columns: &ColumnDifferences) -> Check {
 
 /// Legacy columns the target lacks, and columns whose types differ, from the resolved
 /// shape (`format_type` of both tables).
-fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
+pub(crate) fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
     let mut out = ColumnDifferences::default();
     for column in &rule.shape.legacy_table {
         match rule.shape.target_column(&column.name) {

@@ -572,42 +572,21 @@ async fn no_keys_to_legacy(client: &Client, rule: &Rule) -> Result<(), ChangeErr
 /// table: values or data rules would be lost (the parity report's `columns` and
 /// `constraints` checks say the same).
 async fn keeps_schema(client: &Client, rule: &ResolvedRule, mode: Mode) -> Result<(), ChangeError> {
-    let mut problems = Vec::new();
-    for column in &rule.shape.legacy_table {
-        match rule.shape.target_column(&column.name) {
-            None if rule.rule.drop_columns.contains(&column.name) => {}
-            None => problems.push(format!(
-                "legacy column {} is not on the target (declare it with SET RULE ... DROP_COLUMNS if it is left behind on purpose)",
-                column.name
-            )),
-            Some(t) if !crate::ops::widening::holds(&column.sql_type, &t.sql_type) => problems
-                .push(format!(
-                    "column {} is {} on the target, which does not hold every {} value",
-                    column.name, t.sql_type, column.sql_type
-                )),
-            Some(_) => {}
-        }
-    }
+    let columns = crate::ops::parity::column_differences(rule);
+    let mut problems: Vec<String> = columns
+        .missing_in_target
+        .iter()
+        .filter(|c| !rule.rule.drop_columns.contains(c))
+        .map(|c| {
+            format!(
+                "legacy column {c} is not on the target (declare it with SET RULE ... DROP_COLUMNS if it is left behind on purpose)"
+            )
+        })
+        .collect();
+    problems.extend(columns.narrowing_problems());
     let missing =
         crate::ops::constraints::missing(client, &rule.rule.table, &rule.rule.target).await?;
-    problems.extend(
-        missing
-            .not_null
-            .iter()
-            .map(|c| format!("NOT NULL missing on the target for {c}")),
-    );
-    problems.extend(
-        missing
-            .checks
-            .iter()
-            .map(|c| format!("CHECK {c} missing on the target")),
-    );
-    problems.extend(
-        missing
-            .unique
-            .iter()
-            .map(|u| format!("no unique rule on the target for: {u}")),
-    );
+    problems.extend(missing.data_rule_problems());
     if problems.is_empty() {
         return Ok(());
     }
