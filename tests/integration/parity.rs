@@ -662,3 +662,63 @@ async fn data_rules_the_target_lacks_fail_the_gate_and_a_missing_index_warns() {
         "{c:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_legacy_column_with_a_counterpart_is_compared_row_by_row() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 10).await;
+    // Before the rule: `note` is renamed on the target (the rule's set carries it),
+    // `doubled` is computed by the target (generated, so the mirror does not copy it) with
+    // a formula that is wrong for two rows, and `stamped` is set by a volatile expression.
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {legacy} ADD COLUMN doubled numeric; \
+             UPDATE {legacy} SET doubled = amount * 2; \
+             ALTER TABLE {target} RENAME COLUMN note TO remark; \
+             ALTER TABLE {target} ADD COLUMN doubled numeric \
+               GENERATED ALWAYS AS (CASE WHEN amount > 8 THEN amount * 3 ELSE amount * 2 END) STORED; \
+             ALTER TABLE {target} ADD COLUMN stamped timestamptz",
+        ))
+        .await
+        .unwrap();
+    let config = config_with(&[pair
+        .rule(Kind::Hash)
+        .set("remark", "note")
+        .set("stamped", "now()")]);
+    backfill(&config, &pair).await;
+    let (_, t) = report(&config, &pair).await;
+    let columns = find_check(&t, "columns");
+    assert!(
+        columns.ok
+            && columns
+                .detail
+                .contains("carried by the rule's set: note -> remark")
+            && columns
+                .detail
+                .contains("set column stamped = now() is not compared row by row (not immutable"),
+        "{columns:?}"
+    );
+    assert!(
+        t.columns.compared.contains(&"doubled".to_string())
+            && t.columns.compared.contains(&"remark = note".to_string())
+            && !t.columns.compared.iter().any(|c| c.starts_with("stamped")),
+        "{:?}",
+        t.columns.compared
+    );
+    // The generated counterpart is compared: the two rows it computes wrongly differ.
+    assert_eq!(t.different.count, 2, "{t:?}");
+    assert!(!t.ready);
+
+    // A change of the renamed column made on the target alone is found too.
+    check
+        .batch_execute(&pair.sql("UPDATE {target} SET remark = 'changed' WHERE id = 1"))
+        .await
+        .unwrap();
+    let (_, t) = report(&config, &pair).await;
+    assert_eq!(t.different.count, 3, "{:?}", t.different);
+    assert!(
+        t.different.sample_keys.contains(&"(1)".to_string()),
+        "{:?}",
+        t.different
+    );
+}

@@ -571,12 +571,15 @@ async fn no_keys_to_legacy(client: &Client, rule: &Rule) -> Result<(), ChangeErr
 /// a legacy column, narrows one, or lacks a NOT NULL, CHECK or unique rule of the legacy
 /// table: values or data rules would be lost (the parity report's `columns` and
 /// `constraints` checks say the same).
-async fn keeps_schema(client: &Client, rule: &ResolvedRule, mode: Mode) -> Result<(), ChangeError> {
-    let columns = crate::ops::parity::column_differences(rule);
+async fn keeps_schema(
+    client: &mut Client,
+    rule: &ResolvedRule,
+    mode: Mode,
+) -> Result<(), ChangeError> {
+    let set_columns = crate::ops::parity::set_columns(client, rule).await?;
+    let columns = crate::ops::parity::column_differences(rule).with_set_columns(set_columns);
     let mut problems: Vec<String> = columns
-        .missing_in_target
-        .iter()
-        .filter(|c| !rule.rule.drop_columns.contains(c))
+        .lost()
         .map(|c| {
             format!(
                 "legacy column {c} is not on the target (declare it with SET RULE ... DROP_COLUMNS if it is left behind on purpose)"

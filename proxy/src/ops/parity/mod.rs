@@ -34,7 +34,11 @@ use crate::control::catalog::{self, CatalogError};
 use crate::control::guard::{self, GuardState};
 use crate::control::store::{self, Store, StoreError};
 
+mod columns;
 mod render;
+use columns::columns_check;
+pub(crate) use columns::{column_differences, set_columns};
+pub use columns::{ColumnDifferences, MissingValues, SetColumn, TypeDifference};
 pub use render::{html, text, write};
 
 /// Buckets of the first, summarising pass.
@@ -162,64 +166,6 @@ pub struct GuardDrift {
     pub latest: Vec<GuardDriftRow>,
 }
 
-/// A column both tables have, with different types.
-#[derive(Debug, Clone, Serialize)]
-pub struct TypeDifference {
-    /// Column name.
-    pub column: String,
-    /// `format_type` in the legacy table.
-    pub legacy_type: String,
-    /// `format_type` in the target.
-    pub target_type: String,
-}
-
-/// How the two tables' columns differ (the `columns` check gates on missing and narrowed ones).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ColumnDifferences {
-    /// Legacy columns the target does not have (not mirrored), in legacy order.
-    pub missing_in_target: Vec<String>,
-    /// Columns in both whose types differ, in legacy order.
-    pub type_differs: Vec<TypeDifference>,
-    /// Of those, the ones whose target type does not hold every value of the legacy type
-    /// (see [`crate::ops::widening`]).
-    pub narrowed: Vec<String>,
-    /// Non-null legacy values of each missing column: what cutting over would lose.
-    pub missing_values: Vec<MissingValues>,
-    /// Missing columns the rule declares left behind on purpose (`drop_columns`): listed,
-    /// not failed.
-    pub dropped: Vec<String>,
-}
-
-/// A legacy column the target lacks, and how many non-null values it holds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MissingValues {
-    /// Column name.
-    pub column: String,
-    /// `count(column)` in the legacy table, in the report's snapshot.
-    pub non_null: i64,
-}
-
-impl ColumnDifferences {
-    /// A sentence for each column the target narrows.
-    pub fn narrowing_problems(&self) -> Vec<String> {
-        self.type_differs
-            .iter()
-            .filter(|t| self.narrowed.contains(&t.column))
-            .map(|t| {
-                format!(
-                    "column {} is {} on the target, which does not hold every {} value",
-                    t.column, t.target_type, t.legacy_type
-                )
-            })
-            .collect()
-    }
-
-    /// No difference.
-    pub fn is_empty(&self) -> bool {
-        self.missing_in_target.is_empty() && self.type_differs.is_empty()
-    }
-}
-
 /// The report for one table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableReport {
@@ -333,6 +279,15 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
             resolved.push(r);
         }
     }
+    // What the rules' `set` columns read and whether they are immutable (asked of the
+    // server with temporary objects, so before the read-only snapshot).
+    let mut set_probes = HashMap::new();
+    for rule in &resolved {
+        set_probes.insert(
+            rule.rule.table.to_string(),
+            columns::set_columns(&mut client, rule).await?,
+        );
+    }
     // The guard's state, just before the snapshot (guard_report reads the catalog).
     let guards = guard::states(&client, &names).await?;
     let tx = client
@@ -344,7 +299,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
     let mut tables = Vec::new();
     for rule in &resolved {
         let state = guards.get(&rule.rule.table.to_string()).cloned();
-        tables.push(table_report(&tx, &names, rule, state, options).await?);
+        let set_columns = set_probes
+            .remove(&rule.rule.table.to_string())
+            .unwrap_or_default();
+        tables.push(table_report(&tx, &names, rule, state, set_columns, options).await?);
     }
     tx.commit().await?;
     let ready = !tables.is_empty() && tables.iter().all(|t| t.ready);
@@ -370,7 +328,7 @@ struct Shape {
     beyond_cursor: String,
 }
 
-fn shape(rule: &ResolvedRule) -> Shape {
+fn shape(rule: &ResolvedRule, columns: &ColumnDifferences) -> Shape {
     let ty = |name: &str| {
         rule.shape
             .legacy_table
@@ -387,7 +345,36 @@ fn shape(rule: &ResolvedRule) -> Shape {
             .join(", ")
     };
     let key = &rule.rule.key;
-    let cols = &rule.shape.mirrored_columns;
+    // Every legacy column with a counterpart of its name, in legacy types; then each
+    // compared `set` column, the expression over the legacy row against the target's
+    // value, both in the target column's type.
+    let same_name: Vec<String> = rule
+        .shape
+        .legacy_table
+        .iter()
+        .filter(|c| rule.shape.target_column(&c.name).is_some())
+        .map(|c| c.name.clone())
+        .collect();
+    let computed: Vec<(String, String, String)> = columns
+        .set_columns
+        .iter()
+        .filter(|c| c.not_compared.is_none())
+        .filter_map(|c| {
+            let ty = rule.shape.target_column(&c.column)?.sql_type.clone();
+            Some((c.column.clone(), c.expr.clone(), ty))
+        })
+        .collect();
+    let row = |alias: &str| {
+        let mut parts: Vec<String> = same_name.iter().map(|c| cast(alias, c)).collect();
+        parts.extend(computed.iter().map(|(column, expr, ty)| {
+            if alias == "l" {
+                format!("({expr})::{ty}")
+            } else {
+                format!("{alias}.{}::{ty}", quote_ident(column))
+            }
+        }));
+        format!("ROW({})::text", parts.join(", "))
+    };
     let key_cols = key
         .iter()
         .map(|k| format!("l.{}", quote_ident(k)))
@@ -401,9 +388,9 @@ fn shape(rule: &ResolvedRule) -> Shape {
         .join(", ");
     Shape {
         legacy_key: format!("ROW({})::text", list("l", key)),
-        legacy_row: format!("ROW({})::text", list("l", cols)),
+        legacy_row: row("l"),
         target_key: format!("ROW({})::text", list("t", key)),
-        target_row: format!("ROW({})::text", list("t", cols)),
+        target_row: row("t"),
         beyond_cursor: format!("($1::text[] IS NULL OR ({key_cols}) > ({typed}))"),
     }
 }
@@ -413,10 +400,12 @@ async fn table_report(
     names: &Store,
     rule: &ResolvedRule,
     guard_state: Option<GuardState>,
+    set_columns: Vec<SetColumn>,
     options: &Options,
 ) -> Result<TableReport, ParityError> {
     let started = Instant::now();
-    let s = shape(rule);
+    let mut columns = column_differences(rule).with_set_columns(set_columns);
+    let s = shape(rule, &columns);
     let legacy = &rule.rule.table;
     let target = &rule.rule.target;
     let summary = |table: &TableName, alias: &str, key: &str, row: &str| {
@@ -538,14 +527,8 @@ async fn table_report(
             .unwrap_or_else(|| "missing".into()),
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
-    let mut columns = column_differences(rule);
-    columns.dropped = columns
-        .missing_in_target
-        .iter()
-        .filter(|c| rule.rule.drop_columns.contains(c))
-        .cloned()
-        .collect();
-    for column in &columns.missing_in_target {
+    let lost: Vec<String> = columns.lost().cloned().collect();
+    for column in &lost {
         let non_null: i64 = tx
             .query_one(
                 &format!(
@@ -760,68 +743,6 @@ fn constraints_check(missing: &crate::ops::constraints::MissingRules) -> Check {
             parts.join("; ")
         },
     }
-}
-
-/// The `columns` check: every legacy column is on the target with a type that holds all
-/// its values; a missing or narrowed column fails, named, with what it would lose.
-fn columns_check(columns: &ColumnDifferences) -> Check {
-    let mut problems: Vec<String> = columns
-        .missing_values
-        .iter()
-        .filter(|m| !columns.dropped.contains(&m.column))
-        .map(|m| {
-            format!(
-                "legacy column {} is not on the target ({} non-null values would be lost)",
-                m.column, m.non_null
-            )
-        })
-        .collect();
-    problems.extend(columns.narrowing_problems());
-    let dropped = if columns.dropped.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (left behind on purpose, drop_columns: {})",
-            columns.dropped.join(", ")
-        )
-    };
-    Check {
-        name: "columns",
-        ok: problems.is_empty(),
-        detail: if problems.is_empty() {
-            format!(
-                "every legacy column is on the target with a type that holds its values{dropped}"
-            )
-        } else {
-            format!(
-                "{}; add or widen them on the target and backfill again",
-                problems.join("; ")
-            )
-        },
-    }
-}
-
-/// Legacy columns the target lacks, and columns whose types differ, from the resolved
-/// shape (`format_type` of both tables).
-pub(crate) fn column_differences(rule: &ResolvedRule) -> ColumnDifferences {
-    let mut out = ColumnDifferences::default();
-    for column in &rule.shape.legacy_table {
-        match rule.shape.target_column(&column.name) {
-            None => out.missing_in_target.push(column.name.clone()),
-            Some(t) if t.sql_type != column.sql_type => {
-                if !crate::ops::widening::holds(&column.sql_type, &t.sql_type) {
-                    out.narrowed.push(column.name.clone());
-                }
-                out.type_differs.push(TypeDifference {
-                    column: column.name.clone(),
-                    legacy_type: column.sql_type.clone(),
-                    target_type: t.sql_type.clone(),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    out
 }
 
 /// The unresolved drift the guard recorded for `table`: the count and the latest rows.
