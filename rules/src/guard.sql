@@ -507,6 +507,8 @@ DECLARE
     wait     text := coalesce(nullif(current_setting('tandem.guard_lock_timeout', true), ''), '2s');
     previous text := current_setting('lock_timeout');
 BEGIN
+    -- The rule is gone (or guard_sync records its mode again after this).
+    PERFORM tandem.written_sides_sync(guard_remove.rule_table, NULL, NULL);
     SELECT * INTO old FROM tandem.guards g WHERE g.rule_table = guard_remove.rule_table;
     IF NOT FOUND THEN
         RETURN false;
@@ -650,6 +652,8 @@ BEGIN
         result := tandem.guard_apply(table_name, p, set_columns, guard, on_mirror_error, store);
     END IF;
     PERFORM set_config('lock_timeout', previous, true);
+    -- Which table applications write now: the copied triggers' condition (triggers.sql).
+    PERFORM tandem.written_sides_sync(table_name, target, mode);
     RETURN result;
 END
 $tandem$;

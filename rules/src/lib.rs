@@ -49,6 +49,7 @@ pub mod ruleset;
 pub mod shadow;
 mod split;
 mod sqlgen;
+pub mod triggers;
 mod truncate;
 mod update;
 mod writes;

@@ -47,7 +47,11 @@ use crate::rule::ResolvedRule;
 /// guard's functions and event triggers (see [`guard`](crate::guard)). The role
 /// that runs it must own these objects once they exist. Without them, every `record`-form
 /// statement and every key-moving UPDATE fails (function missing).
-pub const SUPPORT_SQL: &str = concat!(include_str!("record.sql"), include_str!("guard.sql"));
+pub const SUPPORT_SQL: &str = concat!(
+    include_str!("record.sql"),
+    include_str!("guard.sql"),
+    include_str!("triggers.sql")
+);
 
 /// The final SELECT's `WHERE` condition that mirrors the rows of CTE `written` (the client's
 /// write, `tandem_w`) through `tandem.mirror()`. `statement` is the client's statement

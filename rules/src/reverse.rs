@@ -134,6 +134,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             auto_partition: rule.rule.auto_partition,
             guard: rule.rule.guard,
             drop_columns: rule.rule.drop_columns.clone(),
+            drop_triggers: rule.rule.drop_triggers.clone(),
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

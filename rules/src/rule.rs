@@ -167,6 +167,8 @@ pub struct Rule {
     /// Legacy columns deliberately left behind: the target need not have them, and the
     /// parity report lists them as dropped instead of failing.
     pub drop_columns: Vec<String>,
+    /// Legacy triggers the target does not need: no counterpart is asked for them.
+    pub drop_triggers: Vec<String>,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -192,6 +194,8 @@ struct RawRule {
     guard: GuardPolicy,
     #[serde(default)]
     drop_columns: Vec<String>,
+    #[serde(default)]
+    drop_triggers: Vec<String>,
 }
 
 fn default_mode() -> Mode {
@@ -215,6 +219,7 @@ impl TryFrom<RawRule> for Rule {
         rule.auto_partition = raw.auto_partition;
         rule.guard = raw.guard;
         rule.drop_columns = raw.drop_columns;
+        rule.drop_triggers = raw.drop_triggers;
         rule.check()?;
         Ok(rule)
     }
@@ -245,6 +250,7 @@ impl Rule {
             auto_partition: false,
             guard: GuardPolicy::Mirror,
             drop_columns: Vec::new(),
+            drop_triggers: Vec::new(),
         }
     }
 

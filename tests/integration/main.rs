@@ -24,5 +24,6 @@ mod partitions;
 mod purge;
 mod relay;
 mod rule_chains;
+mod triggers;
 mod walk;
 mod widening;

@@ -61,6 +61,15 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 for line in &report.index_parity {
                     println!("--   {line}");
                 }
+                if !report.foreign_keys.is_empty() {
+                    println!(
+                        "-- foreign keys referencing {} (target_only is refused until each is re-pointed):",
+                        options.table
+                    );
+                    for line in &report.foreign_keys {
+                        println!("--   {line}");
+                    }
+                }
                 if report.applied {
                     println!(
                     "-- created {} and added its rule (mode off, key {}); next: tandem rules set {} --mode dual_write",

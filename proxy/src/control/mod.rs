@@ -24,4 +24,5 @@ pub mod sessions;
 pub mod shadow;
 pub mod stats;
 pub mod store;
+pub mod triggers;
 pub mod watch;

@@ -196,6 +196,9 @@ pub struct Report {
     /// The rule's guard policy and state once added (`mirror: idle`: its triggers wait, as
     /// no-ops, for `dual_write`); `None` in a dry run.
     pub guard: Option<String>,
+    /// Foreign keys referencing the legacy table, each with the statements that re-point
+    /// it to the target (`target_only` is refused until they are).
+    pub foreign_keys: Vec<String>,
 }
 
 struct LegacyColumn {
@@ -209,7 +212,7 @@ struct LegacyColumn {
 
 /// Creates the target (unless dry-run) and adds the rule in mode `off`.
 pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError> {
-    let client = catalog::connect(config).await?;
+    let mut client = catalog::connect(config).await?;
     let legacy = &options.table;
     let target = options
         .target
@@ -266,17 +269,30 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
     ddl.extend(indexes);
     ddl.extend(partitions(&client, legacy, &target, options).await?);
     ddl.extend(access_rules(&client, oid, &target).await?);
+    // Each legacy trigger copied onto the target, and both made to fire only on the table
+    // applications write (see tandem_rules::triggers).
+    let triggers = crate::control::triggers::pairs(&client, legacy, &target, &[]).await?;
+    ddl.extend(
+        crate::control::triggers::fix_statements(&triggers, legacy, &target)
+            .map_err(|e| InitError::Refused(e.to_string()))?,
+    );
     let applied = !options.dry_run;
     let mut guard = None;
+    let names = Store::new(&config.store.schema);
     if applied {
-        let mut client = client;
+        // The support objects first: the copied triggers' condition calls one of them.
+        store::migrate(&client, &names).await?;
         let tx = client.transaction().await?;
+        // Conditioning the legacy table's triggers locks it: wait no longer than the guard.
+        tx.batch_execute(
+            "SELECT set_config('lock_timeout', \
+               coalesce(nullif(current_setting('tandem.guard_lock_timeout', true), ''), '2s'), true)",
+        )
+        .await?;
         for statement in &ddl {
             tx.batch_execute(statement).await?;
         }
         tx.commit().await?;
-        let names = Store::new(&config.store.schema);
-        store::migrate(&client, &names).await?;
         let mut rule = Rule::new(legacy.clone(), Mode::Off, key.clone());
         rule.target = target.clone();
         store::bootstrap(&client, &names, &[rule]).await?;
@@ -292,7 +308,25 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
             state.as_deref().unwrap_or("missing")
         ));
     }
+    // Foreign keys that reference the legacy table: each must be re-pointed before
+    // target_only (the target now exists, so the plan knows its unique keys).
+    let foreign_keys = crate::control::foreign_keys::problems(&client, legacy, &target)
+        .await?
+        .into_iter()
+        .filter(|p| p.kind == "references_legacy")
+        .map(|p| {
+            if applied {
+                p.describe()
+            } else {
+                format!(
+                    "foreign key {} ({}) references the legacy table; the plan to re-point it is printed once the target exists",
+                    p.constraint, p.definition
+                )
+            }
+        })
+        .collect();
     Ok(Report {
+        foreign_keys,
         target,
         ddl,
         index_parity: parity,

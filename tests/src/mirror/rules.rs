@@ -29,6 +29,8 @@ pub struct RuleToml {
     pub guard: Option<String>,
     /// Legacy columns left behind on purpose.
     pub drop_columns: Vec<String>,
+    /// Legacy triggers the target does not need.
+    pub drop_triggers: Vec<String>,
 }
 
 impl RuleToml {
@@ -45,7 +47,14 @@ impl RuleToml {
             auto_partition: false,
             guard: None,
             drop_columns: Vec::new(),
+            drop_triggers: Vec::new(),
         }
+    }
+
+    /// Declares legacy triggers the target does not need.
+    pub fn drop_triggers(mut self, triggers: &[&str]) -> Self {
+        self.drop_triggers = triggers.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     /// Declares legacy columns left behind on purpose.
@@ -113,6 +122,12 @@ impl RuleToml {
         }
         if let Some(guard) = &self.guard {
             out.push_str(&format!("guard = {}\n", toml_str(guard)));
+        }
+        if !self.drop_triggers.is_empty() {
+            out.push_str(&format!(
+                "drop_triggers = {}\n",
+                list(self.drop_triggers.iter().map(|c| toml_str(c)).collect())
+            ));
         }
         if !self.drop_columns.is_empty() {
             out.push_str(&format!(

@@ -49,6 +49,14 @@ pub enum Command {
         /// What the guard does with changes made around the proxy.
         guard: GuardPolicy,
     },
+    /// `SET RULE <table> DROP_TRIGGERS (<trigger>, ...)`: legacy triggers the target does
+    /// not need (`()` for none).
+    SetDropTriggers {
+        /// Legacy table.
+        table: TableName,
+        /// Trigger names, catalog spelling.
+        triggers: Vec<String>,
+    },
     /// `SET RULE <table> DROP_COLUMNS (<col>, ...)`: legacy columns left behind on purpose
     /// (`()` for none).
     SetDropColumns {
@@ -91,7 +99,7 @@ pub enum Command {
 /// The hint every parse error carries.
 pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
-SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | SET RULE <table> DROP_COLUMNS (<col>, ...) | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
+SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | SET RULE <table> DROP_COLUMNS (<col>, ...) | SET RULE <table> DROP_TRIGGERS (<trigger>, ...) | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
 DROP RULE <table> [FORCE] | RELOAD";
 
 /// Splits a query string into statements at `;` outside double quotes and parses each.
@@ -226,6 +234,10 @@ pub fn parse(text: &str) -> Result<Command, String> {
                 "DROP_COLUMNS" => Command::SetDropColumns {
                     table,
                     columns: it.columns()?,
+                },
+                "DROP_TRIGGERS" => Command::SetDropTriggers {
+                    table,
+                    triggers: it.columns()?,
                 },
                 other => {
                     return Err(format!(
@@ -424,6 +436,13 @@ mod tests {
             Command::SetDropColumns {
                 table: t("public.orders"),
                 columns: vec!["legacy_flag".into(), "Old".into()],
+            }
+        );
+        assert_eq!(
+            parse("SET RULE orders DROP_TRIGGERS (audit)").unwrap(),
+            Command::SetDropTriggers {
+                table: t("public.orders"),
+                triggers: vec!["audit".into()],
             }
         );
         assert!(parse("SET RULE orders GUARD maybe")

@@ -687,6 +687,9 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         Command::SetAutoPartition { table, on } => RuleChange::SetAutoPartition { table, on },
         Command::SetGuard { table, guard } => RuleChange::SetGuard { table, guard },
         Command::SetDropColumns { table, columns } => RuleChange::SetDropColumns { table, columns },
+        Command::SetDropTriggers { table, triggers } => {
+            RuleChange::SetDropTriggers { table, triggers }
+        }
         Command::Add {
             table,
             target,

@@ -60,6 +60,13 @@ pub enum RuleChange {
         /// What the guard does with changes made around the proxy.
         guard: GuardPolicy,
     },
+    /// `SET RULE t DROP_TRIGGERS (a, b)`
+    SetDropTriggers {
+        /// Legacy table.
+        table: TableName,
+        /// Legacy triggers the target does not need.
+        triggers: Vec<String>,
+    },
     /// `SET RULE t DROP_COLUMNS (a, b)`
     SetDropColumns {
         /// Legacy table.
@@ -164,6 +171,7 @@ pub async fn apply(
         | RuleChange::SetAutoPartition { table, .. }
         | RuleChange::SetGuard { table, .. }
         | RuleChange::SetDropColumns { table, .. }
+        | RuleChange::SetDropTriggers { table, .. }
         | RuleChange::Drop { table, .. } => table.clone(),
         RuleChange::Add(rule) => rule.table.clone(),
     };
@@ -194,6 +202,11 @@ pub async fn apply(
         (RuleChange::SetSample { rate, .. }, Some(old)) => {
             let mut rule = old.rule.clone();
             rule.sample_rate = *rate;
+            Some(rule)
+        }
+        (RuleChange::SetDropTriggers { triggers, .. }, Some(old)) => {
+            let mut rule = old.rule.clone();
+            rule.drop_triggers = triggers.clone();
             Some(rule)
         }
         (RuleChange::SetDropColumns { columns, .. }, Some(old)) => {
@@ -377,13 +390,14 @@ async fn write(
             tx.execute(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
-                       set_columns, updated_by, auto_partition, guard, drop_columns) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11) \
+                       set_columns, updated_by, auto_partition, guard, drop_columns, drop_triggers) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
                        updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition, \
-                       guard = EXCLUDED.guard, drop_columns = EXCLUDED.drop_columns",
+                       guard = EXCLUDED.guard, drop_columns = EXCLUDED.drop_columns, \
+                       drop_triggers = EXCLUDED.drop_triggers",
                     store.rules()
                 ),
                 &[
@@ -398,6 +412,7 @@ async fn write(
                     &rule.auto_partition,
                     &rule.guard.as_str(),
                     &rule.drop_columns,
+                    &rule.drop_triggers,
                 ],
             )
             .await?;
@@ -590,6 +605,18 @@ async fn keeps_schema(
     let missing =
         crate::ops::constraints::missing(client, &rule.rule.table, &rule.rule.target).await?;
     problems.extend(missing.data_rule_problems());
+    let triggers = crate::control::triggers::pairs(
+        &*client,
+        &rule.rule.table,
+        &rule.rule.target,
+        &rule.rule.drop_triggers,
+    )
+    .await?;
+    problems.extend(
+        crate::control::triggers::lost(&triggers)
+            .into_iter()
+            .map(|t| format!("{t} (tandem parity prints the statements that copy it; SET RULE ... DROP_TRIGGERS if the target does not need it)")),
+    );
     if problems.is_empty() {
         return Ok(());
     }
@@ -599,7 +626,7 @@ async fn keeps_schema(
             rule.rule.table,
             problems.join("; ")
         ),
-        "add the columns and rules to the target (widen the narrowed columns), backfill again, and check with tandem parity",
+        "add the columns, rules and triggers to the target (widen the narrowed columns), backfill again, and check with tandem parity",
     ))
 }
 

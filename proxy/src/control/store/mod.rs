@@ -68,6 +68,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("004_auto_partition.sql")),
     (5, include_str!("005_guard.sql")),
     (6, include_str!("006_drop_columns.sql")),
+    (7, include_str!("007_drop_triggers.sql")),
 ];
 
 /// Why the store could not be read or written.
@@ -171,8 +172,9 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
     tandem_rules::refuse_chains(stored.rules.iter().map(|r| &r.rule).chain(seeded))?;
     let sql = format!(
         "INSERT INTO {} (table_name, target, key, mode, sample_rate, \
-           on_mirror_error, set_columns, auto_partition, guard, drop_columns, updated_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, 'config') \
+           on_mirror_error, set_columns, auto_partition, guard, drop_columns, drop_triggers, \
+           updated_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, 'config') \
          ON CONFLICT (table_name) DO NOTHING",
         store.rules()
     );
@@ -192,6 +194,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
                     &rule.auto_partition,
                     &rule.guard.as_str(),
                     &rule.drop_columns,
+                    &rule.drop_triggers,
                 ],
             )
             .await?;
@@ -202,7 +205,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
 /// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
 pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
     r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by, \
-    r.auto_partition, r.guard, r.drop_columns";
+    r.auto_partition, r.guard, r.drop_columns, r.drop_triggers";
 
 /// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
 /// the table and what is wrong with the row.
@@ -221,6 +224,7 @@ pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (
     let mut rule = rule;
     rule.auto_partition = row.get(at + 10);
     rule.drop_columns = row.get(at + 12);
+    rule.drop_triggers = row.get(at + 13);
     rule.guard = row
         .get::<_, String>(at + 11)
         .parse()

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
 use crate::control::guard::{self, GuardState};
 use crate::control::store::{self, Store, StoreError};
+use crate::control::triggers::TriggerPair;
 
 mod columns;
 mod render;
@@ -207,6 +208,8 @@ pub struct TableReport {
     pub foreign_keys: Vec<crate::control::foreign_keys::ForeignKeyProblem>,
     /// NOT NULL, CHECK, unique rules and indexes of the legacy table the target lacks.
     pub constraints: crate::ops::constraints::MissingRules,
+    /// Each legacy trigger with its counterpart on the target.
+    pub triggers: Vec<TriggerPair>,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -551,6 +554,13 @@ async fn table_report(
         crate::control::foreign_keys::problems(tx, &rule.rule.table, &rule.rule.target).await?;
     let constraints =
         crate::ops::constraints::missing(tx, &rule.rule.table, &rule.rule.target).await?;
+    let triggers = crate::control::triggers::pairs(
+        tx,
+        &rule.rule.table,
+        &rule.rule.target,
+        &rule.rule.drop_triggers,
+    )
+    .await?;
 
     let mode = rule.rule.mode;
     let mut checks = vec![
@@ -576,6 +586,7 @@ async fn table_report(
         },
         columns_check(&columns),
         constraints_check(&constraints),
+        triggers_check(rule, &triggers),
         Check {
             name: "foreign_keys",
             ok: foreign_keys.is_empty(),
@@ -663,6 +674,7 @@ async fn table_report(
         access,
         foreign_keys,
         constraints,
+        triggers,
         backfill,
         shadow,
         checks,
@@ -719,6 +731,50 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
     Check {
         name: "guard",
         ok,
+        detail,
+    }
+}
+
+/// The `triggers` check: every legacy trigger has a counterpart on the target (or is
+/// declared not needed), and none fires twice per write while both tables are written.
+fn triggers_check(rule: &ResolvedRule, triggers: &[TriggerPair]) -> Check {
+    let bad: Vec<&TriggerPair> = triggers
+        .iter()
+        .filter(|t| t.lost() || t.fires_twice())
+        .collect();
+    let detail = if triggers.is_empty() {
+        "the legacy table has no triggers".to_string()
+    } else if bad.is_empty() {
+        triggers
+            .iter()
+            .map(|t| t.describe())
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        let fix = match crate::control::triggers::fix_statements(
+            triggers,
+            &rule.rule.table,
+            &rule.rule.target,
+        ) {
+            Ok(statements) if !statements.is_empty() => format!(
+                "; to copy and condition them (tandem init does this): {}",
+                statements.join("; ")
+            ),
+            Ok(_) => String::new(),
+            Err(e) => format!("; {e}"),
+        };
+        format!(
+            "{}{fix}; or declare a trigger not needed: SET RULE {} DROP_TRIGGERS (<trigger>, ...)",
+            bad.iter()
+                .map(|t| t.describe())
+                .collect::<Vec<_>>()
+                .join("; "),
+            rule.rule.table
+        )
+    };
+    Check {
+        name: "triggers",
+        ok: bad.is_empty(),
         detail,
     }
 }
