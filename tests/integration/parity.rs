@@ -538,6 +538,39 @@ async fn column_differences_between_legacy_and_target_are_listed() {
         "character varying(50)"
     );
     assert!(parity::html(&r).contains("legacy_only"));
+    // The schema section says the same, in the report, summary.json, the page and the
+    // console.
+    assert!(!t.schema.holds);
+    assert_eq!(t.schema.failed, vec!["columns"]);
+    assert_eq!(json["tables"][0]["schema"]["holds"], false);
+    let page = parity::html(&r);
+    assert!(
+        page.contains("schema: <span class=\"fail\">differs (columns)</span>")
+            && page.contains("missing, 7 non-null values would be lost")
+            && page.contains("narrowed from text"),
+        "{page}"
+    );
+    assert!(text.contains("  schema: differs (columns)"), "{text}");
+    let console = |config: &tandem::Config| {
+        let mut config = config.clone();
+        config.admin = Some(tandem::config::AdminConfig {
+            user: "admin".into(),
+            password: Some("pw".into()),
+            password_env: None,
+        });
+        config
+    };
+    let proxy = start_ruled_proxy(console(&config)).await;
+    let show_parity = || async {
+        tandem::ops::rules::run(
+            &format!("postgres://admin:pw@127.0.0.1:{}/tandem", proxy.addr.port()),
+            "SHOW PARITY",
+        )
+        .await
+        .unwrap()
+    };
+    let out = show_parity().await;
+    assert!(out.contains("differs: columns"), "{out}");
 
     // The column left behind on purpose, and the narrowed one widened: the check passes and
     // names the dropped column.
@@ -564,6 +597,9 @@ async fn column_differences_between_legacy_and_target_are_listed() {
         "{columns:?}"
     );
     assert_eq!(t.columns.dropped, vec!["legacy_only".to_string()]);
+    assert!(t.schema.holds, "{:?}", t.schema);
+    let out = show_parity().await;
+    assert!(out.contains("holds"), "{out}");
 
     // Tables that agree list nothing.
     let same = hash_pair(&check, 1).await;
@@ -650,6 +686,26 @@ async fn data_rules_the_target_lacks_fail_the_gate_and_a_missing_index_warns() {
     assert!(
         c.ok && c.detail.starts_with("warning: no counterpart"),
         "{c:?}"
+    );
+    // Each legacy rule is listed with the target's rule that keeps it.
+    let kept = |kind: &str, legacy: &str, target: &str| {
+        t.constraints
+            .kept
+            .iter()
+            .any(|k| k.kind == kind && k.legacy.contains(legacy) && k.target.contains(target))
+    };
+    assert!(
+        kept("NOT NULL", "note", "note NOT NULL")
+            && kept("CHECK", "amount_not_negative", "amount_not_negative")
+            && kept("unique", "(token)", "(token, id)")
+            && kept("unique", "(id)", "(id)"),
+        "{:?}",
+        t.constraints.kept
+    );
+    assert!(
+        t.schema.holds && t.schema.warnings.len() == 1,
+        "{:?}",
+        t.schema
     );
     check
         .batch_execute(&pair.sql("CREATE INDEX ON {target} (tenant, created_at)"))

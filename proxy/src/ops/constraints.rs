@@ -3,7 +3,7 @@
 //!
 //! After cutover the target is the table of record: a NOT NULL, CHECK or unique rule only
 //! the legacy table had stops being enforced, silently. The parity report lists each legacy
-//! rule with no counterpart on the target, and its `constraints` check fails on the data
+//! rule with its counterpart on the target or none, and its `constraints` check fails on the data
 //! rules; a missing plain index is a warning (reads get slower, nothing is lost). A unique
 //! rule counts as kept when the target has a unique index on the same columns (or fewer:
 //! stricter), or on them plus the target's partition key (PostgreSQL requires it on a partitioned table, and
@@ -25,6 +25,28 @@ pub struct MissingRules {
     pub unique: Vec<String>,
     /// Plain indexes of legacy (definitions) with no counterpart on the target.
     pub indexes: Vec<String>,
+    /// Every legacy rule the target keeps, with the target's rule that keeps it.
+    pub kept: Vec<KeptRule>,
+}
+
+/// A legacy rule and its counterpart on the target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeptRule {
+    /// `NOT NULL`, `CHECK`, `unique` or `index`.
+    pub kind: &'static str,
+    /// The legacy rule (column, constraint or index definition).
+    pub legacy: String,
+    /// The target's.
+    pub target: String,
+}
+
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        "not_null" => "NOT NULL",
+        "check" => "CHECK",
+        "unique" => "unique",
+        _ => "index",
+    }
 }
 
 impl MissingRules {
@@ -63,6 +85,15 @@ pub async fn missing(
     for row in rows {
         let kind: String = row.get(0);
         let what: String = row.get(1);
+        let counterpart: Option<String> = row.get(2);
+        if let Some(counterpart) = counterpart {
+            out.kept.push(KeptRule {
+                kind: kind_name(&kind),
+                legacy: what,
+                target: counterpart,
+            });
+            continue;
+        }
         match kind.as_str() {
             "not_null" => out.not_null.push(what),
             "check" => out.checks.push(what),
@@ -73,7 +104,8 @@ pub async fn missing(
     Ok(out)
 }
 
-/// `(kind, what)` for every legacy rule without a counterpart on the target.
+/// `(kind, what, counterpart)` for every legacy rule: the target's rule that keeps it, or
+/// NULL.
 const MISSING_SQL: &str = "\
 WITH t AS (SELECT to_regclass($1) AS legacy, to_regclass($2) AS target),
 cols AS (
@@ -90,28 +122,30 @@ partkey AS (
       FROM t JOIN pg_partitioned_table p ON p.partrelid = t.target
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY (p.partattrs::int2[])
 )
-SELECT 'not_null', quote_ident(a.attname)
+SELECT 'not_null', quote_ident(a.attname),
+       CASE WHEN b.attnotnull THEN quote_ident(b.attname) || ' NOT NULL' END
   FROM t JOIN pg_attribute a ON a.attrelid = t.legacy AND a.attnum > 0 AND NOT a.attisdropped
   JOIN pg_attribute b ON b.attrelid = t.target AND b.attname = a.attname AND NOT b.attisdropped
- WHERE a.attnotnull AND NOT b.attnotnull
+ WHERE a.attnotnull
 UNION ALL
-SELECT 'check', format('%I %s', c.conname, pg_get_constraintdef(c.oid))
+SELECT 'check', format('%I %s', c.conname, pg_get_constraintdef(c.oid)),
+       (SELECT format('%I %s', o.conname, pg_get_constraintdef(o.oid)) FROM pg_constraint o
+         WHERE o.conrelid = t.target AND o.contype = 'c'
+           AND pg_get_constraintdef(o.oid) = pg_get_constraintdef(c.oid)
+         ORDER BY o.conname LIMIT 1)
   FROM t JOIN pg_constraint c ON c.conrelid = t.legacy AND c.contype = 'c'
- WHERE NOT EXISTS (SELECT 1 FROM pg_constraint o
-                    WHERE o.conrelid = t.target AND o.contype = 'c'
-                      AND pg_get_constraintdef(o.oid) = pg_get_constraintdef(c.oid))
 UNION ALL
-SELECT CASE WHEN l.indisunique THEN 'unique' ELSE 'index' END, pg_get_indexdef(l.indexrelid)
+SELECT CASE WHEN l.indisunique THEN 'unique' ELSE 'index' END, pg_get_indexdef(l.indexrelid),
+       (SELECT pg_get_indexdef(g.indexrelid) FROM cols g
+         WHERE g.indrelid = t.target
+           AND CASE
+                 WHEN l.special THEN g.body = l.body AND g.indisunique = l.indisunique
+                 WHEN l.indisunique THEN g.indisunique AND NOT g.special
+                      AND (g.names <@ l.names
+                           OR (l.names <@ g.names AND g.names <@ (l.names || partkey.names)))
+                 ELSE NOT g.special AND g.names[1:cardinality(l.names)] = l.names
+               END
+         ORDER BY g.indisunique DESC, cardinality(g.names), 1 LIMIT 1)
   FROM t, partkey, cols l
  WHERE l.indrelid = t.legacy
-   AND NOT EXISTS (
-       SELECT 1 FROM cols g
-        WHERE g.indrelid = t.target
-          AND CASE
-                WHEN l.special THEN g.body = l.body AND g.indisunique = l.indisunique
-                WHEN l.indisunique THEN g.indisunique AND NOT g.special
-                     AND (g.names <@ l.names
-                          OR (l.names <@ g.names AND g.names <@ (l.names || partkey.names)))
-                ELSE NOT g.special AND g.names[1:cardinality(l.names)] = l.names
-              END)
 ORDER BY 1, 2";

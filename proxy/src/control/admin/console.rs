@@ -565,7 +565,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             });
         }
         Command::ShowParity => {
-            let client = side().await?;
+            let mut client = side().await?;
             let rows = client
                 .query(
                     &format!(
@@ -589,7 +589,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 )
                 .await
                 .map_err(|e| error("XX000", format!("tandem: {}", crate::control::catalog::describe(&e))))?;
-            let rows: Vec<Vec<Option<String>>> = rows
+            let mut rows: Vec<Vec<Option<String>>> = rows
                 .iter()
                 .map(|r| {
                     (0..r.len())
@@ -597,6 +597,27 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         .collect()
                 })
                 .collect();
+            // Schema parity, from the catalog (no scans): the report's schema checks.
+            let snapshot = crate::control::store::load(&client, watch.store())
+                .await
+                .map_err(|e| error("XX000", format!("tandem: {e}")))?;
+            for row in &mut rows {
+                let table = row.first().cloned().flatten().unwrap_or_default();
+                let stored = snapshot
+                    .rules
+                    .iter()
+                    .find(|r| r.rule.table.to_string() == table);
+                let cell = match stored {
+                    Some(stored) => {
+                        match crate::ops::parity::schema::of_rule(&mut client, &stored.rule).await {
+                            Ok(schema) => schema.summary(),
+                            Err(e) => format!("unknown: {e}"),
+                        }
+                    }
+                    None => "unknown: no rule".into(),
+                };
+                row.push(Some(cell));
+            }
             let n = rows.len();
             return Ok(Output {
                 columns: vec![
@@ -612,6 +633,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     "mean_overlap",
                     "min_overlap",
                     "last_sample",
+                    "schema",
                 ],
                 rows,
                 tag: format!("SHOW {n}"),

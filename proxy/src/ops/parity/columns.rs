@@ -132,17 +132,17 @@ impl ColumnDifferences {
 /// The `columns` check: every legacy column is on the target with a type that holds all
 /// its values; a missing or narrowed column fails, named, with what it would lose.
 pub(super) fn columns_check(columns: &ColumnDifferences) -> Check {
-    let lost: Vec<&String> = columns.lost().collect();
     let mut problems: Vec<String> = columns
-        .missing_values
-        .iter()
-        .filter(|m| lost.contains(&&m.column))
-        .map(|m| {
-            format!(
-                "legacy column {} is not on the target ({} non-null values would be lost)",
-                m.column, m.non_null
-            )
-        })
+        .lost()
+        .map(
+            |c| match columns.missing_values.iter().find(|m| &m.column == c) {
+                Some(m) => format!(
+                    "legacy column {c} is not on the target ({} non-null values would be lost)",
+                    m.non_null
+                ),
+                None => format!("legacy column {c} is not on the target"),
+            },
+        )
         .collect();
     problems.extend(columns.narrowing_problems());
     let mut notes = Vec::new();

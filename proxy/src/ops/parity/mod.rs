@@ -37,7 +37,7 @@ use crate::control::triggers::TriggerPair;
 
 mod columns;
 mod render;
-use columns::columns_check;
+pub mod schema;
 pub(crate) use columns::{column_differences, set_columns};
 pub use columns::{ColumnDifferences, MissingValues, SetColumn, TypeDifference};
 pub use render::{html, text, write};
@@ -210,6 +210,9 @@ pub struct TableReport {
     pub constraints: crate::ops::constraints::MissingRules,
     /// Each legacy trigger with its counterpart on the target.
     pub triggers: Vec<TriggerPair>,
+    /// Whether the target keeps the legacy table's shape: columns, data rules, triggers,
+    /// access rules and foreign keys (the checks of the same names).
+    pub schema: schema::Schema,
     /// Backfill progress.
     pub backfill: Backfill,
     /// Shadow-read figures.
@@ -407,7 +410,7 @@ async fn table_report(
     options: &Options,
 ) -> Result<TableReport, ParityError> {
     let started = Instant::now();
-    let mut columns = column_differences(rule).with_set_columns(set_columns);
+    let columns = column_differences(rule).with_set_columns(set_columns);
     let s = shape(rule, &columns);
     let legacy = &rule.rule.table;
     let target = &rule.rule.target;
@@ -530,38 +533,7 @@ async fn table_report(
             .unwrap_or_else(|| "missing".into()),
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
-    let lost: Vec<String> = columns.lost().cloned().collect();
-    for column in &lost {
-        let non_null: i64 = tx
-            .query_one(
-                &format!(
-                    "SELECT count({})::int8 FROM {}",
-                    tandem_rules::quote_ident(column),
-                    rule.rule.table
-                ),
-                &[],
-            )
-            .await?
-            .get(0);
-        columns.missing_values.push(MissingValues {
-            column: column.clone(),
-            non_null,
-        });
-    }
-    let access =
-        crate::control::access::differences(tx, &rule.rule.table, &rule.rule.target).await?;
-    let foreign_keys =
-        crate::control::foreign_keys::problems(tx, &rule.rule.table, &rule.rule.target).await?;
-    let constraints =
-        crate::ops::constraints::missing(tx, &rule.rule.table, &rule.rule.target).await?;
-    let triggers = crate::control::triggers::pairs(
-        tx,
-        &rule.rule.table,
-        &rule.rule.target,
-        &rule.rule.drop_triggers,
-    )
-    .await?;
-
+    let facts = schema::facts(tx, rule, columns, true).await?;
     let mode = rule.rule.mode;
     let mut checks = vec![
         Check {
@@ -570,37 +542,9 @@ async fn table_report(
             detail: format!("mode is {mode}"),
         },
         guard_check(rule, &guard),
-        Check {
-            name: "access",
-            ok: access.is_empty(),
-            detail: if access.is_empty() {
-                "row level security, policies, privileges and owner are the same on both tables"
-                    .into()
-            } else {
-                format!(
-                    "{} access rules differ (reads or writes moved to the target would see or change other rows): {}",
-                    access.len(),
-                    access.join("; ")
-                )
-            },
-        },
-        columns_check(&columns),
-        constraints_check(&constraints),
-        triggers_check(rule, &triggers),
-        Check {
-            name: "foreign_keys",
-            ok: foreign_keys.is_empty(),
-            detail: if foreign_keys.is_empty() {
-                "no foreign key references the legacy table; the target has the legacy table's own"
-                    .into()
-            } else {
-                foreign_keys
-                    .iter()
-                    .map(|p| p.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        },
+    ];
+    checks.extend(facts.checks(rule));
+    checks.extend([
         Check {
             name: "backfill",
             ok: backfill.status == "finished",
@@ -635,7 +579,7 @@ async fn table_report(
                 format!("{unresolved_drift} unresolved drift records")
             },
         },
-    ];
+    ]);
     if options.min_samples > 0 {
         let ok = shadow.samples >= options.min_samples
             && shadow.mean_overlap.unwrap_or(0.0) >= options.min_overlap;
@@ -670,11 +614,12 @@ async fn table_report(
         unresolved_drift,
         guard_drift,
         guard,
-        columns,
-        access,
-        foreign_keys,
-        constraints,
-        triggers,
+        schema: schema::Schema::from_checks(&checks, &facts.constraints),
+        columns: facts.columns,
+        access: facts.access,
+        foreign_keys: facts.foreign_keys,
+        constraints: facts.constraints,
+        triggers: facts.triggers,
         backfill,
         shadow,
         checks,
@@ -732,72 +677,6 @@ fn guard_check(rule: &ResolvedRule, guard: &Guard) -> Check {
         name: "guard",
         ok,
         detail,
-    }
-}
-
-/// The `triggers` check: every legacy trigger has a counterpart on the target (or is
-/// declared not needed), and none fires twice per write while both tables are written.
-fn triggers_check(rule: &ResolvedRule, triggers: &[TriggerPair]) -> Check {
-    let bad: Vec<&TriggerPair> = triggers
-        .iter()
-        .filter(|t| t.lost() || t.fires_twice())
-        .collect();
-    let detail = if triggers.is_empty() {
-        "the legacy table has no triggers".to_string()
-    } else if bad.is_empty() {
-        triggers
-            .iter()
-            .map(|t| t.describe())
-            .collect::<Vec<_>>()
-            .join("; ")
-    } else {
-        let fix = match crate::control::triggers::fix_statements(
-            triggers,
-            &rule.rule.table,
-            &rule.rule.target,
-        ) {
-            Ok(statements) if !statements.is_empty() => format!(
-                "; to copy and condition them (tandem init does this): {}",
-                statements.join("; ")
-            ),
-            Ok(_) => String::new(),
-            Err(e) => format!("; {e}"),
-        };
-        format!(
-            "{}{fix}; or declare a trigger not needed: SET RULE {} DROP_TRIGGERS (<trigger>, ...)",
-            bad.iter()
-                .map(|t| t.describe())
-                .collect::<Vec<_>>()
-                .join("; "),
-            rule.rule.table
-        )
-    };
-    Check {
-        name: "triggers",
-        ok: bad.is_empty(),
-        detail,
-    }
-}
-
-/// The `constraints` check: fails while the target lacks a NOT NULL, CHECK or unique rule
-/// of the legacy table (it would stop enforcing it); a missing plain index is only a warning.
-fn constraints_check(missing: &crate::ops::constraints::MissingRules) -> Check {
-    let mut parts = missing.data_rule_problems();
-    let ok = parts.is_empty();
-    for index in &missing.indexes {
-        parts.push(format!(
-            "warning: no counterpart on the target for index {index} (reads get slower, nothing is lost)"
-        ));
-    }
-    Check {
-        name: "constraints",
-        ok,
-        detail: if parts.is_empty() {
-            "the target keeps every NOT NULL, CHECK, unique rule and index of the legacy table"
-                .into()
-        } else {
-            parts.join("; ")
-        },
     }
 }
 

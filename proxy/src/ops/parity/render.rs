@@ -1,7 +1,7 @@
 //! The parity report for people: a text table for the terminal, a self-contained HTML page,
 //! and the folder with `summary.json` and `report.html` each run writes.
 
-use super::{ColumnDifferences, GuardDriftRow, Report};
+use super::{ColumnDifferences, GuardDriftRow, Report, TableReport};
 
 /// The report as a readable table.
 pub fn text(report: &Report) -> String {
@@ -56,6 +56,17 @@ pub fn text(report: &Report) -> String {
                 type_differences(&t.columns)
             ));
         }
+        out.push_str(&format!(
+            "  schema: {}\n",
+            if t.schema.holds {
+                "holds (columns, data rules, triggers, access rules, foreign keys)".to_string()
+            } else {
+                format!("differs ({})", t.schema.failed.join(", "))
+            }
+        ));
+        for warning in &t.schema.warnings {
+            out.push_str(&format!("  schema warning: {warning}\n"));
+        }
         for c in &t.checks {
             out.push_str(&format!(
                 "  [{}] {}: {}\n",
@@ -103,15 +114,148 @@ fn type_differences(c: &ColumnDifferences) -> String {
         .join(", ")
 }
 
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The schema section of one table: each legacy column, data rule, index and trigger with
+/// its counterpart on the target (or what stands in for it), then access rules and foreign
+/// keys.
+fn schema_section(t: &TableReport) -> String {
+    let c = &t.columns;
+    let mut out = format!(
+        "<h3>schema: <span class=\"{}\">{}</span></h3>",
+        if t.schema.holds { "ok" } else { "fail" },
+        if t.schema.holds {
+            "holds".to_string()
+        } else {
+            format!("differs ({})", t.schema.failed.join(", "))
+        }
+    );
+    out.push_str("<table><tr><th>legacy column</th><th>on the target</th></tr>");
+    let mut row = |legacy: &str, target: String, ok: bool| {
+        out.push_str(&format!(
+            "<tr><td><code>{}</code></td><td class=\"{}\">{}</td></tr>",
+            esc(legacy),
+            if ok { "ok" } else { "fail" },
+            esc(&target)
+        ));
+    };
+    for name in &c.compared {
+        let (legacy, computed) = match name.split_once(" = ") {
+            Some((column, expr)) => (expr.to_string(), Some(column)),
+            None => (name.clone(), None),
+        };
+        let text = match (computed, c.type_differs.iter().find(|d| &d.column == name)) {
+            (Some(column), _) => format!("{column}, computed by the rule's set, compared"),
+            (None, Some(d)) if c.narrowed.contains(name) => format!(
+                "{name} {} (narrowed from {}: not every value fits)",
+                d.target_type, d.legacy_type
+            ),
+            (None, Some(d)) => format!(
+                "{name} {} (widened from {}), compared",
+                d.target_type, d.legacy_type
+            ),
+            (None, None) => format!("{name}, same type, compared"),
+        };
+        row(&legacy, text, !c.narrowed.contains(name));
+    }
+    let lost: Vec<&String> = c.lost().collect();
+    for name in &c.missing_in_target {
+        let values = c
+            .missing_values
+            .iter()
+            .find(|m| &m.column == name)
+            .map(|m| format!(", {} non-null values would be lost", m.non_null))
+            .unwrap_or_default();
+        let text = if c.dropped.contains(name) {
+            "left behind on purpose (drop_columns)".to_string()
+        } else if let Some(carried) = c
+            .carried
+            .iter()
+            .find(|x| x.starts_with(&format!("{name} -> ")))
+        {
+            format!("carried by the rule's set ({carried})")
+        } else {
+            format!("missing{values}")
+        };
+        row(name, text, !lost.contains(&name));
+    }
+    for s in c.set_columns.iter().filter(|s| s.not_compared.is_some()) {
+        row(
+            &s.expr,
+            format!(
+                "{} (set by the rule, not compared: {})",
+                s.column,
+                s.not_compared.as_deref().unwrap_or("")
+            ),
+            true,
+        );
+    }
+    out.push_str("</table>");
+    out.push_str("<table><tr><th>legacy rule</th><th>on the target</th></tr>");
+    let k = &t.constraints;
+    for kept in &k.kept {
+        out.push_str(&format!(
+            "<tr><td>{} <code>{}</code></td><td class=\"ok\"><code>{}</code></td></tr>",
+            kept.kind,
+            esc(&kept.legacy),
+            esc(&kept.target)
+        ));
+    }
+    for (kind, list, fails) in [
+        ("NOT NULL", &k.not_null, true),
+        ("CHECK", &k.checks, true),
+        ("unique", &k.unique, true),
+        ("index", &k.indexes, false),
+    ] {
+        for legacy in list {
+            out.push_str(&format!(
+                "<tr><td>{kind} <code>{}</code></td><td class=\"{}\">missing{}</td></tr>",
+                esc(legacy),
+                if fails { "fail" } else { "" },
+                if fails {
+                    ""
+                } else {
+                    " (a warning: reads get slower, nothing is lost)"
+                }
+            ));
+        }
+    }
+    for trigger in &t.triggers {
+        out.push_str(&format!(
+            "<tr><td>trigger <code>{}</code></td><td class=\"{}\">{}</td></tr>",
+            esc(&trigger.name),
+            if trigger.lost() || trigger.fires_twice() {
+                "fail"
+            } else {
+                "ok"
+            },
+            esc(&trigger.describe())
+        ));
+    }
+    out.push_str("</table>");
+    for check in t
+        .checks
+        .iter()
+        .filter(|c| c.name == "access" || c.name == "foreign_keys")
+    {
+        out.push_str(&format!(
+            "<p class=\"{}\">{}: {}</p>",
+            if check.ok { "ok" } else { "fail" },
+            check.name,
+            esc(&check.detail)
+        ));
+    }
+    out
+}
+
 /// The report as a self-contained HTML page: a summary table per table and, when there are
 /// shadow samples, a chart of overlap over time (inline SVG, no scripts, no network).
 pub fn html(report: &Report) -> String {
-    fn esc(s: &str) -> String {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    }
     let mut body = String::new();
     for t in &report.tables {
         body.push_str(&format!(
@@ -166,6 +310,7 @@ pub fn html(report: &Report) -> String {
             }
             body.push_str("</table>");
         }
+        body.push_str(&schema_section(t));
         if !t.columns.missing_in_target.is_empty() {
             body.push_str(&format!(
                 "<p>columns missing from the target (not mirrored): <code>{}</code></p>",
