@@ -67,8 +67,8 @@ pub use planner::plan;
 pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};
 pub use prepared::{executed_names, prepared_statements};
 pub use reading::{
-    parse_search_path, read, search_path_changes_before_ruled, settings_touch, Reading,
-    SessionReading, SettingsTouch,
+    custom_setting_names, parse_search_path, read, search_path_changes_before_ruled,
+    settings_touch, Reading, SessionReading, SettingsTouch,
 };
 pub use record::SUPPORT_SQL;
 pub use refusal::{

@@ -134,6 +134,10 @@ pub struct SettingsTouch {
     /// TRANSACTION`), which undoes a setting made inside it when the transaction fails or
     /// rolls back (or `ROLLBACK TO` a savepoint before it).
     pub ends_transaction: bool,
+    /// It may change any setting or the current role (`SET`, `RESET`, `DISCARD`,
+    /// `set_config(...)`, `SET ROLE`, `SET SESSION AUTHORIZATION`): what shadow reads run
+    /// with (see `tandem::control::shadow`).
+    pub settings: bool,
 }
 
 /// What `src` may do to the session settings Tandem follows, judged from its words (a
@@ -153,6 +157,12 @@ pub fn settings_touch(src: &[u8]) -> SettingsTouch {
         }
         let word = &src[token.start..token.end];
         let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+        if (first && is("set")) || is("set_config") || is("reset") || is("discard") {
+            touch.settings = true;
+        }
+        if is("role") || is("authorization") {
+            touch.settings = true;
+        }
         if is("standard_conforming_strings") || is("client_encoding") || is("names") {
             touch.sets = true;
         } else if is("set_config") || is("reset") || is("discard") {
@@ -171,6 +181,62 @@ pub fn settings_touch(src: &[u8]) -> SettingsTouch {
         previous_set = is("set");
     }
     touch
+}
+
+/// The custom settings (`app.tenant`: a name with a dot) `src` may set: `SET [SESSION |
+/// LOCAL] a.b ...` and `set_config('a.b', ...)`, names folded as the server folds them.
+/// Tandem asks the server their values (they are not listed in `pg_settings`), so a name
+/// seen here that the statement did not set costs nothing but a lookup.
+pub fn custom_setting_names(src: &[u8]) -> Vec<String> {
+    let tokens: Vec<crate::lexer::Token> = Scanner::with(src, Lexing::default()).collect();
+    let text = |t: &crate::lexer::Token| String::from_utf8_lossy(&src[t.start..t.end]).into_owned();
+    let ident = |t: &crate::lexer::Token| match t.kind {
+        crate::lexer::Kind::Ident => Some(text(t).to_ascii_lowercase()),
+        crate::lexer::Kind::Quoted => Some(text(t).replace("\"\"", "\"")),
+        _ => None,
+    };
+    let is = |t: &crate::lexer::Token, w: &str| {
+        t.kind == crate::lexer::Kind::Ident
+            && src[t.start..t.end].eq_ignore_ascii_case(w.as_bytes())
+    };
+    let mut out = Vec::new();
+    let mut at_start = true;
+    for (i, t) in tokens.iter().enumerate() {
+        let first = std::mem::replace(&mut at_start, t.kind == crate::lexer::Kind::Semicolon);
+        if first && is(t, "set") {
+            let mut j = i + 1;
+            if tokens
+                .get(j)
+                .is_some_and(|t| is(t, "session") || is(t, "local"))
+            {
+                j += 1;
+            }
+            if let (Some(a), Some(dot), Some(b)) =
+                (tokens.get(j), tokens.get(j + 1), tokens.get(j + 2))
+            {
+                if &src[dot.start..dot.end] == b"." {
+                    if let (Some(a), Some(b)) = (ident(a), ident(b)) {
+                        out.push(format!("{a}.{b}"));
+                    }
+                }
+            }
+        } else if is(t, "set_config") {
+            if let (Some(open), Some(lit)) = (tokens.get(i + 1), tokens.get(i + 2)) {
+                let lit = &src[lit.start..lit.end];
+                if &src[open.start..open.end] == b"("
+                    && lit.len() > 2
+                    && lit[0] == b'\''
+                    && lit[lit.len() - 1] == b'\''
+                {
+                    let name = String::from_utf8_lossy(&lit[1..lit.len() - 1]).into_owned();
+                    if name.contains('.') && !name.contains('\'') && !name.contains('\\') {
+                        out.push(name.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether a statement of `src` that may change `search_path` (or, when `path_has_user`,
@@ -450,6 +516,15 @@ mod tests {
         assert!(settings_touch(b"SET standard_conforming_strings = off").sets);
         assert!(settings_touch(b"ROLLBACK TO SAVEPOINT a").ends_transaction);
         assert!(settings_touch(b"SELECT 1; end").ends_transaction);
+        assert!(settings_touch(b"SET app.tenant = 'acme'").settings);
+        assert!(settings_touch(b"BEGIN; set local app.tenant to 'x'").settings);
+        assert!(settings_touch(b"SELECT set_config('app.tenant', 'x', true)").settings);
+        assert!(settings_touch(b"SET SESSION AUTHORIZATION app").settings);
+        assert!(!settings_touch(b"UPDATE t SET note = 'x'").settings);
+        assert_eq!(
+            custom_setting_names(b"SET app.Tenant = 'a'; set local \"My\".x to 1; SELECT set_config('App.user', 'u', true); UPDATE t SET a.b = 1; SET work_mem = '1MB'"),
+            vec!["app.tenant", "My.x", "app.user"]
+        );
         assert!(!settings_touch(b"UPDATE t SET a = CASE WHEN b THEN 1 END").ends_transaction);
         assert_eq!(
             settings_touch(b"INSERT INTO t VALUES (1)"),

@@ -131,3 +131,86 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
     assert_eq!(count(&through_tandem, &notes).await, 0);
     assert_eq!(count(&direct, &notes).await, 0);
 }
+
+/// Shadow reads run as the application's role, with its settings: a policy only the legacy
+/// table has shows as an overlap difference, not as a perfect overlap read by a superuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_reads_run_with_the_applications_role_and_settings() {
+    let check = pg().direct().await;
+    let pair = Pair::new(Kind::List);
+    pair.create(Kind::List, &check).await;
+    let role = unique("app");
+    check
+        .batch_execute(&pair.sql(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {{legacy}}, {{target}} TO {role};
+             ALTER TABLE {{legacy}} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_only ON {{legacy}} TO {role}
+                 USING (tenant = current_setting('app.tenant', true));"
+        )))
+        .await
+        .unwrap();
+    let config = config_with(&[pair.rule(Kind::List).sample(1.0)]);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    via.batch_execute(&pair.sql(
+        "INSERT INTO {legacy} (tenant, note) SELECT t, 'row ' || g \
+         FROM unnest(ARRAY['acme', 'globex', 'umbrella']) t, generate_series(1, 10) g",
+    ))
+    .await
+    .unwrap();
+    let samples = format!("\"{}\".shadow_samples", config.store.schema);
+    let newest = |after: i64| {
+        let samples = samples.clone();
+        let check = &check;
+        async move {
+            for _ in 0..500 {
+                let row = check
+                    .query_opt(
+                        &format!(
+                            "SELECT id, legacy_rows, target_rows, overlap FROM {samples} \
+                             WHERE id > $1 ORDER BY id DESC LIMIT 1"
+                        ),
+                        &[&after],
+                    )
+                    .await
+                    .unwrap();
+                if let Some(r) = row {
+                    return (
+                        r.get::<_, i64>(0),
+                        r.get::<_, i32>(1),
+                        r.get::<_, i32>(2),
+                        r.get::<_, f64>(3),
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("no shadow sample recorded");
+        }
+    };
+    let app = connect_url(&proxy_url(&proxy, &role)).await;
+    app.batch_execute("SET app.tenant = 'acme'").await.unwrap();
+    let read = format!("SELECT id, note FROM {} ORDER BY id", pair.legacy);
+    assert_eq!(app.query(&read, &[]).await.unwrap().len(), 10);
+    // The target has no policy: under the application's role and app.tenant the legacy
+    // read sees 10 rows, the target 30.
+    let (id, legacy_rows, target_rows, overlap) = newest(0).await;
+    assert_eq!((legacy_rows, target_rows), (10, 30), "overlap {overlap}");
+    assert!(overlap < 0.5, "{overlap}");
+
+    // The same policy on the target: the next sample agrees.
+    check
+        .batch_execute(&pair.sql(&format!(
+            "ALTER TABLE {{target}} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_only ON {{target}} TO {role}
+                 USING (tenant = current_setting('app.tenant', true));"
+        )))
+        .await
+        .unwrap();
+    app.batch_execute("SET app.tenant = 'globex'")
+        .await
+        .unwrap();
+    assert_eq!(app.query(&read, &[]).await.unwrap().len(), 10);
+    let (_, legacy_rows, target_rows, overlap) = newest(id).await;
+    assert_eq!((legacy_rows, target_rows, overlap), (10, 10, 1.0));
+}

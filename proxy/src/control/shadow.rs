@@ -4,7 +4,10 @@
 //! Sessions only draw a random number and, for a sampled read, hand its text to a bounded
 //! queue (`try_send`: when the queue is full the sample is dropped and counted, never
 //! waited for). One background task per proxy runs the comparisons on its own connection:
-//! `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, the read as written (legacy), the same
+//! `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, the session's search_path, settings
+//! and role (`SET LOCAL ROLE`, so row level security filters both reads as it filtered the
+//! application's; the side connection's user must be able to become that role, else the
+//! sample fails and is counted), the read as written (legacy), the same
 //! read with the ruled tables swapped for their targets, `COMMIT`; then one row in
 //! `<store>.shadow_samples`: overlap |A ∩ B| / max(|A|, |B|) over the result rows (for an
 //! `ORDER BY ... LIMIT K` read, the top-K overlap), whether the rows differ, one example
@@ -33,6 +36,9 @@ pub struct Job {
     pub pair: ShadowPair,
     /// The session's search_path (the read's bare names resolve through it).
     pub search_path: Arc<[String]>,
+    /// The session's role and settings: both reads run with them, so a row level security
+    /// policy (and anything else reading a setting) sees what the application's read saw.
+    pub view: Arc<crate::session::mirror::SessionView>,
     /// Bind parameter values exactly as the client sent them, and their declared types
     /// (empty for a simple query).
     pub params: Vec<RawParam>,
@@ -201,6 +207,15 @@ async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgre
         tx.batch_execute(&format!("SET LOCAL search_path = {path}"))
             .await?;
     }
+    for (name, value) in &job.view.settings {
+        tx.execute("SELECT pg_catalog.set_config($1, $2, true)", &[name, value])
+            .await?;
+    }
+    // The application's role, last: its policies apply to both reads. A side connection
+    // that cannot become it fails the sample (counted, logged) rather than compare rows
+    // the application could not see.
+    tx.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(&job.view.role)))
+        .await?;
     let legacy = rows(&tx, &job.pair.legacy_sql, job).await?;
     let target = rows(&tx, &job.pair.target_sql, job).await?;
     tx.commit().await?;

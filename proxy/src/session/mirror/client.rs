@@ -98,6 +98,18 @@ pub struct ClientSide {
     /// The search_path must be asked of the server before the next statement naming a
     /// ruled table is planned (see `probe`).
     pub(super) search_path_stale: bool,
+    /// A statement may have changed a setting or the role since the server last said
+    /// them: asked again before the next statement naming a ruled table while a rule
+    /// samples reads (see `probe`).
+    pub(super) settings_stale: bool,
+    /// A statement of the current transaction may have changed a setting or the role.
+    pub(super) view_changed_in_transaction: bool,
+    /// The session's role and settings as the server last said them: shadow reads run
+    /// with them.
+    pub(super) session_view: Option<Arc<super::SessionView>>,
+    /// Custom settings (`app.tenant`) the session was seen to set: the probe asks their
+    /// values.
+    pub(super) custom_names: Vec<String>,
     /// The search_path holds `"$user"`, so a change of role changes it.
     pub(super) path_has_user: bool,
     /// A statement of the current transaction may have changed the search_path.
@@ -149,6 +161,10 @@ impl ClientSide {
             settings_in_flight: false,
             settings_changed_in_transaction: false,
             search_path_stale: true,
+            settings_stale: true,
+            view_changed_in_transaction: false,
+            session_view: None,
+            custom_names: Vec::new(),
             path_has_user: true,
             search_path_changed_in_transaction: false,
             extended_open: false,
@@ -218,7 +234,11 @@ impl ClientSide {
         if self.rules.is_empty() {
             return;
         }
-        self.note_touch(tandem_rules::settings_touch(src));
+        let touch = tandem_rules::settings_touch(src);
+        if touch.settings {
+            self.note_custom_names(src);
+        }
+        self.note_touch(touch);
     }
 
     /// As [`note_settings`](Self::note_settings), for a statement whose effect is known.
@@ -230,6 +250,18 @@ impl ClientSide {
         } else if touch.ends_transaction && self.settings_changed_in_transaction {
             self.settings_in_flight = true;
         }
+    }
+
+    /// Whether a rule samples reads (then shadow reads need the session's role and
+    /// settings).
+    pub(super) fn sampling(&self) -> bool {
+        self.sampler.is_some()
+            && self
+                .rules
+                .set
+                .rules
+                .iter()
+                .any(|r| r.rule.sample_rate > 0.0)
     }
 
     /// Records whether the session is inside a transaction block, before a batch of
@@ -278,7 +310,7 @@ impl ClientSide {
             self.waiting = true;
             return Action::Stop;
         }
-        if self.search_path_stale {
+        if self.search_path_stale || self.settings_stale {
             if let Some(action) = self.wait_before(tag, body, queue) {
                 return action;
             }

@@ -33,7 +33,7 @@ use tandem_rules::{ColumnOrigin, ResponseFix, WriteTag};
 use crate::wire::protocol::frame::{begin, finish};
 
 pub use client::ClientSide;
-pub use probe::PROBE_SQL;
+pub use probe::probe_sql;
 
 pub use refusal::raise_sql;
 pub use retry::{Retry, RetryExt, RetryJob, RetryKind};
@@ -206,10 +206,19 @@ pub struct Reports {
 /// What the server answered to Tandem's search_path probe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeAnswer {
-    /// The row's values (`search_path`, `current_user`), text format.
+    /// The row's values (`search_path`, `current_user`, settings), text format.
     pub values: Vec<Option<String>>,
     /// The server answered with an error.
     pub failed: bool,
+}
+
+/// The role and settings of a session, as the server said them (see `probe`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionView {
+    /// `current_user`.
+    pub role: String,
+    /// Settings a user may change, not at their defaults: `(name, value)`.
+    pub settings: Vec<(String, String)>,
 }
 
 /// The values of a DataRow body, as text.

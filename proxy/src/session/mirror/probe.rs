@@ -1,4 +1,4 @@
-//! The session's search_path, as the server has it.
+//! The session's search_path (and role and settings), as the server has it.
 //!
 //! A bare table name means whatever the session's search_path finds first, and only the
 //! server knows that path for sure: a role or database default (`ALTER ROLE ... SET`),
@@ -11,6 +11,15 @@
 //! a quiet point (nothing in flight, no extended-protocol batch open, the transaction not
 //! failed); a statement that names a ruled table waits for that point, or, inside an open
 //! extended-protocol batch where waiting is impossible, is refused.
+//!
+//! The same question returns the session's role and settings, which shadow reads run with
+//! (see `control::shadow`). While a rule samples reads, a statement that may change a
+//! setting or the role (`SET`, `set_config`, `SET ROLE`, `RESET`, `DISCARD`, the end of a
+//! transaction that did) makes them stale too, and they are asked again before the next
+//! statement naming a ruled table; such a statement is never refused for it (inside an
+//! open batch its read is simply not sampled). A session that sets `app.tenant` in each
+//! transaction pays one hidden round trip per transaction that names a ruled table, and
+//! only while sampling is on.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,16 +34,48 @@ use super::{plain_query, Expect, ProbeAnswer};
 use crate::session::framed::Action;
 use crate::wire::protocol::frontend;
 
-/// The hidden query: the session's search_path and the role `"$user"` stands for.
-pub const PROBE_SQL: &str =
-    "SELECT pg_catalog.current_setting('search_path'), current_user::pg_catalog.text";
+/// Most custom setting names a session remembers for shadow reads.
+const CUSTOM_NAMES: usize = 64;
+
+/// The hidden query: the session's search_path, the role `"$user"` stands for (and shadow
+/// reads run as), and the settings shadow reads run with, as a JSON array of
+/// `[name, value]`: each setting a user may change that is not at its default, and each
+/// custom one (`app.tenant`: the server does not list those) the session was seen to set
+/// or a row level security policy reads, that has a value. So a policy reading them sees
+/// in the shadow read what it saw in the application's.
+pub fn probe_sql(custom: &[String]) -> String {
+    let names = custom
+        .iter()
+        .map(|n| format!("'{}'", n.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT pg_catalog.current_setting('search_path'), current_user::pg_catalog.text, \
+         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(x.n, x.v)) FROM ( \
+            SELECT s.name AS n, pg_catalog.current_setting(s.name) AS v FROM pg_catalog.pg_settings s \
+             WHERE s.context = 'user' AND s.source NOT IN ('default', 'override') \
+               AND s.name NOT IN ('client_encoding', 'search_path', 'application_name', 'role', \
+                                  'session_authorization', 'transaction_isolation', \
+                                  'transaction_read_only', 'transaction_deferrable') \
+            UNION \
+            SELECT c.n, pg_catalog.current_setting(c.n, true) FROM ( \
+               SELECT pg_catalog.unnest(ARRAY[{names}]::pg_catalog.text[]) \
+               UNION SELECT m[1] FROM pg_catalog.pg_policy p, pg_catalog.regexp_matches( \
+                 pg_catalog.concat(pg_catalog.pg_get_expr(p.polqual, p.polrelid), ' ', \
+                                   pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), \
+                 'current_setting\\(''([^'']+)''', 'g') AS m) AS c(n) \
+             WHERE pg_catalog.current_setting(c.n, true) IS NOT NULL) AS x)::pg_catalog.text"
+    )
+}
 
 impl ClientSide {
     /// Whether a statement naming a ruled table waits for the server to say the
     /// search_path (asked only then: a session that never names a ruled table never pays
     /// the round trip).
     pub fn needs_probe(&self) -> bool {
-        self.search_path_stale && self.path_wanted && !self.rules.is_empty()
+        (self.search_path_stale || self.settings_stale)
+            && self.path_wanted
+            && !self.rules.is_empty()
     }
 
     /// The hidden probe query, its expectation pushed on `queue`.
@@ -43,7 +84,7 @@ impl ClientSide {
             answer: ProbeAnswer::default(),
         });
         let mut out = BytesMut::new();
-        frontend::encode_query(PROBE_SQL, &mut out);
+        frontend::encode_query(&probe_sql(&self.custom_names), &mut out);
         out
     }
 
@@ -51,7 +92,18 @@ impl ClientSide {
     /// now on.
     pub fn learn(&mut self, answer: ProbeAnswer) {
         self.search_path_stale = false;
+        self.settings_stale = false;
         self.path_wanted = false;
+        if let (Some(Some(user)), Some(settings)) = (answer.values.get(1), answer.values.get(2)) {
+            let settings: Vec<(String, String)> = settings
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            self.session_view = Some(Arc::new(super::SessionView {
+                role: user.clone(),
+                settings,
+            }));
+        }
         let (Some(Some(raw)), Some(Some(user))) = (answer.values.first(), answer.values.get(1))
         else {
             warn!(
@@ -91,7 +143,10 @@ impl ClientSide {
         body: &[u8],
         queue: &mut VecDeque<Expect>,
     ) -> Option<Action> {
-        if !self.search_path_stale || self.rules.is_empty() || self.transaction_failed {
+        let path = self.search_path_stale;
+        // The settings shadow reads run with matter only while a rule samples reads.
+        let settings = self.settings_stale && self.sampling();
+        if !(path || settings) || self.rules.is_empty() || self.transaction_failed {
             // A failed transaction runs nothing but its end; what follows is planned again.
             return None;
         }
@@ -117,6 +172,11 @@ impl ClientSide {
             self.path_wanted = true;
             return Some(Action::Stop);
         }
+        if !path {
+            // Only the settings are unconfirmed: never refused for that; a read of this
+            // batch is not sampled (see `maybe_sample`).
+            return None;
+        }
         let rejection = search_path_changing(&name);
         let mut out = BytesMut::new();
         if tag == b'Q' {
@@ -138,9 +198,28 @@ impl ClientSide {
         self.rules.ruled_name(known.sql.as_bytes())
     }
 
-    /// After a statement that `touch` describes was sent: marks the search_path stale when
-    /// it may change it, or end the transaction that changed it.
+    /// Remembers the custom settings `src` may set (see [`probe_sql`]).
+    pub(super) fn note_custom_names(&mut self, src: &[u8]) {
+        for name in tandem_rules::custom_setting_names(src) {
+            if !self.custom_names.contains(&name) && self.custom_names.len() < CUSTOM_NAMES {
+                self.custom_names.push(name);
+            }
+        }
+    }
+
+    /// After a statement that `touch` describes was sent: marks the search_path (and the
+    /// settings shadow reads run with) stale when it may change them, or end the
+    /// transaction that changed them.
     pub(super) fn note_search_path(&mut self, touch: tandem_rules::SettingsTouch) {
+        if touch.settings {
+            self.settings_stale = true;
+            self.view_changed_in_transaction = true;
+        } else if touch.ends_transaction && self.view_changed_in_transaction {
+            self.settings_stale = true;
+        }
+        if touch.ends_transaction {
+            self.view_changed_in_transaction = false;
+        }
         if touch.search_path || (touch.role && self.path_has_user) {
             self.search_path_stale = true;
             self.search_path_changed_in_transaction = true;

@@ -28,9 +28,14 @@ impl ClientSide {
             }
             _ => false,
         };
-        if !read {
+        // A read is compared only under the role and settings it ran with: not while
+        // they are unconfirmed (a change in the same extended-protocol batch).
+        if !read || self.settings_stale {
             return;
         }
+        let Some(view) = self.session_view.clone() else {
+            return;
+        };
         let max = self
             .rules
             .set
@@ -80,6 +85,7 @@ impl ClientSide {
         sampler.offer(crate::control::shadow::Job {
             pair,
             search_path: Arc::clone(&self.search_path),
+            view,
             params,
             param_types,
         });
