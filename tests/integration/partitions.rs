@@ -1,6 +1,7 @@
 //! `tandem partitions list|ensure|skew` on targets made by `tandem init`.
 
 use tandem::ops::init::{self, Layout, Options};
+use tandem::ops::parity;
 use tandem::ops::partitions::{self, Ensure};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy};
@@ -185,17 +186,24 @@ async fn old_months_are_retired_from_both_tables() {
         ))
         .await
         .unwrap();
-    // Dry run lists the old months; the legacy rows make it refuse without --allow-delete.
-    let err = partitions::retire(&config, &table, 3, false, false)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--allow-delete"), "{err}");
-    let plan = partitions::retire(&config, &table, 3, false, true)
+    // The dry run (no flags) gives its plan; --apply without --allow-delete is refused,
+    // carrying the same plan, since legacy rows go one by one.
+    let plan = partitions::retire(&config, &table, 3, false, false)
         .await
         .unwrap();
     assert!(!plan.applied);
     assert_eq!(plan.partitions.len(), 2, "{:?}", plan.steps);
+    assert_eq!(plan.legacy_rows, 20);
+    match partitions::retire(&config, &table, 3, true, false).await {
+        Err(e @ partitions::PartitionsError::RowDeleteNotAllowed(_)) => {
+            assert!(e.to_string().contains("--allow-delete"), "{e}");
+            let partitions::PartitionsError::RowDeleteNotAllowed(refused) = e else {
+                unreachable!()
+            };
+            assert_eq!(refused.steps, plan.steps);
+        }
+        other => panic!("{other:?}"),
+    }
     let done = partitions::retire(&config, &table, 3, true, true)
         .await
         .unwrap();
@@ -213,4 +221,132 @@ async fn old_months_are_retired_from_both_tables() {
     assert_eq!(counts, (40, 40), "4 months of 10 rows kept in both");
     let (_, parts) = partitions::list(&config, &table).await.unwrap();
     assert!(parts.iter().all(|p| !done.partitions.contains(&p.name)));
+}
+
+/// Issue 16: `retire` deleted every legacy row older than the cutoff but dropped only the
+/// monthly partitions, so the target's rows of those months in DEFAULT stayed (parity: extra).
+/// Under each guard policy, the legacy delete and the target removal cover the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retire_removes_the_same_rows_from_both_tables_default_partition_included() {
+    for (mode, guard) in [
+        ("dual_write", "mirror"),
+        ("dual_write", "record"),
+        ("cutover", "fail"),
+    ] {
+        let check = pg().direct().await;
+        let t = unique("retire_def");
+        check
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
+                 INSERT INTO {t} (created_at) SELECT now() - (g % 6) * interval '1 month' FROM generate_series(1, 60) g;"
+            ))
+            .await
+            .unwrap();
+        let mut config = config_with(&[]);
+        config.store.enabled = Some(true);
+        let table = TableName::new(Some("public"), &t);
+        init::run(
+            &config,
+            &Options {
+                table: table.clone(),
+                target: None,
+                layout: Layout::parse("range(created_at) monthly").unwrap(),
+                no_default: false,
+                dry_run: false,
+            },
+        )
+        .await
+        .unwrap();
+        check
+            .batch_execute(&format!(
+                "INSERT INTO {t}_v2 SELECT * FROM {t};
+                 UPDATE \"{}\".rules SET mode = '{mode}', guard = '{guard}' WHERE table_name = 'public.{t}';",
+                config.store.schema
+            ))
+            .await
+            .unwrap();
+        let proxy = start_ruled_proxy(config.clone()).await;
+        let via = through(&proxy).await;
+        // Older than the legacy table's first month: the target has no partition for it, so
+        // the mirrored row lands in DEFAULT.
+        via.batch_execute(&format!(
+            "INSERT INTO {t} (created_at) VALUES ('2025-06-15 12:00:00+00')"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+        let in_default: i64 = check
+            .query_one(&format!("SELECT count(*) FROM {t}_v2_default"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(in_default, 1, "{mode}/{guard}: the old row sits in DEFAULT");
+
+        let plan = partitions::retire(&config, &table, 3, false, false)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}/{guard}: dry run: {e}"));
+        assert!(!plan.applied);
+        assert_eq!(plan.partitions.len(), 2, "{mode}/{guard}: {:?}", plan.steps);
+        assert_eq!(
+            (plan.legacy_rows, plan.target_rows),
+            (21, 1),
+            "{mode}/{guard}"
+        );
+        let refused = partitions::retire(&config, &table, 3, true, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--allow-delete"), "{refused}");
+        let done = partitions::retire(&config, &table, 3, true, true)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}/{guard}: {e}"));
+        assert!(done.applied);
+        let left: (i64, i64) = {
+            let r = check
+                .query_one(
+                    &format!("SELECT (SELECT count(*) FROM {t}), (SELECT count(*) FROM {t}_v2)"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(
+            left,
+            (40, 40),
+            "{mode}/{guard}: 4 months of 10 rows kept in both"
+        );
+        let report = parity::run(
+            &config,
+            &parity::Options {
+                tables: vec![table.clone()],
+                min_overlap: 0.95,
+                min_samples: 0,
+                sample_limit: 5,
+            },
+        )
+        .await
+        .unwrap();
+        let r = &report.tables[0];
+        assert_eq!(
+            (
+                r.missing.count,
+                r.extra.count,
+                r.different.count,
+                r.unresolved_drift
+            ),
+            (0, 0, 0, 0),
+            "{mode}/{guard}: extra {:?}",
+            r.extra.sample_keys
+        );
+        // Nothing left to retire: an applied run says so and changes nothing.
+        let again = partitions::retire(&config, &table, 3, true, true)
+            .await
+            .unwrap();
+        assert!(
+            again.steps.is_empty() && !again.applied,
+            "{:?}",
+            again.steps
+        );
+        drop(proxy);
+    }
 }

@@ -15,16 +15,18 @@
 //! - `skew`: exact rows and bytes per leaf partition, the skew ratio (max / mean), hot
 //!   (more than twice the mean) and empty partitions, and a verdict: HEALTHY below
 //!   `--warn` (2), WARNING below `--rebalance` (5), REBALANCE above;
-//! - `retire`: detach and drop monthly partitions older than N months (never a row-by-row
-//!   delete of the target); the legacy table's rows of those months go too when the rule
-//!   keeps both tables equal, which needs `--allow-delete`.
+//! - `retire`: remove every row older than N months from the target and, when the rule
+//!   keeps both tables equal, from the legacy table (see [`retire`]).
 
 use tandem_rules::{quote_ident, TableName};
 use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
-use crate::control::store::{self, Store};
+use crate::control::store;
+
+mod retire;
+pub use retire::{retire, Retired};
 
 /// Why a partitions command failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum PartitionsError {
     /// The request does not fit the table.
     #[error("{0}")]
     Refused(String),
+    /// `retire --apply` would delete rows one by one and `--allow-delete` was not given.
+    #[error("{}", retire::needs_allow_delete(.0))]
+    RowDeleteNotAllowed(Box<Retired>),
 }
 
 /// One partition.
@@ -80,7 +85,7 @@ pub struct Skew {
 
 /// A connection and the rule's target for `table` (or `table` itself when it is not ruled:
 /// then the command works on that table).
-async fn target_of(
+pub(super) async fn target_of(
     config: &Config,
     table: &TableName,
 ) -> Result<(Client, TableName, Option<TableName>), PartitionsError> {
@@ -409,111 +414,6 @@ async fn ensure_value(
         }
     }
     Ok(Some(name.to_string()))
-}
-
-/// What `retire` found and did.
-#[derive(Debug, Clone, Default)]
-pub struct Retired {
-    /// Partitions older than the cutoff (detached and dropped with `apply`).
-    pub partitions: Vec<String>,
-    /// Legacy rows older than the cutoff (deleted with `apply` and `allow_delete`).
-    pub legacy_rows: i64,
-    /// Statements, in order.
-    pub steps: Vec<String>,
-    /// Whether they ran.
-    pub applied: bool,
-}
-
-/// Detaches and drops the target's monthly partitions that end before the first day of the
-/// month `months` months ago. While a rule keeps the legacy table current (any mode but
-/// `off` and `target_only`), its rows of those months must go too, or the tables would
-/// diverge: that needs a row-by-row delete, so it is refused unless `allow_delete`. Dry run
-/// unless `apply`; one transaction, legacy table locked first (writes wait).
-pub async fn retire(
-    config: &Config,
-    table: &TableName,
-    months: u32,
-    apply: bool,
-    allow_delete: bool,
-) -> Result<Retired, PartitionsError> {
-    let (mut client, target, legacy) = target_of(config, table).await?;
-    let names = Store::new(&config.store.schema);
-    let snapshot = store::load(&client, &names).await?;
-    let mode = store::find(&snapshot, table).map(|r| r.rule.mode);
-    let keeps_legacy = mode
-        .is_some_and(|m| !matches!(m, tandem_rules::Mode::Off | tandem_rules::Mode::TargetOnly));
-    // Take the tables in the order mirrored writes do (the target first in cutover).
-    let target_first = mode == Some(tandem_rules::Mode::Cutover);
-    let cutoff: String = client
-        .query_one(
-            &format!("SELECT (date_trunc('month', now()) - interval '{months} months')::timestamptz::text"),
-            &[],
-        )
-        .await?
-        .get(0);
-    // Every RANGE partition (at any depth) whose upper bound is at or before the cutoff, with
-    // its parent's range column.
-    let rows = client
-        .query(
-            "WITH RECURSIVE tree AS ( \
-               SELECT inhrelid AS oid, inhparent AS parent FROM pg_inherits WHERE inhparent = $1::text::regclass \
-               UNION ALL SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
-             SELECT t.oid::regclass::text, t.parent::regclass::text, a.attname::text, \
-               substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']*)''\\)') \
-             FROM tree t JOIN pg_class c ON c.oid = t.oid \
-             JOIN pg_partitioned_table p ON p.partrelid = t.parent AND p.partstrat = 'r' AND p.partnatts = 1 \
-             JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
-             WHERE substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']*)''\\)')::timestamptz <= $2::text::timestamptz \
-             ORDER BY 1",
-            &[&target.to_string(), &cutoff],
-        )
-        .await?;
-    let mut out = Retired::default();
-    let mut column = None;
-    for r in &rows {
-        let partition: String = r.get(0);
-        let parent: String = r.get(1);
-        column = Some(r.get::<_, String>(2));
-        out.steps
-            .push(format!("ALTER TABLE {parent} DETACH PARTITION {partition}"));
-        out.steps.push(format!("DROP TABLE {partition}"));
-        out.partitions.push(partition);
-    }
-    if keeps_legacy && !out.partitions.is_empty() {
-        let legacy = legacy.unwrap_or_else(|| table.clone());
-        let col = quote_ident(column.as_deref().unwrap_or(""));
-        let lit = store::quote_literal(&cutoff);
-        out.legacy_rows = client
-            .query_one(
-                &format!("SELECT count(*)::int8 FROM {legacy} WHERE {col} < {lit}"),
-                &[],
-            )
-            .await?
-            .get(0);
-        if out.legacy_rows > 0 && !allow_delete {
-            return Err(PartitionsError::Refused(format!(
-                "{legacy} still holds {} rows before {cutoff} and its rule keeps it equal to {target}: dropping only the target's partitions would diverge; pass --allow-delete to delete them from {legacy} too (row by row, in the same transaction), or retire after target_only",
-                out.legacy_rows
-            )));
-        }
-        let lock = format!("LOCK TABLE {legacy} IN EXCLUSIVE MODE");
-        if target_first {
-            out.steps.push(lock);
-        } else {
-            out.steps.insert(0, lock);
-        }
-        out.steps
-            .push(format!("DELETE FROM {legacy} WHERE {col} < {lit}"));
-    }
-    if apply && !out.steps.is_empty() {
-        let tx = client.transaction().await?;
-        for step in &out.steps {
-            tx.batch_execute(step).await?;
-        }
-        tx.commit().await?;
-        out.applied = true;
-    }
-    Ok(out)
 }
 
 impl From<store::OpenError> for PartitionsError {
