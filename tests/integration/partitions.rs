@@ -60,6 +60,22 @@ async fn a_new_value_gets_its_partition_and_its_rows_leave_default() {
         .await
         .unwrap();
     assert_eq!(created, vec![format!("public.{t}_v2_initech")]);
+    // init analysed the target; ensure the partition it made and the DEFAULT it emptied.
+    for table in [
+        format!("{t}_v2"),
+        format!("{t}_v2_initech"),
+        format!("{t}_v2_default"),
+    ] {
+        let analysed: bool = check
+            .query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_all_tables WHERE relid = $1::text::regclass",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(analysed, "{table} is analysed");
+    }
     let in_new: i64 = check
         .query_one(&format!("SELECT count(*) FROM {t}_v2_initech"), &[])
         .await

@@ -266,6 +266,9 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
     ddl.extend(indexes);
     ddl.extend(partitions(&client, legacy, &target, options).await?);
     ddl.extend(access_rules(&client, oid, &target).await?);
+    // Statistics from the start: autovacuum never analyses a partitioned parent, and a
+    // planner without them misjudges the union read's anti join.
+    ddl.push(format!("ANALYZE {target};"));
     let applied = !options.dry_run;
     let mut guard = None;
     if applied {

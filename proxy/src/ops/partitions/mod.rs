@@ -244,7 +244,9 @@ async fn strategy(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Creates what is missing; returns the partitions created.
+/// Creates what is missing; returns the partitions created. Except for a partition made
+/// for a held write ([`Ensure::ForValue`]), the new partitions, and a DEFAULT partition
+/// whose rows moved into them, are analysed afterwards.
 pub async fn ensure(
     config: &Config,
     table: &TableName,
@@ -262,6 +264,11 @@ pub async fn ensure(
     )
     .await?;
     let mut created = Vec::new();
+    // DEFAULT partitions rows moved out of (analysed again afterwards).
+    let mut emptied = Vec::new();
+    // A partition made for a write held in a client's transaction (auto_partition) is not
+    // analysed: that write waits.
+    let for_held_write = matches!(what, Ensure::ForValue(_));
     let what = match (strat.as_str(), what) {
         ("l", Ensure::ForValue(v)) => Ensure::Value(v),
         ("r", Ensure::ForValue(v)) => Ensure::MonthOf(v),
@@ -269,7 +276,7 @@ pub async fn ensure(
     };
     match (strat.as_str(), what) {
         ("l", Ensure::Value(v)) => {
-            if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+            if let Some(p) = ensure_value(&tx, &target, &column, &v, &mut emptied).await? {
                 created.push(p);
             }
         }
@@ -288,7 +295,7 @@ pub async fn ensure(
                 .map(|r| r.get(0))
                 .collect();
             for v in values {
-                if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+                if let Some(p) = ensure_value(&tx, &target, &column, &v, &mut emptied).await? {
                     created.push(p);
                 }
             }
@@ -350,6 +357,13 @@ pub async fn ensure(
         }
     }
     tx.commit().await?;
+    if !for_held_write {
+        // Statistics for the new partitions, and for a DEFAULT that lost rows to them.
+        emptied.dedup();
+        for table in created.iter().chain(&emptied) {
+            client.batch_execute(&format!("ANALYZE {table}")).await?;
+        }
+    }
     Ok(created)
 }
 
@@ -373,6 +387,7 @@ async fn ensure_value(
     target: &TableName,
     column: &str,
     value: &str,
+    emptied: &mut Vec<String>,
 ) -> Result<Option<String>, PartitionsError> {
     // Which partition takes the value now (none, the DEFAULT, or its own)?
     let bounds = tx
@@ -411,6 +426,7 @@ async fn ensure_value(
                  ALTER TABLE {target} ATTACH PARTITION {default} DEFAULT;"
             ))
             .await?;
+            emptied.push(default);
         }
     }
     Ok(Some(name.to_string()))
