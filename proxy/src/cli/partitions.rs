@@ -171,6 +171,14 @@ fn partitions(config: Config, action: Action) -> ExitCode {
                 if !s.empty.is_empty() {
                     println!("empty: {}", s.empty.join(", "));
                 }
+                if !s.droppable.is_empty() {
+                    println!(
+                        "candidates to drop (empty, no legacy row within their bounds, before the current month; e.g. made by auto_partition for a write that rolled back):"
+                    );
+                    for d in &s.droppable {
+                        println!("  {}", d.sql());
+                    }
+                }
             }
         }
         Ok(())

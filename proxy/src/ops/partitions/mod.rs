@@ -13,8 +13,9 @@
 //!   target, so two instances racing create each partition once; existing partitions are
 //!   left alone;
 //! - `skew`: exact rows and bytes per leaf partition, the skew ratio (max / mean), hot
-//!   (more than twice the mean) and empty partitions, and a verdict: HEALTHY below
-//!   `--warn` (2), WARNING below `--rebalance` (5), REBALANCE above;
+//!   (more than twice the mean) and empty partitions, the empty ones that look safe to
+//!   drop (see [`Droppable`]), and a verdict: HEALTHY below `--warn` (2), WARNING below
+//!   `--rebalance` (5), REBALANCE above;
 //! - `retire`: remove every row older than N months from the target and, when the rule
 //!   keeps both tables equal, from the legacy table (see [`retire`]).
 
@@ -79,6 +80,8 @@ pub struct Skew {
     pub hot: Vec<String>,
     /// Leaves with no rows.
     pub empty: Vec<String>,
+    /// Empty leaves that look safe to drop (see [`droppable`]), with their parents.
+    pub droppable: Vec<Droppable>,
     /// HEALTHY, WARNING or REBALANCE.
     pub verdict: &'static str,
 }
@@ -155,7 +158,7 @@ pub async fn skew(
     rebalance: f64,
 ) -> Result<(TableName, Skew), PartitionsError> {
     let (target, all) = list(config, table).await?;
-    let (client, _, _) = target_of(config, table).await?;
+    let (client, _, legacy) = target_of(config, table).await?;
     let counts = client
         .query(
             &format!("SELECT tableoid::regclass::text, count(*)::int8 FROM {target} GROUP BY 1"),
@@ -182,11 +185,17 @@ pub async fn skew(
         .filter(|p| mean > 0.0 && p.rows as f64 > 2.0 * mean)
         .map(|p| p.name.clone())
         .collect();
-    let empty = leaves
+    let empty: Vec<String> = leaves
         .iter()
         .filter(|p| p.rows == 0)
         .map(|p| p.name.clone())
         .collect();
+    let mut droppable = Vec::new();
+    for name in &empty {
+        if let Some(d) = droppable_leaf(&client, legacy.as_ref(), name).await? {
+            droppable.push(d);
+        }
+    }
     let verdict = if ratio < warn {
         "HEALTHY"
     } else if ratio < rebalance {
@@ -202,9 +211,85 @@ pub async fn skew(
             ratio,
             hot,
             empty,
+            droppable,
             verdict,
         },
     ))
+}
+
+/// An empty partition that looks safe to drop.
+#[derive(Debug, Clone)]
+pub struct Droppable {
+    /// The partition.
+    pub name: String,
+    /// Its parent.
+    pub parent: String,
+}
+
+impl Droppable {
+    /// The statements that drop it.
+    pub fn sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} DETACH PARTITION {}; DROP TABLE {};",
+            self.parent, self.name, self.name
+        )
+    }
+}
+
+/// Whether the empty leaf `name` is a candidate to drop: not a DEFAULT partition, not a
+/// RANGE partition of the current month or later (made ahead on purpose), and, when a
+/// rule names a legacy table, no legacy row falls within its bounds (its rows would come
+/// with the backfill). Such a partition is typically one `auto_partition` made for a write
+/// whose transaction then rolled back: the partition stays. When the bounds cannot be
+/// checked on the legacy table (a column it lacks), it is not a candidate.
+async fn droppable_leaf(
+    client: &Client,
+    legacy: Option<&TableName>,
+    name: &str,
+) -> Result<Option<Droppable>, PartitionsError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT i.inhparent::regclass::text, pg_get_partition_constraintdef(c.oid), \
+               pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', \
+               CASE WHEN p.partstrat = 'r' AND format_type(a.atttypid, NULL) IN \
+                      ('date', 'timestamp without time zone', 'timestamp with time zone') \
+                    THEN coalesce(substring(pg_get_expr(c.relpartbound, c.oid) \
+                                    from 'TO \\(''([^'']*)''\\)')::timestamptz \
+                                  > date_trunc('month', now()), true) \
+                    ELSE false END \
+             FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+             JOIN pg_partitioned_table p ON p.partrelid = i.inhparent \
+             LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
+             WHERE c.oid = $1::text::regclass",
+            &[&name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let parent: String = row.get(0);
+    let constraint: Option<String> = row.get(1);
+    let is_default: bool = row.get(2);
+    let current_or_later: bool = row.get(3);
+    if is_default || current_or_later {
+        return Ok(None);
+    }
+    if let (Some(legacy), Some(constraint)) = (legacy, constraint) {
+        let has_rows = client
+            .query_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM {legacy} WHERE {constraint})"),
+                &[],
+            )
+            .await;
+        match has_rows {
+            Ok(r) if !r.get::<_, bool>(0) => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Droppable {
+        name: name.to_string(),
+        parent,
+    }))
 }
 
 /// What to ensure.
