@@ -372,6 +372,7 @@ async fn batches_go_on_next_to_a_long_transaction_and_max_wait_names_it() {
         &Options {
             max_wait: Some(Duration::from_secs(1)),
             report_every: Duration::ZERO,
+            report_after: Duration::ZERO,
             ..options(&pair, 100)
         },
         &mut |e| match e {

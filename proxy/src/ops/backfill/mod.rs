@@ -76,6 +76,9 @@ pub struct Options {
     pub max_wait: Option<Duration>,
     /// How often to report what the re-checks wait for.
     pub report_every: Duration,
+    /// Report only once the oldest pending re-check has waited this long (ordinary short
+    /// transactions hold each new batch back for milliseconds).
+    pub report_after: Duration,
 }
 
 impl Options {
@@ -91,6 +94,7 @@ impl Options {
             restart: false,
             max_wait: None,
             report_every: Duration::from_secs(5),
+            report_after: Duration::from_secs(1),
         }
     }
 }
@@ -301,9 +305,10 @@ pub async fn run(
             sql: sql.batch,
         }));
     }
-    let (pending_before, _) = recheck::outstanding(&client, &scope)
+    let pending_before = recheck::outstanding(&client, &scope)
         .await
-        .map_err(query_error)?;
+        .map_err(query_error)?
+        .batches;
     // Every row copied before: only the re-checks an earlier run left (if any) remain.
     let only_rechecks = !options.restart && state.as_ref().is_some_and(|s| s.status == "finished");
     if let Some(s) = state
@@ -407,6 +412,7 @@ pub async fn run(
                     until_done: false,
                     max_wait: None,
                     report_every: options.report_every,
+                    report_after: options.report_after,
                     last_report: &mut last_report,
                 },
                 &mut |w| events(&Event::Waiting(w)),
@@ -442,6 +448,7 @@ pub async fn run(
             until_done: true,
             max_wait: options.max_wait,
             report_every: options.report_every,
+            report_after: options.report_after,
             last_report: &mut last_report,
         },
         &mut |w| events(&Event::Waiting(w)),

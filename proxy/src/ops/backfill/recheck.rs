@@ -174,6 +174,9 @@ pub(super) struct WaitPolicy<'a> {
     pub max_wait: Option<Duration>,
     /// Report what it waits for this often.
     pub report_every: Duration,
+    /// Say nothing until the oldest pending batch has waited this long: under live
+    /// traffic ordinary short transactions hold every new batch back for milliseconds.
+    pub report_after: Duration,
     /// When it last reported (shared across calls, so reports stay spaced while copying).
     pub last_report: &'a mut Option<Instant>,
 }
@@ -219,7 +222,11 @@ pub(super) async fn settle(
                 .execute(&format!("DELETE FROM {pending} WHERE id = $1"), &[&id])
                 .await?;
         }
-        let (batches, keys) = outstanding(client, scope).await?;
+        let Outstanding {
+            batches,
+            keys,
+            oldest,
+        } = outstanding(client, scope).await?;
         if batches == 0 {
             return Ok(Settled {
                 removed,
@@ -252,9 +259,7 @@ pub(super) async fn settle(
                         pending_table: pending,
                     }));
                 }
-                // At the end of a run, say nothing during the first moment: a short
-                // transaction usually ends within it.
-                if !policy.until_done || waited >= Duration::from_secs(1) {
+                if oldest >= policy.report_after {
                     report(&wait);
                     *policy.last_report = Some(Instant::now());
                 }
@@ -291,22 +296,37 @@ async fn recheck(
     Ok(client.query_one(&sql.remove, &params).await?.get(0))
 }
 
-/// Pending batches and the copied rows they hold.
+/// The re-checks still pending.
+pub(super) struct Outstanding {
+    /// Batches.
+    pub batches: i64,
+    /// Copied rows they hold.
+    pub keys: i64,
+    /// How long the oldest has been waiting.
+    pub oldest: Duration,
+}
+
+/// The re-checks still pending.
 pub(super) async fn outstanding(
     client: &Client,
     scope: &Scope<'_>,
-) -> Result<(i64, i64), tokio_postgres::Error> {
+) -> Result<Outstanding, tokio_postgres::Error> {
     let row = client
         .query_one(
             &format!(
-                "SELECT count(*)::int8, coalesce(sum(jsonb_array_length(keys -> 0)), 0)::int8 \
+                "SELECT count(*)::int8, coalesce(sum(jsonb_array_length(keys -> 0)), 0)::int8, \
+                   coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
                  FROM {} WHERE table_name = $1 AND predicate = $2",
                 scope.names.backfill_pending()
             ),
             &[&scope.table, &scope.predicate],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Outstanding {
+        batches: row.get(0),
+        keys: row.get(1),
+        oldest: Duration::from_secs_f64(row.get::<_, f64>(2).max(0.0)),
+    })
 }
 
 /// Sessions holding a snapshot older than the newest pending batch (each holds back at
