@@ -209,3 +209,58 @@ async fn prepared_writes_get_their_partition_too() {
     via.execute(&insert, &[&"initech"]).await.unwrap();
     assert_eq!(both(&check, &t, "initech").await, (2, 2));
 }
+
+/// Issue 16: a partition made for a write whose transaction then rolls back stays (it was
+/// attached outside the client's transaction). `partitions skew` lists it as a candidate to
+/// drop, and not an empty partition whose rows the legacy table still has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_left_by_a_rolled_back_write_is_a_candidate_to_drop() {
+    use tandem::ops::partitions::{self, Ensure};
+    let (check, t, config) = setup("list(tenant)", true).await;
+    let table = TableName::new(Some("public"), &t);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    via.batch_execute("BEGIN").await.unwrap();
+    via.simple_query(&format!("INSERT INTO {t} (tenant) VALUES ('ghost')"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_text(&e)));
+    via.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(both(&check, &t, "ghost").await, (0, 0));
+    let ghost: bool = check
+        .query_one(
+            &format!("SELECT to_regclass('{t}_v2_ghost') IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ghost, "the partition made for the rolled-back write stays");
+
+    // An empty partition whose value the legacy table holds is not a candidate.
+    partitions::ensure(&config, &table, Ensure::Value("initech".into()))
+        .await
+        .unwrap();
+    check
+        .batch_execute(&format!(
+            "INSERT INTO {t} (tenant) VALUES ('initech'); DELETE FROM {t}_v2 WHERE tenant = 'initech';"
+        ))
+        .await
+        .unwrap();
+
+    let (_, skew) = partitions::skew(&config, &table, 2.0, 5.0).await.unwrap();
+    let empty: Vec<&str> = skew.empty.iter().map(String::as_str).collect();
+    assert!(
+        empty.contains(&format!("{t}_v2_ghost").as_str())
+            && empty.contains(&format!("{t}_v2_initech").as_str()),
+        "{empty:?}"
+    );
+    let droppable: Vec<String> = skew.droppable.iter().map(|d| d.sql()).collect();
+    assert_eq!(
+        droppable,
+        vec![format!(
+            "ALTER TABLE {t}_v2 DETACH PARTITION {t}_v2_ghost; DROP TABLE {t}_v2_ghost;"
+        )]
+    );
+    // The statements given do drop it.
+    check.batch_execute(&droppable[0]).await.unwrap();
+}

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem::ops::backfill::{self, Options, Outcome};
+use tandem::ops::backfill::{self, BackfillError, Event, Options, Outcome};
 use tandem_rules::TableName;
 use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, Kind, Pair};
 use tandem_tests::{pg, through};
@@ -33,13 +33,8 @@ async fn seeded(
 
 fn options(pair: &Pair, batch_size: i64) -> Options {
     Options {
-        table: TableName::new(Some("public"), &pair.legacy),
         batch_size,
-        max_batches: 0,
-        predicate: None,
-        throttle: Duration::ZERO,
-        dry_run: false,
-        restart: false,
+        ..Options::new(TableName::new(Some("public"), &pair.legacy))
     }
 }
 
@@ -329,4 +324,213 @@ async fn a_killed_run_resumes_after_its_last_committed_batch() {
         other => panic!("{other:?}"),
     }
     assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}
+
+/// Rows of the store's pending re-checks for the pair's legacy table.
+async fn pending(check: &tokio_postgres::Client, config: &tandem::Config, pair: &Pair) -> i64 {
+    check
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".backfill_pending WHERE table_name = $1",
+                config.store.schema
+            ),
+            &[&format!("public.{}", pair.legacy)],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A session holding a REPEATABLE READ snapshot, as a report or `pg_dump` does; its pid.
+async fn long_reader(client: &tokio_postgres::Client, application_name: &str) -> i32 {
+    client
+        .batch_execute(&format!(
+            "SET application_name = '{application_name}'; BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1"
+        ))
+        .await
+        .unwrap();
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Issue 16: next to a long transaction the run said nothing and never ended. Now batches go
+/// on while the re-checks wait, the wait is reported naming the session, `--max-wait` ends
+/// the run with the pending re-checks recorded, and the next run does them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_go_on_next_to_a_long_transaction_and_max_wait_names_it() {
+    let (pair, check, config) = seeded(Kind::Hash, 3000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let reader = pg().direct().await;
+    let pid = long_reader(&reader, "nightly-report").await;
+    let mut batches = Vec::new();
+    let mut waits = Vec::new();
+    let result = backfill::run(
+        &config,
+        &Options {
+            max_wait: Some(Duration::from_secs(1)),
+            report_every: Duration::ZERO,
+            report_after: Duration::ZERO,
+            ..options(&pair, 100)
+        },
+        &mut |e| match e {
+            Event::Batch(p) => batches.push(p.pending_batches),
+            Event::Waiting(w) => waits.push((*w).clone()),
+            Event::Started(_) => {}
+        },
+    )
+    .await;
+    // Every row was copied while the reader held its snapshot: no batch waited for it.
+    assert_eq!(pair.counts(&check).await, (3000, 3000));
+    assert_eq!(
+        batches.len(),
+        31,
+        "30 full batches, then an empty one: {batches:?}"
+    );
+    assert_eq!(
+        batches.last().copied(),
+        Some(30),
+        "every batch's re-check waits: {batches:?}"
+    );
+    assert!(
+        waits.iter().any(|w| w.blockers.iter().any(|b| b.pid == pid
+            && b.application_name == "nightly-report"
+            && b.state == "idle in transaction")),
+        "the wait names the session: {waits:?}"
+    );
+    let err = match result {
+        Err(e @ BackfillError::Blocked(_)) => e,
+        other => panic!("the run must stop at --max-wait: {other:?}"),
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("pid {pid}")) && text.contains("nightly-report"),
+        "{text}"
+    );
+    assert_eq!(
+        pending(&check, &config, &pair).await,
+        30,
+        "kept for the next run"
+    );
+
+    // The reader ends; the next run only re-checks, and finishes.
+    reader.batch_execute("COMMIT").await.unwrap();
+    let mut started = None;
+    let outcome = backfill::run(&config, &options(&pair, 100), &mut |e| {
+        if let Event::Started(s) = e {
+            started = Some((*s).clone());
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let started = started.expect("a Started event");
+    assert!(
+        started.only_rechecks && started.pending_batches == 30,
+        "{started:?}"
+    );
+    match outcome {
+        Outcome::Finished(r) => {
+            assert_eq!((r.progress.batches, r.progress.removed), (0, 0), "{r:?}");
+            assert_eq!(r.total_copied, 3000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pending(&check, &config, &pair).await, 0);
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}
+
+/// A DELETE in a long transaction, made after the batch copied its row, cannot see the copy;
+/// a run stopped by `--max-wait` keeps the re-check, and the run after the transaction
+/// ends removes the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_left_at_max_wait_is_done_by_the_next_run() {
+    let (pair, check, config) = seeded(Kind::Hash, 50, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let deleter = through(&proxy).await;
+    let pid = long_reader(&deleter, "cleanup-job").await;
+    let run_task = {
+        let config = config.clone();
+        let options = Options {
+            max_wait: Some(Duration::from_secs(2)),
+            ..options(&pair, 1000)
+        };
+        tokio::spawn(async move { backfill::run(&config, &options, &mut |_| {}).await })
+    };
+    while pair.counts(&check).await.1 < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    deleter
+        .execute(&pair.sql("DELETE FROM {legacy} WHERE id = 25"), &[])
+        .await
+        .unwrap();
+    match run_task.await.unwrap() {
+        Err(BackfillError::Blocked(b)) => {
+            assert!(b.wait.blockers.iter().any(|x| x.pid == pid), "{b}");
+            assert_eq!(b.wait.pending_keys, 50, "{b}");
+        }
+        other => panic!("the run must stop at --max-wait naming pid {pid}: {other:?}"),
+    }
+    let copy: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE id = 25"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copy, 1, "the copy outlived its row until the re-check");
+    assert_eq!(pending(&check, &config, &pair).await, 1);
+    let last_error: Option<String> = check
+        .query_one(
+            &format!(
+                "SELECT last_error FROM \"{}\".backfill_state WHERE table_name = $1",
+                config.store.schema
+            ),
+            &[&format!("public.{}", pair.legacy)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        last_error.is_some_and(|e| e.contains(&format!("pid {pid}"))),
+        "the state row says what stopped the run"
+    );
+
+    deleter.batch_execute("COMMIT").await.unwrap();
+    match run(&config, &options(&pair, 1000)).await {
+        Outcome::Finished(r) => assert_eq!(r.progress.removed, 1, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pending(&check, &config, &pair).await, 0);
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+}
+
+/// Issue 16: right after a backfill the target had no statistics (a union read planned
+/// without them took 95 ms instead of 1.4 ms). A finished run leaves it analysed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_backfill_leaves_the_target_analysed() {
+    let (pair, check, config) = seeded(Kind::List, 500, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let stats = pair.sql(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = '{target}' AND inherited",
+    );
+    let before: i64 = check.query_one(&stats, &[]).await.unwrap().get(0);
+    assert_eq!(before, 0, "no statistics before");
+    match run(&config, &options(&pair, 200)).await {
+        Outcome::Finished(r) => assert!(r.analyzed.is_some(), "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    let after: i64 = check.query_one(&stats, &[]).await.unwrap().get(0);
+    assert!(after > 0, "the target's columns have statistics");
+    let reltuples: f32 = check
+        .query_one(
+            &pair.sql("SELECT reltuples FROM pg_class WHERE oid = '{target}'::regclass"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reltuples, 500.0);
 }

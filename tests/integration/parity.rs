@@ -31,13 +31,8 @@ async fn backfill(config: &tandem::Config, pair: &Pair) {
     let outcome = backfill::run(
         config,
         &BackfillOptions {
-            table: TableName::new(Some("public"), &pair.legacy),
             batch_size: 100,
-            max_batches: 0,
-            predicate: None,
-            throttle: Duration::ZERO,
-            dry_run: false,
-            restart: false,
+            ..BackfillOptions::new(TableName::new(Some("public"), &pair.legacy))
         },
         &mut |_| {},
     )

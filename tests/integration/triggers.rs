@@ -3,8 +3,6 @@
 //! write), never also for the mirror's copy; a legacy trigger without a counterpart fails
 //! the parity gate and refuses cutover until it is copied or declared not needed.
 
-use std::time::Duration;
-
 use tandem::control::store::change::{self, RuleChange};
 use tandem::control::store::Store;
 use tandem::ops::backfill::{self, Options as BackfillOptions};
@@ -37,13 +35,8 @@ async fn backfill(config: &tandem::Config, table: &TableName) {
     backfill::run(
         config,
         &BackfillOptions {
-            table: table.clone(),
             batch_size: 100,
-            max_batches: 0,
-            predicate: None,
-            throttle: Duration::ZERO,
-            dry_run: false,
-            restart: false,
+            ..BackfillOptions::new(table.clone())
         },
         &mut |_| {},
     )

@@ -30,6 +30,11 @@ pub struct Args {
     /// Start over, even after a finished run.
     #[arg(long)]
     restart: bool,
+    /// After the last batch, wait at most this long (`90s`, `5m`, `1h`; a bare number is
+    /// seconds) for sessions holding snapshots older than the copies; then exit 1 naming
+    /// them, the pending re-checks kept for the next run. Default: as long as it takes.
+    #[arg(long, value_parser = parse_duration)]
+    max_wait: Option<std::time::Duration>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -40,48 +45,136 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
     let options = tandem::ops::backfill::Options {
-        table,
         batch_size: args.batch_size,
         max_batches: args.max_batches,
         predicate: args.predicate,
         throttle: std::time::Duration::from_millis(args.throttle_ms),
         dry_run: args.dry_run,
         restart: args.restart,
+        max_wait: args.max_wait,
+        ..tandem::ops::backfill::Options::new(table)
     };
     Ok(backfill(config, options))
 }
 
-/// Runs `tandem backfill`: a progress line on a terminal, log lines otherwise, a report.
+/// `90s`, `5m`, `1h`, `1500ms`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 90s, 5m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 90s, 5m or 1h"))
+}
+
+/// What the run says as it goes: its start, progress (redrawn on a terminal; otherwise the
+/// first batch at once and then a line every 5 s), and every report of what its re-checks
+/// wait for.
+struct Narrator {
+    terminal: bool,
+    /// When a progress line was last printed (not on a terminal).
+    last_line: Option<std::time::Instant>,
+    /// A redrawn line is on screen (a new line must start before other output).
+    redrawing: bool,
+}
+
+impl Narrator {
+    fn event(&mut self, event: &tandem::ops::backfill::Event<'_>, table: &str, batch_size: i64) {
+        use std::io::Write;
+        use tandem::ops::backfill::{progress_line, Event};
+        match event {
+            Event::Started(s) if s.only_rechecks => {
+                eprintln!(
+                    "backfill of {table}: every row was copied before; re-checking the copies of {} batches an earlier run left",
+                    s.pending_batches
+                );
+            }
+            Event::Started(s) => {
+                eprintln!(
+                    "backfill of {table} into {}: about {} rows to read (the planner's estimate, not a count), batches of {batch_size}, {}{}",
+                    s.target,
+                    s.estimated_rows,
+                    match &s.resume_after {
+                        Some(c) => format!("resuming after ({})", c.join(", ")),
+                        None => "from the first key".into(),
+                    },
+                    if s.pending_batches > 0 {
+                        format!(
+                            "; {} batches of an earlier run still to re-check",
+                            s.pending_batches
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Event::Batch(p) if self.terminal => {
+                eprint!("\r{}   ", progress_line(p));
+                let _ = std::io::stderr().flush();
+                self.redrawing = true;
+            }
+            Event::Batch(p) => {
+                if self
+                    .last_line
+                    .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(5))
+                {
+                    eprintln!("{}", progress_line(p));
+                    self.last_line = Some(std::time::Instant::now());
+                }
+            }
+            Event::Waiting(w) => {
+                if self.redrawing {
+                    eprintln!();
+                    self.redrawing = false;
+                }
+                eprintln!("backfill: {w}");
+            }
+        }
+    }
+}
+
+/// Runs `tandem backfill` and prints its report.
 fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     use tandem::ops::backfill::{progress_line, Outcome};
     let runtime = match one_shot() {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let terminal = std::io::stderr().is_terminal();
-    let mut last_line = std::time::Instant::now();
-    let mut on_progress = |p: &tandem::ops::backfill::Progress| {
-        if terminal {
-            eprint!("\r{}   ", progress_line(p));
-            let _ = std::io::stderr().flush();
-        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
-            eprintln!("{}", progress_line(p));
-            last_line = std::time::Instant::now();
-        }
+    let mut narrator = Narrator {
+        terminal: std::io::stderr().is_terminal(),
+        last_line: None,
+        redrawing: false,
     };
-    let result = runtime.block_on(tandem::ops::backfill::run(
-        &config,
-        &options,
-        &mut on_progress,
-    ));
-    if terminal {
+    let table = options.table.to_string();
+    let result = runtime.block_on(tandem::ops::backfill::run(&config, &options, &mut |e| {
+        narrator.event(e, &table, options.batch_size)
+    }));
+    if narrator.redrawing {
         eprintln!();
     }
     match result {
         Ok(Outcome::Plan(plan)) => {
             println!("table:          {}", options.table);
-            println!("estimated rows: {}", plan.estimated_rows);
+            println!(
+                "estimated rows: ~{} (an estimate, not a count: {}; the run reads every row after the cursor, more or fewer as live writes add or remove rows)",
+                plan.estimated_rows, plan.estimate_basis
+            );
             println!(
                 "batches:        {} (batch size {})",
                 plan.batches, options.batch_size
@@ -124,6 +217,12 @@ fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode
                 report.total_copied,
                 report.total_skipped
             );
+            if let Some((target, took)) = &report.analyzed {
+                println!(
+                    "analysed {target} (ANALYZE, {:.1} s), so the planner has statistics for union reads",
+                    took.as_secs_f64()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

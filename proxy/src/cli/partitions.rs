@@ -143,30 +143,14 @@ fn partitions(config: Config, action: Action) -> ExitCode {
                 apply,
                 allow_delete,
                 ..
-            } => {
-                let r =
-                    partitions::retire(&config, &table, older_than, apply, allow_delete).await?;
-                if r.steps.is_empty() {
-                    println!("no partition older than {older_than} months");
+            } => match partitions::retire(&config, &table, older_than, apply, allow_delete).await {
+                Ok(plan) => print_retire(&plan, older_than, apply),
+                Err(partitions::PartitionsError::RowDeleteNotAllowed(plan)) => {
+                    print_retire(&plan, older_than, false);
+                    return Err(partitions::PartitionsError::RowDeleteNotAllowed(plan));
                 }
-                for step in &r.steps {
-                    println!("  {step}");
-                }
-                println!(
-                    "{} partitions{}: {}",
-                    r.partitions.len(),
-                    if r.legacy_rows > 0 {
-                        format!(", {} legacy rows", r.legacy_rows)
-                    } else {
-                        String::new()
-                    },
-                    if r.applied {
-                        "done"
-                    } else {
-                        "dry run: nothing changed (--apply to run it)"
-                    }
-                );
-            }
+                Err(e) => return Err(e),
+            },
             Action::Skew {
                 warn, rebalance, ..
             } => {
@@ -187,6 +171,14 @@ fn partitions(config: Config, action: Action) -> ExitCode {
                 if !s.empty.is_empty() {
                     println!("empty: {}", s.empty.join(", "));
                 }
+                if !s.droppable.is_empty() {
+                    println!(
+                        "candidates to drop (empty, no legacy row within their bounds, before the current month; e.g. made by auto_partition for a write that rolled back):"
+                    );
+                    for d in &s.droppable {
+                        println!("  {}", d.sql());
+                    }
+                }
             }
         }
         Ok(())
@@ -198,4 +190,58 @@ fn partitions(config: Config, action: Action) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The plan of `retire` (always printed), and what happened.
+fn print_retire(plan: &tandem::ops::partitions::Retired, older_than: u32, apply: bool) {
+    if plan.is_empty() {
+        println!(
+            "nothing to retire: {} has no partition and no row with {} before {} ({older_than} months ago){}; nothing changed",
+            plan.target,
+            plan.column,
+            plan.cutoff,
+            match &plan.legacy {
+                Some(l) => format!(", nor has {l}"),
+                None => String::new(),
+            }
+        );
+        return;
+    }
+    println!(
+        "retire from {}{} every row with {} before {} ({older_than} months ago):",
+        plan.target,
+        match &plan.legacy {
+            Some(l) => format!(" and {l}"),
+            None => String::new(),
+        },
+        plan.column,
+        plan.cutoff
+    );
+    for step in &plan.steps {
+        println!("  {step}");
+    }
+    let mut what = vec![format!("{} partitions dropped", plan.partitions.len())];
+    if plan.target_rows > 0 {
+        what.push(format!(
+            "{} target rows outside them deleted row by row",
+            plan.target_rows
+        ));
+    }
+    if plan.legacy_rows > 0 {
+        what.push(format!(
+            "{} legacy rows deleted row by row",
+            plan.legacy_rows
+        ));
+    }
+    let how = if plan.applied {
+        "done".to_string()
+    } else if apply {
+        "refused, nothing changed".to_string()
+    } else if plan.deletes_rows() {
+        "dry run, nothing changed (--apply --allow-delete to run it: it deletes rows one by one)"
+            .to_string()
+    } else {
+        "dry run, nothing changed (--apply to run it)".to_string()
+    };
+    println!("{}: {how}", what.join(", "));
 }

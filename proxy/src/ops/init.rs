@@ -274,8 +274,13 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, InitError
     let triggers = crate::control::triggers::pairs(&client, legacy, &target, &[]).await?;
     ddl.extend(
         crate::control::triggers::fix_statements(&triggers, legacy, &target)
-            .map_err(|e| InitError::Refused(e.to_string()))?,
+            .map_err(|e| InitError::Refused(e.to_string()))?
+            .into_iter()
+            .map(|s| format!("{s};")),
     );
+    // Statistics from the start: autovacuum never analyses a partitioned parent, and a
+    // planner without them misjudges the union read's anti join.
+    ddl.push(format!("ANALYZE {target};"));
     let applied = !options.dry_run;
     let mut guard = None;
     let names = Store::new(&config.store.schema);

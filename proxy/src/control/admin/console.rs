@@ -655,6 +655,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         Some(
                             if skew.hot.contains(&p.name) {
                                 "hot"
+                            } else if skew.droppable.iter().any(|d| d.name == p.name) {
+                                "empty, can drop"
                             } else if p.rows == 0 {
                                 "empty"
                             } else {

@@ -46,6 +46,11 @@ impl Store {
         self.qualified("backfill_state")
     }
 
+    /// Backfill batches whose copies wait for their re-check.
+    pub fn backfill_pending(&self) -> String {
+        self.qualified("backfill_pending")
+    }
+
     /// The change log.
     pub fn history(&self) -> String {
         self.qualified("rules_history")
@@ -68,7 +73,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("004_auto_partition.sql")),
     (5, include_str!("005_guard.sql")),
     (6, include_str!("006_drop_columns.sql")),
-    (7, include_str!("007_drop_triggers.sql")),
+    (7, include_str!("007_backfill_pending.sql")),
+    (8, include_str!("008_drop_triggers.sql")),
 ];
 
 /// Why the store could not be read or written.

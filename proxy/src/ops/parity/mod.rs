@@ -128,6 +128,9 @@ pub struct Backfill {
     pub rows_copied: i64,
     /// The cursor (last key copied).
     pub cursor: Option<Vec<String>>,
+    /// Batches whose copies still wait for their re-check (a run stopped by `--max-wait`
+    /// or killed): a copy among them may have outlived its legacy row.
+    pub pending_rechecks: i64,
 }
 
 /// The rule's guard in the database.
@@ -447,7 +450,10 @@ async fn table_report(
     let state = tx
         .query_opt(
             &format!(
-                "SELECT status, rows_copied, cursor FROM {} WHERE table_name = $1 AND predicate = ''",
+                "SELECT status, rows_copied, cursor, (SELECT count(*)::int8 FROM {} p \
+                   WHERE p.table_name = s.table_name AND p.predicate = s.predicate) \
+                 FROM {} s WHERE table_name = $1 AND predicate = ''",
+                names.backfill_pending(),
                 names.backfill_state()
             ),
             &[&legacy.to_string()],
@@ -458,6 +464,7 @@ async fn table_report(
             status: r.get(0),
             rows_copied: r.get(1),
             cursor: r.get(2),
+            pending_rechecks: r.get(3),
         },
         None => Backfill {
             status: "none".into(),
@@ -547,8 +554,12 @@ async fn table_report(
     checks.extend([
         Check {
             name: "backfill",
-            ok: backfill.status == "finished",
+            ok: backfill.status == "finished" && backfill.pending_rechecks == 0,
             detail: match backfill.status.as_str() {
+                "finished" if backfill.pending_rechecks > 0 => format!(
+                    "finished, {} rows copied, but the copies of {} batches are not re-checked yet (a session held an older snapshot): run tandem backfill again once it ends",
+                    backfill.rows_copied, backfill.pending_rechecks
+                ),
                 "finished" => format!("finished, {} rows copied", backfill.rows_copied),
                 "none" => "never ran: run tandem backfill".into(),
                 other => format!(

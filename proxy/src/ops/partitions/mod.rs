@@ -13,18 +13,21 @@
 //!   target, so two instances racing create each partition once; existing partitions are
 //!   left alone;
 //! - `skew`: exact rows and bytes per leaf partition, the skew ratio (max / mean), hot
-//!   (more than twice the mean) and empty partitions, and a verdict: HEALTHY below
-//!   `--warn` (2), WARNING below `--rebalance` (5), REBALANCE above;
-//! - `retire`: detach and drop monthly partitions older than N months (never a row-by-row
-//!   delete of the target); the legacy table's rows of those months go too when the rule
-//!   keeps both tables equal, which needs `--allow-delete`.
+//!   (more than twice the mean) and empty partitions, the empty ones that look safe to
+//!   drop (see [`Droppable`]), and a verdict: HEALTHY below `--warn` (2), WARNING below
+//!   `--rebalance` (5), REBALANCE above;
+//! - `retire`: remove every row older than N months from the target and, when the rule
+//!   keeps both tables equal, from the legacy table (see [`retire`]).
 
 use tandem_rules::{quote_ident, TableName};
 use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
-use crate::control::store::{self, Store};
+use crate::control::store;
+
+mod retire;
+pub use retire::{retire, Retired};
 
 /// Why a partitions command failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,9 @@ pub enum PartitionsError {
     /// The request does not fit the table.
     #[error("{0}")]
     Refused(String),
+    /// `retire --apply` would delete rows one by one and `--allow-delete` was not given.
+    #[error("{}", retire::needs_allow_delete(.0))]
+    RowDeleteNotAllowed(Box<Retired>),
 }
 
 /// One partition.
@@ -74,13 +80,15 @@ pub struct Skew {
     pub hot: Vec<String>,
     /// Leaves with no rows.
     pub empty: Vec<String>,
+    /// Empty leaves that look safe to drop (see [`droppable`]), with their parents.
+    pub droppable: Vec<Droppable>,
     /// HEALTHY, WARNING or REBALANCE.
     pub verdict: &'static str,
 }
 
 /// A connection and the rule's target for `table` (or `table` itself when it is not ruled:
 /// then the command works on that table).
-async fn target_of(
+pub(super) async fn target_of(
     config: &Config,
     table: &TableName,
 ) -> Result<(Client, TableName, Option<TableName>), PartitionsError> {
@@ -150,7 +158,7 @@ pub async fn skew(
     rebalance: f64,
 ) -> Result<(TableName, Skew), PartitionsError> {
     let (target, all) = list(config, table).await?;
-    let (client, _, _) = target_of(config, table).await?;
+    let (client, _, legacy) = target_of(config, table).await?;
     let counts = client
         .query(
             &format!("SELECT tableoid::regclass::text, count(*)::int8 FROM {target} GROUP BY 1"),
@@ -177,11 +185,17 @@ pub async fn skew(
         .filter(|p| mean > 0.0 && p.rows as f64 > 2.0 * mean)
         .map(|p| p.name.clone())
         .collect();
-    let empty = leaves
+    let empty: Vec<String> = leaves
         .iter()
         .filter(|p| p.rows == 0)
         .map(|p| p.name.clone())
         .collect();
+    let mut droppable = Vec::new();
+    for name in &empty {
+        if let Some(d) = droppable_leaf(&client, legacy.as_ref(), name).await? {
+            droppable.push(d);
+        }
+    }
     let verdict = if ratio < warn {
         "HEALTHY"
     } else if ratio < rebalance {
@@ -197,9 +211,85 @@ pub async fn skew(
             ratio,
             hot,
             empty,
+            droppable,
             verdict,
         },
     ))
+}
+
+/// An empty partition that looks safe to drop.
+#[derive(Debug, Clone)]
+pub struct Droppable {
+    /// The partition.
+    pub name: String,
+    /// Its parent.
+    pub parent: String,
+}
+
+impl Droppable {
+    /// The statements that drop it.
+    pub fn sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} DETACH PARTITION {}; DROP TABLE {};",
+            self.parent, self.name, self.name
+        )
+    }
+}
+
+/// Whether the empty leaf `name` is a candidate to drop: not a DEFAULT partition, not a
+/// RANGE partition of the current month or later (made ahead on purpose), and, when a
+/// rule names a legacy table, no legacy row falls within its bounds (its rows would come
+/// with the backfill). Such a partition is typically one `auto_partition` made for a write
+/// whose transaction then rolled back: the partition stays. When the bounds cannot be
+/// checked on the legacy table (a column it lacks), it is not a candidate.
+async fn droppable_leaf(
+    client: &Client,
+    legacy: Option<&TableName>,
+    name: &str,
+) -> Result<Option<Droppable>, PartitionsError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT i.inhparent::regclass::text, pg_get_partition_constraintdef(c.oid), \
+               pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', \
+               CASE WHEN p.partstrat = 'r' AND format_type(a.atttypid, NULL) IN \
+                      ('date', 'timestamp without time zone', 'timestamp with time zone') \
+                    THEN coalesce(substring(pg_get_expr(c.relpartbound, c.oid) \
+                                    from 'TO \\(''([^'']*)''\\)')::timestamptz \
+                                  > date_trunc('month', now()), true) \
+                    ELSE false END \
+             FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+             JOIN pg_partitioned_table p ON p.partrelid = i.inhparent \
+             LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
+             WHERE c.oid = $1::text::regclass",
+            &[&name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let parent: String = row.get(0);
+    let constraint: Option<String> = row.get(1);
+    let is_default: bool = row.get(2);
+    let current_or_later: bool = row.get(3);
+    if is_default || current_or_later {
+        return Ok(None);
+    }
+    if let (Some(legacy), Some(constraint)) = (legacy, constraint) {
+        let has_rows = client
+            .query_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM {legacy} WHERE {constraint})"),
+                &[],
+            )
+            .await;
+        match has_rows {
+            Ok(r) if !r.get::<_, bool>(0) => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Droppable {
+        name: name.to_string(),
+        parent,
+    }))
 }
 
 /// What to ensure.
@@ -239,7 +329,9 @@ async fn strategy(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Creates what is missing; returns the partitions created.
+/// Creates what is missing; returns the partitions created. Except for a partition made
+/// for a held write ([`Ensure::ForValue`]), the new partitions, and a DEFAULT partition
+/// whose rows moved into them, are analysed afterwards.
 pub async fn ensure(
     config: &Config,
     table: &TableName,
@@ -257,6 +349,11 @@ pub async fn ensure(
     )
     .await?;
     let mut created = Vec::new();
+    // DEFAULT partitions rows moved out of (analysed again afterwards).
+    let mut emptied = Vec::new();
+    // A partition made for a write held in a client's transaction (auto_partition) is not
+    // analysed: that write waits.
+    let for_held_write = matches!(what, Ensure::ForValue(_));
     let what = match (strat.as_str(), what) {
         ("l", Ensure::ForValue(v)) => Ensure::Value(v),
         ("r", Ensure::ForValue(v)) => Ensure::MonthOf(v),
@@ -264,7 +361,7 @@ pub async fn ensure(
     };
     match (strat.as_str(), what) {
         ("l", Ensure::Value(v)) => {
-            if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+            if let Some(p) = ensure_value(&tx, &target, &column, &v, &mut emptied).await? {
                 created.push(p);
             }
         }
@@ -283,7 +380,7 @@ pub async fn ensure(
                 .map(|r| r.get(0))
                 .collect();
             for v in values {
-                if let Some(p) = ensure_value(&tx, &target, &column, &v).await? {
+                if let Some(p) = ensure_value(&tx, &target, &column, &v, &mut emptied).await? {
                     created.push(p);
                 }
             }
@@ -345,6 +442,13 @@ pub async fn ensure(
         }
     }
     tx.commit().await?;
+    if !for_held_write {
+        // Statistics for the new partitions, and for a DEFAULT that lost rows to them.
+        emptied.dedup();
+        for table in created.iter().chain(&emptied) {
+            client.batch_execute(&format!("ANALYZE {table}")).await?;
+        }
+    }
     Ok(created)
 }
 
@@ -368,6 +472,7 @@ async fn ensure_value(
     target: &TableName,
     column: &str,
     value: &str,
+    emptied: &mut Vec<String>,
 ) -> Result<Option<String>, PartitionsError> {
     // Which partition takes the value now (none, the DEFAULT, or its own)?
     let bounds = tx
@@ -406,114 +511,10 @@ async fn ensure_value(
                  ALTER TABLE {target} ATTACH PARTITION {default} DEFAULT;"
             ))
             .await?;
+            emptied.push(default);
         }
     }
     Ok(Some(name.to_string()))
-}
-
-/// What `retire` found and did.
-#[derive(Debug, Clone, Default)]
-pub struct Retired {
-    /// Partitions older than the cutoff (detached and dropped with `apply`).
-    pub partitions: Vec<String>,
-    /// Legacy rows older than the cutoff (deleted with `apply` and `allow_delete`).
-    pub legacy_rows: i64,
-    /// Statements, in order.
-    pub steps: Vec<String>,
-    /// Whether they ran.
-    pub applied: bool,
-}
-
-/// Detaches and drops the target's monthly partitions that end before the first day of the
-/// month `months` months ago. While a rule keeps the legacy table current (any mode but
-/// `off` and `target_only`), its rows of those months must go too, or the tables would
-/// diverge: that needs a row-by-row delete, so it is refused unless `allow_delete`. Dry run
-/// unless `apply`; one transaction, legacy table locked first (writes wait).
-pub async fn retire(
-    config: &Config,
-    table: &TableName,
-    months: u32,
-    apply: bool,
-    allow_delete: bool,
-) -> Result<Retired, PartitionsError> {
-    let (mut client, target, legacy) = target_of(config, table).await?;
-    let names = Store::new(&config.store.schema);
-    let snapshot = store::load(&client, &names).await?;
-    let mode = store::find(&snapshot, table).map(|r| r.rule.mode);
-    let keeps_legacy = mode
-        .is_some_and(|m| !matches!(m, tandem_rules::Mode::Off | tandem_rules::Mode::TargetOnly));
-    // Take the tables in the order mirrored writes do (the target first in cutover).
-    let target_first = mode == Some(tandem_rules::Mode::Cutover);
-    let cutoff: String = client
-        .query_one(
-            &format!("SELECT (date_trunc('month', now()) - interval '{months} months')::timestamptz::text"),
-            &[],
-        )
-        .await?
-        .get(0);
-    // Every RANGE partition (at any depth) whose upper bound is at or before the cutoff, with
-    // its parent's range column.
-    let rows = client
-        .query(
-            "WITH RECURSIVE tree AS ( \
-               SELECT inhrelid AS oid, inhparent AS parent FROM pg_inherits WHERE inhparent = $1::text::regclass \
-               UNION ALL SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
-             SELECT t.oid::regclass::text, t.parent::regclass::text, a.attname::text, \
-               substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']*)''\\)') \
-             FROM tree t JOIN pg_class c ON c.oid = t.oid \
-             JOIN pg_partitioned_table p ON p.partrelid = t.parent AND p.partstrat = 'r' AND p.partnatts = 1 \
-             JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
-             WHERE substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']*)''\\)')::timestamptz <= $2::text::timestamptz \
-             ORDER BY 1",
-            &[&target.to_string(), &cutoff],
-        )
-        .await?;
-    let mut out = Retired::default();
-    let mut column = None;
-    for r in &rows {
-        let partition: String = r.get(0);
-        let parent: String = r.get(1);
-        column = Some(r.get::<_, String>(2));
-        out.steps
-            .push(format!("ALTER TABLE {parent} DETACH PARTITION {partition}"));
-        out.steps.push(format!("DROP TABLE {partition}"));
-        out.partitions.push(partition);
-    }
-    if keeps_legacy && !out.partitions.is_empty() {
-        let legacy = legacy.unwrap_or_else(|| table.clone());
-        let col = quote_ident(column.as_deref().unwrap_or(""));
-        let lit = store::quote_literal(&cutoff);
-        out.legacy_rows = client
-            .query_one(
-                &format!("SELECT count(*)::int8 FROM {legacy} WHERE {col} < {lit}"),
-                &[],
-            )
-            .await?
-            .get(0);
-        if out.legacy_rows > 0 && !allow_delete {
-            return Err(PartitionsError::Refused(format!(
-                "{legacy} still holds {} rows before {cutoff} and its rule keeps it equal to {target}: dropping only the target's partitions would diverge; pass --allow-delete to delete them from {legacy} too (row by row, in the same transaction), or retire after target_only",
-                out.legacy_rows
-            )));
-        }
-        let lock = format!("LOCK TABLE {legacy} IN EXCLUSIVE MODE");
-        if target_first {
-            out.steps.push(lock);
-        } else {
-            out.steps.insert(0, lock);
-        }
-        out.steps
-            .push(format!("DELETE FROM {legacy} WHERE {col} < {lit}"));
-    }
-    if apply && !out.steps.is_empty() {
-        let tx = client.transaction().await?;
-        for step in &out.steps {
-            tx.batch_execute(step).await?;
-        }
-        tx.commit().await?;
-        out.applied = true;
-    }
-    Ok(out)
 }
 
 impl From<store::OpenError> for PartitionsError {

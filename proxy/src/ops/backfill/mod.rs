@@ -1,0 +1,536 @@
+//! `tandem backfill`: copy the legacy rows dual-write has not copied, safely under live
+//! traffic, in resumable batches.
+//!
+//! Dual-write keeps every row written since it started equal in both tables; the rows from
+//! before need copying. Each batch is one statement in its own transaction:
+//!
+//! ```sql
+//! WITH batch AS (SELECT * FROM legacy WHERE (k1, k2) > (<cursor>) [AND (<where>)]
+//!                ORDER BY k1, k2 LIMIT <n> FOR KEY SHARE),
+//!      copied AS (INSERT INTO target (...) SELECT ... FROM batch
+//!                 ON CONFLICT (k1, k2) DO NOTHING RETURNING 1)
+//! SELECT count(*) FROM batch, count(*) FROM copied, <last key of batch>, <xid>, <copied keys>
+//! ```
+//!
+//! - keyset pagination on the rule's key, so each batch is an index range scan however far
+//!   the run has got;
+//! - `ON CONFLICT DO NOTHING`: a row dual-write already copied is newer than the backfill's
+//!   read, so it wins;
+//! - `FOR KEY SHARE` on the legacy rows: a DELETE of one of them (which, through Tandem,
+//!   also deletes the target's copy) either commits before the batch reads the row — the
+//!   batch then skips it — or waits for the batch to commit and deletes the copy the batch
+//!   made. Without the lock the batch could read a row being deleted and copy it after the
+//!   delete committed, resurrecting it in the target;
+//!   But a DELETE whose snapshot predates the batch's commit and that reaches the row
+//!   just after the batch released it would still miss the copy (its mirror finds target
+//!   rows with that old snapshot); so each batch's copies are re-checked once no older
+//!   snapshot remains, and a copy whose legacy row is gone is deleted (see [`recheck`]):
+//!   batches go on meanwhile, the pending re-checks are kept in the store, and the end of
+//!   the run waits for them, saying what it waits for, at most `--max-wait`.
+//!   This needs the role to see other sessions' `backend_xmin` (`pg_read_all_stats`);
+//! - the cursor (the last key copied) and the counters are updated in the same transaction
+//!   as the batch, in `tandem.backfill_state`, so a killed run resumes after its last
+//!   committed batch, and a finished run is not re-run unless asked (`--restart`);
+//! - a finished run ends with `ANALYZE` of the target: autovacuum never analyses a
+//!   partitioned table, and without statistics the union read's anti join is planned badly.
+//!
+//! The rule must be in `dual_write`, `union_read` or `cutover`: copying rows that later
+//! writes do not keep current would create divergence.
+
+mod recheck;
+mod state;
+mod statements;
+
+use std::time::{Duration, Instant};
+
+use tandem_rules::{Mode, TableName};
+
+use crate::config::Config;
+use crate::control::catalog::{self, CatalogError};
+use crate::control::store::{self, StoreError};
+
+pub use recheck::{Blocked, Blocker, Wait};
+use recheck::{Scope, SettleError, WaitPolicy};
+use state::Key;
+use statements::statements;
+
+/// What `tandem backfill` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Legacy table.
+    pub table: TableName,
+    /// Rows per batch.
+    pub batch_size: i64,
+    /// Stop after this many batches (0: no cap); the run stays resumable.
+    pub max_batches: u64,
+    /// Only rows matching this SQL predicate (one scope or tenant).
+    pub predicate: Option<String>,
+    /// Pause between batches.
+    pub throttle: Duration,
+    /// Print the plan, write nothing.
+    pub dry_run: bool,
+    /// Start over even if a run exists (finished or not).
+    pub restart: bool,
+    /// After the last batch, wait at most this long for sessions holding older snapshots
+    /// before giving up with [`BackfillError::Blocked`] (`None`: as long as it takes).
+    pub max_wait: Option<Duration>,
+    /// How often to report what the re-checks wait for.
+    pub report_every: Duration,
+    /// Report only once the oldest pending re-check has waited this long (ordinary short
+    /// transactions hold each new batch back for milliseconds).
+    pub report_after: Duration,
+}
+
+impl Options {
+    /// A backfill of `table` with the command's defaults.
+    pub fn new(table: TableName) -> Self {
+        Self {
+            table,
+            batch_size: 5000,
+            max_batches: 0,
+            predicate: None,
+            throttle: Duration::ZERO,
+            dry_run: false,
+            restart: false,
+            max_wait: None,
+            report_every: Duration::from_secs(5),
+            report_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a backfill could not run or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillError {
+    /// Reaching or reading the database failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The rule store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A query failed.
+    #[error("backfill of {table} failed: {}", catalog::describe(.source))]
+    Query {
+        /// The legacy table.
+        table: TableName,
+        /// The server's error.
+        source: tokio_postgres::Error,
+    },
+    /// No rule names the table.
+    #[error("no rule for {0} in the rule store; add one first (ADD RULE ...)")]
+    NoRule(TableName),
+    /// The rule's mode does not keep copied rows current.
+    #[error("the rule for {0} is in mode {1}; set it to dual_write first, so that rows changed after they are copied stay current")]
+    Mode(TableName, Mode),
+    /// `--where` is not one SQL expression.
+    #[error("--where: {0}")]
+    Predicate(String),
+    /// The role cannot see other sessions' snapshots, which the race protection needs.
+    #[error("the backfill role {0} cannot see other sessions' snapshots (pg_stat_activity.backend_xmin), which it needs to make sure no concurrent DELETE leaves a copied row behind; GRANT pg_read_all_stats TO {0}")]
+    Privilege(String),
+    /// `--batch-size` out of range.
+    #[error("--batch-size must be between 1 and 1000000")]
+    BatchSize,
+    /// `--max-wait` passed while sessions still held snapshots older than copied batches;
+    /// their re-checks are kept for the next run.
+    #[error("{0}")]
+    Blocked(Box<Blocked>),
+    /// A row of the pending re-checks is not what a batch writes (edited by hand?).
+    #[error("row id {id} of {table} is not a backfill's record of copied keys (edited by hand?); delete it, run tandem backfill again, and check with tandem parity that no copy outlived its legacy row")]
+    BadPending {
+        /// The store table.
+        table: String,
+        /// The row's id.
+        id: i64,
+    },
+}
+
+/// Progress after each batch.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Batches committed in this run.
+    pub batches: u64,
+    /// Rows copied in this run.
+    pub copied: i64,
+    /// Rows already present in the target (skipped) in this run.
+    pub skipped: i64,
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// Rows still to go, estimated by the planner at the start (0 when unknown).
+    pub estimated_total: i64,
+    /// Copies removed again because a concurrent DELETE removed their legacy row (see
+    /// the module doc): each would otherwise have been a row resurrected in the target.
+    pub removed: i64,
+    /// Batches whose re-check waits for an older snapshot (this run's and earlier runs').
+    pub pending_batches: i64,
+}
+
+/// How a run starts (reported once, before the first batch).
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The target.
+    pub target: String,
+    /// The planner's estimate of the rows left to read (not a count).
+    pub estimated_rows: i64,
+    /// Where it resumes (the stored cursor), if it does.
+    pub resume_after: Option<Vec<String>>,
+    /// Batches of earlier runs whose re-check is still pending.
+    pub pending_batches: i64,
+    /// Every row was copied before: this run only does the pending re-checks.
+    pub only_rechecks: bool,
+}
+
+/// What a run reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// Before the first batch.
+    Started(&'a Start),
+    /// After each batch.
+    Batch(&'a Progress),
+    /// Every few seconds while re-checks wait for sessions holding older snapshots.
+    Waiting(&'a Wait),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Every row is copied (in this run or before, when resuming), every copy re-checked.
+    Finished(Report),
+    /// `--max-batches` reached; run again to continue.
+    Paused(Report),
+    /// The run had finished before; nothing was done (use `--restart`).
+    AlreadyFinished {
+        /// When it finished.
+        finished_at: String,
+        /// Rows it copied in total.
+        copied: i64,
+    },
+    /// `--dry-run`: what would run.
+    Plan(DryRun),
+}
+
+/// The final report of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// This run's progress.
+    pub progress: Progress,
+    /// Totals over every run of this backfill (resumed runs add up).
+    pub total_copied: i64,
+    /// Totals over every run of this backfill.
+    pub total_skipped: i64,
+    /// Whether this run resumed an earlier one.
+    pub resumed: bool,
+    /// The target, and how long its `ANALYZE` took (finished runs only).
+    pub analyzed: Option<(String, Duration)>,
+}
+
+/// `--dry-run`'s plan.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// Planner's estimate of the rows left to read: an estimate, not a count.
+    pub estimated_rows: i64,
+    /// How the estimate was made (which statistics, how old), in words.
+    pub estimate_basis: String,
+    /// Batches that makes.
+    pub batches: i64,
+    /// Where a run would start (the stored cursor), if it would resume.
+    pub resume_after: Option<Vec<String>>,
+    /// The statement each batch runs.
+    pub sql: String,
+}
+
+/// Runs (or plans) a backfill; `events` hears its start, every batch, and what its
+/// re-checks wait for.
+pub async fn run(
+    config: &Config,
+    options: &Options,
+    events: &mut (dyn FnMut(&Event<'_>) + Send),
+) -> Result<Outcome, BackfillError> {
+    if !(1..=1_000_000).contains(&options.batch_size) {
+        return Err(BackfillError::BatchSize);
+    }
+    if let Some(p) = &options.predicate {
+        tandem_rules::check_expression(p).map_err(BackfillError::Predicate)?;
+    }
+    let store::Opened {
+        client,
+        names,
+        snapshot,
+    } = store::open(config).await?;
+    let stored = store::find(&snapshot, &options.table)
+        .ok_or_else(|| BackfillError::NoRule(options.table.clone()))?;
+    let mode = stored.rule.mode;
+    if !matches!(mode, Mode::DualWrite | Mode::UnionRead | Mode::Cutover) {
+        return Err(BackfillError::Mode(options.table.clone(), mode));
+    }
+    let set = catalog::resolve(&client, std::slice::from_ref(&stored.rule), 0).await?;
+    let Some(rule) = set.rules.into_iter().next() else {
+        return Err(BackfillError::NoRule(options.table.clone()));
+    };
+    let predicate = options.predicate.as_deref();
+    let sql = statements(&rule, predicate, options.batch_size);
+    let query_error = |source| BackfillError::Query {
+        table: options.table.clone(),
+        source,
+    };
+    let table_key = options.table.to_string();
+    let target = rule.rule.target.to_string();
+    let key = Key {
+        names: &names,
+        table: &table_key,
+        predicate: predicate.unwrap_or(""),
+    };
+    let scope = Scope {
+        names: &names,
+        table: key.table,
+        predicate: key.predicate,
+    };
+    let state = state::load(&client, &key).await.map_err(query_error)?;
+    let resume = match &state {
+        Some(s) if !options.restart => s.cursor.clone(),
+        _ => None,
+    };
+    if options.dry_run {
+        let estimated = state::estimate(&client, &sql.remaining_estimate, &resume)
+            .await
+            .map_err(query_error)?;
+        return Ok(Outcome::Plan(DryRun {
+            estimated_rows: estimated,
+            estimate_basis: state::estimate_basis(&client, &table_key)
+                .await
+                .map_err(query_error)?,
+            batches: (estimated + options.batch_size - 1) / options.batch_size.max(1),
+            resume_after: resume,
+            sql: sql.batch,
+        }));
+    }
+    let pending_before = recheck::outstanding(&client, &scope)
+        .await
+        .map_err(query_error)?
+        .batches;
+    // Every row copied before: only the re-checks an earlier run left (if any) remain.
+    let only_rechecks = !options.restart && state.as_ref().is_some_and(|s| s.status == "finished");
+    if let Some(s) = state
+        .as_ref()
+        .filter(|_| only_rechecks && pending_before == 0)
+    {
+        return Ok(Outcome::AlreadyFinished {
+            finished_at: s.finished_at.clone().unwrap_or_default(),
+            copied: s.copied,
+        });
+    }
+    let can_see: bool = client
+        .query_one(
+            "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'member') \
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(query_error)?
+        .get(0);
+    if !can_see {
+        return Err(BackfillError::Privilege(state::current_user(&client).await));
+    }
+    let estimated = if only_rechecks {
+        0
+    } else {
+        state::estimate(&client, &sql.remaining_estimate, &resume)
+            .await
+            .map_err(query_error)?
+    };
+    let resumed = resume.is_some() || only_rechecks;
+    if state.is_none() || options.restart {
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (table_name, predicate, target, key) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (table_name, predicate) DO UPDATE SET target = EXCLUDED.target, \
+                       key = EXCLUDED.key, cursor = NULL, rows_copied = 0, rows_skipped = 0, \
+                       batches = 0, status = 'running', last_error = NULL, started_at = now(), \
+                       updated_at = now(), finished_at = NULL",
+                    names.backfill_state()
+                ),
+                &[&key.table, &key.predicate, &target, &rule.rule.key],
+            )
+            .await
+            .map_err(query_error)?;
+    }
+    events(&Event::Started(&Start {
+        target: target.clone(),
+        estimated_rows: estimated,
+        resume_after: resume.clone(),
+        pending_batches: pending_before,
+        only_rechecks,
+    }));
+    let (mut total_copied, mut total_skipped) = match &state {
+        Some(s) if !options.restart => (s.copied, s.skipped),
+        _ => (0, 0),
+    };
+    let mut cursor = resume;
+    let started = Instant::now();
+    let mut now = Progress {
+        estimated_total: estimated,
+        pending_batches: pending_before,
+        ..Progress::default()
+    };
+    let mut client = client;
+    let mut last_report = None;
+    let settle_error = |e: SettleError| match e {
+        SettleError::Query(source) => query_error(source),
+        SettleError::BadRow(id) => BackfillError::BadPending {
+            table: names.backfill_pending(),
+            id,
+        },
+        SettleError::Blocked(b) => BackfillError::Blocked(Box::new(b)),
+    };
+    let mut finished = only_rechecks;
+    // Batches, unless every row was copied before.
+    if !only_rechecks {
+        loop {
+            let step = match state::batch(
+                &mut client,
+                &key,
+                &sql.batch,
+                &cursor,
+                options.batch_size,
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    state::record_error(&client, &key, true, &catalog::describe(&e)).await;
+                    return Err(query_error(e));
+                }
+            };
+            let (read, copied) = (step.read, step.copied);
+            let settled = recheck::settle(
+                &client,
+                &sql,
+                &scope,
+                WaitPolicy {
+                    until_done: false,
+                    max_wait: None,
+                    report_every: options.report_every,
+                    report_after: options.report_after,
+                    last_report: &mut last_report,
+                },
+                &mut |w| events(&Event::Waiting(w)),
+            )
+            .await
+            .map_err(settle_error)?;
+            now.removed += settled.removed;
+            now.pending_batches = settled.pending_batches;
+            now.batches += 1;
+            now.copied += copied;
+            now.skipped += read - copied;
+            now.elapsed = started.elapsed();
+            total_copied += copied;
+            total_skipped += read - copied;
+            events(&Event::Batch(&now));
+            finished = read < options.batch_size || step.last.is_none();
+            let paused = options.max_batches > 0 && now.batches >= options.max_batches;
+            if finished || paused {
+                break;
+            }
+            cursor = step.last;
+            if !options.throttle.is_zero() {
+                tokio::time::sleep(options.throttle).await;
+            }
+        }
+    }
+    // Every copy is re-checked before the run ends (or, past --max-wait, left recorded).
+    let settled = recheck::settle(
+        &client,
+        &sql,
+        &scope,
+        WaitPolicy {
+            until_done: true,
+            max_wait: options.max_wait,
+            report_every: options.report_every,
+            report_after: options.report_after,
+            last_report: &mut last_report,
+        },
+        &mut |w| events(&Event::Waiting(w)),
+    )
+    .await;
+    let settled = match settled.map_err(settle_error) {
+        Ok(s) => s,
+        Err(e) => {
+            if let BackfillError::Blocked(_) = &e {
+                state::record_error(&client, &key, false, &e.to_string()).await;
+            }
+            return Err(e);
+        }
+    };
+    now.removed += settled.removed;
+    now.pending_batches = 0;
+    now.elapsed = started.elapsed();
+    let analyzed = if finished {
+        let at = Instant::now();
+        client
+            .batch_execute(&format!("ANALYZE {target}"))
+            .await
+            .map_err(query_error)?;
+        Some((target, at.elapsed()))
+    } else {
+        None
+    };
+    let report = Report {
+        progress: now,
+        total_copied,
+        total_skipped,
+        resumed,
+        analyzed,
+    };
+    Ok(if finished {
+        Outcome::Finished(report)
+    } else {
+        Outcome::Paused(report)
+    })
+}
+
+/// One progress line: rows, rate, ETA.
+pub fn progress_line(p: &Progress) -> String {
+    let secs = p.elapsed.as_secs_f64().max(0.001);
+    let done = p.copied + p.skipped;
+    let rate = done as f64 / secs;
+    let eta = if p.estimated_total > done && rate > 0.0 {
+        format!(
+            ", ETA ~{:.0} s (from the planner's estimate of {} rows)",
+            (p.estimated_total - done) as f64 / rate,
+            p.estimated_total
+        )
+    } else {
+        String::new()
+    };
+    let removed = if p.removed > 0 {
+        format!(
+            ", {} copies removed again after a concurrent delete",
+            p.removed
+        )
+    } else {
+        String::new()
+    };
+    let pending = if p.pending_batches > 0 {
+        format!(
+            ", {} batches' re-check waiting for an older snapshot",
+            p.pending_batches
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "backfill: {done} rows read ({} copied, {} already there{removed}) in {} batches, {:.0} rows/s{eta}{pending}",
+        p.copied, p.skipped, p.batches, rate
+    )
+}
+
+impl From<store::OpenError> for BackfillError {
+    fn from(e: store::OpenError) -> Self {
+        match e {
+            store::OpenError::Catalog(c) => Self::Catalog(c),
+            store::OpenError::Store(s) => Self::Store(s),
+        }
+    }
+}
