@@ -128,6 +128,6 @@ async fn guard_state(config: &Config) -> String {
             Some(g) => format!("mirror, {}", g.describe()),
             None => "missing".into(),
         },
-        Err(e) => format!("state unknown ({e})"),
+        Err(e) => format!("state unknown ({})", tandem::control::catalog::describe(&e)),
     }
 }

@@ -5,6 +5,8 @@
 //! usually on a private network; use psql with sslmode when the listener has TLS), so the
 //! console stays the single path for rule changes, with its validation and history.
 
+use std::str::FromStr;
+
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 /// A console error as the CLI prints it.
@@ -19,9 +21,17 @@ pub struct CliError {
 
 /// Runs one console command against `admin_url`; returns its result as aligned text.
 pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+    let config = tokio_postgres::Config::from_str(admin_url).map_err(|e| CliError {
+        message: format!(
+            "the admin URL is not a connection string ({})",
+            crate::error_text::chain(&e)
+        ),
+        hint: Some("e.g. --admin postgres://admin:secret@127.0.0.1:6432/tandem".into()),
+    })?;
+    let (client, connection) = config
+        .connect(NoTls)
         .await
-        .map_err(|e| error(&e))?;
+        .map_err(|e| connect_error(&config, &e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -48,6 +58,37 @@ pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
     Ok(table(&header, &rows))
 }
 
+/// A failed connection to the console: where, why, and what to check.
+fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> CliError {
+    if e.as_db_error().is_some() {
+        return error(e);
+    }
+    CliError {
+        message: format!(
+            "cannot connect to the admin console at {}: {}",
+            endpoint(config),
+            crate::error_text::chain(e)
+        ),
+        hint: Some(
+            "check that tandem serve runs there with an [admin] section, and the URL \
+             (--admin or TANDEM_ADMIN_URL)"
+                .into(),
+        ),
+    }
+}
+
+/// `host:port` (or the socket path) a connection string points at, as libpq would try it.
+fn endpoint(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
+        Some(tokio_postgres::config::Host::Unix(dir)) => {
+            format!("{}/.s.PGSQL.{port}", dir.display())
+        }
+        None => format!("localhost:{port}"),
+    }
+}
+
 fn error(e: &tokio_postgres::Error) -> CliError {
     match e.as_db_error() {
         Some(db) => CliError {
@@ -55,7 +96,7 @@ fn error(e: &tokio_postgres::Error) -> CliError {
             hint: db.hint().map(str::to_string),
         },
         None => CliError {
-            message: e.to_string(),
+            message: crate::error_text::chain(e),
             hint: None,
         },
     }

@@ -28,7 +28,10 @@ pub enum UpstreamError {
         source: std::io::Error,
     },
     /// Connecting took longer than `limits.upstream_connect_timeout_ms`.
-    #[error("timed out connecting to upstream {addr} after {after:?}")]
+    #[error(
+        "timed out connecting to upstream {addr} after {} ms (limits.upstream_connect_timeout_ms)",
+        after.as_millis()
+    )]
     Timeout {
         /// The address tried.
         addr: String,

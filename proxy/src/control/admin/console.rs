@@ -411,7 +411,15 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 .map_err(|e| error("XX000", format!("tandem: {e}")))?;
             let guards = crate::control::guard::states(&client, watch.store())
                 .await
-                .map_err(|e| error("XX000", format!("tandem: guard state: {e}")))?;
+                .map_err(|e| {
+                    error(
+                        "XX000",
+                        format!(
+                            "tandem: guard state: {}",
+                            crate::control::catalog::describe(&e)
+                        ),
+                    )
+                })?;
             let active = watch.current();
             let rows = snapshot
                 .rules
