@@ -36,11 +36,16 @@ pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
         let _ = connection.await;
     });
     let messages = client.simple_query(command).await.map_err(|e| error(&e))?;
+    // One table per command (`SHOW PARITY; SHOW STATS` prints two).
+    let mut tables = Vec::new();
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut tags = Vec::new();
     for message in messages {
         match message {
+            // Sent before the rows, and alone when there are none (an empty SHOW RULES).
+            SimpleQueryMessage::RowDescription(columns) => {
+                header = columns.iter().map(|c| c.name().to_string()).collect();
+            }
             SimpleQueryMessage::Row(row) => {
                 if header.is_empty() {
                     header = row.columns().iter().map(|c| c.name().to_string()).collect();
@@ -51,11 +56,18 @@ pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
                         .collect(),
                 );
             }
-            SimpleQueryMessage::CommandComplete(n) => tags.push(n),
+            SimpleQueryMessage::CommandComplete(_) => {
+                let text = table(&header, &rows);
+                if !text.is_empty() {
+                    tables.push(text);
+                }
+                header.clear();
+                rows.clear();
+            }
             _ => {}
         }
     }
-    Ok(table(&header, &rows))
+    Ok(tables.join("\n"))
 }
 
 /// A failed connection to the console: where, why, and what to check.

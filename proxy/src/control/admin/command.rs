@@ -324,12 +324,16 @@ impl Tokens {
         self.word("a mode")?.parse()
     }
 
-    /// `( col [, col ...] )`, each column folded like SQL (quoted kept).
+    /// `( col [, col ...] )`, each column folded like SQL (quoted kept); `()` for none.
     fn columns(&mut self) -> Result<Vec<String>, String> {
         if self.word("(")? != "(" {
             return Err("expected ( before the column list".into());
         }
         let mut cols = Vec::new();
+        if self.peek() == Some(")") {
+            self.at += 1;
+            return Ok(cols);
+        }
         loop {
             let word = self.word("a column name")?;
             let col = TableName::parse(&word).map_err(|e| e.to_string())?;
@@ -428,6 +432,13 @@ mod tests {
             Command::SetDropColumns {
                 table: t("public.orders"),
                 columns: vec!["legacy_flag".into(), "Old".into()],
+            }
+        );
+        assert_eq!(
+            parse("SET RULE orders DROP_COLUMNS ()").unwrap(),
+            Command::SetDropColumns {
+                table: t("public.orders"),
+                columns: Vec::new(),
             }
         );
         assert!(parse("SET RULE orders GUARD maybe")
