@@ -450,7 +450,7 @@ impl Config {
         self.listen.parse().map_err(|e| ConfigError::Invalid {
             key: "listen",
             reason: format!(
-                "{:?} is not an address like 127.0.0.1:6432 ({e})",
+                "\"{}\" is not an address like 127.0.0.1:6432 ({e})",
                 self.listen
             ),
         })
@@ -463,9 +463,11 @@ impl Config {
             reason,
         };
         let pg = tokio_postgres::Config::from_str(&self.upstream).map_err(|e| {
+            // Not echoed: the string may hold a password.
             invalid(format!(
-                "{:?} is not a connection string: {e}",
-                self.upstream
+                "not a connection string libpq accepts ({}); write postgres://user@host:5432/db \
+                 or host=... port=...",
+                crate::error_text::chain(&e)
             ))
         })?;
         let port = pg.get_ports().first().copied().unwrap_or(5432);

@@ -13,11 +13,12 @@
 //! - the operator commands in [`ops`]: init, backfill, parity, partitions, purge, rules.
 //!
 //! [`config`] is read by all three; [`embedded`] runs a throwaway local Postgres for the
-//! demo and the tests.
+//! demo and the tests; [`error_text`] words an error and its causes for an operator.
 
 pub mod config;
 pub mod control;
 pub mod embedded;
+pub mod error_text;
 pub mod ops;
 pub mod server;
 pub mod session;

@@ -65,7 +65,7 @@ pub use plan::{
 };
 pub use planner::plan;
 pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};
-pub use prepared::{executed_names, prepared_statements};
+pub use prepared::{executed_names, executes_by_statement, prepared_statements};
 pub use reading::{
     custom_setting_names, parse_search_path, read, search_path_changes_before_ruled,
     settings_touch, Reading, SessionReading, SettingsTouch,

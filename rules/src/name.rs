@@ -18,13 +18,13 @@ use crate::ident::{ident, normalize, quote_ident};
 #[non_exhaustive]
 pub enum NameError {
     /// Nothing but whitespace (or an empty part such as `public.`).
-    #[error("table name {0:?} has an empty part")]
+    #[error("table name \"{0}\" has an empty part")]
     Empty(String),
     /// A `"` was opened and never closed.
-    #[error("table name {0:?} has an unterminated quoted identifier")]
+    #[error("table name \"{0}\" has an unterminated quoted identifier")]
     Unterminated(String),
     /// More than `schema.table`, or stray characters after a quoted part.
-    #[error("table name {0:?} is not of the form [schema.]table")]
+    #[error("table name \"{0}\" is not of the form [schema.]table")]
     Malformed(String),
 }
 

@@ -81,7 +81,8 @@ pub enum ResponseFix {
     /// A read rewritten to read the target (`union_read`, `cutover`): rows pass unchanged,
     /// but the RowDescription's origins are what the client's own statement would have
     /// had. Field `i` of the RowDescription takes `origins[i]` when it is `Some`; other
-    /// fields (and fields past the end of the list) pass as the server sent them.
+    /// fields (and fields past the end of the list) pass as the server sent them. For a
+    /// SQL `PREPARE` of a read, the origins are those of each later `EXECUTE` of it.
     Read {
         /// The legacy origin of each result column, when known.
         origins: std::sync::Arc<[Option<ColumnOrigin>]>,

@@ -35,26 +35,50 @@ pub fn prepared_statements(sql: &str) -> Vec<(String, &str)> {
 }
 
 /// The prepared statement names a simple-query string `EXECUTE`s, in order (catalog
-/// spelling). A statement that does not parse names nothing.
+/// spelling), `EXPLAIN EXECUTE` included (the server plans the statement it holds). A
+/// statement that does not parse names nothing.
 pub fn executed_names(sql: &str) -> Vec<String> {
     if !contains_word(sql, b"execute") {
         return Vec::new();
     }
     split_statements(sql)
         .into_iter()
-        .filter_map(|piece| match parse_statement(piece) {
-            Ok(Statement::Execute {
-                name: Some(name),
-                immediate: false,
-                ..
-            }) => name
-                .0
-                .last()
-                .and_then(|part| part.as_ident())
-                .map(normalize),
+        .filter_map(|piece| parse_statement(piece).ok())
+        .filter_map(|stmt| executed_name(&stmt))
+        .collect()
+}
+
+/// For each statement of a simple-query string, in order, the prepared statement it
+/// `EXECUTE`s (catalog spelling) when it is a plain `EXECUTE`, whose rows are the prepared
+/// statement's own (not EXPLAIN of one).
+pub fn executes_by_statement(sql: &str) -> Vec<Option<String>> {
+    if !contains_word(sql, b"execute") {
+        return Vec::new();
+    }
+    split_statements(sql)
+        .into_iter()
+        .map(|piece| match parse_statement(piece) {
+            Ok(stmt @ Statement::Execute { .. }) => executed_name(&stmt),
             _ => None,
         })
         .collect()
+}
+
+/// The name an `EXECUTE` (or EXPLAIN of one) runs.
+fn executed_name(stmt: &Statement) -> Option<String> {
+    match stmt {
+        Statement::Execute {
+            name: Some(name),
+            immediate: false,
+            ..
+        } => name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .map(normalize),
+        Statement::Explain { statement, .. } => executed_name(statement),
+        _ => None,
+    }
 }
 
 /// Case-insensitive substring test without allocating (the proxy calls this per query).
@@ -87,5 +111,13 @@ mod tests {
             vec!["ins".to_string(), "Q".to_string()]
         );
         assert!(executed_names("SELECT 'execute'").is_empty());
+        assert_eq!(
+            executed_names("EXPLAIN EXECUTE q(1); EXPLAIN (ANALYZE, COSTS off) EXECUTE r"),
+            vec!["q".to_string(), "r".to_string()]
+        );
+        assert_eq!(
+            executes_by_statement("SELECT 1; EXECUTE q; EXPLAIN EXECUTE q; EXECUTE \"R\"(1)"),
+            vec![None, Some("q".to_string()), None, Some("R".to_string())]
+        );
     }
 }

@@ -22,7 +22,9 @@
 //! a column the target lacks reads as NULL. The derived table keeps the client's alias, or
 //! takes the legacy table's bare name, so `orders.id` still resolves.
 //!
-//! Only pure reads are rewritten: a query with no data-modifying part, and EXPLAIN of one.
+//! Only pure reads are rewritten: a query with no data-modifying part, EXPLAIN of one, and
+//! `PREPARE name AS` one (so `EXECUTE name` and `EXPLAIN EXECUTE name` run the rewritten
+//! read; the proxy prepares it again when the rules change, see `prepared`).
 //! Reads inside writes (`INSERT … SELECT FROM orders`, subqueries of an UPDATE) keep reading
 //! the legacy table, which is complete and current in both modes. In `union_read`, locking
 //! reads (`FOR UPDATE`/`FOR SHARE`) are left alone too: the legacy table is still the table
@@ -52,15 +54,18 @@ use crate::writes::Ctx;
 /// Alias prefixes Tandem's own derived tables use; never rewritten again.
 const OWN_ALIAS: &str = "tandem_";
 
-/// Rewrite a pure read (`Statement::Query` without data-modifying parts, or EXPLAIN of
-/// one) whose ruled tables are in `union_read` or `cutover`. `None` when nothing changes.
+/// Rewrite a pure read (`Statement::Query` without data-modifying parts, or EXPLAIN or
+/// PREPARE of one) whose ruled tables are in `union_read` or `cutover`. `None` when
+/// nothing changes.
 pub(crate) fn rewrite(stmt: &Statement, ctx: Ctx<'_>) -> Option<StatementPlan> {
     let query = match stmt {
         Statement::Query(q) => q.as_ref(),
-        Statement::Explain { statement, .. } => match statement.as_ref() {
-            Statement::Query(q) => q.as_ref(),
-            _ => return None,
-        },
+        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => {
+            match statement.as_ref() {
+                Statement::Query(q) => q.as_ref(),
+                _ => return None,
+            }
+        }
         _ => return None,
     };
     let locking = has_locks(stmt);
@@ -75,8 +80,10 @@ pub(crate) fn rewrite(stmt: &Statement, ctx: Ctx<'_>) -> Option<StatementPlan> {
     };
     let _ = VisitMut::visit(&mut out, &mut swap);
     let first = swap.first?;
+    // A PREPARE answers with its tag only: its origins are for the RowDescription of each
+    // later `EXECUTE` of it (see `ResponseFix::Read`).
     let origins = match &out {
-        Statement::Query(_) => origins(query, ctx, &swap.swapped),
+        Statement::Query(_) | Statement::Prepare { .. } => origins(query, ctx, &swap.swapped),
         _ => Arc::from([]),
     };
     Some(StatementPlan {

@@ -52,7 +52,7 @@ impl std::str::FromStr for Mode {
             .find(|m| m.as_str().eq_ignore_ascii_case(text.trim()))
             .ok_or_else(|| {
                 format!(
-                    "unknown mode {text:?}; expected one of off, dual_write, union_read, cutover, target_only"
+                    "unknown mode \"{text}\"; expected one of off, dual_write, union_read, cutover, target_only"
                 )
             })
     }
@@ -136,7 +136,9 @@ impl std::str::FromStr for GuardPolicy {
         ]
         .into_iter()
         .find(|g| g.as_str().eq_ignore_ascii_case(text.trim()))
-        .ok_or_else(|| format!("unknown guard {text:?}; expected one of mirror, fail, record, off"))
+        .ok_or_else(|| {
+            format!("unknown guard \"{text}\"; expected one of mirror, fail, record, off")
+        })
     }
 }
 

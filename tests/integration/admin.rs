@@ -66,7 +66,7 @@ async fn the_console_shows_and_changes_rules() {
     assert!(r.ok, "{}", r.stderr);
     assert!(
         r.stdout.contains(&format!(
-            "{table}|public.{}||off|0|fail|mirror|idle|[]|1|",
+            "{table}|public.{}||off|0|fail|mirror|idle|[]|off||1|",
             pair.target
         )),
         "{}",
@@ -341,4 +341,54 @@ async fn the_cli_speaks_to_the_console() {
         "{}",
         err.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_console_or_upstream_is_named_with_the_reason() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = tandem::ops::rules::run(
+        &format!("postgres://admin:x@127.0.0.1:{port}/tandem"),
+        "SHOW RULES",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.starts_with(&format!(
+            "cannot connect to the admin console at 127.0.0.1:{port}: "
+        )) && err.message.contains("refused"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("TANDEM_ADMIN_URL"));
+    let err = tandem::ops::rules::run(
+        &format!("host=/nonexistent port={port} user=admin dbname=tandem"),
+        "SHOW RULES",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains(&format!("/nonexistent/.s.PGSQL.{port}: ")),
+        "{}",
+        err.message
+    );
+    // The side connection of every operator command: the address, and the reason once.
+    let config = tandem::Config {
+        upstream: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        ..tandem::Config::default()
+    };
+    let Err(err) = tandem::control::catalog::connect(&config).await else {
+        panic!("nothing listens there");
+    };
+    let text = tandem::error_text::chain(&err);
+    assert!(
+        text.contains(&format!("upstream 127.0.0.1:{port}: ")),
+        "{text}"
+    );
+    assert_eq!(text.matches("refused").count(), 1, "{text}");
 }

@@ -163,7 +163,9 @@ async fn upstream_verify_full_rejects_an_unknown_ca() {
     let db = err.as_db_error().expect("a FATAL from the proxy");
     assert_eq!(db.code().code(), "08001");
     assert!(
-        db.message().contains("TLS handshake with upstream"),
+        db.message().contains("TLS handshake with upstream")
+            && db.message().contains("not signed by")
+            && db.message().contains("upstream_tls.ca"),
         "{}",
         db.message()
     );
@@ -204,4 +206,118 @@ async fn scram_across_two_tls_legs_is_refused_clearly_or_works_without_binding()
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+}
+
+/// A self-signed certificate for `names` (its subjectAltNames; none when empty) with
+/// Common Name `cn`, marked CA:TRUE as `openssl req -x509` marks it, valid until
+/// `not_after` (year) and its key, in PEM.
+fn self_signed_ca(names: &[&str], cn: &str, not_after: i32) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_accepts_a_self_signed_ca_certificate_as_libpq_does() {
+    if !pg().has_auth_roles() {
+        eprintln!("skipped: TANDEM_TEST_PG is set; this test starts its own server");
+        return;
+    }
+    // A server of its own: its certificate changes below.
+    let (cert_pem, key_pem) = self_signed_ca(&["localhost", "127.0.0.1"], "db", 2100);
+    let dir = std::env::temp_dir().join(tandem_tests::unique("selfca"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, &cert_pem).unwrap();
+    let cluster = tandem::embedded::Cluster::start(&tandem::embedded::ClusterOptions {
+        tls: Some(tandem::embedded::ServerTls { cert_pem, key_pem }),
+        max_connections: 20,
+        ..Default::default()
+    })
+    .expect("start a server");
+    let user = cluster.superuser().to_string();
+    // Through Tandem with verify-full and that certificate as the CA file, to `host`:
+    // whether the session starts encrypted, or the 08001 it gets.
+    let through = |host: &'static str| {
+        let mut config = proxy_config();
+        config.upstream = format!("postgres://{user}@{host}:{}/postgres", cluster.port());
+        let user = user.clone();
+        config.upstream_tls = UpstreamTlsConfig {
+            mode: UpstreamTlsMode::VerifyFull,
+            ca: Some(ca.clone()),
+        };
+        async move {
+            let proxy = start_proxy_with(config).await;
+            match try_connect(&proxy_url(&proxy, &user)).await {
+                Ok(client) => {
+                    let ssl: bool = client
+                        .query_one(
+                            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    Ok(ssl)
+                }
+                Err(e) => {
+                    let db = e.as_db_error().expect("a FATAL from the proxy");
+                    assert_eq!(db.code().code(), "08001", "{}", db.message());
+                    Err(db.message().to_string())
+                }
+            }
+        }
+    };
+    // The server's certificate, replaced and reloaded; the CA file is that certificate.
+    let serve = |(cert, key): (String, String)| {
+        std::fs::write(cluster.data_dir().join("server.crt"), &cert).unwrap();
+        std::fs::write(cluster.data_dir().join("server.key"), &key).unwrap();
+        std::fs::write(&ca, &cert).unwrap();
+        cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    };
+
+    // CA:TRUE and self-signed, named in its subjectAltNames: rustls alone refused it
+    // (CaUsedAsEndEntity); libpq's verify-full takes it.
+    assert_eq!(through("127.0.0.1").await, Ok(true));
+    assert_eq!(through("localhost").await, Ok(true));
+
+    // PostgreSQL's own recipe: no subjectAltName, the host in the Common Name.
+    serve(self_signed_ca(&[], "localhost", 2100));
+    // A reload takes effect for new connections once the postmaster has read it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while through("localhost").await != Ok(true) {
+        assert!(std::time::Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // ... and the name still matters.
+    let refused = through("127.0.0.1").await.unwrap_err();
+    assert!(
+        refused.contains("TLS handshake with upstream")
+            && refused.contains("does not name this host"),
+        "{refused}"
+    );
+
+    // Trusted as it stands, but not outside its validity period.
+    serve(self_signed_ca(&["localhost", "127.0.0.1"], "db", 2001));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match through("127.0.0.1").await {
+            Err(message) if message.contains("xpired") => break,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "{other:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@
 
 mod access;
 mod admin;
+mod admin_views;
 mod admin_wire;
 mod auth;
 mod auto_partition;

@@ -107,8 +107,14 @@ async fn run(listen: String) -> anyhow::Result<()> {
     println!("    psql postgres://admin:demo@{addr}/tandem");
     println!();
     println!(
-        "tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there."
+        "tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there;"
     );
+    println!("tandem demo: its backfill and parity commands, for this demo (another terminal):");
+    println!();
+    let upstream = cluster.url("postgres");
+    println!("    tandem backfill --upstream {upstream} --table public.orders");
+    println!("    tandem parity --upstream {upstream} --table public.orders --strict");
+    println!();
     println!("tandem demo: Ctrl-C stops the proxy and deletes the cluster.");
     proxy.serve(listener, super::shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
@@ -128,6 +134,6 @@ async fn guard_state(config: &Config) -> String {
             Some(g) => format!("mirror, {}", g.describe()),
             None => "missing".into(),
         },
-        Err(e) => format!("state unknown ({e})"),
+        Err(e) => format!("state unknown ({})", tandem::control::catalog::describe(&e)),
     }
 }

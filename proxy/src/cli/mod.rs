@@ -125,7 +125,7 @@ pub fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tandem: {e:#}");
+            eprintln!("tandem: {}", tandem::error_text::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

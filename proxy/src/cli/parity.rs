@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.95)]
     min_overlap: f64,
     /// Shadow-read samples needed for the overlap check (0 skips the check).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = tandem::ops::parity::GATE_MIN_SAMPLES)]
     min_samples: i64,
     /// Example keys shown per kind of mismatch.
     #[arg(long, default_value_t = 20)]

@@ -31,20 +31,34 @@ enum Action {
         /// Initial mode.
         #[arg(long)]
         mode: Option<String>,
+        /// The guard's policy: mirror (default), fail, record or off.
+        #[arg(long, value_parser = ["mirror", "fail", "record", "off"])]
+        guard: Option<String>,
     },
-    /// SET RULE: change a rule's mode or sample rate.
+    /// SET RULE: change one setting of a rule (its mode, sample rate, auto_partition,
+    /// guard or dropped columns).
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(false)))]
     Set {
         /// Legacy table.
         table: String,
         /// New mode: off, dual_write, union_read, cutover, target_only.
-        #[arg(long, conflicts_with = "sample", required_unless_present = "sample")]
+        #[arg(long, group = "change")]
         mode: Option<String>,
         /// Leave target_only anyway.
         #[arg(long, requires = "mode")]
         force: bool,
         /// Share of reads sampled for shadow comparison, 0..1.
-        #[arg(long)]
+        #[arg(long, group = "change")]
         sample: Option<f64>,
+        /// Create a missing target partition when a mirrored write needs one: on or off.
+        #[arg(long, group = "change", value_parser = ["on", "off"])]
+        auto_partition: Option<String>,
+        /// What the guard does with writes made around the proxy: mirror, fail, record, off.
+        #[arg(long, group = "change", value_parser = ["mirror", "fail", "record", "off"])]
+        guard: Option<String>,
+        /// Legacy columns left behind on purpose, comma-separated ('' for none).
+        #[arg(long, group = "change", value_delimiter = ',')]
+        drop_columns: Option<Vec<String>>,
     },
     /// DROP RULE.
     Drop {
@@ -68,6 +82,7 @@ impl Action {
                 target,
                 key,
                 mode,
+                guard,
             } => {
                 let mut c = format!("ADD RULE {table}");
                 if let Some(t) = target {
@@ -78,6 +93,9 @@ impl Action {
                 }
                 if let Some(m) = mode {
                     c.push_str(&format!(" MODE {m}"));
+                }
+                if let Some(g) = guard {
+                    c.push_str(&format!(" GUARD {g}"));
                 }
                 c
             }
@@ -95,6 +113,29 @@ impl Action {
                 sample: Some(rate),
                 ..
             } => format!("SET RULE {table} SAMPLE {rate}"),
+            Action::Set {
+                table,
+                auto_partition: Some(on),
+                ..
+            } => format!("SET RULE {table} AUTO_PARTITION {on}"),
+            Action::Set {
+                table,
+                guard: Some(guard),
+                ..
+            } => format!("SET RULE {table} GUARD {guard}"),
+            Action::Set {
+                table,
+                drop_columns: Some(columns),
+                ..
+            } => {
+                let columns: Vec<&str> = columns
+                    .iter()
+                    .map(|c| c.trim())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                format!("SET RULE {table} DROP_COLUMNS ({})", columns.join(", "))
+            }
+            // clap requires one change.
             Action::Set { table, .. } => format!("SET RULE {table}"),
             Action::Drop { table, force } => {
                 format!("DROP RULE {table}{}", if *force { " FORCE" } else { "" })

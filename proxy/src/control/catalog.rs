@@ -23,7 +23,7 @@ pub enum CatalogError {
     #[error("cannot read the catalog: {0}")]
     Connect(#[from] UpstreamError),
     /// The server refused a catalog query or login.
-    #[error("cannot read the catalog: {0}")]
+    #[error("cannot read the catalog: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     /// The upstream URL is unusable for a side connection.
     #[error("upstream: {0}")]
@@ -61,7 +61,8 @@ pub async fn connect(config: &Config) -> Result<Client, CatalogError> {
 }
 
 /// A server error as a person wants to read it: SQLSTATE, message, detail and hint
-/// (tokio-postgres's own Display says only "db error").
+/// (tokio-postgres's own Display says only "db error"); any other error with its cause
+/// ("error communicating with the server: Connection reset by peer").
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
@@ -74,13 +75,14 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => e.to_string(),
+        None => crate::error_text::chain(e),
     }
 }
 
 /// The upstream URL as a tokio-postgres config (user, password, database).
 pub fn upstream_pg_config(config: &Config) -> Result<tokio_postgres::Config, CatalogError> {
-    tokio_postgres::Config::from_str(&config.upstream).map_err(|e| CatalogError::Url(e.to_string()))
+    tokio_postgres::Config::from_str(&config.upstream)
+        .map_err(|e| CatalogError::Url(crate::error_text::chain(&e)))
 }
 
 /// Resolves every configured rule that is not `off` into a [`RuleSet`].

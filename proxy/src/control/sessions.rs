@@ -2,13 +2,14 @@
 //!
 //! A session registers itself after its StartupMessage and is removed when it ends, on
 //! every path (the [`Registered`] guard). The relay updates the live fields (transaction
-//! state, rules version, query count) with relaxed atomic stores: the console only needs a
-//! recent picture, and the hot path pays one store per ReadyForQuery.
+//! state, whether the server is working on a request and since when, rules version, query
+//! count) with relaxed atomic stores: the console only needs a recent picture, and the hot
+//! path pays a store or two per request and per ReadyForQuery.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
@@ -29,6 +30,10 @@ pub struct SessionInfo {
     pub started_at: SystemTime,
     /// Last ReadyForQuery status (`I`, `T`, `E`), 0 before the first.
     pub state: AtomicU8,
+    /// While the server works on a request of the client's (a query, or a pipeline up to
+    /// its Sync): when the request now running started, in ms since the Unix epoch; 0
+    /// while the session waits for its client.
+    pub active_since_ms: AtomicU64,
     /// Rules version the session plans with (0 when it is not ruled).
     pub rules_version: AtomicU64,
     /// Queries (simple Query and Execute messages) sent so far.
@@ -36,8 +41,12 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    /// The state as SHOW SESSIONS prints it.
+    /// The state as SHOW SESSIONS prints it: `active` while the server works on a
+    /// request, else the last ReadyForQuery's word.
     pub fn state_name(&self) -> &'static str {
+        if self.active_since_ms.load(Relaxed) != 0 {
+            return "active";
+        }
         match self.state.load(Relaxed) {
             b'I' => "idle",
             b'T' => "in transaction",
@@ -49,6 +58,26 @@ impl SessionInfo {
     /// Records the latest ReadyForQuery status.
     pub fn set_state(&self, status: u8) {
         self.state.store(status, Relaxed);
+    }
+
+    /// Records that the server now works on a request, started now (`true`), or waits for
+    /// the client (`false`).
+    pub fn set_active(&self, active: bool) {
+        let since = if active {
+            // Never 0, which means "not active".
+            now_ms().max(1)
+        } else {
+            0
+        };
+        self.active_since_ms.store(since, Relaxed);
+    }
+
+    /// How long the request now running has been running, while one is.
+    pub fn active_for(&self) -> Option<Duration> {
+        match self.active_since_ms.load(Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
     }
 
     /// Records the rules version in use.
@@ -101,6 +130,7 @@ impl SessionRegistry {
             tls,
             started_at: SystemTime::now(),
             state: AtomicU8::new(0),
+            active_since_ms: AtomicU64::new(0),
             rules_version: AtomicU64::new(0),
             queries: AtomicU64::new(0),
         });
@@ -121,4 +151,11 @@ impl SessionRegistry {
         all.sort_by_key(|s| s.id);
         all
     }
+}
+
+/// Wall-clock ms since the Unix epoch (0 for a clock before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -99,7 +99,10 @@ pub enum EmbeddedError {
         log_tail: String,
     },
     /// The server neither became ready nor exited in time.
-    #[error("postgres was not ready after {waited:?}; end of its log:\n{log_tail}")]
+    #[error(
+        "postgres was not ready after {} s; end of its log:\n{log_tail}",
+        waited.as_secs()
+    )]
     Timeout {
         /// How long we waited.
         waited: Duration,

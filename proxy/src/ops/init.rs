@@ -84,8 +84,11 @@ impl Layout {
                 [] => Ok(3),
                 [k, n] if k == "months-ahead" => n
                     .parse()
-                    .map_err(|_| format!("months-ahead {n:?} is not a number")),
-                other => Err(format!("unexpected {:?}", other.join(" "))),
+                    .map_err(|_| format!("months-ahead takes a number of months, not \"{n}\"")),
+                other => Err(format!(
+                    "unexpected \"{}\" after monthly; expected nothing or months-ahead <N>",
+                    other.join(" ")
+                )),
             }
         };
         let usage = "expected list(<col>), hash(<col>) <N>, range(<col>) monthly [months-ahead N] \
@@ -96,9 +99,9 @@ impl Layout {
         }
         if let Some(column) = call(first, "hash") {
             let n = match &words[1..] {
-                [n] => n
-                    .parse()
-                    .map_err(|_| format!("hash: {n:?} is not a number"))?,
+                [n] => n.parse().map_err(|_| {
+                    format!("hash(<col>) takes a partition count, not \"{n}\", e.g. hash(id) 8")
+                })?,
                 _ => return Err("hash(<col>) needs a partition count, e.g. hash(id) 8".into()),
             };
             if !(2..=1024).contains(&n) {

@@ -90,7 +90,9 @@ pub fn parse_scope(text: &str) -> Result<(String, String), String> {
     let col = col.trim();
     let name = TableName::parse(col).map_err(|e| e.to_string())?;
     if name.schema.is_some() || col.is_empty() {
-        return Err(format!("{col:?} is not a column name"));
+        return Err(format!(
+            "--where: \"{col}\" is not a column name; write <column> = <value>, e.g. tenant = 'acme'"
+        ));
     }
     let value = value.trim();
     let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
@@ -219,9 +221,21 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, PurgeErro
             let resolved = catalog::resolve(&client, std::slice::from_ref(r), 0).await?;
             match tandem_rules::plan(&delete, &resolved, &[]) {
                 Plan::Rewritten(s) if s.len() == 1 => s[0].sql.clone(),
-                other => {
+                Plan::Reject(r) => {
                     return Err(PurgeError::Refused(format!(
-                        "cannot build the mirrored delete: {other:?}"
+                        "cannot build the mirrored delete: {}{}",
+                        r.message,
+                        r.hint
+                            .as_deref()
+                            .map(|h| format!(" (hint: {h})"))
+                            .unwrap_or_default()
+                    )))
+                }
+                _ => {
+                    return Err(PurgeError::Refused(format!(
+                        "cannot build the mirrored delete of {legacy}: the rule does not \
+                         rewrite it as one statement; purge with --mode partition, or set the \
+                         rule to off first"
                     )))
                 }
             }

@@ -5,6 +5,8 @@
 //! usually on a private network; use psql with sslmode when the listener has TLS), so the
 //! console stays the single path for rule changes, with its validation and history.
 
+use std::str::FromStr;
+
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 /// A console error as the CLI prints it.
@@ -19,18 +21,31 @@ pub struct CliError {
 
 /// Runs one console command against `admin_url`; returns its result as aligned text.
 pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+    let config = tokio_postgres::Config::from_str(admin_url).map_err(|e| CliError {
+        message: format!(
+            "the admin URL is not a connection string ({})",
+            crate::error_text::chain(&e)
+        ),
+        hint: Some("e.g. --admin postgres://admin:secret@127.0.0.1:6432/tandem".into()),
+    })?;
+    let (client, connection) = config
+        .connect(NoTls)
         .await
-        .map_err(|e| error(&e))?;
+        .map_err(|e| connect_error(&config, &e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     let messages = client.simple_query(command).await.map_err(|e| error(&e))?;
+    // One table per command (`SHOW PARITY; SHOW STATS` prints two).
+    let mut tables = Vec::new();
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut tags = Vec::new();
     for message in messages {
         match message {
+            // Sent before the rows, and alone when there are none (an empty SHOW RULES).
+            SimpleQueryMessage::RowDescription(columns) => {
+                header = columns.iter().map(|c| c.name().to_string()).collect();
+            }
             SimpleQueryMessage::Row(row) => {
                 if header.is_empty() {
                     header = row.columns().iter().map(|c| c.name().to_string()).collect();
@@ -41,11 +56,49 @@ pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
                         .collect(),
                 );
             }
-            SimpleQueryMessage::CommandComplete(n) => tags.push(n),
+            SimpleQueryMessage::CommandComplete(_) => {
+                let text = table(&header, &rows);
+                if !text.is_empty() {
+                    tables.push(text);
+                }
+                header.clear();
+                rows.clear();
+            }
             _ => {}
         }
     }
-    Ok(table(&header, &rows))
+    Ok(tables.join("\n"))
+}
+
+/// A failed connection to the console: where, why, and what to check.
+fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> CliError {
+    if e.as_db_error().is_some() {
+        return error(e);
+    }
+    CliError {
+        message: format!(
+            "cannot connect to the admin console at {}: {}",
+            endpoint(config),
+            crate::error_text::chain(e)
+        ),
+        hint: Some(
+            "check that tandem serve runs there with an [admin] section, and the URL \
+             (--admin or TANDEM_ADMIN_URL)"
+                .into(),
+        ),
+    }
+}
+
+/// `host:port` (or the socket path) a connection string points at, as libpq would try it.
+fn endpoint(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
+        Some(tokio_postgres::config::Host::Unix(dir)) => {
+            format!("{}/.s.PGSQL.{port}", dir.display())
+        }
+        None => format!("localhost:{port}"),
+    }
 }
 
 fn error(e: &tokio_postgres::Error) -> CliError {
@@ -55,7 +108,7 @@ fn error(e: &tokio_postgres::Error) -> CliError {
             hint: db.hint().map(str::to_string),
         },
         None => CliError {
-            message: e.to_string(),
+            message: crate::error_text::chain(e),
             hint: None,
         },
     }

@@ -326,8 +326,8 @@ async fn client_to_upstream(
             continue;
         }
         if n > 0 {
-            if syncs > 0 {
-                state.in_flight.fetch_add(syncs, Relaxed);
+            if syncs > 0 && state.in_flight.fetch_add(syncs, Relaxed) <= 0 {
+                ctx.info.set_active(true);
             }
             if let Some(p) = pipeline {
                 state.mid_pipeline.store(p, Relaxed);
@@ -506,7 +506,9 @@ async fn upstream_to_client(
             Stats::add(&ctx.stats.bytes_to_clients, n as u64);
             Stats::add(&ctx.stats.errors, errors);
             if ready > 0 {
-                state.in_flight.fetch_sub(ready, Relaxed);
+                // Still owed a ReadyForQuery: the next request of a pipeline runs from now.
+                let owed = state.in_flight.fetch_sub(ready, Relaxed) - ready;
+                ctx.info.set_active(owed > 0);
                 state.ready_notify.notify_one();
                 if let Some(s) = status {
                     state.tx_status.store(s, Relaxed);

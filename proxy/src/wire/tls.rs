@@ -2,7 +2,8 @@
 //!
 //! Client leg: a server config from the PEM files in `[tls]`. Upstream leg: a client config
 //! per `[upstream_tls]` mode; `prefer` and `require` encrypt without verifying (as libpq's
-//! modes of the same name do), `verify-full` checks the chain against `ca` and the host name.
+//! modes of the same name do), `verify-full` checks the chain against `ca` and the host name
+//! as libpq does ([`verify_full`](super::verify_full)).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use super::verify_full::VerifyFull;
 use crate::config::{Config, UpstreamTlsMode};
 
 /// A TLS set-up problem, naming the file or key at fault.
@@ -96,16 +98,23 @@ pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>, 
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            if let Some(ca) = &config.upstream_tls.ca {
-                for cert in read_certs("upstream_tls.ca", ca)? {
-                    roots.add(cert).map_err(|source| TlsError::Rustls {
-                        key: "upstream_tls.ca",
-                        source,
-                    })?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let Some(ca) = &config.upstream_tls.ca else {
+                return Err(TlsError::Pem {
+                    key: "upstream_tls.ca",
+                    path: String::new(),
+                    reason: "verify-full needs a CA file".into(),
+                });
+            };
+            let roots = read_certs("upstream_tls.ca", ca)?;
+            let verifier = VerifyFull::new(roots, provider()).map_err(|reason| TlsError::Pem {
+                key: "upstream_tls.ca",
+                path: ca.display().to_string(),
+                reason,
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
         }
     };
     Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(client))))

@@ -28,7 +28,10 @@ pub enum UpstreamError {
         source: std::io::Error,
     },
     /// Connecting took longer than `limits.upstream_connect_timeout_ms`.
-    #[error("timed out connecting to upstream {addr} after {after:?}")]
+    #[error(
+        "timed out connecting to upstream {addr} after {} ms (limits.upstream_connect_timeout_ms)",
+        after.as_millis()
+    )]
     Timeout {
         /// The address tried.
         addr: String,
@@ -42,7 +45,7 @@ pub enum UpstreamError {
         addr: String,
     },
     /// The TLS handshake failed.
-    #[error("TLS handshake with upstream {addr} failed: {source}")]
+    #[error("TLS handshake with upstream {addr} failed: {}", tls_reason(source))]
     TlsHandshake {
         /// The address.
         addr: String,
@@ -145,5 +148,44 @@ impl Connector {
                     source,
                 })?;
         Ok(Stream::ClientTls(Box::new(stream)))
+    }
+}
+
+/// Why a TLS handshake failed, in words for the certificate problems an operator fixes
+/// (rustls's own text for them is a debug string, `Other(OtherError(CaUsedAsEndEntity))`).
+fn tls_reason(error: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(rustls::Error::InvalidCertificate(e)) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return error.to_string();
+    };
+    match e {
+        C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet".into()
+        }
+        C::UnknownIssuer => "the server's certificate is not signed by a CA in upstream_tls.ca \
+                              (nor is it one of that file's certificates)"
+            .into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the server's certificate does not name this host (in its subjectAltName, or in \
+             its Common Name when it has no DNS or IP subjectAltName); connect by a name it \
+             has, or reissue it"
+                .into()
+        }
+        C::BadSignature => "the server's certificate is not signed by the CA in upstream_tls.ca \
+                             that bears its issuer's name (bad signature)"
+            .into(),
+        C::Revoked => "the server's certificate is revoked".into(),
+        C::BadEncoding => "the server's certificate cannot be parsed".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "the server's certificate is not for server authentication (extendedKeyUsage)".into()
+        }
+        C::UnhandledCriticalExtension => {
+            "the server's certificate has a critical extension that cannot be checked".into()
+        }
+        other => format!("the server's certificate was refused ({other:?})"),
     }
 }

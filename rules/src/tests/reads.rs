@@ -178,6 +178,42 @@ fn locking_reads_stay_on_legacy_in_union_read_but_not_in_cutover() {
 }
 
 #[test]
+fn a_prepared_read_is_the_rewritten_read() {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    let p = one(
+        "PREPARE q (bigint) AS SELECT * FROM orders WHERE id = $1",
+        &set,
+    );
+    assert_eq!(
+        p.sql,
+        format!("PREPARE q (BIGINT) AS SELECT * FROM {ORDERS_UNION} AS orders WHERE id = $1")
+    );
+    // The origins are for its EXECUTE's RowDescription.
+    let ResponseFix::Read { origins } = &p.response else {
+        panic!("{:?}", p.response)
+    };
+    assert_eq!(origins.len(), 3);
+    assert_eq!(origins[2].map(|o| (o.table_oid, o.attnum)), Some((1000, 4)));
+    let set = rules(Mode::Cutover, Mode::Off);
+    let p = one("prepare q as select count(*) from public.orders", &set);
+    assert_eq!(
+        p.sql,
+        "PREPARE q AS SELECT count(*) FROM (SELECT id, amount, note::TEXT AS note FROM public.orders_v2) AS orders"
+    );
+    // A prepared write is still refused (see the planner's tests), and a prepared read of
+    // a table in dual_write is left alone.
+    let set = rules(Mode::DualWrite, Mode::Off);
+    assert_eq!(
+        plan(
+            "PREPARE q AS SELECT * FROM orders",
+            &set,
+            &["public".into()]
+        ),
+        Plan::Passthrough
+    );
+}
+
+#[test]
 fn reads_inside_writes_are_not_swapped() {
     let set = rules(Mode::UnionRead, Mode::Off);
     assert_eq!(

@@ -3,6 +3,7 @@
 //! and keep index scans and column origins; `cutover` writes land in both tables with the
 //! client's own tags; `target_only` runs everything on the target.
 
+mod prepared;
 mod reads;
 mod writes;
 

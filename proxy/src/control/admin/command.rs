@@ -189,13 +189,13 @@ pub fn parse(text: &str) -> Result<Command, String> {
                 "VERSION" => Command::ShowVersion,
                 "PARITY" => Command::ShowParity,
                 "PARTITIONS" => Command::ShowPartitions { table: it.table()? },
-                other => return Err(format!("unknown SHOW target {other:?}")),
+                other => return Err(format!("unknown SHOW target \"{other}\"")),
             }
         }
         "SET" => {
             it.keyword("RULE")?;
             let table = it.table()?;
-            let what = it.word("MODE, SAMPLE, AUTO_PARTITION or GUARD")?;
+            let what = it.word("MODE, SAMPLE, AUTO_PARTITION, GUARD or DROP_COLUMNS")?;
             match what.to_ascii_uppercase().as_str() {
                 "MODE" => {
                     let mode = it.mode()?;
@@ -212,7 +212,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     let value = it.word("a sample rate between 0 and 1")?;
                     let rate: f64 = value
                         .parse()
-                        .map_err(|_| format!("sample rate {value:?} is not a number"))?;
+                        .map_err(|_| format!("sample rate \"{value}\" is not a number"))?;
                     if !(0.0..=1.0).contains(&rate) {
                         return Err(format!("sample rate {rate} is not between 0 and 1"));
                     }
@@ -223,7 +223,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     let on = match value.to_ascii_lowercase().as_str() {
                         "on" | "true" => true,
                         "off" | "false" => false,
-                        _ => return Err(format!("AUTO_PARTITION takes on or off, not {value:?}")),
+                        _ => return Err(format!("AUTO_PARTITION takes on or off, not \"{value}\"")),
                     };
                     Command::SetAutoPartition { table, on }
                 }
@@ -241,7 +241,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
                 },
                 other => {
                     return Err(format!(
-                        "expected MODE, SAMPLE, AUTO_PARTITION or GUARD, found {other:?}"
+                        "expected MODE, SAMPLE, AUTO_PARTITION, GUARD, DROP_COLUMNS or DROP_TRIGGERS, found \"{other}\""
                     ))
                 }
             }
@@ -260,7 +260,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
                     "GUARD" => guard = it.word("mirror, fail, record or off")?.parse()?,
                     other => {
                         return Err(format!(
-                            "expected TARGET, KEY, MODE or GUARD, found {other:?}"
+                            "expected TARGET, KEY, MODE or GUARD, found \"{other}\""
                         ))
                     }
                 }
@@ -286,10 +286,10 @@ pub fn parse(text: &str) -> Result<Command, String> {
             Command::Drop { table, force }
         }
         "RELOAD" => Command::Reload,
-        other => return Err(format!("unknown command {other:?}")),
+        other => return Err(format!("unknown command \"{other}\"")),
     };
     if let Some(extra) = it.peek() {
-        return Err(format!("unexpected {extra:?} at the end of the command"));
+        return Err(format!("unexpected \"{extra}\" at the end of the command"));
     }
     Ok(command)
 }
@@ -319,7 +319,7 @@ impl Tokens {
         if word.eq_ignore_ascii_case(keyword) {
             Ok(())
         } else {
-            Err(format!("expected {keyword}, found {word:?}"))
+            Err(format!("expected {keyword}, found \"{word}\""))
         }
     }
 
@@ -336,23 +336,31 @@ impl Tokens {
         self.word("a mode")?.parse()
     }
 
-    /// `( col [, col ...] )`, each column folded like SQL (quoted kept).
+    /// `( col [, col ...] )`, each column folded like SQL (quoted kept); `()` for none.
     fn columns(&mut self) -> Result<Vec<String>, String> {
         if self.word("(")? != "(" {
-            return Err("expected ( after KEY".into());
+            return Err("expected ( before the column list".into());
         }
         let mut cols = Vec::new();
+        if self.peek() == Some(")") {
+            self.at += 1;
+            return Ok(cols);
+        }
         loop {
             let word = self.word("a column name")?;
             let col = TableName::parse(&word).map_err(|e| e.to_string())?;
             if col.schema.is_some() {
-                return Err(format!("{word:?} is not a column name"));
+                return Err(format!("\"{word}\" is not a column name"));
             }
             cols.push(col.name);
             match self.word(", or )")?.as_str() {
                 "," => continue,
                 ")" => break,
-                other => return Err(format!("expected , or ) in KEY, found {other:?}")),
+                other => {
+                    return Err(format!(
+                        "expected , or ) in the column list, found \"{other}\""
+                    ))
+                }
             }
         }
         Ok(cols)
@@ -445,6 +453,13 @@ mod tests {
                 triggers: vec!["audit".into()],
             }
         );
+        assert_eq!(
+            parse("SET RULE orders DROP_COLUMNS ()").unwrap(),
+            Command::SetDropColumns {
+                table: t("public.orders"),
+                columns: Vec::new(),
+            }
+        );
         assert!(parse("SET RULE orders GUARD maybe")
             .unwrap_err()
             .contains("mirror, fail, record, off"));
@@ -469,7 +484,10 @@ mod tests {
             ("SET RULE orders MODE sideways", "unknown mode"),
             ("SET RULE orders SAMPLE 2", "not between 0 and 1"),
             ("SET RULE orders SAMPLE x", "not a number"),
-            ("ADD RULE orders KEY id", "expected ( after KEY"),
+            (
+                "ADD RULE orders KEY id",
+                "expected ( before the column list",
+            ),
             (
                 "ADD RULE orders COLOR red",
                 "expected TARGET, KEY, MODE or GUARD",

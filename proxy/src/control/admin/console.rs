@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::command::{self, Command};
 use super::scram::{Exchange, ScramError, Verifier};
 use crate::control::store::change::{self, RuleChange};
+use crate::ops::parity::GATE_MIN_SAMPLES;
 use crate::shared::Shared;
 use crate::wire::protocol::backend::ErrorFields;
 use crate::wire::protocol::frame::{begin, finish, parse_header, read_cstr, HEADER_LEN};
@@ -411,7 +412,15 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 .map_err(|e| error("XX000", format!("tandem: {e}")))?;
             let guards = crate::control::guard::states(&client, watch.store())
                 .await
-                .map_err(|e| error("XX000", format!("tandem: guard state: {e}")))?;
+                .map_err(|e| {
+                    error(
+                        "XX000",
+                        format!(
+                            "tandem: guard state: {}",
+                            crate::control::catalog::describe(&e)
+                        ),
+                    )
+                })?;
             let active = watch.current();
             let rows = snapshot
                 .rules
@@ -448,6 +457,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         Some(r.rule.guard.as_str().to_string()),
                         guards.get(&r.rule.table.to_string()).map(|g| g.describe()),
                         Some(crate::control::store::set_json(&r.rule.set)),
+                        Some(on_off(r.rule.auto_partition).to_string()),
+                        Some(r.rule.drop_columns.join(", ")),
                         Some(r.version.to_string()),
                         Some(r.updated_at.clone()),
                         Some(r.updated_by.clone()),
@@ -467,6 +478,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     "guard",
                     "guard_state",
                     "set",
+                    "auto_partition",
+                    "drop_columns",
                     "version",
                     "updated_at",
                     "updated_by",
@@ -490,6 +503,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                         Some(s.client_addr.to_string()),
                         Some(s.tls.to_string()),
                         Some(s.state_name().to_string()),
+                        s.active_for()
+                            .map(|d| format!("{}.{:03}", d.as_secs(), d.subsec_millis())),
                         Some(started.0),
                         Some(s.rules_version.load(Relaxed).to_string()),
                         Some(s.queries.load(Relaxed).to_string()),
@@ -505,6 +520,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     "client_addr",
                     "tls",
                     "state",
+                    "active_for_s",
                     "started_at",
                     "rules_version",
                     "queries",
@@ -569,18 +585,18 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             let rows = client
                 .query(
                     &format!(
-                        "SELECT r.table_name, r.target, r.mode, \
-                           (SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass(r.table_name))::text, \
-                           (SELECT sum(c.reltuples)::int8 FROM pg_class c WHERE c.oid = to_regclass(r.target) \
-                              OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(r.target)))::text, \
+                        "SELECT r.table_name, r.target, r.mode, {}, {}, \
                            coalesce(b.status, 'none'), coalesce(b.rows_copied, 0)::text, \
                            (SELECT count(*) FROM tandem.drift d WHERE d.rule_table = r.table_name AND NOT d.resolved)::text, \
-                           s.samples::text, round(s.mean::numeric, 3)::text, round(s.low::numeric, 3)::text, s.last::text \
+                           s.samples::text, greatest({GATE_MIN_SAMPLES} - s.samples, 0)::text, \
+                           round(s.mean::numeric, 3)::text, round(s.low::numeric, 3)::text, s.last::text \
                          FROM {} r \
                          LEFT JOIN {} b ON b.table_name = r.table_name AND b.predicate = '' \
                          LEFT JOIN LATERAL (SELECT count(*) AS samples, avg(overlap) AS mean, min(overlap) AS low, \
                            max(at) AS last FROM {} x WHERE x.rule_table = r.table_name) s ON true \
                          ORDER BY 1",
+                        rows_estimate("r.table_name"),
+                        rows_estimate("r.target"),
                         watch.store().rules(),
                         watch.store().backfill_state(),
                         watch.store().qualified("shadow_samples"),
@@ -630,6 +646,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                     "backfill_rows",
                     "unresolved_drift",
                     "shadow_samples",
+                    "samples_needed",
                     "mean_overlap",
                     "min_overlap",
                     "last_sample",
@@ -760,6 +777,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
             Some(rule.key.join(", ")),
             Some(rule.mode.to_string()),
             Some(rule.sample_rate.to_string()),
+            Some(rule.guard.as_str().to_string()),
+            Some(on_off(rule.auto_partition).to_string()),
             Some(version.to_string()),
             Some(applied.notes.join("; ")),
         ]);
@@ -774,6 +793,8 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
                 "key",
                 "mode",
                 "sample_rate",
+                "guard",
+                "auto_partition",
                 "store_version",
                 "notes",
             ]
@@ -814,4 +835,26 @@ mod chrono_free {
             ))
         }
     }
+}
+
+/// A switch as the console spells it (`SET RULE t AUTO_PARTITION on`).
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// SQL for the planner's row estimate of the table named by text expression `name`: the
+/// sum over its leaf partitions (itself, when not partitioned; a partitioned parent's own
+/// figure would count its rows twice), or `unknown (never analysed)` while one has none.
+fn rows_estimate(name: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN bool_or(c.reltuples < 0) THEN 'unknown (never analysed)' \
+                 ELSE sum(c.reltuples)::int8::text END \
+            FROM pg_class c \
+           WHERE (c.oid = to_regclass({name}) AND c.relkind <> 'p') \
+              OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass({name})) WHERE isleaf))"
+    )
 }

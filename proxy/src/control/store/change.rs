@@ -117,7 +117,7 @@ impl From<tokio_postgres::Error> for ChangeError {
         let message = e
             .as_db_error()
             .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
+            .unwrap_or_else(|| crate::error_text::chain(&e));
         // Keep the server's class for the common cases.
         let sqlstate = match code.as_deref() {
             Some("42P01") => "42P01",

@@ -110,7 +110,7 @@ pub fn server_message(e: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => e.to_string(),
+        None => crate::error_text::chain(e),
     }
 }
 

@@ -51,6 +51,9 @@ const GUARD_DRIFT_SHOWN: i64 = 5;
 /// Characters of a guard drift row's statement shown.
 const STATEMENT_CHARS: i32 = 200;
 
+/// Shadow-read samples the `shadow_overlap` check needs by default (`--min-samples`).
+pub const GATE_MIN_SAMPLES: i64 = 20;
+
 /// What `tandem parity` was asked.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -35,8 +35,8 @@ pub(super) struct Known {
     pub(super) sent: String,
     /// The rules version and search_path it was planned under.
     pub(super) version: Planned,
-    /// The plan it was prepared with (protocol-level statements only), so a Bind needs no
-    /// second plan lookup.
+    /// The plan it was prepared with, so a Bind needs no second plan lookup (for a SQL
+    /// `PREPARE`: the plan of the PREPARE, which gives its EXECUTEs' rows their origins).
     pub(super) plan: Option<Arc<Plan>>,
     /// What running it may do to the settings Tandem follows.
     pub(super) touch: SettingsTouch,
@@ -532,7 +532,7 @@ impl ClientSide {
                     Some(_) => self.rules.plan(piece, &self.search_path),
                     None => None,
                 };
-                self.remember_sql_prepared(name, piece, piece_plan.as_deref());
+                self.remember_sql_prepared(name, piece, piece_plan);
             }
         }
         let mut out = BytesMut::new();
@@ -576,6 +576,10 @@ impl ClientSide {
                 }
             }
             _ => (send, fixes, None),
+        };
+        let fixes = match retry {
+            None => self.with_execute_origins(sql, fixes),
+            Some(_) => fixes,
         };
         let untouched = prefix.is_empty()
             && fixes.is_empty()

@@ -10,13 +10,15 @@
 //! client's `INSERT 0 n` / `UPDATE n` / `DELETE n`. Sessions without rules never get here.
 //!
 //! One job per file: [`client`] decides what each client message becomes, [`prepared`]
-//! keeps prepared statements planned under the rules in force, [`retry`] runs a write
+//! keeps prepared statements planned under the rules in force, [`executed`] gives the
+//! rows of `EXECUTE` of a rewritten SQL-prepared read their legacy origins, [`retry`] runs a write
 //! again once the partition it needed exists (auto_partition), [`sample`] hands reads to
 //! the shadow sampler, [`refusal`] raises or records what Tandem will not run, and
 //! [`server`] fixes the responses; [`ahead`] plans a large statement off the worker thread. This module holds the expectations they share.
 
 mod ahead;
 mod client;
+mod executed;
 mod prepared;
 pub mod probe;
 mod refusal;

@@ -6,6 +6,7 @@
 //! `DEALLOCATE` + `PREPARE`) when the text the server holds must change.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tandem_rules::{MirrorErrorPolicy, Plan, Rejection};
@@ -92,7 +93,20 @@ impl ClientSide {
         let mut out = BytesMut::new();
         match plan.as_deref() {
             None | Some(Plan::Passthrough) => {
-                self.statements.remove(parse.name);
+                // `EXECUTE q` of a rewritten SQL-prepared read: its rows keep their origins.
+                let execute = match tandem_rules::executes_by_statement(&sql).as_slice() {
+                    [Some(name)] => self.execute_origins(name),
+                    _ => None,
+                };
+                match execute {
+                    Some(origins) => {
+                        self.statements
+                            .insert(parse.name.to_string(), Prepared::Read(origins));
+                    }
+                    None => {
+                        self.statements.remove(parse.name);
+                    }
+                }
                 queue.push_back(pass);
                 Action::Forward
             }
@@ -248,8 +262,13 @@ impl ClientSide {
 
     /// Remembers a SQL-level `PREPARE` (unless the rules refused it, in which case the
     /// server never gets it).
-    pub(super) fn remember_sql_prepared(&mut self, name: String, sql: &str, plan: Option<&Plan>) {
-        let sent = match plan {
+    pub(super) fn remember_sql_prepared(
+        &mut self,
+        name: String,
+        sql: &str,
+        plan: Option<Arc<Plan>>,
+    ) {
+        let sent = match plan.as_deref() {
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
             Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record => {
                 self.sql_prepared.remove(&name);
@@ -264,7 +283,7 @@ impl ClientSide {
                 param_types: Vec::new(),
                 sent,
                 version: self.planned(),
-                plan: None,
+                plan,
                 touch: tandem_rules::SettingsTouch::default(),
                 text: self.settings.now(),
             },
@@ -293,7 +312,7 @@ impl ClientSide {
             if known.version == version {
                 continue;
             }
-            let sent = self.sent_for(&known)?;
+            let (sent, plan) = self.planned_for(&known)?;
             if sent != known.sent {
                 prefix.push(format!("DEALLOCATE {}", tandem_rules::quote_ident(&name)));
                 prefix.push(sent.clone());
@@ -303,6 +322,7 @@ impl ClientSide {
                 Known {
                     sent,
                     version,
+                    plan,
                     ..known
                 },
             );
@@ -339,7 +359,13 @@ impl ClientSide {
     /// What the server must hold for a remembered statement under the rules in force: the
     /// rewrite, or the client's own text; a refusal when the rules refuse it.
     fn sent_for(&self, known: &Known) -> Result<String, Box<Rejection>> {
-        Ok(match self.plan_known(known).as_deref() {
+        self.planned_for(known).map(|(sent, _)| sent)
+    }
+
+    /// [`sent_for`](Self::sent_for), with the plan it came from.
+    fn planned_for(&self, known: &Known) -> Result<(String, Option<Arc<Plan>>), Box<Rejection>> {
+        let plan = self.plan_known(known);
+        let sent = match plan.as_deref() {
             None | Some(Plan::Passthrough) => known.sql.clone(),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => statements[0].sql.clone(),
             Some(Plan::Rewritten(_)) => known.sql.clone(),
@@ -348,7 +374,8 @@ impl ClientSide {
                 known.sql.clone()
             }
             Some(other) => return Err(Box::new(refusal_of(other))),
-        })
+        };
+        Ok((sent, plan))
     }
 
     /// A prepared statement run the other way from how it was made: a SQL `PREPARE` bound

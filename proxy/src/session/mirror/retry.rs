@@ -132,7 +132,11 @@ impl ClientSide {
             .split_once(") = (")
             .map(|(_, v)| v.trim_end_matches('.').trim_end_matches(')').to_string())
             .filter(|v| !v.contains(", "))
-            .ok_or_else(|| format!("cannot read a single partition key value from {detail:?}"))?;
+            .ok_or_else(|| {
+                format!(
+                    "cannot read a single partition key value from the error's detail \"{detail}\""
+                )
+            })?;
         crate::ops::partitions::ensure(
             &self.config,
             &relation,
