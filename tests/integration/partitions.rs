@@ -155,7 +155,10 @@ async fn months_ahead_and_wrong_requests() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("RANGE"), "{err}");
+    assert!(
+        err.contains("RANGE") && err.contains("--value x does not apply"),
+        "{err}"
+    );
     // Every partition is empty (no backfill yet), yet none is a candidate to drop: the past
     // months hold legacy rows, the others are the current month or later, and DEFAULT.
     let (_, skew) = partitions::skew(&config, &table, 2.0, 5.0).await.unwrap();

@@ -605,6 +605,12 @@ async fn table_report(
                     "{} samples (need {}), mean overlap {mean:.3} (need {:.2}), {} below",
                     shadow.samples, options.min_samples, options.min_overlap, shadow.below_threshold
                 ),
+                None if rule.rule.sample_rate > 0.0 => format!(
+                    "no shadow-read samples yet (need {}); at sample rate {} that takes about {:.0} reads of the table through Tandem",
+                    options.min_samples,
+                    rule.rule.sample_rate,
+                    options.min_samples as f64 / rule.rule.sample_rate
+                ),
                 None => format!(
                     "no shadow-read samples yet (need {}); set the rule's sample rate (SET RULE ... SAMPLE)",
                     options.min_samples

@@ -308,6 +308,19 @@ pub enum Ensure {
     ForValue(String),
 }
 
+impl std::fmt::Display for Ensure {
+    /// The request as the operator wrote it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ensure::Value(v) => write!(f, "--value {v}"),
+            Ensure::AllKnown => write!(f, "--all-known"),
+            Ensure::MonthsAhead(n) => write!(f, "--months-ahead {n}"),
+            Ensure::MonthOf(v) => write!(f, "the month of {v}"),
+            Ensure::ForValue(v) => write!(f, "a partition for the value {v}"),
+        }
+    }
+}
+
 /// The target's partitioning: strategy (`l`, `r`, `h`) and key column.
 async fn strategy(
     client: &Client,
@@ -432,7 +445,7 @@ pub async fn ensure(
         }
         (s, w) => {
             return Err(PartitionsError::Refused(format!(
-                "{target} is partitioned by {} on {column}; {w:?} does not apply (LIST takes --value or --all-known, RANGE takes --months-ahead, HASH needs nothing)",
+                "{target} is partitioned by {} on {column}; {w} does not apply (LIST takes --value or --all-known, RANGE takes --months-ahead, HASH needs nothing)",
                 match s {
                     "l" => "LIST",
                     "r" => "RANGE",
