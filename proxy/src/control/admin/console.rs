@@ -1,7 +1,6 @@
 //! One admin console session: SCRAM authentication, then simple queries answered as
 //! result sets.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -10,8 +9,8 @@ use tracing::{info, warn};
 
 use super::command::{self, Command};
 use super::scram::{Exchange, ScramError, Verifier};
+use super::views;
 use crate::control::store::change::{self, RuleChange};
-use crate::ops::parity::GATE_MIN_SAMPLES;
 use crate::shared::Shared;
 use crate::wire::protocol::backend::ErrorFields;
 use crate::wire::protocol::frame::{begin, finish, parse_header, read_cstr, HEADER_LEN};
@@ -349,10 +348,10 @@ async fn execute_all(text: &str, user: &str, shared: &Arc<Shared>, out: &mut Byt
 }
 
 /// A result set (or just a tag).
-struct Output {
-    columns: Vec<&'static str>,
-    rows: Vec<Vec<Option<String>>>,
-    tag: String,
+pub(super) struct Output {
+    pub(super) columns: Vec<&'static str>,
+    pub(super) rows: Vec<Vec<Option<String>>>,
+    pub(super) tag: String,
 }
 
 impl Output {
@@ -391,7 +390,7 @@ impl Output {
     }
 }
 
-fn error(code: &str, message: String) -> ErrorFields {
+pub(super) fn error(code: &str, message: String) -> ErrorFields {
     ErrorFields::new("ERROR", code, message)
 }
 
@@ -399,317 +398,13 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
     let Some(watch) = shared.watch.as_ref() else {
         return Err(error("55000", "tandem: the rule store is off".into()));
     };
-    let side = || async {
-        crate::control::catalog::side_connection(&shared.config, &shared.connector)
-            .await
-            .map_err(|e| error("08000", format!("tandem: cannot reach the rule store: {e}")))
-    };
     let change = match cmd {
-        Command::ShowRules => {
-            let client = side().await?;
-            let snapshot = crate::control::store::load(&client, watch.store())
-                .await
-                .map_err(|e| error("XX000", format!("tandem: {e}")))?;
-            let guards = crate::control::guard::states(&client, watch.store())
-                .await
-                .map_err(|e| {
-                    error(
-                        "XX000",
-                        format!(
-                            "tandem: guard state: {}",
-                            crate::control::catalog::describe(&e)
-                        ),
-                    )
-                })?;
-            let active = watch.current();
-            let rows = snapshot
-                .rules
-                .iter()
-                .map(|r| {
-                    let live = active
-                        .set
-                        .rules
-                        .iter()
-                        .find(|a| a.rule.table == r.rule.table);
-                    // An empty stored key means "primary key (+ partition key)", which the
-                    // instance resolved: compare everything else, show the resolved key.
-                    let applied = match live {
-                        Some(a) => {
-                            let mut stored = r.rule.clone();
-                            if stored.key.is_empty() {
-                                stored.key = a.rule.key.clone();
-                            }
-                            a.rule == stored
-                        }
-                        None => r.rule.mode == tandem_rules::Mode::Off,
-                    };
-                    let key = match (r.rule.key.is_empty(), live) {
-                        (true, Some(a)) => a.rule.key.join(", "),
-                        _ => r.rule.key.join(", "),
-                    };
-                    vec![
-                        Some(r.rule.table.to_string()),
-                        Some(r.rule.target.to_string()),
-                        Some(key),
-                        Some(r.rule.mode.to_string()),
-                        Some(r.rule.sample_rate.to_string()),
-                        Some(r.rule.on_mirror_error.as_str().to_string()),
-                        Some(r.rule.guard.as_str().to_string()),
-                        guards.get(&r.rule.table.to_string()).map(|g| g.describe()),
-                        Some(crate::control::store::set_json(&r.rule.set)),
-                        Some(on_off(r.rule.auto_partition).to_string()),
-                        Some(r.rule.drop_columns.join(", ")),
-                        Some(r.version.to_string()),
-                        Some(r.updated_at.clone()),
-                        Some(r.updated_by.clone()),
-                        Some(applied.to_string()),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            let n = rows.len();
-            return Ok(Output {
-                columns: vec![
-                    "table",
-                    "target",
-                    "key",
-                    "mode",
-                    "sample_rate",
-                    "on_mirror_error",
-                    "guard",
-                    "guard_state",
-                    "set",
-                    "auto_partition",
-                    "drop_columns",
-                    "version",
-                    "updated_at",
-                    "updated_by",
-                    "applied",
-                ],
-                rows,
-                tag: format!("SHOW {n}"),
-            });
-        }
-        Command::ShowSessions => {
-            let rows: Vec<_> = shared
-                .sessions
-                .list()
-                .iter()
-                .map(|s| {
-                    let started: chrono_free::Rfc3339 = s.started_at.into();
-                    vec![
-                        Some(s.id.to_string()),
-                        Some(s.user.clone()),
-                        Some(s.database.clone()),
-                        Some(s.client_addr.to_string()),
-                        Some(s.tls.to_string()),
-                        Some(s.state_name().to_string()),
-                        s.active_for()
-                            .map(|d| format!("{}.{:03}", d.as_secs(), d.subsec_millis())),
-                        Some(started.0),
-                        Some(s.rules_version.load(Relaxed).to_string()),
-                        Some(s.queries.load(Relaxed).to_string()),
-                    ]
-                })
-                .collect();
-            let n = rows.len();
-            return Ok(Output {
-                columns: vec![
-                    "id",
-                    "user",
-                    "database",
-                    "client_addr",
-                    "tls",
-                    "state",
-                    "active_for_s",
-                    "started_at",
-                    "rules_version",
-                    "queries",
-                ],
-                rows,
-                tag: format!("SHOW {n}"),
-            });
-        }
-        Command::ShowStats => {
-            let s = shared.stats.snapshot();
-            let mut stats = vec![
-                ("sessions_total", s.sessions_total),
-                ("sessions_active", s.sessions_active),
-                ("sessions_refused", s.sessions_refused),
-                ("bytes_from_clients", s.bytes_from_clients),
-                ("bytes_to_clients", s.bytes_to_clients),
-                ("queries", s.queries),
-                ("errors", s.errors),
-                ("cancels", s.cancels),
-            ];
-            if let Some(sampler) = &shared.sampler {
-                stats.extend([
-                    ("shadow_samples_queued", sampler.queued.load(Relaxed)),
-                    ("shadow_samples_dropped", sampler.dropped.load(Relaxed)),
-                    ("shadow_samples_recorded", sampler.recorded.load(Relaxed)),
-                    ("shadow_samples_failed", sampler.failed.load(Relaxed)),
-                ]);
-            }
-            let n = stats.len();
-            let rows = stats
-                .iter()
-                .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
-                .collect::<Vec<_>>();
-            return Ok(Output {
-                columns: vec!["stat", "value"],
-                rows,
-                tag: format!("SHOW {n}"),
-            });
-        }
-        Command::ShowVersion => {
-            let status = watch.status();
-            return Ok(Output {
-                columns: vec![
-                    "tandem",
-                    "store_schema",
-                    "store_version",
-                    "listening",
-                    "last_error",
-                ],
-                rows: vec![vec![
-                    Some(env!("CARGO_PKG_VERSION").to_string()),
-                    Some(watch.store().schema.clone()),
-                    Some(status.applied_version.to_string()),
-                    Some(status.listening.to_string()),
-                    status.last_error,
-                ]],
-                tag: "SHOW 1".into(),
-            });
-        }
-        Command::ShowParity => {
-            let mut client = side().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT r.table_name, r.target, r.mode, {}, {}, \
-                           coalesce(b.status, 'none'), coalesce(b.rows_copied, 0)::text, \
-                           (SELECT count(*) FROM tandem.drift d WHERE d.rule_table = r.table_name AND NOT d.resolved)::text, \
-                           s.samples::text, greatest({GATE_MIN_SAMPLES} - s.samples, 0)::text, \
-                           round(s.mean::numeric, 3)::text, round(s.low::numeric, 3)::text, s.last::text \
-                         FROM {} r \
-                         LEFT JOIN {} b ON b.table_name = r.table_name AND b.predicate = '' \
-                         LEFT JOIN LATERAL (SELECT count(*) AS samples, avg(overlap) AS mean, min(overlap) AS low, \
-                           max(at) AS last FROM {} x WHERE x.rule_table = r.table_name) s ON true \
-                         ORDER BY 1",
-                        rows_estimate("r.table_name"),
-                        rows_estimate("r.target"),
-                        watch.store().rules(),
-                        watch.store().backfill_state(),
-                        watch.store().qualified("shadow_samples"),
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| error("XX000", format!("tandem: {}", crate::control::catalog::describe(&e))))?;
-            let mut rows: Vec<Vec<Option<String>>> = rows
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<_, Option<String>>(i))
-                        .collect()
-                })
-                .collect();
-            // Schema parity, from the catalog (no scans): the report's schema checks.
-            let snapshot = crate::control::store::load(&client, watch.store())
-                .await
-                .map_err(|e| error("XX000", format!("tandem: {e}")))?;
-            for row in &mut rows {
-                let table = row.first().cloned().flatten().unwrap_or_default();
-                let stored = snapshot
-                    .rules
-                    .iter()
-                    .find(|r| r.rule.table.to_string() == table);
-                let cell = match stored {
-                    Some(stored) => {
-                        match crate::ops::parity::schema::of_rule(&mut client, &stored.rule).await {
-                            Ok(schema) => schema.summary(),
-                            Err(e) => format!("unknown: {e}"),
-                        }
-                    }
-                    None => "unknown: no rule".into(),
-                };
-                row.push(Some(cell));
-            }
-            let n = rows.len();
-            return Ok(Output {
-                columns: vec![
-                    "table",
-                    "target",
-                    "mode",
-                    "legacy_rows_est",
-                    "target_rows_est",
-                    "backfill",
-                    "backfill_rows",
-                    "unresolved_drift",
-                    "shadow_samples",
-                    "samples_needed",
-                    "mean_overlap",
-                    "min_overlap",
-                    "last_sample",
-                    "schema",
-                ],
-                rows,
-                tag: format!("SHOW {n}"),
-            });
-        }
-        Command::ShowPartitions { table } => {
-            let (_, skew) = crate::ops::partitions::skew(&shared.config, &table, 2.0, 5.0)
-                .await
-                .map_err(|e| error("55000", format!("tandem: {e}")))?;
-            let mut rows: Vec<Vec<Option<String>>> = skew
-                .partitions
-                .iter()
-                .map(|p| {
-                    vec![
-                        Some(p.name.clone()),
-                        Some(p.bound.clone()),
-                        Some(p.rows.to_string()),
-                        Some(p.bytes.to_string()),
-                        Some(
-                            if skew.hot.contains(&p.name) {
-                                "hot"
-                            } else if skew.droppable.iter().any(|d| d.name == p.name) {
-                                "empty, can drop"
-                            } else if p.rows == 0 {
-                                "empty"
-                            } else {
-                                ""
-                            }
-                            .to_string(),
-                        ),
-                    ]
-                })
-                .collect();
-            rows.push(vec![
-                Some("(all)".into()),
-                Some(format!("skew {:.2}, mean {:.0}", skew.ratio, skew.mean)),
-                Some(
-                    skew.partitions
-                        .iter()
-                        .map(|p| p.rows)
-                        .sum::<i64>()
-                        .to_string(),
-                ),
-                Some(
-                    skew.partitions
-                        .iter()
-                        .map(|p| p.bytes)
-                        .sum::<i64>()
-                        .to_string(),
-                ),
-                Some(skew.verdict.to_string()),
-            ]);
-            let n = rows.len();
-            return Ok(Output {
-                columns: vec!["partition", "bound", "rows", "bytes", "note"],
-                rows,
-                tag: format!("SHOW {n}"),
-            });
-        }
+        Command::ShowRules => return views::show_rules(shared, watch).await,
+        Command::ShowSessions => return views::show_sessions(shared).await,
+        Command::ShowStats => return views::show_stats(shared).await,
+        Command::ShowVersion => return views::show_version(watch).await,
+        Command::ShowParity => return views::show_parity(shared, watch).await,
+        Command::ShowPartitions { table } => return views::show_partitions(shared, table).await,
         Command::Reload => {
             let version = watch.reload().await.map_err(|e| {
                 error(
@@ -752,7 +447,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         RuleChange::Drop { .. } => "DROP RULE",
         _ => "SET RULE",
     };
-    let mut client = side().await?;
+    let mut client = views::side(shared).await?;
     let applied = change::apply(&mut client, watch.store(), change, user)
         .await
         .map_err(|e| {
@@ -804,57 +499,11 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
     })
 }
 
-/// RFC 3339 UTC timestamps without a date crate.
-mod chrono_free {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub struct Rfc3339(pub String);
-
-    impl From<SystemTime> for Rfc3339 {
-        fn from(t: SystemTime) -> Self {
-            let secs = t
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0) as i64;
-            let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-            // Civil from days (Howard Hinnant's algorithm).
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
-            let m = if mp < 10 { mp + 3 } else { mp - 9 };
-            let y = yoe + era * 400 + i64::from(m <= 2);
-            Rfc3339(format!(
-                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            ))
-        }
-    }
-}
-
 /// A switch as the console spells it (`SET RULE t AUTO_PARTITION on`).
-fn on_off(on: bool) -> &'static str {
+pub(super) fn on_off(on: bool) -> &'static str {
     if on {
         "on"
     } else {
         "off"
     }
-}
-
-/// SQL for the planner's row estimate of the table named by text expression `name`: the
-/// sum over its leaf partitions (itself, when not partitioned; a partitioned parent's own
-/// figure would count its rows twice), or `unknown (never analysed)` while one has none.
-fn rows_estimate(name: &str) -> String {
-    format!(
-        "(SELECT CASE WHEN bool_or(c.reltuples < 0) THEN 'unknown (never analysed)' \
-                 ELSE sum(c.reltuples)::int8::text END \
-            FROM pg_class c \
-           WHERE (c.oid = to_regclass({name}) AND c.relkind <> 'p') \
-              OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass({name})) WHERE isleaf))"
-    )
 }

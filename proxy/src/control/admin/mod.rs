@@ -11,6 +11,7 @@
 pub mod command;
 pub mod console;
 pub mod scram;
+mod views;
 
 /// The database name that reaches the console.
 pub const DATABASE: &str = "tandem";
