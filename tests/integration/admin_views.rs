@@ -110,6 +110,9 @@ async fn the_cli_changes_every_setting_and_show_rules_shows_it() {
     let (code, _, err) = cli(&url, &["set", &table, "--drop-columns", ""]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(cell(&show().await, &table, "drop_columns"), "");
+    let (code, _, err) = cli(&url, &["set", &table, "--drop-triggers", "audit"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(cell(&show().await, &table, "drop_triggers"), "audit");
 
     // One change at a time: a usage error, nothing sent.
     let (code, _, err) = cli(

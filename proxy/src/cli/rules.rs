@@ -59,6 +59,9 @@ enum Action {
         /// Legacy columns left behind on purpose, comma-separated ('' for none).
         #[arg(long, group = "change", value_delimiter = ',')]
         drop_columns: Option<Vec<String>>,
+        /// Legacy triggers the target does not need, comma-separated ('' for none).
+        #[arg(long, group = "change", value_delimiter = ',')]
+        drop_triggers: Option<Vec<String>>,
     },
     /// DROP RULE.
     Drop {
@@ -134,6 +137,18 @@ impl Action {
                     .filter(|c| !c.is_empty())
                     .collect();
                 format!("SET RULE {table} DROP_COLUMNS ({})", columns.join(", "))
+            }
+            Action::Set {
+                table,
+                drop_triggers: Some(triggers),
+                ..
+            } => {
+                let triggers: Vec<&str> = triggers
+                    .iter()
+                    .map(|c| c.trim())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                format!("SET RULE {table} DROP_TRIGGERS ({})", triggers.join(", "))
             }
             // clap requires one change.
             Action::Set { table, .. } => format!("SET RULE {table}"),

@@ -543,7 +543,9 @@ async fn table_report(
             .unwrap_or_else(|| "missing".into()),
         follows_ddl: guard_state.as_ref().is_some_and(|g| g.follows_ddl),
     };
+    let schema_started = Instant::now();
     let facts = schema::facts(tx, rule, columns, true).await?;
+    let schema_seconds = schema_started.elapsed().as_secs_f64();
     let mode = rule.rule.mode;
     let mut checks = vec![
         Check {
@@ -634,7 +636,10 @@ async fn table_report(
         unresolved_drift,
         guard_drift,
         guard,
-        schema: schema::Schema::from_checks(&checks, &facts.constraints),
+        schema: schema::Schema {
+            seconds: schema_seconds,
+            ..schema::Schema::from_checks(&checks, &facts.constraints)
+        },
         columns: facts.columns,
         access: facts.access,
         foreign_keys: facts.foreign_keys,

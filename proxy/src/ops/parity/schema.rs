@@ -49,6 +49,9 @@ pub struct Schema {
     pub problems: Vec<String>,
     /// Worth knowing, not failing: legacy indexes with no counterpart.
     pub warnings: Vec<String>,
+    /// Time the schema checks took, seconds (catalog queries, and a scan of the legacy
+    /// table per lost column to count its values).
+    pub seconds: f64,
 }
 
 impl Schema {
@@ -70,6 +73,7 @@ impl Schema {
                 .iter()
                 .map(|i| format!("no counterpart on the target for index {i}"))
                 .collect(),
+            seconds: 0.0,
         }
     }
 }
