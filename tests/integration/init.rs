@@ -131,6 +131,24 @@ async fn every_layout_builds_a_target_dual_write_can_use() {
             .await
             .expect_err("CHECK (amount >= 0) copied");
         assert_eq!(tandem_tests::mirror::sqlstate(&err), "23514");
+        // A target tandem init built passes every schema check (the expression index it
+        // does not make is a warning).
+        let report = tandem::ops::parity::run(
+            &config,
+            &tandem::ops::parity::Options {
+                tables: vec![TableName::new(Some("public"), &t)],
+                min_overlap: 0.95,
+                min_samples: 0,
+                sample_limit: 5,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{layout}: {e}"));
+        let schema = &report.tables[0].schema;
+        assert!(
+            schema.holds && schema.warnings.len() == 1 && schema.warnings[0].contains("lower(email)"),
+            "{layout}: {schema:?}"
+        );
     }
 }
 

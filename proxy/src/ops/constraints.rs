@@ -118,8 +118,10 @@ cols AS (
       FROM t, pg_index i WHERE i.indrelid IN (t.legacy, t.target)
 ),
 partkey AS (
-    SELECT coalesce(array_agg(a.attname::text), '{}') AS names
-      FROM t JOIN pg_partitioned_table p ON p.partrelid = t.target
+    -- Every level's partition key: a unique index of a sub-partitioned target includes them all.
+    SELECT coalesce(array_agg(DISTINCT a.attname::text), '{}') AS names
+      FROM t, pg_partition_tree(t.target) AS tree
+      JOIN pg_partitioned_table p ON p.partrelid = tree.relid
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY (p.partattrs::int2[])
 )
 SELECT 'not_null', quote_ident(a.attname),
