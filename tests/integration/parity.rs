@@ -773,3 +773,63 @@ async fn every_legacy_column_with_a_counterpart_is_compared_row_by_row() {
         t.different
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_to_legacy_after_the_rule_fails_the_gate_until_the_target_has_it() {
+    let check = pg().direct().await;
+    let pair = hash_pair(&check, 10).await;
+    // The guard off: nothing follows the new column onto the target by itself (as with a
+    // guard installed without a superuser).
+    let config = config_with(&[pair.rule(Kind::Hash).guard("off")]);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let via = through(&proxy).await;
+    // Through Tandem, and directly.
+    via.batch_execute(&pair.sql(
+        "ALTER TABLE {legacy} ADD COLUMN color2 text; UPDATE {legacy} SET color2 = 'z' WHERE id <= 6",
+    ))
+    .await
+    .unwrap();
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {legacy} ADD COLUMN size2 int; UPDATE {legacy} SET size2 = 1 WHERE id <= 3",
+        ))
+        .await
+        .unwrap();
+    backfill(&config, &pair).await;
+    let (_, t) = report(&config, &pair).await;
+    assert!(!t.ready && !t.schema.holds);
+    let columns = find_check(&t, "columns");
+    assert!(
+        !columns.ok
+            && columns
+                .detail
+                .contains("legacy column color2 is not on the target (6 non-null values would be lost)")
+            && columns
+                .detail
+                .contains("legacy column size2 is not on the target (3 non-null values would be lost)"),
+        "{columns:?}"
+    );
+    // color2 added to the target, with its values; size2 declared left behind: ready.
+    check
+        .batch_execute(&pair.sql(
+            "ALTER TABLE {target} ADD COLUMN color2 text; \
+             UPDATE {target} t SET color2 = l.color2 FROM {legacy} l WHERE l.id = t.id",
+        ))
+        .await
+        .unwrap();
+    let mut admin = pg().direct().await;
+    tandem::control::store::change::apply(
+        &mut admin,
+        &tandem::control::store::Store::new(&config.store.schema),
+        tandem::control::store::change::RuleChange::SetDropColumns {
+            table: TableName::new(Some("public"), &pair.legacy),
+            columns: vec!["size2".into()],
+        },
+        "test",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, t) = report(&config, &pair).await;
+    assert!(t.ready && t.schema.holds, "{:?}", t.checks);
+    assert!(t.columns.compared.contains(&"color2".to_string()));
+}
