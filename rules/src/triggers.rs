@@ -133,20 +133,7 @@ fn parts(def: &str) -> Result<Parts, TriggerDefError> {
         if !punct(def, open, "(") {
             return Err(fail("WHEN ("));
         }
-        let mut depth = 0usize;
-        let mut close = None;
-        for (j, t) in tokens.iter().enumerate().skip(i + 1) {
-            if punct(def, t, "(") {
-                depth += 1;
-            } else if punct(def, t, ")") {
-                depth -= 1;
-                if depth == 0 {
-                    close = Some(j);
-                    break;
-                }
-            }
-        }
-        let close = close.ok_or_else(|| fail("the end of WHEN"))?;
+        let close = closing(def, &tokens, i + 1).ok_or_else(|| fail("the end of WHEN"))?;
         when = Some(open.end..tokens[close].start);
         i = close + 1;
     }
@@ -171,14 +158,20 @@ fn written_here_call(expr: &str) -> Option<Range<usize>> {
             && word(expr, &tokens[i + 2], "written_here")
             && punct(expr, &tokens[i + 3], "(")
     })?;
+    let close = closing(expr, &tokens, at + 3)?;
+    Some(tokens[at].start..tokens[close].end)
+}
+
+/// The index of the `)` that closes the `(` at `open`.
+fn closing(src: &str, tokens: &[Token], open: usize) -> Option<usize> {
     let mut depth = 0usize;
-    for t in &tokens[at + 3..] {
-        if punct(expr, t, "(") {
+    for (j, t) in tokens.iter().enumerate().skip(open) {
+        if punct(src, t, "(") {
             depth += 1;
-        } else if punct(expr, t, ")") {
-            depth -= 1;
+        } else if punct(src, t, ")") {
+            depth = depth.checked_sub(1)?;
             if depth == 0 {
-                return Some(tokens[at].start..t.end);
+                return Some(j);
             }
         }
     }
