@@ -132,10 +132,10 @@ if [[ $MODE == main ]]; then
     WARMUP_ARGS="-S -M prepared"
     OUT=latest
 elif [[ $MODE == union-read ]]; then
-    TARGETS=${TARGETS:-"direct plain union"}
+    TARGETS=${TARGETS:-"direct plain union union_running"}
     PROFILE_DURATION=${PROFILE_DURATION:-0}
     SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-    RATIOS="union/plain union/direct plain/direct"
+    RATIOS="union/plain union_running/plain union/direct plain/direct"
     WORKLOADS=(
         "pk lookup simple|-S -M simple|$CLIENTS|$THREADS"
         "pk lookup prepared|-S -M prepared|$CLIENTS|$THREADS"
@@ -367,20 +367,37 @@ start_guard_direct() {
 
 # Union-read mode: Tandem with a union_read rule on pgbench_accounts, on B (backfilled _v2).
 # shellcheck disable=SC2034 # DB_union: read through ${!var}
-start_union() {
-    local conf=$WORK/union.toml
+# start_union_as NAME STORE: a union_read rule kept in its own rule store (so each target's
+# rule has its own backfilled flag); read-only runs, so no guard.
+start_union_as() {
+    local name=$1 store=$2 conf=$WORK/$1.toml
     cat >"$conf" <<EOF
 listen = "127.0.0.1:0"
 upstream = "postgres://postgres@127.0.0.1:$PG_PORT/$DB_B"
+
+[store]
+schema = "$store"
 
 [[rule]]
 table = "public.pgbench_accounts"
 target = "public.pgbench_accounts_v2"
 mode = "union_read"
+guard = "off"
 EOF
-    DB_union=$DB_B
-    start_tandem_as union --config "$conf"
+    printf -v "DB_$name" %s "$DB_B"
+    start_tandem_as "$name" --config "$conf"
 }
+
+# union: the rule's backfill finished (tandem backfill ran over the copied _v2, copying
+# nothing and recording it), so reads go to the target alone. union_running: no backfill
+# recorded, so each read is the target plus the legacy rows it lacks (what a read costs while
+# the backfill runs).
+start_union() {
+    start_union_as union tandem_union
+    "$TANDEM_BIN" backfill --config "$WORK/union.toml" --table public.pgbench_accounts \
+        >"$WORK/union-backfill.log" 2>&1 || { cat "$WORK/union-backfill.log" >&2; die "backfill for union failed"; }
+}
+start_union_running() { start_union_as union_running tandem_union_running; }
 
 # Dual-write and guard modes: Postgres itself on C, where triggers mirror the same tables.
 # shellcheck disable=SC2034 # PORT_triggers, DB_triggers: read through ${!var}

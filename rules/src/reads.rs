@@ -16,7 +16,13 @@
 //! PostgreSQL pushes `id = 5` into both arms of the UNION ALL, and the NOT EXISTS becomes an
 //! anti-join on the target's key index, so a key lookup is an Index Scan on the target plus
 //! an Index Scan on the legacy table with an anti-join probe (checked with EXPLAIN on
-//! PostgreSQL 15; see tests/integration/modes). In `cutover` only the first arm remains.
+//! PostgreSQL 15; see tests/integration/modes). In `cutover` only the first arm remains, and
+//! in `union_read` too once a whole-table backfill has finished since the rule left `off`
+//! ([`Rule::backfilled`](crate::Rule::backfilled)): the backfill copied every older row and
+//! the mirror (and the guard, for writes made around the proxy) every change since, so the
+//! legacy arm could only find rows the target lacks by a change nothing mirrored, which the
+//! parity report's divergence check names. This keeps union reads at the plain read's cost
+//! (PostgreSQL re-plans the two-arm union on every execution).
 //! Both arms list every legacy column, in table order, under its legacy name and type: a
 //! target column of another type is cast (only then, so key columns keep their indexes) and
 //! a column the target lacks reads as NULL. The derived table keeps the client's alias, or
@@ -257,7 +263,9 @@ fn target_list(rule: &ResolvedRule) -> String {
 pub(crate) fn derived_sql(rule: &ResolvedRule) -> String {
     let target = &rule.rule.target;
     let first = format!("SELECT {} FROM {target}", target_list(rule));
-    if rule.rule.mode != Mode::UnionRead {
+    // Once a whole-table backfill finished, every legacy row is in the target: the union's
+    // legacy arm would find nothing the target lacks, at the price of planning it.
+    if rule.rule.mode != Mode::UnionRead || rule.rule.backfilled {
         return first;
     }
     let legacy = legacy_columns(rule)

@@ -135,6 +135,7 @@ fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             guard: rule.rule.guard,
             drop_columns: rule.rule.drop_columns.clone(),
             drop_triggers: rule.rule.drop_triggers.clone(),
+            backfilled: rule.rule.backfilled,
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

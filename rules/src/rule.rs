@@ -171,6 +171,12 @@ pub struct Rule {
     pub drop_columns: Vec<String>,
     /// Legacy triggers the target does not need: no counterpart is asked for them.
     pub drop_triggers: Vec<String>,
+    /// A whole-table backfill finished since the rule last left `off` (state, not
+    /// configuration: set by `tandem backfill`, cleared when it starts over or the rule goes
+    /// to `off`). Every legacy row is then in the target (the backfill copied the old ones,
+    /// the mirror and the guard every change since), so a `union_read` read needs the
+    /// target alone (see [`crate::reads`]).
+    pub backfilled: bool,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -253,6 +259,7 @@ impl Rule {
             guard: GuardPolicy::Mirror,
             drop_columns: Vec::new(),
             drop_triggers: Vec::new(),
+            backfilled: false,
         }
     }
 

@@ -99,6 +99,26 @@ fn union_read_swaps_the_table_for_target_plus_missing_legacy_rows() {
 }
 
 #[test]
+fn after_a_finished_backfill_union_read_reads_the_target_alone() {
+    let mut set = rules(Mode::UnionRead, Mode::Off);
+    let mut orders = set.rules[0].clone();
+    orders.rule.backfilled = true;
+    set = RuleSet::new(4, vec![orders, set.rules[1].clone()]).unwrap();
+    let p = one("SELECT * FROM orders o WHERE id = $1", &set);
+    assert_eq!(
+        p.sql,
+        "SELECT * FROM (SELECT id, amount, note::TEXT AS note FROM public.orders_v2) o WHERE id = $1"
+    );
+    // Writes are mirrored as before.
+    let w = plan(
+        "UPDATE orders SET note = 'x' WHERE id = 1",
+        &set,
+        &["public".to_string()],
+    );
+    assert!(matches!(w, Plan::Rewritten(_)), "{w:?}");
+}
+
+#[test]
 fn aliases_joins_subqueries_and_ctes() {
     let set = rules(Mode::UnionRead, Mode::Off);
     let p = one(

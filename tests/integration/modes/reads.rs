@@ -198,3 +198,92 @@ async fn cutover_locking_reads_lock_the_target_rows() {
     assert_eq!(tandem_tests::mirror::sqlstate(&err), "55P03");
     via.batch_execute("COMMIT").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_finished_backfill_union_reads_read_the_target_alone() {
+    let f = Fixture::new(200).await;
+    let rule = tandem_tests::mirror::RuleToml::dual_write(&f.legacy)
+        .mode("union_read")
+        .key(&["id", "tenant"]);
+    let config = tandem_tests::mirror::config_with(&[rule]);
+    let proxy = tandem_tests::mirror::start_ruled_proxy(config.clone()).await;
+    let via = tandem_tests::through(&proxy).await;
+    let explain =
+        f.sql("EXPLAIN (COSTS OFF) SELECT * FROM {legacy} WHERE id = 77 AND tenant = 'globex'");
+    let scans_legacy = |plan: &[String]| {
+        plan.iter().any(|l| {
+            l.contains(&format!(" on {} ", f.legacy)) || l.ends_with(&format!(" on {}", f.legacy))
+        })
+    };
+    let before = rows_text(&via, &explain).await;
+    assert!(scans_legacy(&before), "{before:#?}");
+
+    let table = tandem_rules::TableName::new(Some("public"), &f.legacy);
+    tandem::ops::backfill::run(
+        &config,
+        &tandem::ops::backfill::Options::new(table.clone()),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The rule change reaches the proxy; a new transaction plans with it.
+    let watch = proxy
+        .watch
+        .as_ref()
+        .expect("a ruled proxy watches its store");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !watch.current().set.rules[0].rule.backfilled {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never took the backfilled rule"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let after = rows_text(&via, &explain).await;
+    assert!(!scans_legacy(&after), "the target alone:\n{after:#?}");
+    let n: i64 = via
+        .query_one(&f.sql("SELECT count(*) FROM {legacy}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200);
+    via.batch_execute(&f.sql("INSERT INTO {legacy} VALUES (1001, 'acme', 1, 'new')"))
+        .await
+        .unwrap();
+    let note = rows_text(&via, &f.sql("SELECT note FROM {legacy} WHERE id = 1001")).await;
+    assert_eq!(
+        note,
+        vec!["new".to_string()],
+        "a new row, mirrored, is read from the target"
+    );
+
+    // Going to off clears it: the target falls behind until the next backfill.
+    let mut admin = tandem_tests::pg().direct().await;
+    let store = tandem::control::store::Store::new(&config.store.schema);
+    for mode in [tandem_rules::Mode::DualWrite, tandem_rules::Mode::Off] {
+        tandem::control::store::change::apply(
+            &mut admin,
+            &store,
+            tandem::control::store::change::RuleChange::SetMode {
+                table: table.clone(),
+                mode,
+                force: false,
+            },
+            "test",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let backfilled: bool = admin
+        .query_one(
+            &format!(
+                "SELECT backfilled FROM {} WHERE table_name = $1",
+                store.rules()
+            ),
+            &[&table.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!backfilled);
+}

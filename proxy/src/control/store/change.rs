@@ -249,6 +249,10 @@ pub async fn apply(
             transition(&table, from, *mode, *force)?;
             let mut rule = old.rule.clone();
             rule.mode = *mode;
+            if *mode == Mode::Off {
+                // Nothing is mirrored in off: the target falls behind until a new backfill.
+                rule.backfilled = false;
+            }
             let resolved = resolve(client, &rule).await?;
             if from != *mode && matches!(mode, Mode::UnionRead | Mode::Cutover | Mode::TargetOnly) {
                 same_access(client, &rule, *mode).await?;
@@ -390,14 +394,15 @@ async fn write(
             tx.execute(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
-                       set_columns, updated_by, auto_partition, guard, drop_columns, drop_triggers) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12) \
+                       set_columns, updated_by, auto_partition, guard, drop_columns, drop_triggers, \
+                       backfilled) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $13) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
                        updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition, \
                        guard = EXCLUDED.guard, drop_columns = EXCLUDED.drop_columns, \
-                       drop_triggers = EXCLUDED.drop_triggers",
+                       drop_triggers = EXCLUDED.drop_triggers, backfilled = EXCLUDED.backfilled",
                     store.rules()
                 ),
                 &[
@@ -413,6 +418,7 @@ async fn write(
                     &rule.guard.as_str(),
                     &rule.drop_columns,
                     &rule.drop_triggers,
+                    &rule.backfilled,
                 ],
             )
             .await?;

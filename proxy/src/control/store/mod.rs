@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("006_drop_columns.sql")),
     (7, include_str!("007_backfill_pending.sql")),
     (8, include_str!("008_drop_triggers.sql")),
+    (9, include_str!("009_backfilled.sql")),
 ];
 
 /// Why the store could not be read or written.
@@ -211,7 +212,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
 /// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
 pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
     r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by, \
-    r.auto_partition, r.guard, r.drop_columns, r.drop_triggers";
+    r.auto_partition, r.guard, r.drop_columns, r.drop_triggers, r.backfilled";
 
 /// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
 /// the table and what is wrong with the row.
@@ -231,6 +232,7 @@ pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (
     rule.auto_partition = row.get(at + 10);
     rule.drop_columns = row.get(at + 12);
     rule.drop_triggers = row.get(at + 13);
+    rule.backfilled = row.get(at + 14);
     rule.guard = row
         .get::<_, String>(at + 11)
         .parse()

@@ -355,6 +355,9 @@ pub async fn run(
             )
             .await
             .map_err(query_error)?;
+        state::mark_backfilled(&client, &key, false)
+            .await
+            .map_err(query_error)?;
     }
     events(&Event::Started(&Start {
         target: target.clone(),
@@ -467,6 +470,9 @@ pub async fn run(
     now.pending_batches = 0;
     now.elapsed = started.elapsed();
     let analyzed = if finished {
+        state::mark_backfilled(&client, &key, true)
+            .await
+            .map_err(query_error)?;
         let at = Instant::now();
         client
             .batch_execute(&format!("ANALYZE {target}"))

@@ -201,3 +201,39 @@ pub(super) async fn estimate_basis(
         ),
     })
 }
+
+/// Records on the rule whether a whole-table backfill has finished since the rule last left
+/// `off` (see `tandem_rules::Rule::backfilled`; union reads then read the target alone). Set
+/// only while the rule mirrors and when it did not pass through `off` since this backfill
+/// started (rows changed then were never mirrored); cleared when a run starts over. A rule
+/// change like any other: every instance takes it at its next transaction boundary.
+pub(super) async fn mark_backfilled(
+    client: &Client,
+    key: &Key<'_>,
+    backfilled: bool,
+) -> Result<(), tokio_postgres::Error> {
+    if !key.predicate.is_empty() {
+        return Ok(()); // one scope's run says nothing about the whole table
+    }
+    let sql = if backfilled {
+        format!(
+            "UPDATE {rules} r SET backfilled = true, updated_by = 'tandem backfill' \
+              WHERE r.table_name = $1 AND NOT r.backfilled \
+                AND r.mode IN ('dual_write', 'union_read', 'cutover') \
+                AND NOT EXISTS (SELECT 1 FROM {history} h, {state} s \
+                                 WHERE h.table_name = $1 AND s.table_name = $1 AND s.predicate = '' \
+                                   AND h.at >= s.started_at AND h.new_rule ->> 'mode' = 'off')",
+            rules = key.names.rules(),
+            history = key.names.qualified("rules_history"),
+            state = key.names.backfill_state(),
+        )
+    } else {
+        format!(
+            "UPDATE {} SET backfilled = false, updated_by = 'tandem backfill' \
+              WHERE table_name = $1 AND backfilled",
+            key.names.rules()
+        )
+    };
+    client.execute(&sql, &[&key.table]).await?;
+    Ok(())
+}
