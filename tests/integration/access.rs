@@ -46,6 +46,7 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
                 min_overlap: 0.95,
                 min_samples: 0,
                 sample_limit: 20,
+                strict_indexes: false,
             };
             let report = tandem::ops::parity::run(&config, &options)
                 .await

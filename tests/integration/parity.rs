@@ -14,6 +14,7 @@ fn options(min_samples: i64) -> Options {
         min_overlap: 0.95,
         min_samples,
         sample_limit: 20,
+        strict_indexes: false,
     }
 }
 

@@ -66,6 +66,7 @@ async fn divergence(config: &tandem::Config, t: &str) -> i64 {
             min_overlap: 0.95,
             min_samples: 0,
             sample_limit: 5,
+            strict_indexes: false,
         },
     )
     .await

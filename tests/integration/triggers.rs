@@ -19,6 +19,7 @@ async fn triggers_check(config: &tandem::Config, table: &TableName) -> Check {
             min_overlap: 0.95,
             min_samples: 0,
             sample_limit: 5,
+            strict_indexes: false,
         },
     )
     .await

@@ -25,6 +25,10 @@ pub struct Args {
     /// Example keys shown per kind of mismatch.
     #[arg(long, default_value_t = 20)]
     sample_limit: usize,
+    /// Fail the constraints check on a legacy index with no counterpart on the target
+    /// (default: a warning).
+    #[arg(long)]
+    strict_indexes: bool,
     /// Folder for <run_id>/summary.json and report.html.
     #[arg(long, default_value = "artifacts/parity")]
     out: PathBuf,
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         min_overlap: args.min_overlap,
         min_samples: args.min_samples,
         sample_limit: args.sample_limit,
+        strict_indexes: args.strict_indexes,
     };
     Ok(parity(
         config,

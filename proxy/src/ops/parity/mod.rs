@@ -65,6 +65,22 @@ pub struct Options {
     pub min_samples: i64,
     /// Example keys kept per kind of mismatch.
     pub sample_limit: usize,
+    /// A legacy index with no counterpart on the target fails the `constraints` check
+    /// (else it is a warning: reads get slower, nothing is lost).
+    pub strict_indexes: bool,
+}
+
+impl Default for Options {
+    /// Every rule not in `off`, the gate's defaults, indexes warned about.
+    fn default() -> Self {
+        Self {
+            tables: Vec::new(),
+            min_overlap: 0.95,
+            min_samples: GATE_MIN_SAMPLES,
+            sample_limit: 20,
+            strict_indexes: false,
+        }
+    }
 }
 
 /// Why the report could not be made.
@@ -555,7 +571,7 @@ async fn table_report(
         },
         guard_check(rule, &guard),
     ];
-    checks.extend(facts.checks(rule));
+    checks.extend(facts.checks(rule, options.strict_indexes));
     checks.extend([
         Check {
             name: "backfill",

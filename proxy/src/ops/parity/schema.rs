@@ -118,7 +118,7 @@ pub async fn facts(
 
 impl Facts {
     /// The schema checks, in [`CHECKS`] order.
-    pub fn checks(&self, rule: &ResolvedRule) -> Vec<Check> {
+    pub fn checks(&self, rule: &ResolvedRule, strict_indexes: bool) -> Vec<Check> {
         let access = &self.access;
         vec![
             Check {
@@ -136,7 +136,7 @@ impl Facts {
                 },
             },
             columns_check(&self.columns),
-            constraints_check(&self.constraints),
+            constraints_check(&self.constraints, strict_indexes),
             triggers_check(rule, &self.triggers),
             Check {
                 name: "foreign_keys",
@@ -201,14 +201,24 @@ fn triggers_check(rule: &ResolvedRule, triggers: &[TriggerPair]) -> Check {
 }
 
 /// The `constraints` check: fails while the target lacks a NOT NULL, CHECK or unique rule
-/// of the legacy table (it would stop enforcing it); a missing plain index is only a warning.
-fn constraints_check(missing: &crate::ops::constraints::MissingRules) -> Check {
+/// of the legacy table (it would stop enforcing it); a missing plain index is only a warning,
+/// unless `strict_indexes` (`tandem parity --strict-indexes`).
+fn constraints_check(
+    missing: &crate::ops::constraints::MissingRules,
+    strict_indexes: bool,
+) -> Check {
     let mut parts = missing.data_rule_problems();
-    let ok = parts.is_empty();
+    let ok = parts.is_empty() && !(strict_indexes && !missing.indexes.is_empty());
     for index in &missing.indexes {
-        parts.push(format!(
-            "warning: no counterpart on the target for index {index} (reads get slower, nothing is lost)"
-        ));
+        parts.push(if strict_indexes {
+            format!(
+                "no counterpart on the target for index {index} (--strict-indexes: reads would get slower)"
+            )
+        } else {
+            format!(
+                "warning: no counterpart on the target for index {index} (reads get slower, nothing is lost)"
+            )
+        });
     }
     Check {
         name: "constraints",
@@ -240,7 +250,7 @@ pub async fn of_rule(
     let columns = super::columns::column_differences(&resolved).with_set_columns(set_columns);
     let facts = facts(&*client, &resolved, columns, false).await?;
     Ok(Schema::from_checks(
-        &facts.checks(&resolved),
+        &facts.checks(&resolved, false),
         &facts.constraints,
     ))
 }
