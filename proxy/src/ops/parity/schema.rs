@@ -208,7 +208,7 @@ fn constraints_check(
     strict_indexes: bool,
 ) -> Check {
     let mut parts = missing.data_rule_problems();
-    let ok = parts.is_empty() && !(strict_indexes && !missing.indexes.is_empty());
+    let ok = parts.is_empty() && (missing.indexes.is_empty() || !strict_indexes);
     for index in &missing.indexes {
         parts.push(if strict_indexes {
             format!(
