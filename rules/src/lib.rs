@@ -29,6 +29,7 @@ mod ident;
 mod insert;
 mod keymove;
 pub mod lexer;
+pub mod literals;
 mod merge;
 pub mod name;
 mod only;

@@ -101,6 +101,27 @@ impl ActiveRules {
 
     /// The plan of a statement that names a ruled table, from the cache when planned before.
     fn cached(&self, sql: &str, search_path: &Arc<[String]>) -> Arc<Plan> {
+        if let Some(masked) = tandem_rules::literals::mask(sql) {
+            match self
+                .cache
+                .from_template(&masked.text, search_path, &masked.literals)
+            {
+                Ok(plan) => return Arc::new(plan),
+                Err(false) => {}
+                Err(true) => {
+                    // First of its shape: plan it as written, and keep the masked plan as
+                    // the shape's template only if it gives back exactly that plan.
+                    let own = plan(sql, &self.set, search_path);
+                    let template = tandem_rules::literals::Template::new(
+                        plan(&masked.text, &self.set, search_path),
+                        masked.literals.len(),
+                    )
+                    .filter(|t| t.instantiate(&masked.literals).as_ref() == Some(&own));
+                    self.cache.keep_template(masked.text, search_path, template);
+                    return Arc::new(own);
+                }
+            }
+        }
         self.cache
             .get_or_plan(sql, search_path, || plan(sql, &self.set, search_path))
     }
@@ -156,5 +177,48 @@ mod tests {
                 took.as_secs_f64() * 1e3
             );
         }
+    }
+
+    /// A statement sent with other literals is planned once per shape: its plan is the
+    /// template's with its own literals, equal to planning it as written.
+    #[test]
+    fn statements_of_one_shape_share_a_template() {
+        let rules = orders();
+        let path: Arc<[String]> = Arc::from(vec!["public".to_string()]);
+        let shapes = [
+            (
+                "UPDATE orders SET note = 'a' WHERE id = 1",
+                "UPDATE orders SET note = 'b' WHERE id = 42",
+            ),
+            (
+                "INSERT INTO orders (id, amount, note) VALUES (7, 1.5, 'x') RETURNING id",
+                "INSERT INTO orders (id, amount, note) VALUES (8, 2, 'y''z') RETURNING id",
+            ),
+            (
+                "DELETE FROM orders WHERE id = 3 AND note <> 'it''s'",
+                "DELETE FROM orders WHERE id = 4 AND note <> ''",
+            ),
+        ];
+        for (first, second) in shapes {
+            let a = rules.plan(first, &path).unwrap();
+            let entries = rules.cache.len();
+            let b = rules.plan(second, &path).unwrap();
+            assert_eq!(
+                *b,
+                plan(second, &rules.set, &path),
+                "from the template: {second}"
+            );
+            assert_ne!(*a, *b, "{first}");
+            assert_eq!(rules.cache.len(), entries, "no plan by text for {second}");
+        }
+        // A shape whose masked text reads otherwise (a type modifier) is planned by text.
+        let typmod = "UPDATE orders SET note = note::varchar(10) WHERE id = 1";
+        let p = rules.plan(typmod, &path).unwrap();
+        assert_eq!(*p, plan(typmod, &rules.set, &path));
+        let again = typmod.replace("id = 1", "id = 2");
+        assert_eq!(
+            *rules.plan(&again, &path).unwrap(),
+            plan(&again, &rules.set, &path)
+        );
     }
 }

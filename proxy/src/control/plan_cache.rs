@@ -9,11 +9,17 @@
 //! once, and an LRU would put a lock or a write on every hit. A statement over 1/64 of the
 //! byte budget is never cached: planning it is linear in its size, and such statements are
 //! rarely sent twice (a bulk INSERT carries its values).
+//!
+//! Next to the plans, templates by statement shape (literals masked, see
+//! `tandem_rules::literals`): a simple-protocol statement sent with other literals each time
+//! is planned once per shape. A shape whose template did not reproduce its first
+//! statement's own plan is remembered as such and planned by text, as before.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use tandem_rules::literals::Template;
 use tandem_rules::Plan;
 
 /// Plans kept before the cache is emptied.
@@ -23,11 +29,16 @@ const MAX_ENTRIES: usize = 10_000;
 /// plan's fixed fields.
 const ENTRY_OVERHEAD: usize = 256;
 
+/// (SQL text, search_path): what a plan depends on.
+type Key = (String, Arc<[String]>);
+
 /// Plans by (SQL text, search_path).
 #[derive(Debug)]
 pub struct PlanCache {
     /// The plans.
-    map: DashMap<(String, Arc<[String]>), Arc<Plan>>,
+    map: DashMap<Key, Arc<Plan>>,
+    /// Templates by (masked text, search_path); `None`: the shape is planned by text.
+    templates: DashMap<Key, Option<Arc<Template>>>,
     /// What the entries cost, as [`cost`] counts it (approximate under races, never far).
     bytes: AtomicUsize,
     /// The byte budget; 0: nothing is cached.
@@ -39,6 +50,7 @@ impl PlanCache {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             map: DashMap::new(),
+            templates: DashMap::new(),
             bytes: AtomicUsize::new(0),
             max_bytes,
         }
@@ -63,6 +75,7 @@ impl PlanCache {
         let cost = cost(sql, &planned);
         if self.map.len() >= MAX_ENTRIES || self.bytes.load(Relaxed) + cost > self.max_bytes {
             self.map.clear();
+            self.templates.clear();
             self.bytes.store(0, Relaxed);
         }
         self.bytes.fetch_add(cost, Relaxed);
@@ -74,6 +87,58 @@ impl PlanCache {
             drop(replaced);
         }
         planned
+    }
+
+    /// The plan of a statement whose masked text is `masked` with `literals`, from its
+    /// shape's template: `Ok(plan)`; `Err(true)` when the shape has no entry yet (the
+    /// caller plans and calls [`keep_template`](Self::keep_template)), `Err(false)` when the
+    /// shape is planned by text.
+    pub fn from_template(
+        &self,
+        masked: &str,
+        search_path: &Arc<[String]>,
+        literals: &[String],
+    ) -> Result<Plan, bool> {
+        if masked.len() > self.max_bytes / 64 {
+            return Err(false);
+        }
+        // The key is built for the lookup; a borrowed form would need a custom map key.
+        match self
+            .templates
+            .get(&(masked.to_string(), Arc::clone(search_path)))
+        {
+            None => Err(true),
+            Some(entry) => match entry.as_ref() {
+                Some(template) => template.instantiate(literals).ok_or(false),
+                None => Err(false),
+            },
+        }
+    }
+
+    /// Keeps a shape's template (`None`: the shape is planned by text from now on).
+    pub fn keep_template(
+        &self,
+        masked: String,
+        search_path: &Arc<[String]>,
+        template: Option<Template>,
+    ) {
+        let cost =
+            masked.len() + ENTRY_OVERHEAD + template.as_ref().map_or(0, |t| cost("", t.plan()));
+        if self.templates.len() >= MAX_ENTRIES || self.bytes.load(Relaxed) + cost > self.max_bytes {
+            self.map.clear();
+            self.templates.clear();
+            self.bytes.store(0, Relaxed);
+        }
+        self.bytes.fetch_add(cost, Relaxed);
+        if self
+            .templates
+            .insert((masked, Arc::clone(search_path)), template.map(Arc::new))
+            .is_some()
+        {
+            let _ = self
+                .bytes
+                .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(cost)));
+        }
     }
 
     /// Entries held.
