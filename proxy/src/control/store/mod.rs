@@ -11,6 +11,7 @@
 //! ([`bootstrap`]); after that the store is the source of truth.
 
 pub mod change;
+pub mod resync;
 
 use tandem_rules::{Rule, TableName};
 use tokio_postgres::Client;
@@ -75,6 +76,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("006_drop_columns.sql")),
     (7, include_str!("007_backfill_pending.sql")),
     (8, include_str!("008_drop_triggers.sql")),
+    (9, include_str!("009_backfill_direction.sql")),
 ];
 
 /// Why the store could not be read or written.
