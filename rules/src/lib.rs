@@ -75,6 +75,7 @@ pub use record::SUPPORT_SQL;
 pub use refusal::{
     Refusal, Rejection, Unreadable, FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE,
 };
+pub use reverse::reversed;
 pub use rule::{
     mirrored_columns, ColumnInfo, GuardPolicy, MirrorErrorPolicy, Mode, ResolvedRule, Rule,
     RuleError, TableShape,

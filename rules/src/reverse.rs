@@ -111,7 +111,9 @@ pub(crate) fn rewrite(
 }
 
 /// The rule with its roles swapped: the target is written, the legacy table mirrors it.
-fn reversed(rule: &ResolvedRule) -> ResolvedRule {
+/// Its key is the reverse upsert's conflict target, its mirrored columns those written into
+/// the legacy table (`tandem backfill --reverse` copies the same way the mirror does).
+pub fn reversed(rule: &ResolvedRule) -> ResolvedRule {
     let shape = &rule.shape;
     // The legacy table's own primary key is the reverse upsert's conflict target when the
     // rule's key extends it (a partitioned target's key adds the partition column, which

@@ -58,7 +58,8 @@ async fn the_console_shows_and_changes_rules() {
     let check = pg().direct().await;
     let pair = Pair::new(Kind::Hash);
     pair.create(Kind::Hash, &check).await;
-    let proxy = start_ruled_proxy(admin_config(&pair, "off")).await;
+    let config = admin_config(&pair, "off");
+    let proxy = start_ruled_proxy(config.clone()).await;
     let port = proxy.addr.port();
     let table = format!("public.{}", pair.legacy);
 
@@ -146,7 +147,23 @@ async fn the_console_shows_and_changes_rules() {
     );
     let r = console(port, &format!("DROP RULE {table}"));
     assert!(!r.ok && r.stderr.contains("SET RULE"), "{}", r.stderr);
-    assert!(console(port, &format!("SET RULE {table} MODE off")).ok);
+    // Back from target_only, cutover is left only once the legacy table is re-synced.
+    let r = console(port, &format!("SET RULE {table} MODE off"));
+    assert!(
+        !r.ok && r.stderr.contains("re-sync") && r.stderr.contains("--reverse"),
+        "{}",
+        r.stderr
+    );
+    let mut resync = tandem::ops::backfill::Options::new(tandem_rules::TableName::new(
+        Some("public"),
+        &pair.legacy,
+    ));
+    resync.direction = tandem::ops::backfill::Direction::Reverse;
+    tandem::ops::backfill::run(&config, &resync, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("re-sync: {e}"));
+    let r = console(port, &format!("SET RULE {table} MODE off"));
+    assert!(r.ok, "{}", r.stderr);
     let r = console(port, &format!("DROP RULE {table}"));
     assert!(r.ok, "{}", r.stderr);
     let r = console(

@@ -534,3 +534,76 @@ async fn a_finished_backfill_leaves_the_target_analysed() {
         .get(0);
     assert_eq!(reltuples, 500.0);
 }
+
+/// Waits (at most 20 s) until a session whose query starts with `prefix` waits for a lock.
+async fn waiting_on_lock(check: &tokio_postgres::Client, prefix: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = check
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND left(query, length($1)) = $1",
+                &[&prefix],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nobody waits: {prefix}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_statement_ended_before_its_commit_does_not_leave_a_copy_behind() {
+    let (pair, check, _) = seeded(Kind::Hash, 50, "dual_write").await;
+    // Without the guard, which would otherwise find and mirror the missed delete itself
+    // (its statement trigger reads with a fresh snapshot).
+    let config = config_with(&[pair.rule(Kind::Hash).mode("dual_write").guard("off")]);
+    let proxy = start_ruled_proxy(config.clone()).await;
+    // Another session's uncommitted insert of key 40 holds the batch after it locked key
+    // 25 (and copied it), so the delete of 25 below starts before the batch commits.
+    let holder = pg().direct().await;
+    holder
+        .batch_execute(
+            &pair.sql("BEGIN; INSERT INTO {target} SELECT * FROM {legacy} WHERE id = 40"),
+        )
+        .await
+        .unwrap();
+    let run_task = {
+        let config = config.clone();
+        let options = options(&pair, 1000);
+        tokio::spawn(async move { run(&config, &options).await })
+    };
+    waiting_on_lock(&check, "WITH batch AS").await;
+    let deleter = through(&proxy).await;
+    deleter.batch_execute("BEGIN").await.unwrap();
+    let delete = tokio::spawn({
+        let sql = pair.sql("DELETE FROM {legacy} WHERE id = 25");
+        async move {
+            deleter.batch_execute(&sql).await.unwrap();
+            deleter
+        }
+    });
+    waiting_on_lock(&check, "WITH tandem_w").await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    // The delete's statement ends (over the simple protocol its snapshot, older than the
+    // batch, is released: backend_xmin goes NULL) but its transaction stays open: the copy of 25 is still there, and so, for now, is its row.
+    let deleter = delete.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !run_task.is_finished(),
+        "the re-check waits for the open transaction that deleted with an older snapshot"
+    );
+    deleter.batch_execute("COMMIT").await.unwrap();
+    let Outcome::Finished(report) = run_task.await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+    assert_eq!(report.progress.removed, 1, "{report:?}");
+}

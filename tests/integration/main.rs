@@ -24,6 +24,7 @@ mod parity;
 mod partitions;
 mod purge;
 mod relay;
+mod resync;
 mod rule_chains;
 mod triggers;
 mod walk;

@@ -1,8 +1,10 @@
-//! `tandem backfill`: copy the legacy rows dual-write has not copied yet.
+//! `tandem backfill`: copy the legacy rows dual-write has not copied yet; with `--reverse`,
+//! re-sync the legacy table from the target after leaving `target_only`.
 
 use std::process::ExitCode;
 
 use tandem::config::Config;
+use tandem::ops::backfill::{Direction, Options};
 
 use super::{one_shot, table_arg, Conn};
 
@@ -12,6 +14,11 @@ pub struct Args {
     /// Legacy table (`orders`, `public.orders`); its rule must be in dual_write or later.
     #[arg(long)]
     table: String,
+    /// Copy the other way, target -> legacy: the re-sync the legacy table needs after the
+    /// rule left target_only (SET RULE ... MODE cutover FORCE). Runs in cutover only;
+    /// upserts every target row into legacy and deletes legacy rows the target lacks.
+    #[arg(long, conflicts_with = "predicate")]
+    reverse: bool,
     /// Rows per batch.
     #[arg(long, default_value_t = 5000)]
     batch_size: i64,
@@ -44,7 +51,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
-    let options = tandem::ops::backfill::Options {
+    let options = Options {
+        direction: if args.reverse {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        },
         batch_size: args.batch_size,
         max_batches: args.max_batches,
         predicate: args.predicate,
@@ -52,7 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         dry_run: args.dry_run,
         restart: args.restart,
         max_wait: args.max_wait,
-        ..tandem::ops::backfill::Options::new(table)
+        ..Options::new(table)
     };
     Ok(backfill(config, options))
 }
@@ -94,21 +106,27 @@ struct Narrator {
 }
 
 impl Narrator {
-    fn event(&mut self, event: &tandem::ops::backfill::Event<'_>, table: &str, batch_size: i64) {
+    fn event(&mut self, event: &tandem::ops::backfill::Event<'_>, options: &Options) {
         use std::io::Write;
         use tandem::ops::backfill::{progress_line, Event};
+        let table = &options.table;
+        let noun = options.direction.noun();
         match event {
             Event::Started(s) if s.only_rechecks => {
                 eprintln!(
-                    "backfill of {table}: every row was copied before; re-checking the copies of {} batches an earlier run left",
+                    "{noun} of {table}: every row was copied before; re-checking the copies of {} batches an earlier run left",
                     s.pending_batches
                 );
             }
             Event::Started(s) => {
                 eprintln!(
-                    "backfill of {table} into {}: about {} rows to read (the planner's estimate, not a count), batches of {batch_size}, {}{}",
-                    s.target,
+                    "{noun} of {table} ({}): about {} rows to read (the planner's estimate, not a count), batches of {}, {}{}",
+                    match options.direction {
+                        Direction::Forward => format!("into {}", s.target),
+                        Direction::Reverse => format!("from its target into {}", s.target),
+                    },
                     s.estimated_rows,
+                    options.batch_size,
                     match &s.resume_after {
                         Some(c) => format!("resuming after ({})", c.join(", ")),
                         None => "from the first key".into(),
@@ -142,14 +160,14 @@ impl Narrator {
                     eprintln!();
                     self.redrawing = false;
                 }
-                eprintln!("backfill: {w}");
+                eprintln!("{noun}: {w}");
             }
         }
     }
 }
 
 /// Runs `tandem backfill` and prints its report.
-fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode {
+fn backfill(config: Config, options: Options) -> ExitCode {
     use std::io::IsTerminal;
     use tandem::ops::backfill::{progress_line, Outcome};
     let runtime = match one_shot() {
@@ -161,9 +179,9 @@ fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode
         last_line: None,
         redrawing: false,
     };
-    let table = options.table.to_string();
+    let noun = options.direction.noun();
     let result = runtime.block_on(tandem::ops::backfill::run(&config, &options, &mut |e| {
-        narrator.event(e, &table, options.batch_size)
+        narrator.event(e, &options)
     }));
     if narrator.redrawing {
         eprintln!();
@@ -192,7 +210,7 @@ fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode
             copied,
         }) => {
             println!(
-                "backfill of {} already finished at {finished_at} ({copied} rows copied); nothing to do (--restart to run it again)",
+                "{noun} of {} already finished at {finished_at} ({copied} rows copied); nothing to do (--restart to run it again)",
                 options.table
             );
             ExitCode::SUCCESS
@@ -204,8 +222,15 @@ fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode
             };
             let p = &report.progress;
             println!("{}", progress_line(p));
+            let deleted = match options.direction {
+                Direction::Forward => String::new(),
+                Direction::Reverse => format!(
+                    "; stale legacy rows deleted: {} this run, {} in all",
+                    p.deleted, report.total_deleted
+                ),
+            };
             println!(
-                "backfill of {}: {} ({}{}); this run: {} copied, {} already present, {} batches, {:.1} s; all runs: {} copied, {} already present",
+                "{noun} of {}: {} ({}{}); this run: {} copied, {} already present, {} batches, {:.1} s; all runs: {} copied, {} already present{deleted}",
                 options.table,
                 if finished { "finished" } else { "paused at --max-batches" },
                 if report.resumed { "resumed" } else { "fresh start" },
@@ -219,8 +244,14 @@ fn backfill(config: Config, options: tandem::ops::backfill::Options) -> ExitCode
             );
             if let Some((target, took)) = &report.analyzed {
                 println!(
-                    "analysed {target} (ANALYZE, {:.1} s), so the planner has statistics for union reads",
+                    "analysed {target} (ANALYZE, {:.1} s), so the planner has fresh statistics",
                     took.as_secs_f64()
+                );
+            }
+            if finished && options.direction == Direction::Reverse {
+                println!(
+                    "the legacy table is re-synced and the cutover mirror keeps it current; check with tandem parity --table {} --strict before leaving cutover",
+                    options.table
                 );
             }
             ExitCode::SUCCESS

@@ -222,7 +222,7 @@ pub(super) async fn show_parity(
                        s.samples::text, greatest({GATE_MIN_SAMPLES} - s.samples, 0)::text, \
                        round(s.mean::numeric, 3)::text, round(s.low::numeric, 3)::text, s.last::text \
                      FROM {} r \
-                     LEFT JOIN {} b ON b.table_name = r.table_name AND b.predicate = '' \
+                     LEFT JOIN {} b ON b.table_name = r.table_name AND b.predicate = '' AND b.direction = 'forward' \
                      LEFT JOIN LATERAL (SELECT count(*) AS samples, avg(overlap) AS mean, min(overlap) AS low, \
                        max(at) AS last FROM {} x WHERE x.rule_table = r.table_name) s ON true \
                      ORDER BY 1",

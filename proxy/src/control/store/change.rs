@@ -8,7 +8,10 @@
 //! - transitions: `union_read` only from `dual_write`/`cutover` (from `off` the target is not
 //!   current); `cutover` only from `dual_write`/`union_read`, and only when every legacy key
 //!   is in the target (a finished backfill); `target_only` only from `cutover`; leaving
-//!   `target_only` only with FORCE (the legacy table stopped receiving writes);
+//!   `target_only` only with FORCE (the legacy table stopped receiving writes), and only for
+//!   `cutover`, which records that the legacy table owes a re-sync from the target; leaving
+//!   `cutover` for a mode that serves or keeps legacy rows is then refused until `tandem
+//!   backfill --reverse` has finished (see [`super::resync`]);
 //! - entering `cutover` advances the target's sequences past the largest value in either
 //!   table (the target generates ids from now on), and leaving it for `dual_write`,
 //!   `union_read` or `off` does the same for the legacy table's sequences;
@@ -264,12 +267,22 @@ pub async fn apply(
                 keeps_schema(client, &resolved, *mode).await?;
             }
             if *mode == Mode::Cutover && from != Mode::Cutover {
-                backfilled(client, &resolved).await?;
+                // From target_only the legacy table is the stale one: its extra rows are
+                // rows the target deleted, which the re-sync removes.
+                if from != Mode::TargetOnly {
+                    backfilled(client, &resolved).await?;
+                }
                 notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
+            }
+            if from == Mode::TargetOnly && *mode == Mode::Cutover {
+                notes.push(format!(
+                    "{table} missed every write made in target_only: re-sync it now with tandem backfill --config tandem.toml --table {table} --reverse (leaving cutover is refused until it has finished)"
+                ));
             }
             if from == Mode::Cutover
                 && matches!(mode, Mode::DualWrite | Mode::UnionRead | Mode::Off)
             {
+                resynced(client, store, &table, *mode).await?;
                 notes.extend(advance_sequences(client, &rule.table, &rule.target).await?);
             }
             Some(rule)
@@ -382,6 +395,28 @@ async fn write(
             Some("look at SHOW RULES and retry"),
         ));
     }
+    // The re-sync owed by a FORCEd exit from target_only is recorded with the switch, so
+    // no session sees cutover without it; entering cutover from a mode where legacy was
+    // the table of record clears a leftover one.
+    if let (RuleChange::SetMode { mode, .. }, Some(old)) = (change, current) {
+        let name = table.to_string();
+        match (old.rule.mode, mode) {
+            (Mode::TargetOnly, Mode::Cutover) => {
+                super::resync::require(
+                    &tx,
+                    store,
+                    &name,
+                    &old.rule.target.to_string(),
+                    &old.rule.key,
+                )
+                .await?
+            }
+            (Mode::DualWrite | Mode::UnionRead, Mode::Cutover) => {
+                super::resync::clear(&tx, store, &name).await?
+            }
+            _ => {}
+        }
+    }
     match new_rule {
         None => {
             tx.execute(
@@ -471,12 +506,18 @@ pub fn transition(table: &TableName, from: Mode, to: Mode, force: bool) -> Resul
     if from == TargetOnly && !force {
         return Err(ChangeError::state(
             format!("tandem: {table} is in target_only; the legacy table has not received writes since, so leaving target_only would serve or keep stale rows"),
-            "copy the target's rows back into the legacy table first, then repeat the command with FORCE",
+            &format!("the way back is SET RULE {table} MODE cutover FORCE (writes reach both tables again), then tandem backfill --config tandem.toml --table {table} --reverse to re-sync the legacy table, then tandem parity --strict; see the runbook"),
+        ));
+    }
+    if from == TargetOnly && to != Cutover {
+        return Err(ChangeError::state(
+            format!("tandem: {table} cannot go from target_only to {to}: the legacy table missed every write made in target_only, and {to} would serve or keep its stale rows"),
+            &format!("go back through cutover: SET RULE {table} MODE cutover FORCE, then tandem backfill --config tandem.toml --table {table} --reverse, then SET RULE {table} MODE {to}"),
         ));
     }
     let ok = match to {
         Off | DualWrite => true,
-        UnionRead => matches!(from, DualWrite | Cutover | TargetOnly),
+        UnionRead => matches!(from, DualWrite | Cutover),
         Cutover => matches!(from, DualWrite | UnionRead | TargetOnly),
         TargetOnly => from == Cutover,
     };
@@ -636,6 +677,31 @@ async fn keeps_schema(
     ))
 }
 
+/// Refuses leaving `cutover` for `to` (a mode that serves or keeps legacy rows) while the
+/// re-sync a FORCEd exit from `target_only` owes has not finished (see [`super::resync`]).
+async fn resynced(
+    client: &Client,
+    store: &Store,
+    table: &TableName,
+    to: Mode,
+) -> Result<(), ChangeError> {
+    let Some(owed) = super::resync::state(client, store, &table.to_string()).await? else {
+        return Ok(());
+    };
+    if owed.done() {
+        return Ok(());
+    }
+    Err(ChangeError::state(
+        format!(
+            "tandem: {table} cannot go from cutover to {to} yet: it came back from target_only, and its re-sync from the target is {}; in {to} the legacy table would serve or keep rows the target changed or deleted in target_only",
+            owed.describe()
+        ),
+        &format!(
+            "run tandem backfill --config tandem.toml --table {table} --reverse until it says finished, check with tandem parity --config tandem.toml --table {table} --strict, then retry"
+        ),
+    ))
+}
+
 /// Refuses cutover while any legacy key is missing from the target.
 async fn backfilled(client: &Client, rule: &ResolvedRule) -> Result<(), ChangeError> {
     let matches = rule
@@ -753,6 +819,11 @@ mod tests {
             assert!(err.hint.is_some());
         }
         assert!(transition(&t, TargetOnly, Cutover, true).is_ok());
-        assert!(transition(&t, TargetOnly, DualWrite, true).is_ok());
+        // Back from target_only only through cutover, where the re-sync runs.
+        for to in [Off, DualWrite, UnionRead] {
+            let err = transition(&t, TargetOnly, to, true).unwrap_err();
+            assert_eq!(err.sqlstate, "55000");
+            assert!(err.hint.is_some_and(|h| h.contains("--reverse")), "{to}");
+        }
     }
 }

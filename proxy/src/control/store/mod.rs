@@ -11,6 +11,7 @@
 //! ([`bootstrap`]); after that the store is the source of truth.
 
 pub mod change;
+pub mod resync;
 
 use tandem_rules::{Rule, TableName};
 use tokio_postgres::Client;
@@ -75,7 +76,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("006_drop_columns.sql")),
     (7, include_str!("007_backfill_pending.sql")),
     (8, include_str!("008_drop_triggers.sql")),
-    (9, include_str!("009_backfilled.sql")),
+    (9, include_str!("009_backfill_direction.sql")),
+    (10, include_str!("010_backfilled.sql")),
 ];
 
 /// Why the store could not be read or written.

@@ -36,8 +36,21 @@
 //!
 //! The rule must be in `dual_write`, `union_read` or `cutover`: copying rows that later
 //! writes do not keep current would create divergence.
+//!
+//! `--reverse` runs the same machinery the other way, target -> legacy: the re-sync a
+//! FORCEd exit from `target_only` owes (see [`crate::control::store::resync`]). It runs in
+//! `cutover` only, where every write goes to the target and is mirrored back into legacy,
+//! so rows it copies stay current. Each batch upserts the next target rows into legacy
+//! (updating rows that differ), locked `FOR SHARE` so a concurrent UPDATE cannot be
+//! overwritten by the batch's older read, and deletes the legacy rows of its key range
+//! whose key the target lacks (see [`statements`]); its copies are re-checked as the
+//! forward ones are, so a row a concurrent DELETE removed from the target is not
+//! resurrected in legacy. Its state is the `reverse` row of `backfill_state`. Every batch,
+//! in either direction, reads the rule's mode under a row lock, so no mode change commits
+//! while a batch runs and a run stops at the first batch after one.
 
 mod recheck;
+mod report;
 mod state;
 mod statements;
 
@@ -47,18 +60,59 @@ use tandem_rules::{Mode, TableName};
 
 use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
-use crate::control::store::{self, StoreError};
+use crate::control::store::{self, resync, StoreError};
 
 pub use recheck::{Blocked, Blocker, Wait};
 use recheck::{Scope, SettleError, WaitPolicy};
-use state::Key;
+pub use report::{progress_line, DryRun, Event, Outcome, Progress, Report, Start};
+use state::{BatchError, Key};
 use statements::statements;
+
+/// Which way a backfill copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Legacy -> target (`tandem backfill`).
+    #[default]
+    Forward,
+    /// Target -> legacy (`tandem backfill --reverse`): the re-sync after leaving
+    /// `target_only`.
+    Reverse,
+}
+
+impl Direction {
+    /// The store's spelling (`backfill_state.direction`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Forward => resync::FORWARD,
+            Direction::Reverse => resync::REVERSE,
+        }
+    }
+
+    /// Whether a run in this direction may copy in `mode` (the store's spelling): only
+    /// where later writes keep the copied rows current.
+    fn runs_in(self, mode: &str) -> bool {
+        match self {
+            Direction::Forward => matches!(mode, "dual_write" | "union_read" | "cutover"),
+            Direction::Reverse => mode == "cutover",
+        }
+    }
+
+    /// What the command calls a run, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Direction::Forward => "backfill",
+            Direction::Reverse => "re-sync",
+        }
+    }
+}
 
 /// What `tandem backfill` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Legacy table.
     pub table: TableName,
+    /// Legacy -> target, or target -> legacy (`--reverse`).
+    pub direction: Direction,
     /// Rows per batch.
     pub batch_size: i64,
     /// Stop after this many batches (0: no cap); the run stays resumable.
@@ -86,6 +140,7 @@ impl Options {
     pub fn new(table: TableName) -> Self {
         Self {
             table,
+            direction: Direction::Forward,
             batch_size: 5000,
             max_batches: 0,
             predicate: None,
@@ -123,6 +178,27 @@ pub enum BackfillError {
     /// The rule's mode does not keep copied rows current.
     #[error("the rule for {0} is in mode {1}; set it to dual_write first, so that rows changed after they are copied stay current")]
     Mode(TableName, Mode),
+    /// A reverse re-sync outside `cutover`.
+    #[error("the rule for {0} is in mode {1}; tandem backfill --reverse runs in cutover only, where every write goes to {0}'s target and is mirrored back into {0}, so the rows it copies stay current: SET RULE {0} MODE cutover first (from target_only: SET RULE {0} MODE cutover FORCE)")]
+    ReverseMode(TableName, Mode),
+    /// A forward backfill while the legacy table owes a re-sync from the target.
+    #[error("{0} came back from target_only and has not been re-synced from its target yet ({1}); a forward backfill would copy its stale rows (rows the target has since changed or deleted) back into the target: run tandem backfill --table {0} --reverse first")]
+    ResyncOwed(TableName, String),
+    /// The rule's mode changed while the run went on (checked by every batch).
+    #[error("the {noun} of {table} stopped: the rule is now in mode {mode}, where the rows it copies would not stay current; its place is kept (run it again once the rule is back in {wanted})")]
+    ModeChanged {
+        /// The legacy table.
+        table: TableName,
+        /// `backfill` or `re-sync`.
+        noun: &'static str,
+        /// The mode the store now has.
+        mode: String,
+        /// Where the run may go on.
+        wanted: &'static str,
+    },
+    /// `--where` with `--reverse`.
+    #[error("--where cannot be combined with --reverse: the legacy table missed inserts, updates and deletes anywhere in target_only, so the re-sync covers the whole table")]
+    ReverseWhere,
     /// `--where` is not one SQL expression.
     #[error("--where: {0}")]
     Predicate(String),
@@ -146,100 +222,6 @@ pub enum BackfillError {
     },
 }
 
-/// Progress after each batch.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// Batches committed in this run.
-    pub batches: u64,
-    /// Rows copied in this run.
-    pub copied: i64,
-    /// Rows already present in the target (skipped) in this run.
-    pub skipped: i64,
-    /// Time since the run started.
-    pub elapsed: Duration,
-    /// Rows still to go, estimated by the planner at the start (0 when unknown).
-    pub estimated_total: i64,
-    /// Copies removed again because a concurrent DELETE removed their legacy row (see
-    /// the module doc): each would otherwise have been a row resurrected in the target.
-    pub removed: i64,
-    /// Batches whose re-check waits for an older snapshot (this run's and earlier runs').
-    pub pending_batches: i64,
-}
-
-/// How a run starts (reported once, before the first batch).
-#[derive(Debug, Clone)]
-pub struct Start {
-    /// The target.
-    pub target: String,
-    /// The planner's estimate of the rows left to read (not a count).
-    pub estimated_rows: i64,
-    /// Where it resumes (the stored cursor), if it does.
-    pub resume_after: Option<Vec<String>>,
-    /// Batches of earlier runs whose re-check is still pending.
-    pub pending_batches: i64,
-    /// Every row was copied before: this run only does the pending re-checks.
-    pub only_rechecks: bool,
-}
-
-/// What a run reports as it goes.
-#[derive(Debug, Clone)]
-pub enum Event<'a> {
-    /// Before the first batch.
-    Started(&'a Start),
-    /// After each batch.
-    Batch(&'a Progress),
-    /// Every few seconds while re-checks wait for sessions holding older snapshots.
-    Waiting(&'a Wait),
-}
-
-/// How a run ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Every row is copied (in this run or before, when resuming), every copy re-checked.
-    Finished(Report),
-    /// `--max-batches` reached; run again to continue.
-    Paused(Report),
-    /// The run had finished before; nothing was done (use `--restart`).
-    AlreadyFinished {
-        /// When it finished.
-        finished_at: String,
-        /// Rows it copied in total.
-        copied: i64,
-    },
-    /// `--dry-run`: what would run.
-    Plan(DryRun),
-}
-
-/// The final report of a run.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// This run's progress.
-    pub progress: Progress,
-    /// Totals over every run of this backfill (resumed runs add up).
-    pub total_copied: i64,
-    /// Totals over every run of this backfill.
-    pub total_skipped: i64,
-    /// Whether this run resumed an earlier one.
-    pub resumed: bool,
-    /// The target, and how long its `ANALYZE` took (finished runs only).
-    pub analyzed: Option<(String, Duration)>,
-}
-
-/// `--dry-run`'s plan.
-#[derive(Debug, Clone)]
-pub struct DryRun {
-    /// Planner's estimate of the rows left to read: an estimate, not a count.
-    pub estimated_rows: i64,
-    /// How the estimate was made (which statistics, how old), in words.
-    pub estimate_basis: String,
-    /// Batches that makes.
-    pub batches: i64,
-    /// Where a run would start (the stored cursor), if it would resume.
-    pub resume_after: Option<Vec<String>>,
-    /// The statement each batch runs.
-    pub sql: String,
-}
-
 /// Runs (or plans) a backfill; `events` hears its start, every batch, and what its
 /// re-checks wait for.
 pub async fn run(
@@ -251,8 +233,12 @@ pub async fn run(
         return Err(BackfillError::BatchSize);
     }
     if let Some(p) = &options.predicate {
+        if options.direction == Direction::Reverse {
+            return Err(BackfillError::ReverseWhere);
+        }
         tandem_rules::check_expression(p).map_err(BackfillError::Predicate)?;
     }
+    let direction = options.direction;
     let store::Opened {
         client,
         names,
@@ -261,34 +247,55 @@ pub async fn run(
     let stored = store::find(&snapshot, &options.table)
         .ok_or_else(|| BackfillError::NoRule(options.table.clone()))?;
     let mode = stored.rule.mode;
-    if !matches!(mode, Mode::DualWrite | Mode::UnionRead | Mode::Cutover) {
-        return Err(BackfillError::Mode(options.table.clone(), mode));
+    if !direction.runs_in(mode.as_str()) {
+        return Err(match direction {
+            Direction::Forward => BackfillError::Mode(options.table.clone(), mode),
+            Direction::Reverse => BackfillError::ReverseMode(options.table.clone(), mode),
+        });
+    }
+    if direction == Direction::Forward {
+        let owed = resync::state(&client, &names, &options.table.to_string())
+            .await
+            .map_err(|source| BackfillError::Query {
+                table: options.table.clone(),
+                source,
+            })?;
+        if let Some(owed) = owed.filter(|r| r.status != "finished") {
+            return Err(BackfillError::ResyncOwed(
+                options.table.clone(),
+                owed.describe(),
+            ));
+        }
     }
     let set = catalog::resolve(&client, std::slice::from_ref(&stored.rule), 0).await?;
     let Some(rule) = set.rules.into_iter().next() else {
         return Err(BackfillError::NoRule(options.table.clone()));
     };
     let predicate = options.predicate.as_deref();
-    let sql = statements(&rule, predicate, options.batch_size);
+    let sql = statements(&rule, predicate, options.batch_size, direction);
     let query_error = |source| BackfillError::Query {
         table: options.table.clone(),
         source,
     };
     let table_key = options.table.to_string();
-    let target = rule.rule.target.to_string();
+    let target = sql.dest.clone();
     let key = Key {
         names: &names,
         table: &table_key,
         predicate: predicate.unwrap_or(""),
+        direction,
     };
     let scope = Scope {
         names: &names,
         table: key.table,
         predicate: key.predicate,
+        direction,
     };
     let state = state::load(&client, &key).await.map_err(query_error)?;
+    // A re-sync a FORCEd exit from target_only wrote as `required` has not started.
+    let fresh = options.restart || state.as_ref().is_none_or(|s| s.status == "required");
     let resume = match &state {
-        Some(s) if !options.restart => s.cursor.clone(),
+        Some(s) if !fresh => s.cursor.clone(),
         _ => None,
     };
     if options.dry_run {
@@ -297,7 +304,7 @@ pub async fn run(
             .map_err(query_error)?;
         return Ok(Outcome::Plan(DryRun {
             estimated_rows: estimated,
-            estimate_basis: state::estimate_basis(&client, &table_key)
+            estimate_basis: state::estimate_basis(&client, &sql.source)
                 .await
                 .map_err(query_error)?,
             batches: (estimated + options.batch_size - 1) / options.batch_size.max(1),
@@ -310,7 +317,7 @@ pub async fn run(
         .map_err(query_error)?
         .batches;
     // Every row copied before: only the re-checks an earlier run left (if any) remain.
-    let only_rechecks = !options.restart && state.as_ref().is_some_and(|s| s.status == "finished");
+    let only_rechecks = !fresh && state.as_ref().is_some_and(|s| s.status == "finished");
     if let Some(s) = state
         .as_ref()
         .filter(|_| only_rechecks && pending_before == 0)
@@ -340,18 +347,26 @@ pub async fn run(
             .map_err(query_error)?
     };
     let resumed = resume.is_some() || only_rechecks;
-    if state.is_none() || options.restart {
+    if fresh {
         client
             .execute(
                 &format!(
-                    "INSERT INTO {} (table_name, predicate, target, key) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (table_name, predicate) DO UPDATE SET target = EXCLUDED.target, \
-                       key = EXCLUDED.key, cursor = NULL, rows_copied = 0, rows_skipped = 0, \
-                       batches = 0, status = 'running', last_error = NULL, started_at = now(), \
+                    "INSERT INTO {} (table_name, predicate, direction, target, key) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (table_name, predicate, direction) DO UPDATE SET \
+                       target = EXCLUDED.target, key = EXCLUDED.key, cursor = NULL, \
+                       rows_copied = 0, rows_skipped = 0, rows_removed = 0, batches = 0, \
+                       status = 'running', last_error = NULL, started_at = now(), \
                        updated_at = now(), finished_at = NULL",
                     names.backfill_state()
                 ),
-                &[&key.table, &key.predicate, &target, &rule.rule.key],
+                &[
+                    &key.table,
+                    &key.predicate,
+                    &direction.as_str(),
+                    &rule.rule.target.to_string(),
+                    &rule.rule.key,
+                ],
             )
             .await
             .map_err(query_error)?;
@@ -366,15 +381,16 @@ pub async fn run(
         pending_batches: pending_before,
         only_rechecks,
     }));
-    let (mut total_copied, mut total_skipped) = match &state {
-        Some(s) if !options.restart => (s.copied, s.skipped),
-        _ => (0, 0),
+    let (mut total_copied, mut total_skipped, mut total_deleted) = match &state {
+        Some(s) if !fresh => (s.copied, s.skipped, s.removed),
+        _ => (0, 0, 0),
     };
     let mut cursor = resume;
     let started = Instant::now();
     let mut now = Progress {
         estimated_total: estimated,
         pending_batches: pending_before,
+        direction,
         ..Progress::default()
     };
     let mut client = client;
@@ -391,19 +407,38 @@ pub async fn run(
     // Batches, unless every row was copied before.
     if !only_rechecks {
         loop {
-            let step = match state::batch(
-                &mut client,
-                &key,
-                &sql.batch,
-                &cursor,
-                options.batch_size,
-            )
-            .await
+            let step = match state::batch(&mut client, &key, &sql, &cursor, options.batch_size)
+                .await
             {
                 Ok(b) => b,
                 Err(e) => {
-                    state::record_error(&client, &key, true, &catalog::describe(&e)).await;
-                    return Err(query_error(e));
+                    let e = match e {
+                        BatchError::Query(e) => {
+                            state::record_error(&client, &key, true, &catalog::describe(&e)).await;
+                            return Err(query_error(e));
+                        }
+                        BatchError::NoRule => BackfillError::NoRule(options.table.clone()),
+                        BatchError::Mode(mode) => BackfillError::ModeChanged {
+                            table: options.table.clone(),
+                            noun: direction.noun(),
+                            mode,
+                            wanted: match direction {
+                                Direction::Forward => "dual_write, union_read or cutover",
+                                Direction::Reverse => "cutover",
+                            },
+                        },
+                        BatchError::ResyncOwed => {
+                            let owed = resync::state(&client, &names, &table_key)
+                                .await
+                                .ok()
+                                .flatten()
+                                .map(|r| r.describe())
+                                .unwrap_or_else(|| "required".into());
+                            BackfillError::ResyncOwed(options.table.clone(), owed)
+                        }
+                    };
+                    state::record_error(&client, &key, false, &e.to_string()).await;
+                    return Err(e);
                 }
             };
             let (read, copied) = (step.read, step.copied);
@@ -427,6 +462,8 @@ pub async fn run(
             now.batches += 1;
             now.copied += copied;
             now.skipped += read - copied;
+            now.deleted += step.removed;
+            total_deleted += step.removed;
             now.elapsed = started.elapsed();
             total_copied += copied;
             total_skipped += read - copied;
@@ -486,6 +523,7 @@ pub async fn run(
         progress: now,
         total_copied,
         total_skipped,
+        total_deleted,
         resumed,
         analyzed,
     };
@@ -494,42 +532,6 @@ pub async fn run(
     } else {
         Outcome::Paused(report)
     })
-}
-
-/// One progress line: rows, rate, ETA.
-pub fn progress_line(p: &Progress) -> String {
-    let secs = p.elapsed.as_secs_f64().max(0.001);
-    let done = p.copied + p.skipped;
-    let rate = done as f64 / secs;
-    let eta = if p.estimated_total > done && rate > 0.0 {
-        format!(
-            ", ETA ~{:.0} s (from the planner's estimate of {} rows)",
-            (p.estimated_total - done) as f64 / rate,
-            p.estimated_total
-        )
-    } else {
-        String::new()
-    };
-    let removed = if p.removed > 0 {
-        format!(
-            ", {} copies removed again after a concurrent delete",
-            p.removed
-        )
-    } else {
-        String::new()
-    };
-    let pending = if p.pending_batches > 0 {
-        format!(
-            ", {} batches' re-check waiting for an older snapshot",
-            p.pending_batches
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "backfill: {done} rows read ({} copied, {} already there{removed}) in {} batches, {:.0} rows/s{eta}{pending}",
-        p.copied, p.skipped, p.batches, rate
-    )
 }
 
 impl From<store::OpenError> for BackfillError {

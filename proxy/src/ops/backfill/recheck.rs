@@ -6,8 +6,11 @@
 //! the legacy row but cannot see the batch's copy: the copy would outlive its row. So each
 //! batch records its copied keys in `<store>.backfill_pending`, in its own transaction; once
 //! no session of the database holds a snapshot older than the batch (no `backend_xmin` at or
-//! before the batch's xid), the copies whose legacy row is gone are deleted and the record
-//! goes. Any later DELETE sees the copy and removes it itself.
+//! before the batch's xid) and no transaction that started before the batch was seen
+//! committed has written (`backend_xid`: its DELETE's statement may be over, its snapshot
+//! released, but not its change), the copies whose legacy row is gone are deleted and the
+//! record goes. Any later DELETE sees the copy and removes it itself. The same holds in
+//! reverse (`--reverse`: target -> legacy) with the tables' roles swapped.
 //!
 //! Batches go on while earlier re-checks wait; a long transaction (a report, `pg_dump`, an
 //! idle-in-transaction `psql`) only delays the re-checks. At the end of a run the backfill
@@ -22,6 +25,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::statements::Statements;
+use super::Direction;
 use crate::control::store::Store;
 
 /// A session holding a snapshot older than a pending batch.
@@ -143,11 +147,13 @@ pub(super) struct Settled {
     pub pending_batches: i64,
 }
 
-/// Where a backfill's pending re-checks live: its store table, legacy table and predicate.
+/// Where a backfill's pending re-checks live: its store table, legacy table, predicate
+/// and direction.
 pub(super) struct Scope<'a> {
     pub names: &'a Store,
     pub table: &'a str,
     pub predicate: &'a str,
+    pub direction: Direction,
 }
 
 /// Why re-checking stopped.
@@ -181,13 +187,18 @@ pub(super) struct WaitPolicy<'a> {
     pub last_report: &'a mut Option<Instant>,
 }
 
-/// The SQL condition "some other session of this database holds a snapshot at or before
-/// the xid in `xid_expr`".
-fn older_snapshot(xid_expr: &str) -> String {
+/// The SQL condition, over the alias `a` of `pg_stat_activity`, "this session may hold
+/// back the pending batch `p`": it holds a snapshot at or before the batch's xid, or its
+/// transaction started before the batch was seen committed and has written. The second
+/// covers a DELETE whose statement, with a snapshot older than the batch, has ended
+/// (releasing the snapshot: `backend_xmin` goes NULL between statements in READ
+/// COMMITTED) but whose transaction has not committed: until it does, the re-check still
+/// sees the row it deletes.
+fn holds_back(p: &str) -> String {
     format!(
-        "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = current_database() \
-           AND a.pid <> pg_backend_pid() AND a.backend_xmin IS NOT NULL \
-           AND age(a.backend_xmin) >= age(({xid_expr})::text::xid))"
+        "a.datname = current_database() AND a.pid <> pg_backend_pid() \
+           AND ((a.backend_xmin IS NOT NULL AND age(a.backend_xmin) >= age({p}.xid::text::xid)) \
+             OR (a.backend_xid IS NOT NULL AND a.xact_start < coalesce({p}.seen_at, now())))"
     )
 }
 
@@ -203,15 +214,30 @@ pub(super) async fn settle(
 ) -> Result<Settled, SettleError> {
     let pending = scope.names.backfill_pending();
     let ready = format!(
-        "SELECT id, keys::text FROM {pending} p WHERE table_name = $1 AND predicate = $2 \
-           AND NOT {} ORDER BY id",
-        older_snapshot("p.xid")
+        "SELECT id, keys::text FROM {pending} p \
+         WHERE table_name = $1 AND predicate = $2 AND direction = $3 \
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE {}) ORDER BY id",
+        holds_back("p")
     );
+    // Every batch recorded so far has committed: from now on, a transaction that starts
+    // sees its copies.
+    client
+        .execute(
+            &format!(
+                "UPDATE {pending} SET seen_at = clock_timestamp() \
+                 WHERE table_name = $1 AND predicate = $2 AND direction = $3 AND seen_at IS NULL"
+            ),
+            &[&scope.table, &scope.predicate, &scope.direction.as_str()],
+        )
+        .await?;
     let started = Instant::now();
     let mut removed = 0;
     loop {
         for row in client
-            .query(&ready, &[&scope.table, &scope.predicate])
+            .query(
+                &ready,
+                &[&scope.table, &scope.predicate, &scope.direction.as_str()],
+            )
             .await?
         {
             let id: i64 = row.get(0);
@@ -275,7 +301,10 @@ pub(super) async fn settle(
     }
 }
 
-/// Deletes the copies among `keys` (one array per key column) whose legacy row is gone.
+/// Deletes the copies among `keys` (one array per key column) whose source row is gone:
+/// locked first, then deleted with a fresh snapshot in the same transaction, so a write
+/// that gave the key back its source row meanwhile (and waits for the lock to mirror it)
+/// is seen and its copy kept.
 async fn recheck(
     client: &Client,
     sql: &Statements,
@@ -293,7 +322,18 @@ async fn recheck(
         .map(|i| gone.iter().map(|r| r.get::<_, String>(i)).collect())
         .collect();
     let params: Vec<&(dyn ToSql + Sync)> = gone.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
-    Ok(client.query_one(&sql.remove, &params).await?.get(0))
+    client.batch_execute("BEGIN").await?;
+    let removed = async {
+        client.execute(&sql.lock_copies, &params).await?;
+        let removed: i64 = client.query_one(&sql.remove, &params).await?.get(0);
+        client.batch_execute("COMMIT").await?;
+        Ok(removed)
+    }
+    .await;
+    if removed.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    removed
 }
 
 /// The re-checks still pending.
@@ -316,10 +356,10 @@ pub(super) async fn outstanding(
             &format!(
                 "SELECT count(*)::int8, coalesce(sum(jsonb_array_length(keys -> 0)), 0)::int8, \
                    coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
-                 FROM {} WHERE table_name = $1 AND predicate = $2",
+                 FROM {} WHERE table_name = $1 AND predicate = $2 AND direction = $3",
                 scope.names.backfill_pending()
             ),
-            &[&scope.table, &scope.predicate],
+            &[&scope.table, &scope.predicate, &scope.direction.as_str()],
         )
         .await?;
     Ok(Outstanding {
@@ -345,14 +385,13 @@ async fn blockers(
                    coalesce(extract(epoch FROM now() - a.query_start), 0)::float8, \
                    left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80) \
                  FROM pg_stat_activity a \
-                 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
-                   AND a.backend_xmin IS NOT NULL \
-                   AND age(a.backend_xmin) >= (SELECT min(age(p.xid::text::xid)) FROM {} p \
-                                                WHERE p.table_name = $1 AND p.predicate = $2) \
+                 WHERE EXISTS (SELECT 1 FROM {} p WHERE p.table_name = $1 AND p.predicate = $2 \
+                                 AND p.direction = $3 AND {}) \
                  ORDER BY a.xact_start NULLS LAST LIMIT 5",
-                scope.names.backfill_pending()
+                scope.names.backfill_pending(),
+                holds_back("p")
             ),
-            &[&scope.table, &scope.predicate],
+            &[&scope.table, &scope.predicate, &scope.direction.as_str()],
         )
         .await?;
     Ok(rows

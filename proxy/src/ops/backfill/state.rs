@@ -1,5 +1,6 @@
-//! A backfill's saved state (`<store>.backfill_state`), the batch transaction that moves it
-//! forward, and the estimate of the rows left.
+//! A backfill's saved state (`<store>.backfill_state`, one row per table, predicate and
+//! direction), the batch transaction that moves it forward, and the estimate of the rows
+//! left.
 //!
 //! Each batch is one transaction: the copy, the cursor and counters, and the record of its
 //! copied keys for the deferred re-check (`<store>.backfill_pending`, see
@@ -7,13 +8,16 @@
 
 use tokio_postgres::Client;
 
-use crate::control::store::{self, Store};
+use super::statements::Statements;
+use super::Direction;
+use crate::control::store::{self, resync, Store};
 
 /// The saved state of a backfill.
 pub(super) struct State {
     pub cursor: Option<Vec<String>>,
     pub copied: i64,
     pub skipped: i64,
+    pub removed: i64,
     pub status: String,
     pub finished_at: Option<String>,
 }
@@ -22,14 +26,38 @@ pub(super) struct State {
 pub(super) struct Batch {
     pub read: i64,
     pub copied: i64,
+    /// Reverse only: destination rows in the batch's key range whose key the source lacks,
+    /// deleted.
+    pub removed: i64,
     pub last: Option<Vec<String>>,
 }
 
-/// Which backfill: the store, the legacy table and the predicate (`''` for none).
+/// Which backfill: the store, the legacy table, the predicate (`''` for none) and the
+/// direction (`forward` or `reverse`).
 pub(super) struct Key<'a> {
     pub names: &'a Store,
     pub table: &'a str,
     pub predicate: &'a str,
+    pub direction: Direction,
+}
+
+/// Why a batch did not commit.
+pub(super) enum BatchError {
+    /// A query failed.
+    Query(tokio_postgres::Error),
+    /// The rule left the modes this direction may run in (read under the rule's row lock,
+    /// so no mode change commits while the batch runs).
+    Mode(String),
+    /// The rule's row is gone (DROP RULE while the run went on).
+    NoRule,
+    /// A forward batch while the legacy table owes a re-sync from the target.
+    ResyncOwed,
+}
+
+impl From<tokio_postgres::Error> for BatchError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Query(e)
+    }
 }
 
 /// One batch, its state update and its pending re-check, in one transaction; marks the
@@ -37,12 +65,37 @@ pub(super) struct Key<'a> {
 pub(super) async fn batch(
     client: &mut Client,
     key: &Key<'_>,
-    sql: &str,
+    sql: &Statements,
     cursor: &Option<Vec<String>>,
     batch_size: i64,
-) -> Result<Batch, tokio_postgres::Error> {
+) -> Result<Batch, BatchError> {
     let tx = client.transaction().await?;
-    let row = tx.query_one(sql, &[cursor]).await?;
+    // The rule's mode, locked against changes until this batch commits.
+    let rule = tx
+        .query_opt(
+            &format!(
+                "SELECT r.mode, EXISTS (SELECT 1 FROM {} b WHERE b.table_name = r.table_name \
+                   AND b.direction = '{}' AND b.status <> 'finished') \
+                 FROM {} r WHERE r.table_name = $1 FOR SHARE OF r",
+                key.names.backfill_state(),
+                resync::REVERSE,
+                key.names.rules()
+            ),
+            &[&key.table],
+        )
+        .await?;
+    let Some(rule) = rule else {
+        return Err(BatchError::NoRule);
+    };
+    let mode: String = rule.get(0);
+    let owed: bool = rule.get(1);
+    if !key.direction.runs_in(&mode) {
+        return Err(BatchError::Mode(mode));
+    }
+    if key.direction == Direction::Forward && owed {
+        return Err(BatchError::ResyncOwed);
+    }
+    let row = tx.query_one(&sql.batch, &[cursor]).await?;
     let read: i64 = row.get(0);
     let copied: i64 = row.get(1);
     let last: Option<Vec<String>> = row.get(2);
@@ -51,22 +104,33 @@ pub(super) async fn batch(
         .map(|i| row.get::<_, Option<Vec<String>>>(i).unwrap_or_default())
         .collect();
     let done = last.is_none() || read < batch_size;
+    // Reverse: the stale rows up to this batch's last key (past the end on the last batch),
+    // locked first so the deletion's own snapshot sees a write that raced it.
+    let mut removed = 0;
+    if let Some((lock, delete)) = &sql.stale {
+        let upper = if done { None } else { last.clone() };
+        tx.execute(lock, &[cursor, &upper]).await?;
+        removed = tx.query_one(delete, &[cursor, &upper]).await?.get(0);
+    }
     tx.execute(
         &format!(
-            "UPDATE {} SET cursor = coalesce($3, cursor), rows_copied = rows_copied + $4, \
-               rows_skipped = rows_skipped + $5, batches = batches + 1, updated_at = now(), \
-               status = CASE WHEN $6 THEN 'finished' ELSE 'running' END, \
-               finished_at = CASE WHEN $6 THEN now() END, last_error = NULL \
-             WHERE table_name = $1 AND predicate = $2",
+            "UPDATE {} SET cursor = coalesce($4, cursor), rows_copied = rows_copied + $5, \
+               rows_skipped = rows_skipped + $6, rows_removed = rows_removed + $8, \
+               batches = batches + 1, updated_at = now(), \
+               status = CASE WHEN $7 THEN 'finished' ELSE 'running' END, \
+               finished_at = CASE WHEN $7 THEN now() END, last_error = NULL \
+             WHERE table_name = $1 AND predicate = $2 AND direction = $3",
             key.names.backfill_state()
         ),
         &[
             &key.table,
             &key.predicate,
+            &key.direction.as_str(),
             &last,
             &copied,
             &(read - copied),
             &done,
+            &removed,
         ],
     )
     .await?;
@@ -74,15 +138,27 @@ pub(super) async fn batch(
         let keys = serde_json::Value::from(keys).to_string();
         tx.execute(
             &format!(
-                "INSERT INTO {} (table_name, predicate, xid, keys) VALUES ($1, $2, $3, $4::text::jsonb)",
+                "INSERT INTO {} (table_name, predicate, direction, xid, keys) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb)",
                 key.names.backfill_pending()
             ),
-            &[&key.table, &key.predicate, &xid, &keys],
+            &[
+                &key.table,
+                &key.predicate,
+                &key.direction.as_str(),
+                &xid,
+                &keys,
+            ],
         )
         .await?;
     }
     tx.commit().await?;
-    Ok(Batch { read, copied, last })
+    Ok(Batch {
+        read,
+        copied,
+        removed,
+        last,
+    })
 }
 
 /// The saved state, if this backfill ran before.
@@ -93,19 +169,20 @@ pub(super) async fn load(
     let row = client
         .query_opt(
             &format!(
-                "SELECT cursor, rows_copied, rows_skipped, status, finished_at::text FROM {} \
-                 WHERE table_name = $1 AND predicate = $2",
+                "SELECT cursor, rows_copied, rows_skipped, rows_removed, status, finished_at::text \
+                 FROM {} WHERE table_name = $1 AND predicate = $2 AND direction = $3",
                 key.names.backfill_state()
             ),
-            &[&key.table, &key.predicate],
+            &[&key.table, &key.predicate, &key.direction.as_str()],
         )
         .await?;
     Ok(row.map(|r| State {
         cursor: r.get(0),
         copied: r.get(1),
         skipped: r.get(2),
-        status: r.get(3),
-        finished_at: r.get(4),
+        removed: r.get(3),
+        status: r.get(4),
+        finished_at: r.get(5),
     }))
 }
 
@@ -115,11 +192,11 @@ pub(super) async fn record_error(client: &Client, key: &Key<'_>, failed: bool, e
     let _ = client
         .execute(
             &format!(
-                "UPDATE {} SET status = {status}, last_error = $3, updated_at = now() \
-                 WHERE table_name = $1 AND predicate = $2",
+                "UPDATE {} SET status = {status}, last_error = $4, updated_at = now() \
+                 WHERE table_name = $1 AND predicate = $2 AND direction = $3",
                 key.names.backfill_state()
             ),
-            &[&key.table, &key.predicate, &error],
+            &[&key.table, &key.predicate, &key.direction.as_str(), &error],
         )
         .await;
 }
@@ -212,8 +289,9 @@ pub(super) async fn mark_backfilled(
     key: &Key<'_>,
     backfilled: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    if !key.predicate.is_empty() {
-        return Ok(()); // one scope's run says nothing about the whole table
+    if !key.predicate.is_empty() || key.direction != super::Direction::Forward {
+        // One scope's run says nothing about the whole table; a re-sync fills legacy.
+        return Ok(());
     }
     let sql = if backfilled {
         format!(
@@ -222,6 +300,7 @@ pub(super) async fn mark_backfilled(
                 AND r.mode IN ('dual_write', 'union_read', 'cutover') \
                 AND NOT EXISTS (SELECT 1 FROM {history} h, {state} s \
                                  WHERE h.table_name = $1 AND s.table_name = $1 AND s.predicate = '' \
+                                   AND s.direction = 'forward' \
                                    AND h.at >= s.started_at AND h.new_rule ->> 'mode' = 'off')",
             rules = key.names.rules(),
             history = key.names.qualified("rules_history"),

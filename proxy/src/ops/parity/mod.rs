@@ -237,6 +237,9 @@ pub struct TableReport {
     pub schema: schema::Schema,
     /// Backfill progress.
     pub backfill: Backfill,
+    /// The re-sync of the legacy table from the target a FORCEd exit from `target_only`
+    /// owes (`tandem backfill --reverse`); `None` when none was ever owed.
+    pub resync: Option<crate::control::store::resync::Resync>,
     /// Shadow-read figures.
     pub shadow: Shadow,
     /// Readiness checks.
@@ -470,8 +473,9 @@ async fn table_report(
         .query_opt(
             &format!(
                 "SELECT status, rows_copied, cursor, (SELECT count(*)::int8 FROM {} p \
-                   WHERE p.table_name = s.table_name AND p.predicate = s.predicate) \
-                 FROM {} s WHERE table_name = $1 AND predicate = ''",
+                   WHERE p.table_name = s.table_name AND p.predicate = s.predicate \
+                     AND p.direction = s.direction) \
+                 FROM {} s WHERE table_name = $1 AND predicate = '' AND direction = 'forward'",
                 names.backfill_pending(),
                 names.backfill_state()
             ),
@@ -550,6 +554,7 @@ async fn table_report(
         .await?
         .get(0);
     let guard_drift = guard_drift(tx, legacy).await?;
+    let resync = crate::control::store::resync::state(tx, names, &legacy.to_string()).await?;
     let shadow = shadow_stats(tx, names, legacy, options.min_overlap).await?;
     let guard = Guard {
         policy: rule.rule.guard.as_str().to_string(),
@@ -589,6 +594,22 @@ async fn table_report(
                 ),
             },
         },
+    ]);
+    if let Some(owed) = &resync {
+        checks.push(Check {
+            name: "resync",
+            ok: owed.done(),
+            detail: if owed.done() {
+                format!("legacy re-synced from the target after target_only: {}", owed.describe())
+            } else {
+                format!(
+                    "the legacy table came back from target_only and its re-sync from the target is {}: run tandem backfill --table {legacy} --reverse (the divergence below is what it has still to fix)",
+                    owed.describe()
+                )
+            },
+        });
+    }
+    checks.extend([
         Check {
             name: "divergence",
             ok: divergence == 0,
@@ -662,6 +683,7 @@ async fn table_report(
         constraints: facts.constraints,
         triggers: facts.triggers,
         backfill,
+        resync,
         shadow,
         checks,
         ready,
