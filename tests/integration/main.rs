@@ -19,6 +19,7 @@ mod guard;
 mod init;
 mod lexer;
 mod lifecycle;
+mod metrics;
 mod modes;
 mod parity;
 mod partitions;

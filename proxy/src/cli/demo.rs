@@ -47,7 +47,7 @@ pub struct Args {
 
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn main(args: Args) -> std::process::ExitCode {
-    super::init_logging("info");
+    super::init_logging("info", tandem::config::LogFormat::Text);
     super::run(async move { run(args.listen).await })
 }
 

@@ -19,6 +19,8 @@ pub mod catalog;
 pub mod drift;
 pub mod foreign_keys;
 pub mod guard;
+pub mod latency;
+pub mod metrics;
 pub mod plan_cache;
 pub mod sessions;
 pub mod shadow;
