@@ -66,7 +66,7 @@ async fn the_console_shows_and_changes_rules() {
     assert!(r.ok, "{}", r.stderr);
     assert!(
         r.stdout.contains(&format!(
-            "{table}|public.{}||off|0|fail|mirror|idle|[]|off||1|",
+            "{table}|public.{}||off|0|fail|mirror|idle|[]|off|||1|",
             pair.target
         )),
         "{}",
@@ -100,6 +100,17 @@ async fn the_console_shows_and_changes_rules() {
     .await
     .unwrap();
     assert_eq!(pair.counts(&check).await, (1, 1));
+
+    // Cutover needs the target to fill what legacy's defaults fill (the id above all).
+    let r = console(port, &format!("SET RULE {table} MODE cutover"));
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("id (legacy: DEFAULT nextval(")
+            && r.stderr.contains("created_at (legacy: DEFAULT now())"),
+        "{}",
+        r.stderr
+    );
+    pair.copy_defaults(&check).await;
 
     // Cutover needs every legacy key in the target.
     check

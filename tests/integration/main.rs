@@ -11,6 +11,7 @@ mod auto_partition;
 mod backfill;
 mod bad_input;
 mod clients;
+mod defaults;
 mod dual_write;
 mod fleet;
 mod foreign_keys;

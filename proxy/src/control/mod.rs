@@ -16,6 +16,7 @@ pub mod access;
 pub mod active_rules;
 pub mod admin;
 pub mod catalog;
+pub mod defaults;
 pub mod drift;
 pub mod foreign_keys;
 pub mod guard;
