@@ -10,6 +10,7 @@ mod auth;
 mod auto_partition;
 mod backfill;
 mod bad_input;
+mod cli_tls;
 mod clients;
 mod defaults;
 mod dual_write;
