@@ -28,6 +28,9 @@ pub struct Config {
     /// Log filter (`info`, `debug`, `tandem=trace`...); `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Log lines as plain text (`text`, the default) or one JSON object per line (`json`).
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Client-facing TLS.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -50,6 +53,55 @@ pub struct Config {
     /// Shadow-read sampling.
     #[serde(default)]
     pub shadow: ShadowConfig,
+    /// The Prometheus endpoint; off unless `[metrics]` names a `listen` address.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("\"{other}\" is not a log format; use text or json")),
+        }
+    }
+}
+
+/// The Prometheus text endpoint (see docs/metrics.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `GET /metrics` on (`127.0.0.1:9187`); none = no endpoint.
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The endpoint's address, when one is configured.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.listen
+            .as_deref()
+            .map(|l| {
+                l.parse().map_err(|e| ConfigError::Invalid {
+                    key: "metrics.listen",
+                    reason: format!("\"{l}\" is not an address like 127.0.0.1:9187 ({e})"),
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Shadow-read sampling limits (the share sampled is each rule's `sample_rate`).
@@ -274,6 +326,7 @@ impl Default for Config {
             listen: default_listen(),
             upstream: default_upstream(),
             log_level: default_log_level(),
+            log_format: LogFormat::default(),
             workers: 0,
             tls: None,
             upstream_tls: UpstreamTlsConfig::default(),
@@ -282,6 +335,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             admin: None,
             shadow: ShadowConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -361,6 +415,7 @@ impl Config {
     /// Checks values that TOML types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.metrics.listen_addr()?;
         if let Some(admin) = &self.admin {
             if admin.user.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -530,6 +585,29 @@ mod tests {
                 port: 5432
             }
         );
+    }
+
+    #[test]
+    fn metrics_and_log_format_parse() {
+        let c = Config::parse(
+            "log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9187\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics.listen_addr().unwrap(),
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+        let d = Config::parse("", "t.toml").unwrap();
+        assert_eq!(d.log_format, LogFormat::Text);
+        assert_eq!(d.metrics.listen_addr().unwrap(), None);
+        let e = Config::parse("log_format = \"yaml\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+        let e = Config::parse("[metrics]\nlisten = \"nowhere\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("metrics.listen"), "{e}");
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("JSON ".parse::<LogFormat>().is_err());
     }
 
     #[test]

@@ -51,4 +51,7 @@ pub enum Error {
     /// The listen socket failed.
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    /// The metrics endpoint's socket could not be bound.
+    #[error("cannot listen for metrics on {0} (metrics.listen): {1}")]
+    MetricsListen(std::net::SocketAddr, std::io::Error),
 }

@@ -33,6 +33,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     /// Sender side of the lifecycle.
     phase: watch::Sender<Phase>,
+    /// The metrics endpoint's socket, when `[metrics] listen` is set.
+    metrics: Option<TcpListener>,
 }
 
 impl Proxy {
@@ -46,6 +48,8 @@ impl Proxy {
             None => None,
         };
         let connector = Connector::new(&config)?;
+        // Bound first: a taken port stops the start before the store is touched.
+        let metrics = crate::control::metrics::bind(&config).await?;
         let config = Arc::new(config);
         let (watch, drift) = load_rules(&config, &connector).await?;
         let sampler = watch.as_ref().map(|w| {
@@ -71,7 +75,13 @@ impl Proxy {
                 admin_verifier,
             }),
             phase,
+            metrics,
         })
+    }
+
+    /// The metrics endpoint's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The proxy's counters.
@@ -86,6 +96,9 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), crate::Error> {
         let shared = self.shared;
+        let metrics = self
+            .metrics
+            .map(|l| tokio::spawn(crate::control::metrics::serve(l, Arc::clone(&shared))));
         let limits = shared.config.limits.clone();
         let slots = Arc::new(Semaphore::new(limits.max_clients));
         let next_id = AtomicU64::new(1);
@@ -160,6 +173,9 @@ impl Proxy {
             );
             sessions.shutdown().await;
         }
+        if let Some(task) = metrics {
+            task.abort();
+        }
         info!("tandem stopped");
         Ok(())
     }
@@ -201,6 +217,8 @@ pub struct RunningProxy {
     pub stats: Arc<Stats>,
     /// The rules in force, when the store is on.
     pub watch: Option<Arc<RulesWatch>>,
+    /// The metrics endpoint, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Resolves the shutdown future.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The serve task.
@@ -218,6 +236,7 @@ impl RunningProxy {
         let proxy = Proxy::new(config).await?;
         let stats = proxy.stats();
         let watch = proxy.shared.watch.clone();
+        let metrics_addr = proxy.metrics_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(listener, async {
             let _ = stopped.await;
@@ -226,6 +245,7 @@ impl RunningProxy {
             addr,
             stats,
             watch,
+            metrics_addr,
             stop: Some(stop),
             task,
         })

@@ -102,6 +102,17 @@ async fn the_console_shows_and_changes_rules() {
     .unwrap();
     assert_eq!(pair.counts(&check).await, (1, 1));
 
+    // Cutover needs the target to fill what legacy's defaults fill (the id above all).
+    let r = console(port, &format!("SET RULE {table} MODE cutover"));
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("id (legacy: DEFAULT nextval(")
+            && r.stderr.contains("created_at (legacy: DEFAULT now())"),
+        "{}",
+        r.stderr
+    );
+    pair.copy_defaults(&check).await;
+
     // Cutover needs every legacy key in the target.
     check
         .batch_execute(&pair.sql(

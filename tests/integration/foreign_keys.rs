@@ -15,6 +15,7 @@ async fn target_only_is_refused_while_a_foreign_key_references_the_legacy_table(
     let check = pg().direct().await;
     let pair = Pair::new(Kind::Hash);
     pair.create(Kind::Hash, &check).await;
+    pair.copy_defaults(&check).await;
     check
         .batch_execute(&pair.sql(
             "CREATE TABLE {legacy}_lines (id bigserial PRIMARY KEY, \

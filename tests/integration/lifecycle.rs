@@ -210,6 +210,10 @@ fn demo_runs_a_throwaway_postgres_and_cleans_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Logs go to stderr, without colour codes when it is not a terminal.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tandem accepting connections"), "{stderr}");
+    assert!(!out.stderr.contains(&0x1b), "ANSI escapes in {stderr:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
@@ -217,6 +221,61 @@ fn demo_runs_a_throwaway_postgres_and_cleans_up() {
         )),
         "{stdout}"
     );
+}
+
+/// `log_format`: plain text or one JSON object per line, and no ANSI colour codes in either
+/// when stderr is not a terminal (a file, a pipe to a log shipper).
+#[test]
+fn logs_are_text_or_json_lines_without_colour_codes_off_a_terminal() {
+    use std::io::BufRead;
+    for format in ["text", "json"] {
+        // No rules and no admin console: serve never connects upstream on its own.
+        let mut child = Command::new(tandem_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--upstream", "postgres://127.0.0.1:1/nowhere"])
+            .args(["--log-format", format])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            let started = line.contains("tandem accepting connections");
+            seen.push(line);
+            if started {
+                break;
+            }
+        }
+        nix_kill_int(child.id());
+        seen.extend(lines.map_while(Result::ok));
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{format}: {seen:?}");
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("tandem accepting connections")),
+            "{format}: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|l| l.contains("tandem stopped")),
+            "{format}: {seen:?}"
+        );
+        for line in &seen {
+            assert!(
+                !line.contains('\u{1b}'),
+                "{format}: ANSI escape in {line:?}"
+            );
+            if format == "json" {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                assert!(value.get("level").is_some(), "{line}");
+            }
+        }
+    }
 }
 
 fn nix_kill_int(pid: u32) {

@@ -189,6 +189,7 @@ async fn a_legacy_trigger_without_a_counterpart_fails_the_gate_and_refuses_cutov
     let check = pg().direct().await;
     let pair = Pair::new(Kind::Hash);
     pair.create(Kind::Hash, &check).await;
+    pair.copy_defaults(&check).await;
     check
         .batch_execute(&pair.sql(
             "CREATE TABLE {legacy}_audit (tbl text, op text);

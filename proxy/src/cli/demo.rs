@@ -1,41 +1,15 @@
 //! `tandem demo`: a throwaway Postgres, a sample schema, and the proxy in front of it.
 //!
 //! A newcomer sees Tandem work with no setup: the cluster lives in a temp dir, has a legacy
-//! table `orders` with rows and an empty LIST-partitioned target `orders_v2`, and is stopped
-//! and deleted on Ctrl-C (or if this process dies).
+//! table `orders` with rows and an empty LIST-partitioned target `orders_v2` built as
+//! `tandem init` builds it (see `tandem::ops::demo`), and is stopped and deleted on Ctrl-C
+//! (or if this process dies).
 
 use anyhow::Context;
 use tandem::config::Config;
 use tandem::embedded::{Cluster, ClusterOptions};
 use tandem::Proxy;
 use tokio::net::TcpListener;
-
-const SAMPLE_SCHEMA: &str = "
-CREATE TABLE public.orders (
-    id         bigserial PRIMARY KEY,
-    tenant     text        NOT NULL,
-    amount     numeric(12,2) NOT NULL,
-    status     text        NOT NULL DEFAULT 'new',
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO public.orders (tenant, amount, status, created_at)
-SELECT (ARRAY['acme','globex','initech'])[1 + i % 3], (i % 500) + 0.99,
-       (ARRAY['new','paid','shipped'])[1 + i % 3], now() - i * interval '1 hour'
-FROM generate_series(1, 1000) AS i;
-
-CREATE TABLE public.orders_v2 (
-    id         bigint      NOT NULL,
-    tenant     text        NOT NULL,
-    amount     numeric(12,2) NOT NULL,
-    status     text        NOT NULL DEFAULT 'new',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, tenant)
-) PARTITION BY LIST (tenant);
-CREATE TABLE public.orders_v2_acme    PARTITION OF public.orders_v2 FOR VALUES IN ('acme');
-CREATE TABLE public.orders_v2_globex  PARTITION OF public.orders_v2 FOR VALUES IN ('globex');
-CREATE TABLE public.orders_v2_initech PARTITION OF public.orders_v2 FOR VALUES IN ('initech');
-CREATE TABLE public.orders_v2_default PARTITION OF public.orders_v2 DEFAULT;
-";
 
 /// `tandem demo`.
 #[derive(clap::Args)]
@@ -47,7 +21,7 @@ pub struct Args {
 
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn main(args: Args) -> std::process::ExitCode {
-    super::init_logging("info");
+    super::init_logging("info", tandem::config::LogFormat::Text);
     super::run(async move { run(args.listen).await })
 }
 
@@ -58,20 +32,16 @@ async fn run(listen: String) -> anyhow::Result<()> {
         .await
         .context("cluster start task failed")?
         .context("cannot start a throwaway PostgreSQL (are the server binaries installed?)")?;
-    cluster
-        .psql("postgres", SAMPLE_SCHEMA)
-        .context("cannot create the sample schema")?;
-
     let mut config = Config::parse(
         &format!(
-            "listen = {listen:?}\nupstream = {:?}\n\n[admin]\nuser = \"admin\"\npassword = \"demo\"\n\n\
-             [[rule]]\ntable = \"public.orders\"\nmode = \"dual_write\"\n",
+            "listen = {listen:?}\nupstream = {:?}\n\n[admin]\nuser = \"admin\"\npassword = \"demo\"\n",
             cluster.url("postgres")
         ),
         "demo config",
     )?;
     config.limits.shutdown_timeout_ms = 2_000;
     config.validate()?;
+    tandem::ops::demo::prepare(&config, "public").await?;
     let addr = config.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await

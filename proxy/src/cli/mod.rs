@@ -98,15 +98,24 @@ pub fn load_config(
     Ok(config)
 }
 
-/// Logs to stderr at `level` unless RUST_LOG says otherwise.
-pub fn init_logging(level: &str) {
+/// Logs to stderr at `level` unless RUST_LOG says otherwise, as text or JSON lines.
+/// Colours (ANSI escapes) only when stderr is a terminal, so files and log shippers get
+/// plain text.
+pub fn init_logging(level: &str, format: tandem::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        tandem::config::LogFormat::Text => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        tandem::config::LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Runs `fut` on a single-threaded runtime: it accepts connections and runs side tasks;
@@ -131,19 +140,24 @@ pub fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (inside
+/// the runtime), not when the future is first polled: a signal that arrives between the
+/// "accepting connections" log line and the accept loop's first poll still drains.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on the default action.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the process still stops on the default action.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -10,6 +10,10 @@ pub struct Args {
     /// Admin console URL, e.g. postgres://admin:secret@127.0.0.1:6432/tandem.
     #[arg(long, env = "TANDEM_ADMIN_URL", global = true, hide_env_values = true)]
     admin: Option<String>,
+    /// PEM file of the CA(s) that sign the console's TLS certificate: verified, with the
+    /// host name, as libpq's verify-full (without it, TLS per the URL's sslmode is not verified).
+    #[arg(long, env = "TANDEM_ADMIN_CA", global = true)]
+    admin_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     action: Action,
 }
@@ -171,7 +175,11 @@ pub fn main(args: Args) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(tandem::ops::rules::run(&admin, &command)) {
+    match runtime.block_on(tandem::ops::rules::run_with_ca(
+        &admin,
+        &command,
+        args.admin_ca.as_deref(),
+    )) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

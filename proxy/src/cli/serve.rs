@@ -25,6 +25,9 @@ pub struct Args {
     /// Session threads, overriding the file's `workers` (0 = one per CPU, 1 = one event loop for everything).
     #[arg(long)]
     workers: Option<usize>,
+    /// Log format, overriding the file's `log_format`: text or json.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+    log_format: Option<String>,
 }
 
 /// `tandem check-config`.
@@ -44,7 +47,10 @@ pub fn main(args: Args) -> ExitCode {
     if let Some(w) = args.workers {
         config.workers = w;
     }
-    init_logging(&config.log_level);
+    if let Some(format) = args.log_format.as_deref().and_then(|f| f.parse().ok()) {
+        config.log_format = format;
+    }
+    init_logging(&config.log_level, config.log_format);
     run(async move { serve(config).await })
 }
 

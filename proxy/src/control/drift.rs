@@ -6,6 +6,7 @@
 //! is written when the statement is sent, so one whose statement later failed or was
 //! rolled back is a false alarm for the report to clear, never a missed divergence.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,25 +33,42 @@ pub struct DriftRecord {
     pub statement: String,
 }
 
+/// What the drift writer did, for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct DriftCounters {
+    /// Records handed to the writer.
+    pub queued: AtomicU64,
+    /// Records written to `tandem.drift`.
+    pub written: AtomicU64,
+    /// Records lost because the writer had stopped.
+    pub lost: AtomicU64,
+}
+
 /// Where sessions send drift records.
 #[derive(Debug, Clone)]
 pub struct DriftSink {
     tx: mpsc::UnboundedSender<DriftRecord>,
+    /// Shared with the writer task.
+    pub counters: Arc<DriftCounters>,
 }
 
 impl DriftSink {
     /// Queues a record; never blocks the session.
     pub fn record(&self, record: DriftRecord) {
         if self.tx.send(record).is_err() {
+            self.counters.lost.fetch_add(1, Relaxed);
             error!("drift writer has stopped; a drift record was lost");
+        } else {
+            self.counters.queued.fetch_add(1, Relaxed);
         }
     }
 
     /// Starts the writer task.
     pub fn start(config: Arc<Config>, connector: Arc<Connector>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(config, connector, rx));
-        Self { tx }
+        let counters = Arc::new(DriftCounters::default());
+        tokio::spawn(write_loop(config, connector, rx, Arc::clone(&counters)));
+        Self { tx, counters }
     }
 }
 
@@ -58,6 +76,7 @@ async fn write_loop(
     config: Arc<Config>,
     connector: Arc<Connector>,
     mut rx: mpsc::UnboundedReceiver<DriftRecord>,
+    counters: Arc<DriftCounters>,
 ) {
     let mut client = None;
     while let Some(record) = rx.recv().await {
@@ -85,7 +104,10 @@ async fn write_loop(
                     )
                     .await;
                 match written {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        counters.written.fetch_add(1, Relaxed);
+                        break;
+                    }
                     Err(e) => {
                         warn!(error = %e, "drift writer failed; retrying");
                         client = None;

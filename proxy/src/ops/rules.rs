@@ -1,13 +1,17 @@
 //! `tandem rules ...`: the admin console from scripts and CI pipelines.
 //!
 //! Each subcommand is one console command sent with the simple protocol over an ordinary
-//! Postgres connection (tokio-postgres, no TLS: the console runs on the proxy's listener,
-//! usually on a private network; use psql with sslmode when the listener has TLS), so the
-//! console stays the single path for rule changes, with its validation and history.
+//! Postgres connection (tokio-postgres), so the console stays the single path for rule
+//! changes, with its validation and history. TLS follows the admin URL's `sslmode` as libpq
+//! does (`prefer` by default: TLS when the proxy's listener has `[tls]`; `require`; or
+//! `disable`), with rustls: the certificate is verified, with the host name, only against a
+//! CA file given (`--admin-ca`), as libpq's `verify-full`; otherwise it is not, as libpq's
+//! `require`.
 
+use std::path::Path;
 use std::str::FromStr;
 
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 /// A console error as the CLI prints it.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,20 @@ pub struct CliError {
 
 /// Runs one console command against `admin_url`; returns its result as aligned text.
 pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
+    run_with_ca(admin_url, command, None).await
+}
+
+/// As [`run`], verifying the console's TLS certificate against the CA(s) in `ca`.
+pub async fn run_with_ca(
+    admin_url: &str,
+    command: &str,
+    ca: Option<&Path>,
+) -> Result<String, CliError> {
+    let tls = crate::wire::tls::client_config(ca, "--admin-ca").map_err(|e| CliError {
+        message: e.to_string(),
+        hint: None,
+    })?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
     let config = tokio_postgres::Config::from_str(admin_url).map_err(|e| CliError {
         message: format!(
             "the admin URL is not a connection string ({})",
@@ -29,7 +47,7 @@ pub async fn run(admin_url: &str, command: &str) -> Result<String, CliError> {
         hint: Some("e.g. --admin postgres://admin:secret@127.0.0.1:6432/tandem".into()),
     })?;
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(tls)
         .await
         .map_err(|e| connect_error(&config, &e))?;
     tokio::spawn(async move {

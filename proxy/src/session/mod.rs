@@ -176,6 +176,7 @@ fn client_side(
         shared.drift.clone(),
         shared.sampler.clone(),
         Arc::clone(&shared.config),
+        Arc::clone(&shared.stats),
     ))
 }
 

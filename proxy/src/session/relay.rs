@@ -194,6 +194,9 @@ async fn client_to_upstream(
     let mut last_read = Instant::now();
     let idle_timeout = ctx.idle_timeout.unwrap_or(Duration::from_secs(86400 * 365));
     loop {
+        // Tandem's own time for this batch runs from here (the client's bytes are in
+        // `buf`) to its write upstream: probes, planning and rewriting included.
+        let began = std::time::Instant::now();
         // A write held for a missing partition: make the partition, then run it again
         // (before any later client message, so responses stay in order).
         let job = state.retry.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -332,6 +335,7 @@ async fn client_to_upstream(
             if let Some(p) = pipeline {
                 state.mid_pipeline.store(p, Relaxed);
             }
+            ctx.stats.added_to_server.observe(began.elapsed());
             upstream
                 .write_all(out.bytes(&buf, n))
                 .await
@@ -428,6 +432,8 @@ async fn upstream_to_client(
     let mut upstream_said_fatal = false;
     let mut out = BytesMut::new();
     loop {
+        // Tandem's own time for this batch: from the server's bytes in `buf` to the write.
+        let began = std::time::Instant::now();
         let mut ready = 0i64;
         let mut status = None;
         let mut errors = 0u64;
@@ -456,6 +462,7 @@ async fn upstream_to_client(
                         }
                         tag::ERROR_RESPONSE => {
                             errors += 1;
+                            ctx.stats.error_response(body);
                             let severity = ErrorFields::parse(body).severity;
                             upstream_said_fatal |= severity == "FATAL" || severity == "PANIC";
                         }
@@ -485,6 +492,9 @@ async fn upstream_to_client(
             *state.retry.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
             state.retry_notify.notify_one();
         }
+        for (rule, rows) in reports.mirrored.drain(..) {
+            ctx.stats.rules.completed(rule, rows);
+        }
         if !reports.parses.is_empty() {
             state
                 .parses
@@ -498,6 +508,7 @@ async fn upstream_to_client(
             state.probe_notify.notify_one();
         }
         if n > 0 {
+            ctx.stats.added_to_client.observe(began.elapsed());
             client
                 .write_all(output.bytes(&buf, n))
                 .await

@@ -85,18 +85,9 @@ pub fn acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Tl
 
 /// Builds the upstream connector for the configured mode (`None` for `disable`).
 pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            key: "upstream_tls",
-            source,
-        })?;
     let client = match config.upstream_tls.mode {
         UpstreamTlsMode::Disable => return Ok(None),
-        UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-            .with_no_client_auth(),
+        UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => client_config(None, "upstream_tls")?,
         UpstreamTlsMode::VerifyFull => {
             let Some(ca) = &config.upstream_tls.ca else {
                 return Err(TlsError::Pem {
@@ -105,9 +96,31 @@ pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>, 
                     reason: "verify-full needs a CA file".into(),
                 });
             };
-            let roots = read_certs("upstream_tls.ca", ca)?;
+            client_config(Some(ca), "upstream_tls.ca")?
+        }
+    };
+    Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(client))))
+}
+
+/// A client-side TLS config: the server's certificate verified against `ca` with its host
+/// name (verify-full), or, without `ca`, not verified (libpq's `require`/`prefer`). `key`
+/// names the setting in errors.
+pub fn client_config(
+    ca: Option<&Path>,
+    key: &'static str,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls { key, source })?;
+    Ok(match ca {
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+        Some(ca) => {
+            let roots = read_certs(key, ca)?;
             let verifier = VerifyFull::new(roots, provider()).map_err(|reason| TlsError::Pem {
-                key: "upstream_tls.ca",
+                key,
                 path: ca.display().to_string(),
                 reason,
             })?;
@@ -116,8 +129,7 @@ pub fn connector(config: &Config) -> Result<Option<tokio_rustls::TlsConnector>, 
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth()
         }
-    };
-    Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(client))))
+    })
 }
 
 /// The server name to present and verify for an upstream host.

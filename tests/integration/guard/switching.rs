@@ -23,6 +23,7 @@ async fn unruled() -> (Pair, Client, RunningProxy, Store) {
     let check = pg().direct().await;
     let pair = Pair::new(Kind::List);
     pair.create(Kind::List, &check).await;
+    pair.copy_defaults(&check).await;
     let mut config = config_with(&[]);
     config.store.enabled = Some(true);
     let proxy = start_ruled_proxy(config).await;

@@ -139,6 +139,22 @@ impl Pair {
             .unwrap_or_else(|e| panic!("cannot create {}: {}", self.legacy, db_text(&e)));
     }
 
+    /// Gives the target the legacy table's column defaults, the id drawn from the legacy
+    /// sequence, as `tandem init` does: without them `cutover` is refused (an insert that
+    /// leaves a column out would fail on the target).
+    pub async fn copy_defaults(&self, client: &Client) {
+        client
+            .batch_execute(&self.sql(
+                "ALTER TABLE {target} ALTER COLUMN id SET DEFAULT nextval('{legacy}_id_seq'), \
+                 ALTER COLUMN tenant SET DEFAULT 'acme', ALTER COLUMN amount SET DEFAULT 0, \
+                 ALTER COLUMN score SET DEFAULT random(), \
+                 ALTER COLUMN token SET DEFAULT gen_random_uuid(), \
+                 ALTER COLUMN created_at SET DEFAULT now()",
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("cannot copy defaults to {}: {}", self.target, db_text(&e)));
+    }
+
     /// Rows that differ between legacy and target on the mirrored columns, plus target rows
     /// whose target-only columns were not filled as the rule says. Empty when in parity.
     pub async fn drift(&self, kind: Kind, check: &Client) -> Vec<String> {

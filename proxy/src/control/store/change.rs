@@ -265,6 +265,7 @@ pub async fn apply(
             }
             if from != *mode && matches!(mode, Mode::Cutover | Mode::TargetOnly) {
                 keeps_schema(client, &resolved, *mode).await?;
+                keeps_defaults(client, &rule, *mode).await?;
             }
             if *mode == Mode::Cutover && from != Mode::Cutover {
                 // From target_only the legacy table is the stale one: its extra rows are
@@ -626,6 +627,42 @@ async fn no_keys_to_legacy(client: &Client, rule: &Rule) -> Result<(), ChangeErr
             referencing.join("; ")
         ),
         "re-point each foreign key to the target as shown, then retry",
+    ))
+}
+
+/// Refuses making the target the table of record (`cutover`, `target_only`) while a NOT
+/// NULL column of it has no default that the legacy column has: inserts that leave the
+/// column out would fail there (see [`crate::control::defaults`]).
+async fn keeps_defaults(client: &Client, rule: &Rule, mode: Mode) -> Result<(), ChangeError> {
+    let missing = crate::control::defaults::missing(client, &rule.table, &rule.target).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = missing.iter().map(|m| m.describe()).collect();
+    let example = missing
+        .iter()
+        .find(|m| m.legacy_default.starts_with("DEFAULT "))
+        .map(|m| {
+            format!(
+                " (e.g. ALTER TABLE {} ALTER COLUMN {} SET {})",
+                rule.target,
+                quote_ident(&m.column),
+                m.legacy_default
+            )
+        })
+        .unwrap_or_default();
+    Err(ChangeError::state(
+        format!(
+            "tandem: {} cannot go to {mode}: inserts then run on {} first, and these NOT NULL columns have a default on {} but none on {}, so an insert that leaves them out would fail: {}",
+            rule.table,
+            rule.target,
+            rule.table,
+            rule.target,
+            named.join(", ")
+        ),
+        &format!(
+            "give the target the same defaults{example}, then retry; tandem init copies them"
+        ),
     ))
 }
 

@@ -130,6 +130,8 @@ pub struct ClientSide {
     pub(super) displaced: HashMap<String, (Option<Known>, Option<Prepared>)>,
     /// A large statement planned off the worker thread, for the scan to take.
     pub(super) ahead: Option<super::ahead::Ahead>,
+    /// The proxy's counters: a mirrored statement carries its rule's slot in them.
+    pub(super) stats: Arc<crate::control::stats::Stats>,
 }
 
 impl ClientSide {
@@ -141,6 +143,7 @@ impl ClientSide {
         drift: Option<DriftSink>,
         sampler: Option<Arc<Sampler>>,
         config: Arc<crate::config::Config>,
+        stats: Arc<crate::control::stats::Stats>,
     ) -> Self {
         Self {
             rules: watch.current(),
@@ -174,6 +177,7 @@ impl ClientSide {
             path_epoch: 0,
             displaced: HashMap::new(),
             ahead: None,
+            stats,
         }
     }
 
@@ -545,7 +549,7 @@ impl ClientSide {
                     Some(join_statements(statements)),
                     statements
                         .iter()
-                        .map(|s| s.response.clone().into())
+                        .map(|s| StmtFix::of(s, &self.stats.rules))
                         .collect(),
                 )
             }

@@ -30,8 +30,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tandem_rules::{ColumnOrigin, ResponseFix, WriteTag};
+use tandem_rules::{ColumnOrigin, ResponseFix, StatementPlan, WriteTag};
 
+use crate::control::stats::{RuleId, RuleStats};
 use crate::wire::protocol::frame::{begin, finish};
 
 pub use client::ClientSide;
@@ -49,6 +50,8 @@ pub struct Mirror {
     pub tag: WriteTag,
     /// Whether rows go to the client.
     pub returning: bool,
+    /// The rule it mirrors for, whose counters its completion bumps.
+    pub rule: RuleId,
 }
 
 /// Which message a response group answers.
@@ -100,14 +103,27 @@ pub enum StmtFix {
     Read(Origins),
 }
 
-impl From<ResponseFix> for StmtFix {
-    fn from(fix: ResponseFix) -> Self {
-        match fix {
+impl StmtFix {
+    /// The fix for one planned statement; a mirrored write carries its rule's counters.
+    pub(crate) fn of(statement: &StatementPlan, rules: &RuleStats) -> Self {
+        match &statement.response {
             ResponseFix::None => StmtFix::Pass,
-            ResponseFix::Mirror { tag, returning } => StmtFix::Mirror(Mirror { tag, returning }),
-            ResponseFix::Read { origins } => StmtFix::Read(origins),
+            ResponseFix::Mirror { tag, returning } => StmtFix::Mirror(Mirror {
+                tag: *tag,
+                returning: *returning,
+                rule: rule_id(statement, rules),
+            }),
+            ResponseFix::Read { origins } => StmtFix::Read(Arc::clone(origins)),
         }
     }
+}
+
+/// The counters' slot of the rule a planned statement mirrors for.
+fn rule_id(statement: &StatementPlan, rules: &RuleStats) -> RuleId {
+    statement
+        .rule_table
+        .as_ref()
+        .map_or(RuleId::NONE, |t| rules.id(t))
 }
 
 /// What to do with one message's responses.
@@ -139,12 +155,13 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    pub(crate) fn from_fix(fix: &ResponseFix) -> Option<Self> {
-        match fix {
+    pub(crate) fn of(statement: &StatementPlan, rules: &RuleStats) -> Option<Self> {
+        match &statement.response {
             ResponseFix::None => None,
             ResponseFix::Mirror { tag, returning } => Some(Prepared::Mirror(Mirror {
                 tag: *tag,
                 returning: *returning,
+                rule: rule_id(statement, rules),
             })),
             ResponseFix::Read { origins } => Some(Prepared::Read(Arc::clone(origins))),
         }
@@ -203,6 +220,8 @@ pub struct Reports {
     /// Parses of names Tandem had a record of: whether the server created the new
     /// statement (`true`) or kept the old one (`false`).
     pub parses: Vec<(String, bool)>,
+    /// Mirrored statements completed, with the rows each wrote, for the rules' counters.
+    pub mirrored: Vec<(RuleId, u64)>,
 }
 
 /// What the server answered to Tandem's search_path probe.

@@ -112,7 +112,7 @@ impl ClientSide {
             }
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => {
                 let statement = &statements[0];
-                match Prepared::from_fix(&statement.response) {
+                match Prepared::of(statement, &self.stats.rules) {
                     Some(prepared) => {
                         self.statements.insert(parse.name.to_string(), prepared);
                     }
@@ -210,7 +210,7 @@ impl ClientSide {
             None | Some(Plan::Passthrough) => (known.sql.clone(), None),
             Some(Plan::Rewritten(statements)) if statements.len() == 1 => (
                 statements[0].sql.clone(),
-                Prepared::from_fix(&statements[0].response),
+                Prepared::of(&statements[0], &self.stats.rules),
             ),
             Some(Plan::Rewritten(_)) => (known.sql.clone(), None),
             Some(Plan::Reject(rejection)) if rejection.policy == MirrorErrorPolicy::Record => {

@@ -98,7 +98,7 @@ impl ClientSide {
         if !self.auto_partition(statement) {
             return None;
         }
-        let fix: StmtFix = statement.response.clone().into();
+        let fix = StmtFix::of(statement, &self.stats.rules);
         let retry = Arc::new(Retry {
             sql: statement.sql.clone(),
             fix: fix.clone(),

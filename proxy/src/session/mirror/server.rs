@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use tandem_rules::{ColumnOrigin, WriteTag};
+use tandem_rules::ColumnOrigin;
 
 use super::retry::{RetryJob, RetryKind};
 use super::{data_row, Expect, Mirror, MsgKind, MsgMode, Reports, StmtFix};
@@ -226,7 +226,7 @@ impl ServerSide {
                         *held = Some(command_complete(body));
                         Action::Drop
                     }
-                    (StmtFix::Mirror(m), b'C') => fixed_tag(body, m.tag),
+                    (StmtFix::Mirror(m), b'C') => fixed_tag(body, m, reports),
                     (StmtFix::Read(origins), b'T') => patch_origins(body, &origins),
                     (
                         StmtFix::Mirror(Mirror {
@@ -254,7 +254,7 @@ impl ServerSide {
                     }
                     MsgMode::Mirror(m) => match tag {
                         b'D' if !m.returning => Action::Drop,
-                        b'C' => fixed_tag(body, m.tag),
+                        b'C' => fixed_tag(body, *m, reports),
                         _ => Action::Forward,
                     },
                 };
@@ -270,7 +270,7 @@ impl ServerSide {
                 let m = *mirror;
                 let action = match tag {
                     b'D' if !m.returning => Action::Drop,
-                    b'C' => fixed_tag(body, m.tag),
+                    b'C' => fixed_tag(body, m, reports),
                     _ => Action::Forward,
                 };
                 if MsgKind::Execute.ends_with(tag) {
@@ -317,7 +317,8 @@ fn no_data() -> BytesMut {
 }
 
 /// CommandComplete for a mirrored write: `SELECT n` becomes the client's own tag.
-fn fixed_tag(body: &[u8], write: WriteTag) -> Action {
+/// The statement's rows are reported for its rule's counters.
+fn fixed_tag(body: &[u8], mirror: Mirror, reports: &mut Reports) -> Action {
     let text = body.strip_suffix(&[0]).unwrap_or(body);
     let rows = std::str::from_utf8(text)
         .ok()
@@ -326,7 +327,8 @@ fn fixed_tag(body: &[u8], write: WriteTag) -> Action {
     let Some(rows) = rows else {
         return Action::Forward;
     };
-    let mut tag = write.tag(rows).into_bytes();
+    reports.mirrored.push((mirror.rule, rows));
+    let mut tag = mirror.tag.tag(rows).into_bytes();
     tag.push(0);
     Action::Replace(command_complete(&tag))
 }
@@ -343,12 +345,15 @@ fn command_complete(tag_with_nul: &[u8]) -> BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::stats::RuleId;
     use std::sync::Arc;
+    use tandem_rules::WriteTag;
 
     fn mirror(returning: bool) -> StmtFix {
         StmtFix::Mirror(Mirror {
             tag: WriteTag::Update,
             returning,
+            rule: RuleId::NONE,
         })
     }
 
@@ -411,6 +416,7 @@ mod tests {
                 mode: MsgMode::Mirror(Mirror {
                     tag: WriteTag::Insert,
                     returning: false,
+                    rule: RuleId::NONE,
                 }),
             },
             Expect::Sync,
