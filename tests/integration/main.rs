@@ -29,6 +29,7 @@ mod purge;
 mod relay;
 mod resync;
 mod rule_chains;
+mod topologies;
 mod triggers;
 mod walk;
 mod widening;

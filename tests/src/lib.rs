@@ -262,6 +262,7 @@ pub fn pg_program(name: &str) -> PathBuf {
 }
 
 pub mod mirror;
+pub mod pgbouncer;
 pub mod raw;
 
 /// The error of a result that must have failed (for values that are not `Debug`).

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -217,7 +217,14 @@ async fn send_error(client: &mut Stream, fields: &ErrorFields) {
     let _ = client.shutdown().await;
 }
 
-/// Passes a client's CancelRequest to the upstream backend its key maps to.
+/// How long a forwarded cancel waits for the upstream to close its connection.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Passes a client's CancelRequest to the upstream backend its key maps to, then waits (at
+/// most [`CANCEL_WAIT`]) for the upstream to close the connection, as libpq does: the
+/// upstream's close says the cancel was handled, and the client's own cancel connection
+/// stays open until then. Closing first is also what makes PgBouncer 1.18 exit
+/// ("bad client state: 0", fixed in 1.19) when Tandem runs in front of it.
 async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
     let Some((upstream_pid, upstream_secret)) = shared.cancels.lookup(pid, secret) else {
         debug!(pid, "cancel request with unknown key ignored");
@@ -230,8 +237,16 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
             encode_cancel(upstream_pid, &upstream_secret, &mut out);
             if let Err(e) = upstream.write_all(&out).await {
                 warn!(error = %e, "could not send cancel request upstream");
+                return;
             }
-            let _ = upstream.shutdown().await;
+            let _ = upstream.flush().await;
+            let mut rest = Vec::new();
+            if tokio::time::timeout(CANCEL_WAIT, upstream.read_to_end(&mut rest))
+                .await
+                .is_err()
+            {
+                debug!("the upstream did not close a cancel connection in time");
+            }
         }
         Err(e) => warn!(error = %e, "could not connect upstream for cancel request"),
     }
