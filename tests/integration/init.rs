@@ -146,7 +146,9 @@ async fn every_layout_builds_a_target_dual_write_can_use() {
         .unwrap_or_else(|e| panic!("{layout}: {e}"));
         let schema = &report.tables[0].schema;
         assert!(
-            schema.holds && schema.warnings.len() == 1 && schema.warnings[0].contains("lower(email)"),
+            schema.holds
+                && schema.warnings.len() == 1
+                && schema.warnings[0].contains("lower(email)"),
             "{layout}: {schema:?}"
         );
     }

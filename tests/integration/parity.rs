@@ -801,12 +801,12 @@ async fn a_column_added_to_legacy_after_the_rule_fails_the_gate_until_the_target
     let columns = find_check(&t, "columns");
     assert!(
         !columns.ok
-            && columns
-                .detail
-                .contains("legacy column color2 is not on the target (6 non-null values would be lost)")
-            && columns
-                .detail
-                .contains("legacy column size2 is not on the target (3 non-null values would be lost)"),
+            && columns.detail.contains(
+                "legacy column color2 is not on the target (6 non-null values would be lost)"
+            )
+            && columns.detail.contains(
+                "legacy column size2 is not on the target (3 non-null values would be lost)"
+            ),
         "{columns:?}"
     );
     // color2 added to the target, with its values; size2 declared left behind: ready.
