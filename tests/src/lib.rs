@@ -286,6 +286,12 @@ pub async fn server_major() -> u32 {
     server_version_num().await / 10_000
 }
 
+/// Whether the server has MERGE (PostgreSQL 15 and later); before that a MERGE is the
+/// server's own syntax error (42601), which Tandem passes on.
+pub async fn server_has_merge() -> bool {
+    server_major().await >= 15
+}
+
 pub mod mirror;
 pub mod python;
 pub mod raw;
