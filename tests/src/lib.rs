@@ -7,6 +7,7 @@
 //! downloaded once into the cache (see [`tandem::embedded`]). Each test makes its own tables
 //! with [`unique`] names, so tests can run in parallel against one server.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -125,6 +126,13 @@ fn start_pg() -> TestPg {
     cluster
         .psql("postgres", &setup)
         .expect("cannot create test roles");
+    // Straight to stderr (not captured by the test harness): which server this run tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "tandem tests: throwaway PostgreSQL from {} on 127.0.0.1:{}",
+        cluster.bin_dir().display(),
+        cluster.port()
+    );
     TestPg {
         host: cluster.host().to_string(),
         port: cluster.port(),
