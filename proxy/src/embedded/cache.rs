@@ -118,13 +118,16 @@ pub(super) fn sh_quote(text: &OsStr) -> String {
     format!("'{}'", text.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// Tells the user, once per download, what is being fetched and from where. Written to
-/// stderr directly, not with `eprintln!`, so that a test run's output capture does not hide
-/// why the first run waits.
+/// Tells the user, once per download, what is being fetched and from where: through the
+/// log when one is set up (the demo), else straight to stderr, not with `eprintln!`, so that
+/// a test run's output capture does not hide why the first run waits.
 pub(super) fn announce(what: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "tandem: {what}");
-    tracing::info!("{what}");
+    if tracing::dispatcher::has_been_set() {
+        tracing::info!("{what}");
+    } else {
+        let _ = writeln!(std::io::stderr(), "tandem: {what}");
+    }
 }
 
 #[cfg(test)]
