@@ -132,3 +132,28 @@ async fn a_query_after_an_extended_protocol_error_is_discarded_until_sync() {
     assert!(rows[0].contains("off"), "{rows:?}");
     assert!(!rows[0].contains("dual_write"), "{rows:?}");
 }
+
+/// A client asking for protocol 3.2 and an unknown `_pq_` option (libpq 18 with
+/// `max_protocol_version=latest`) is told first that the console speaks 3.0 and knows no
+/// such option, then authenticates as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_2_client_is_negotiated_down_to_3_0() {
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &pg().direct().await).await;
+    let proxy = console_proxy(&pair).await;
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut packet = startup("admin", "tandem", &[("_pq_.test_option", "1")]);
+    packet[6..8].copy_from_slice(&2u16.to_be_bytes());
+    s.write_all(&packet).await.unwrap();
+    let frames = read_until_ready(&mut s, Duration::from_millis(500)).await;
+    let (tag, body) = frames.first().expect("a reply");
+    assert_eq!(*tag, b'v', "NegotiateProtocolVersion first: {frames:?}");
+    assert_eq!(&body[..8], &[0, 3, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(&body[8..], b"_pq_.test_option\0");
+    assert!(
+        frames
+            .iter()
+            .any(|(t, b)| *t == b'R' && b[..4] == 10i32.to_be_bytes()),
+        "then AuthenticationSASL: {frames:?}"
+    );
+}

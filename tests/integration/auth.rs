@@ -242,6 +242,7 @@ async fn verify_full_accepts_a_self_signed_ca_certificate_as_libpq_does() {
     let cluster = tandem::embedded::Cluster::start(&tandem::embedded::ClusterOptions {
         tls: Some(tandem::embedded::ServerTls { cert_pem, key_pem }),
         max_connections: 20,
+        version: tandem_tests::requested_version(),
         ..Default::default()
     })
     .expect("start a server");

@@ -532,7 +532,10 @@ async fn a_finished_backfill_leaves_the_target_analysed() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(reltuples, 500.0);
+    // PostgreSQL 13's ANALYZE leaves a partitioned table's own reltuples at 0 (14 counts it).
+    if tandem_tests::server_major().await >= 14 {
+        assert_eq!(reltuples, 500.0);
+    }
 }
 
 /// Waits (at most 20 s) until a session whose query starts with `prefix` waits for a lock.

@@ -163,7 +163,7 @@ async fn psycopg3_prepared_statements_and_copy_match_direct() {
             pg().superuser,
             pg().database
         );
-        let out = Command::new("python3")
+        let out = tandem_tests::python::python_with_psycopg()
             .arg(&script)
             .arg(&dsn)
             .arg(table)
@@ -171,7 +171,7 @@ async fn psycopg3_prepared_statements_and_copy_match_direct() {
             .expect("python3");
         assert!(
             out.status.success(),
-            "psycopg client failed (is psycopg 3 installed? .ci/run installs it):\n{}",
+            "psycopg client failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()

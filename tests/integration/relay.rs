@@ -349,14 +349,75 @@ mod raw_protocol {
             .iter()
             .find(|f| f.0 == b'v')
             .expect("NegotiateProtocolVersion relayed");
-        // The newest version the server supports (3.0: PG 15 sends the whole version
-        // number here), then the unrecognised _pq_ option.
-        assert_eq!(&negotiate.1[..4], &0x0003_0000i32.to_be_bytes());
+        // The newest version the server supports (3.2 from PostgreSQL 18 on, else 3.0: the
+        // server sends the whole version number here), then the unrecognised _pq_ option.
+        let newest: i32 = if tandem_tests::server_major().await >= 18 {
+            0x0003_0002
+        } else {
+            0x0003_0000
+        };
+        assert_eq!(&negotiate.1[..4], &newest.to_be_bytes());
         assert!(String::from_utf8_lossy(&negotiate.1).contains("_pq_.test_option"));
         assert_eq!(frames.last().map(|f| f.0), Some(b'Z'));
         s.write_all(&raw::query("SELECT 1")).await.unwrap();
         let frames = read_until_ready(&mut s, WAIT).await;
         assert!(frames.iter().any(|f| f.0 == b'D'));
+    }
+
+    /// Protocol 3.2: PostgreSQL 18 accepts it and hands out a 32-byte cancel secret, which the
+    /// proxy carries (its own key for the client is as long); older servers negotiate the
+    /// session down to 3.0 and a 4-byte key. Either way the client's cancel stops its query.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protocol_3_2_cancel_keys_are_carried() {
+        let proxy = start_proxy().await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut startup = raw::startup(&pg().superuser, &pg().database, &[]);
+        startup[6..8].copy_from_slice(&2u16.to_be_bytes()); // protocol 3.2
+        s.write_all(&startup).await.unwrap();
+        let frames = read_until_ready(&mut s, WAIT).await;
+        let key = frames
+            .iter()
+            .find(|f| f.0 == b'K')
+            .expect("BackendKeyData")
+            .1
+            .clone();
+        let downgraded = frames.iter().find(|f| f.0 == b'v');
+        if tandem_tests::server_major().await >= 18 {
+            assert!(downgraded.is_none(), "PostgreSQL 18 speaks 3.2");
+            assert_eq!(key.len() - 4, 32, "a 3.2 session's secret is 32 bytes");
+        } else {
+            let v = downgraded.expect("NegotiateProtocolVersion down to 3.0");
+            assert_eq!(&v.1[..4], &0x0003_0000i32.to_be_bytes());
+            assert_eq!(key.len() - 4, 4, "a 3.0 session's secret is 4 bytes");
+        }
+        let sleep = format!(
+            "SELECT pg_sleep(60) -- {}",
+            tandem_tests::unique("cancel32")
+        );
+        s.write_all(&raw::query(&sleep)).await.unwrap();
+        let direct = pg().direct().await;
+        for _ in 0..600 {
+            let running = direct
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                    &[&sleep],
+                )
+                .await
+                .unwrap();
+            if running.get::<_, i64>(0) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut cancel = Vec::new();
+        cancel.extend(((8 + key.len()) as i32).to_be_bytes());
+        cancel.extend(80_877_102i32.to_be_bytes());
+        cancel.extend(&key);
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(&cancel).await.unwrap();
+        let frames = read_until_ready(&mut s, Duration::from_secs(30)).await;
+        let error = raw::first_error(&frames).expect("the sleep was cancelled");
+        assert_eq!(error.code.as_deref(), Some("57014"), "{error:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

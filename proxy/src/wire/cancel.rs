@@ -3,17 +3,25 @@
 //! Each session hands its client a BackendKeyData made up by the proxy and remembers the
 //! upstream's real one. A CancelRequest arrives on a fresh connection carrying the proxy's
 //! key; [`CancelMap::lookup`] turns it back into the upstream's so the right query stops.
+//!
+//! Protocol 3.2 (PostgreSQL 18) lets a server hand out secrets of up to 256 bytes (18 gives
+//! 32) where 3.0 had exactly 4. The proxy's secret is as long as the upstream's: a 3.0
+//! client gets the 4 bytes it can parse, a 3.2 client the longer, harder-to-guess key its
+//! server would have given it, and the upstream's key of either length is carried through.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
+/// The longest secret protocol 3.2 allows.
+const MAX_SECRET: usize = 256;
+
 /// The upstream backend a proxy key stands for.
 #[derive(Debug, Clone)]
 struct Target {
-    /// The secret the proxy gave the client.
-    secret: [u8; 4],
+    /// The secret the proxy gave the client (as long as the upstream's).
+    secret: Vec<u8>,
     /// The upstream backend's process id.
     upstream_pid: i32,
     /// The upstream backend's secret key.
@@ -42,12 +50,13 @@ impl Drop for Registration {
 }
 
 impl CancelMap {
-    /// Records an upstream key and returns the proxy key to give the client.
+    /// Records an upstream key and returns the proxy key to give the client, whose secret is
+    /// as long as the upstream's (4 to 256 bytes).
     pub fn register(
         self: &Arc<Self>,
         upstream_pid: i32,
         upstream_secret: Vec<u8>,
-    ) -> (i32, [u8; 4], Registration) {
+    ) -> (i32, Vec<u8>, Registration) {
         let pid = loop {
             // Positive, never 0, and not yet in use (after 2^31 sessions it wraps).
             let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
@@ -55,11 +64,13 @@ impl CancelMap {
                 break pid;
             }
         };
-        let secret: [u8; 4] = rand::random();
+        let secret: Vec<u8> = (0..upstream_secret.len().clamp(4, MAX_SECRET))
+            .map(|_| rand::random::<u8>())
+            .collect();
         self.entries.insert(
             pid,
             Target {
-                secret,
+                secret: secret.clone(),
                 upstream_pid,
                 upstream_secret,
             },
@@ -100,11 +111,22 @@ mod tests {
         let map = Arc::new(CancelMap::default());
         let (pid, secret, reg) = map.register(777, vec![9, 9, 9, 9]);
         assert_eq!(map.lookup(pid, &secret), Some((777, vec![9, 9, 9, 9])));
-        let mut wrong = secret;
+        assert_eq!(secret.len(), 4);
+        let mut wrong = secret.clone();
         wrong[0] ^= 1;
         assert_eq!(map.lookup(pid, &wrong), None);
         drop(reg);
         assert_eq!(map.lookup(pid, &secret), None);
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_long_upstream_key_gets_an_as_long_proxy_key() {
+        let map = Arc::new(CancelMap::default());
+        let upstream: Vec<u8> = (0..32).collect();
+        let (pid, secret, _reg) = map.register(4242, upstream.clone());
+        assert_eq!(secret.len(), 32);
+        assert_eq!(map.lookup(pid, &secret), Some((4242, upstream)));
+        assert_eq!(map.lookup(pid, &secret[..4]), None);
     }
 }

@@ -406,6 +406,7 @@ async fn refusal_names_a_table_reached_through_search_path_by_its_schema() {
     );
     let via = connect_url(&url).await;
     let own = format!("{schema}.{name}");
+    let merge = tandem_tests::server_has_merge().await;
     for (sql, code) in [
         // (A statement Postgres cannot parse either now gets the server's own 42601.)
         (format!("DELETE FROM {name} WHERE CURRENT OF c"), "0A000"),
@@ -416,7 +417,10 @@ async fn refusal_names_a_table_reached_through_search_path_by_its_schema() {
         (format!("ALTER TABLE {name} RENAME TO gone"), "55000"),
         (format!("ALTER TABLE {name}_v2 RENAME COLUMN note TO n"), "55000"),
         (format!("DROP TABLE {name}"), "55000"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(sql, _)| merge || !sql.starts_with("MERGE"))
+    {
         let (message, _) = refused(&via, &sql, code).await;
         assert!(message.contains(&own), "{sql}: {message}");
         assert!(!message.contains(&format!("public.{name}")), "{sql}: {message}");

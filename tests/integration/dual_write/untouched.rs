@@ -119,16 +119,27 @@ async fn same_table_name_in_another_schema_is_not_mirrored() {
 async fn rule_in_mode_off_mirrors_nothing() {
     let (pair, check, proxy) = ruled_pair(Kind::List, |r| r.mode("off")).await;
     let via = through(&proxy).await;
-    let msgs = via
-        .simple_query(&pair.sql(
-            "INSERT INTO {legacy} (tenant) VALUES ('acme'), ('globex'); \
-             UPDATE {legacy} SET note = 'x' WHERE tenant = 'acme'; \
-             DELETE FROM {legacy} WHERE tenant = 'globex'; \
-             MERGE INTO {legacy} l USING {src} s ON l.tenant = s.tenant \
+    let mut sql = String::from(
+        "INSERT INTO {legacy} (tenant) VALUES ('acme'), ('globex'); \
+         UPDATE {legacy} SET note = 'x' WHERE tenant = 'acme'; \
+         DELETE FROM {legacy} WHERE tenant = 'globex'",
+    );
+    let merge = tandem_tests::server_has_merge().await;
+    if merge {
+        sql.push_str(
+            "; MERGE INTO {legacy} l USING {src} s ON l.tenant = s.tenant \
              WHEN NOT MATCHED THEN INSERT (tenant) VALUES (s.tenant)",
-        ))
+        );
+    }
+    let msgs = via
+        .simple_query(&pair.sql(&sql))
         .await
         .unwrap_or_else(|e| panic!("{}", db_text(&e)));
-    assert_eq!(simple_counts(&msgs), [2, 1, 1, 2]);
-    assert_eq!(pair.counts(&check).await, (3, 0));
+    if merge {
+        assert_eq!(simple_counts(&msgs), [2, 1, 1, 2]);
+        assert_eq!(pair.counts(&check).await, (3, 0));
+    } else {
+        assert_eq!(simple_counts(&msgs), [2, 1, 1]);
+        assert_eq!(pair.counts(&check).await, (1, 0));
+    }
 }

@@ -12,7 +12,7 @@ use super::scram::{Exchange, ScramError, Verifier};
 use super::views;
 use crate::control::store::change::{self, RuleChange};
 use crate::shared::Shared;
-use crate::wire::protocol::backend::ErrorFields;
+use crate::wire::protocol::backend::{encode_negotiate_protocol_version, ErrorFields};
 use crate::wire::protocol::frame::{begin, finish, parse_header, read_cstr, HEADER_LEN};
 use crate::wire::protocol::startup::StartupMessage;
 use crate::wire::stream::Stream;
@@ -30,6 +30,21 @@ pub enum ConsoleError {
 
 /// Serves an admin console session to its end.
 pub async fn serve(mut client: Stream, startup: &StartupMessage, shared: &Arc<Shared>) {
+    // The console speaks protocol 3.0 and knows no `_pq_.` options: a client asking for 3.2
+    // (libpq 18's max_protocol_version) or an option is told so first, as a server would.
+    let options: Vec<&str> = startup
+        .params
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.starts_with("_pq_."))
+        .collect();
+    if startup.minor > 0 || !options.is_empty() {
+        let mut out = BytesMut::new();
+        encode_negotiate_protocol_version(&options, &mut out);
+        if client.write_all(&out).await.is_err() {
+            return;
+        }
+    }
     let user = startup.user().unwrap_or_default().to_string();
     let Some(admin) = shared.config.admin.as_ref() else {
         let fields = ErrorFields::new("FATAL", "3D000", "database \"tandem\" does not exist")

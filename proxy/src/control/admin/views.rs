@@ -350,11 +350,17 @@ pub(super) async fn show_partitions(
 /// SQL for the planner's row estimate of the table named by text expression `name`: the
 /// sum over its leaf partitions (itself, when not partitioned; a partitioned parent's own
 /// figure would count its rows twice), or `unknown (never analysed)` while one has none.
+/// PostgreSQL 13 has no -1 for "never analysed" (it shows 0), so there a leaf with no
+/// pages counted and no ANALYZE on record counts as never analysed.
 fn rows_estimate(name: &str) -> String {
     format!(
-        "(SELECT CASE WHEN bool_or(c.reltuples < 0) THEN 'unknown (never analysed)' \
+        "(SELECT CASE WHEN bool_or(c.reltuples < 0 \
+                      OR (current_setting('server_version_num')::int < 140000 \
+                          AND c.reltuples = 0 AND c.relpages = 0 \
+                          AND s.last_analyze IS NULL AND s.last_autoanalyze IS NULL)) \
+                 THEN 'unknown (never analysed)' \
                  ELSE sum(c.reltuples)::int8::text END \
-            FROM pg_class c \
+            FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid \
            WHERE (c.oid = to_regclass({name}) AND c.relkind <> 'p') \
               OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass({name})) WHERE isleaf))"
     )

@@ -426,6 +426,16 @@ fn shape(rule: &ResolvedRule, columns: &ColumnDifferences) -> Shape {
     }
 }
 
+/// An order-independent aggregate of the int8 row hashes `hash`: `bit_xor`, or on
+/// PostgreSQL 13, which lacks it, their sum modulo 2^63 - 1 (as wide, and as blind to order).
+fn combined_hash(server_version_num: i32, hash: &str) -> String {
+    if server_version_num >= 140_000 {
+        format!("bit_xor({hash})::int8")
+    } else {
+        format!("(sum(({hash})::numeric) % 9223372036854775807)::int8")
+    }
+}
+
 async fn table_report(
     tx: &Transaction<'_>,
     names: &Store,
@@ -439,10 +449,15 @@ async fn table_report(
     let s = shape(rule, &columns);
     let legacy = &rule.rule.table;
     let target = &rule.rule.target;
+    let version: i32 = tx
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
     let summary = |table: &TableName, alias: &str, key: &str, row: &str| {
         format!(
             "SELECT (abs(hashtextextended({key}, 0)) % {BUCKETS})::int4, count(*)::int8, \
-               bit_xor(hashtextextended({row}, 0))::int8 FROM {table} AS {alias} GROUP BY 1"
+               {} FROM {table} AS {alias} GROUP BY 1",
+            combined_hash(version, &format!("hashtextextended({row}, 0)"))
         )
     };
     let sums = |rows: Vec<tokio_postgres::Row>| {

@@ -108,6 +108,19 @@ pub fn encode_backend_key(pid: i32, secret: &[u8], out: &mut BytesMut) {
     finish(out, start);
 }
 
+/// Encodes NegotiateProtocolVersion: the newest protocol Tandem itself speaks (3.0) and the
+/// `_pq_.` options it does not know, for a client that asked for more.
+pub fn encode_negotiate_protocol_version(unrecognized: &[&str], out: &mut BytesMut) {
+    let start = begin(out, tag::NEGOTIATE_PROTOCOL_VERSION);
+    out.put_i32(0x0003_0000);
+    out.put_i32(i32::try_from(unrecognized.len()).unwrap_or(i32::MAX));
+    for name in unrecognized {
+        out.put_slice(name.as_bytes());
+        out.put_u8(0);
+    }
+    finish(out, start);
+}
+
 /// Fields of an ErrorResponse or NoticeResponse, as far as Tandem needs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -250,6 +263,16 @@ mod tests {
         assert_eq!(auth_code(&b[5..]), Ok(auth::SASL));
         assert_eq!(sasl_mechanisms(&b[5..]).unwrap(), mechs);
         assert!(sasl_mechanisms(&b[5..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn negotiate_names_3_0_and_the_unknown_options() {
+        let mut out = BytesMut::new();
+        encode_negotiate_protocol_version(&["_pq_.x"], &mut out);
+        assert_eq!(
+            &out[..],
+            b"v\0\0\0\x13\0\x03\0\0\0\0\0\x01_pq_.x\0".as_slice()
+        );
     }
 
     #[test]
