@@ -8,15 +8,14 @@
 //! needed) through small wrapper scripts that set `LD_LIBRARY_PATH`. Clients of one major
 //! talk to servers of every supported major.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::binaries::{is_executable, path_dirs, versioned_bin_dirs};
-use super::cache::{announce, cache_dir, ensure_dir, have, make_dir, run, sh_quote};
+use super::cache::{announce, cache_dir, ensure_dir, have, make_dir, run};
+use super::debian;
 use super::npm::{server_root, DEFAULT_MAJOR};
-use super::{io_err, EmbeddedError};
+use super::EmbeddedError;
 
 /// The client programs fetched together.
 const PROGRAMS: [&str; 2] = ["psql", "pgbench"];
@@ -73,16 +72,7 @@ fn fetch_from_debian() -> Result<PathBuf, EmbeddedError> {
             .args(&readline)
             .current_dir(scratch);
         run(&mut download)?;
-        let root = scratch.join("root");
-        for entry in fs::read_dir(scratch).map_err(io_err("listing the downloaded packages"))? {
-            let deb = entry
-                .map_err(io_err("listing the downloaded packages"))?
-                .path();
-            if deb.extension().is_some_and(|e| e == "deb") {
-                run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-                fs::remove_file(&deb).map_err(io_err(format!("removing {}", deb.display())))?;
-            }
-        }
+        debian::unpack(scratch)?;
         write_wrappers(scratch, &dir, &major, &libpq)
     })
 }
@@ -140,22 +130,7 @@ fn write_wrappers(
     major: &str,
     libpq: &Path,
 ) -> Result<(), EmbeddedError> {
-    let mut lib_dirs = vec![libpq.to_path_buf()];
-    for usr in ["usr/lib", "lib"] {
-        if let Ok(entries) = fs::read_dir(scratch.join("root").join(usr)) {
-            lib_dirs.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name())
-                    .filter(|n| n.to_string_lossy().ends_with("-linux-gnu"))
-                    .map(|n| final_dir.join("root").join(usr).join(n)),
-            );
-        }
-    }
-    let lib_path = std::env::join_paths(&lib_dirs).map_err(|e| EmbeddedError::Fetch {
-        what: "writing the psql and pgbench wrappers".into(),
-        output: e.to_string(),
-    })?;
+    let lib_path = debian::library_path(scratch, final_dir, Some(libpq))?;
     let bin = scratch.join("bin");
     make_dir(&bin)?;
     for program in PROGRAMS {
@@ -169,16 +144,12 @@ fn write_wrappers(
                 output: format!("the packages have no {}", real.display()),
             });
         }
-        let script = format!(
-            "#!/bin/sh\n# Written by Tandem: {program} from Debian's packages, with our libpq.\n\
-             LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} exec {} \"$@\"\n",
-            sh_quote(&lib_path),
-            sh_quote(final_dir.join(&real).as_os_str()),
-        );
-        let path = bin.join(program);
-        let what = || format!("writing {}", path.display());
-        fs::write(&path, script).map_err(io_err(what()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(what()))?;
+        debian::write_wrapper(
+            &bin.join(program),
+            &format!("{program} from Debian's packages, with our libpq"),
+            &lib_path,
+            &final_dir.join(&real),
+        )?;
     }
     Ok(())
 }

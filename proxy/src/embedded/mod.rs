@@ -32,6 +32,7 @@ mod binaries;
 mod cache;
 mod clients;
 mod cluster_dir;
+mod debian;
 mod guardian;
 mod npm;
 mod pgbouncer;

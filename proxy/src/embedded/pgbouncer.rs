@@ -6,14 +6,13 @@
 //! with `dpkg-deb -x` into the cache and run through a wrapper script that sets
 //! `LD_LIBRARY_PATH`.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::binaries::{is_executable, path_dirs};
-use super::cache::{announce, cache_dir, ensure_dir, have, make_dir, run, sh_quote};
-use super::{io_err, EmbeddedError};
+use super::cache::{announce, cache_dir, ensure_dir, have, make_dir, run};
+use super::debian;
+use super::EmbeddedError;
 
 /// Where distributions install PgBouncer, besides `PATH`.
 const COMMON_DIRS: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/usr/local/bin"];
@@ -55,16 +54,7 @@ pub fn pgbouncer_program() -> Result<PathBuf, EmbeddedError> {
             run(Command::new("apt-get").args(["update", "-q"]))?;
             run(&mut download)?;
         }
-        let root = scratch.join("root");
-        for entry in fs::read_dir(scratch).map_err(io_err("listing the downloaded packages"))? {
-            let deb = entry
-                .map_err(io_err("listing the downloaded packages"))?
-                .path();
-            if deb.extension().is_some_and(|e| e == "deb") {
-                run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-                fs::remove_file(&deb).map_err(io_err(format!("removing {}", deb.display())))?;
-            }
-        }
+        debian::unpack(scratch)?;
         write_wrapper(scratch, &dir)
     })?;
     Ok(dir.join("bin").join("pgbouncer"))
@@ -90,22 +80,7 @@ fn library_dependencies(package: &str) -> Vec<String> {
 /// `bin/pgbouncer`, a script running the unpacked program with the unpacked libraries. It
 /// names `final_dir` (where the scratch directory is about to be renamed).
 fn write_wrapper(scratch: &Path, final_dir: &Path) -> Result<(), EmbeddedError> {
-    let mut lib_dirs = Vec::new();
-    for usr in ["usr/lib", "lib"] {
-        if let Ok(entries) = fs::read_dir(scratch.join("root").join(usr)) {
-            lib_dirs.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name())
-                    .filter(|n| n.to_string_lossy().ends_with("-linux-gnu"))
-                    .map(|n| final_dir.join("root").join(usr).join(n)),
-            );
-        }
-    }
-    let lib_path = std::env::join_paths(&lib_dirs).map_err(|e| EmbeddedError::Fetch {
-        what: "writing the pgbouncer wrapper".into(),
-        output: e.to_string(),
-    })?;
+    let lib_path = debian::library_path(scratch, final_dir, None)?;
     let real = Path::new("root/usr/sbin/pgbouncer");
     if !is_executable(&scratch.join(real)) {
         return Err(EmbeddedError::Fetch {
@@ -115,15 +90,10 @@ fn write_wrapper(scratch: &Path, final_dir: &Path) -> Result<(), EmbeddedError> 
     }
     let bin = scratch.join("bin");
     make_dir(&bin)?;
-    let script = format!(
-        "#!/bin/sh\n# Written by Tandem: pgbouncer from Debian's packages.\n\
-         LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} exec {} \"$@\"\n",
-        sh_quote(&lib_path),
-        sh_quote(final_dir.join(real).as_os_str()),
-    );
-    let path = bin.join("pgbouncer");
-    let what = || format!("writing {}", path.display());
-    fs::write(&path, script).map_err(io_err(what()))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(what()))?;
-    Ok(())
+    debian::write_wrapper(
+        &bin.join("pgbouncer"),
+        "pgbouncer from Debian's packages",
+        &lib_path,
+        &final_dir.join(real),
+    )
 }

@@ -47,7 +47,8 @@ async fn ask(shared: &Shared, store: &Store) -> Result<StoreFacts, String> {
     let backfill = client
         .query(
             &format!(
-                "SELECT table_name, status, rows_copied FROM {} WHERE predicate = '' ORDER BY 1",
+                "SELECT table_name, status, rows_copied FROM {} \
+                 WHERE predicate = '' AND direction = 'forward' ORDER BY 1",
                 store.backfill_state()
             ),
             &[],
