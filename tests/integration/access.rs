@@ -131,6 +131,25 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
     );
     assert_eq!(count(&through_tandem, &notes).await, 0);
     assert_eq!(count(&direct, &notes).await, 0);
+
+    // And in the modes after it, where reads and writes are the target's: the same rows.
+    pair.copy_defaults(&check).await;
+    tandem::ops::backfill::run(
+        &config,
+        &tandem::ops::backfill::Options::new(table.clone()),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for mode in [Mode::Cutover, Mode::TargetOnly] {
+        change::apply(&mut admin, &store, switch(mode), "test")
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e:?}"));
+        tandem_tests::mirror::wait_for_mode(&proxy, mode).await;
+        let through_tandem = as_app(proxy_url(&proxy, &role)).await;
+        assert_eq!(count(&through_tandem, &legacy_count).await, 10, "{mode}");
+        assert_eq!(count(&through_tandem, &notes).await, 0, "{mode}");
+    }
 }
 
 /// Shadow reads run as the application's role, with its settings: a policy only the legacy
