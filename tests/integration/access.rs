@@ -19,8 +19,9 @@ async fn count(client: &Client, sql: &str) -> i64 {
         .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy() {
+/// A LIST pair, an application role (`grants`, with `{role}` for its name) and a policy on
+/// the legacy table only: the role sees the rows of the tenant in `app.tenant`.
+async fn tenant_policy_on_legacy(grants: &str) -> (Client, Pair, String) {
     let check = pg().direct().await;
     let pair = Pair::new(Kind::List);
     pair.create(Kind::List, &check).await;
@@ -28,14 +29,24 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
     check
         .batch_execute(&pair.sql(&format!(
             "CREATE ROLE {role} LOGIN;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON {{legacy}} TO {role};
-             GRANT USAGE ON SEQUENCE {{legacy}}_id_seq TO {role};
+             {}
              ALTER TABLE {{legacy}} ENABLE ROW LEVEL SECURITY;
              CREATE POLICY tenant_only ON {{legacy}} TO {role}
-                 USING (tenant = current_setting('app.tenant', true));"
+                 USING (tenant = current_setting('app.tenant', true));",
+            grants.replace("{role}", &role)
         )))
         .await
         .unwrap();
+    (check, pair, role)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy() {
+    let (check, pair, role) = tenant_policy_on_legacy(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON {legacy} TO {role};
+         GRANT USAGE ON SEQUENCE {legacy}_id_seq TO {role};",
+    )
+    .await;
     let config = config_with(&[pair.rule(Kind::List)]);
     let store = Store::new(&config.store.schema);
     let access_check = |config: tandem::Config| {
@@ -156,20 +167,10 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
 /// table has shows as an overlap difference, not as a perfect overlap read by a superuser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_reads_run_with_the_applications_role_and_settings() {
-    let check = pg().direct().await;
-    let pair = Pair::new(Kind::List);
-    pair.create(Kind::List, &check).await;
-    let role = unique("app");
-    check
-        .batch_execute(&pair.sql(&format!(
-            "CREATE ROLE {role} LOGIN;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON {{legacy}}, {{target}} TO {role};
-             ALTER TABLE {{legacy}} ENABLE ROW LEVEL SECURITY;
-             CREATE POLICY tenant_only ON {{legacy}} TO {role}
-                 USING (tenant = current_setting('app.tenant', true));"
-        )))
-        .await
-        .unwrap();
+    let (check, pair, role) = tenant_policy_on_legacy(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON {legacy}, {target} TO {role};",
+    )
+    .await;
     let config = config_with(&[pair.rule(Kind::List).sample(1.0)]);
     let proxy = start_ruled_proxy(config.clone()).await;
     let via = through(&proxy).await;

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::control::plan_cache::PlanCache;
+use crate::control::plan_cache::{PlanCache, Shape};
+use tandem_rules::literals::Template;
 use tandem_rules::{
     first_ruled_name, mentions_ruled_table, plan, Lexing, MirrorErrorPolicy, Plan, Reading,
     Rejection, RuleSet, RuledNames, SessionReading,
@@ -104,20 +105,18 @@ impl ActiveRules {
         if let Some(masked) = tandem_rules::literals::mask(sql) {
             match self
                 .cache
-                .from_template(&masked.text, search_path, &masked.literals)
+                .from_template(masked.text, search_path, &masked.literals)
             {
-                Ok(plan) => return Arc::new(plan),
-                Err(false) => {}
-                Err(true) => {
+                Shape::Planned(plan) => return plan,
+                Shape::ByText => {}
+                Shape::Unseen(key) => {
                     // First of its shape: plan it as written, and keep the masked plan as
                     // the shape's template only if it gives back exactly that plan.
                     let own = plan(sql, &self.set, search_path);
-                    let template = tandem_rules::literals::Template::new(
-                        plan(&masked.text, &self.set, search_path),
-                        masked.literals.len(),
-                    )
-                    .filter(|t| t.instantiate(&masked.literals).as_ref() == Some(&own));
-                    self.cache.keep_template(masked.text, search_path, template);
+                    let template =
+                        Template::new(plan(&key.0, &self.set, search_path), masked.literals.len())
+                            .filter(|t| t.instantiate(&masked.literals).as_ref() == Some(&own));
+                    self.cache.keep_template(key, template);
                     return Arc::new(own);
                 }
             }

@@ -30,7 +30,17 @@ const MAX_ENTRIES: usize = 10_000;
 const ENTRY_OVERHEAD: usize = 256;
 
 /// (SQL text, search_path): what a plan depends on.
-type Key = (String, Arc<[String]>);
+pub type Key = (String, Arc<[String]>);
+
+/// What the template cache knows of a statement's shape.
+pub enum Shape {
+    /// The statement's plan, from its shape's template.
+    Planned(Arc<Plan>),
+    /// Not seen yet: plan it, then keep the shape's template under this key.
+    Unseen(Key),
+    /// The shape is planned by text (its template did not give back its own plan).
+    ByText,
+}
 
 /// Plans by (SQL text, search_path).
 #[derive(Debug)]
@@ -90,51 +100,41 @@ impl PlanCache {
     }
 
     /// The plan of a statement whose masked text is `masked` with `literals`, from its
-    /// shape's template: `Ok(plan)`; `Err(true)` when the shape has no entry yet (the
-    /// caller plans and calls [`keep_template`](Self::keep_template)), `Err(false)` when the
-    /// shape is planned by text.
+    /// shape's template; [`Shape::Unseen`] hands the key back for
+    /// [`keep_template`](Self::keep_template).
     pub fn from_template(
         &self,
-        masked: &str,
+        masked: String,
         search_path: &Arc<[String]>,
         literals: &[String],
-    ) -> Result<Plan, bool> {
+    ) -> Shape {
         if masked.len() > self.max_bytes / 64 {
-            return Err(false);
+            return Shape::ByText;
         }
-        // The key is built for the lookup; a borrowed form would need a custom map key.
-        match self
-            .templates
-            .get(&(masked.to_string(), Arc::clone(search_path)))
-        {
-            None => Err(true),
-            Some(entry) => match entry.as_ref() {
-                Some(template) => template.instantiate(literals).ok_or(false),
-                None => Err(false),
+        let key = (masked, Arc::clone(search_path));
+        match self.templates.get(&key) {
+            None => Shape::Unseen(key),
+            Some(entry) => match entry
+                .as_ref()
+                .and_then(|template| template.instantiate(literals))
+            {
+                Some(plan) => Shape::Planned(Arc::new(plan)),
+                None => Shape::ByText,
             },
         }
     }
 
     /// Keeps a shape's template (`None`: the shape is planned by text from now on).
-    pub fn keep_template(
-        &self,
-        masked: String,
-        search_path: &Arc<[String]>,
-        template: Option<Template>,
-    ) {
+    pub fn keep_template(&self, key: Key, template: Option<Template>) {
         let cost =
-            masked.len() + ENTRY_OVERHEAD + template.as_ref().map_or(0, |t| cost("", t.plan()));
+            key.0.len() + ENTRY_OVERHEAD + template.as_ref().map_or(0, |t| cost("", t.plan()));
         if self.templates.len() >= MAX_ENTRIES || self.bytes.load(Relaxed) + cost > self.max_bytes {
             self.map.clear();
             self.templates.clear();
             self.bytes.store(0, Relaxed);
         }
         self.bytes.fetch_add(cost, Relaxed);
-        if self
-            .templates
-            .insert((masked, Arc::clone(search_path)), template.map(Arc::new))
-            .is_some()
-        {
+        if self.templates.insert(key, template.map(Arc::new)).is_some() {
             let _ = self
                 .bytes
                 .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(cost)));
