@@ -112,6 +112,33 @@ $tandem$;
 -- Generated under search_path = pg_catalog, so every table and type name is qualified.
 -- Built by concatenation with quote_ident/quote_literal (never format() over text that
 -- holds a configured expression, which may contain `%`).
+-- The sequence counting `rule_table`'s guard firings: statements whose change to the guarded
+-- table had not reached the mirror (mirrored, failed or recorded by the policy). A sequence
+-- because nextval is not transactional and takes no row lock: a failed statement still
+-- counts, and concurrent writers never queue on a shared counter row. Only a firing pays
+-- for it; a statement Tandem mirrored never reaches it.
+CREATE OR REPLACE FUNCTION tandem.guard_counter(rule_table text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $tandem$
+    SELECT 'tandem.' || pg_catalog.quote_ident('guard_fired_' || pg_catalog.left(pg_catalog.md5(rule_table), 16))
+$tandem$;
+
+-- How many times `rule_table`'s guard fired (0 before the first firing or without a guard).
+CREATE OR REPLACE FUNCTION tandem.guard_firings(rule_table text) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $tandem$
+DECLARE
+    seq regclass := to_regclass(tandem.guard_counter(rule_table));
+    n   bigint;
+BEGIN
+    IF seq IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM %s', seq) INTO n;
+    RETURN n;
+END
+$tandem$;
+
 CREATE OR REPLACE FUNCTION tandem.guard_body(
     guarded     oid,
     other       oid,
@@ -146,6 +173,9 @@ DECLARE
     act      text;
     trunc    text;
     lost     text;
+    -- Counting never fails the statement (a sequence another role created, then dropped).
+    fired    text := 'BEGIN PERFORM pg_catalog.nextval(' || quote_literal(tandem.guard_counter(rule_table))
+                    || '::pg_catalog.regclass); EXCEPTION WHEN OTHERS THEN NULL; END; ';
 BEGIN
     IF key IS NULL OR cardinality(key) = 0 THEN
         RAISE EXCEPTION 'tandem: the guard of % needs key columns', rule_table;
@@ -296,7 +326,7 @@ BEGIN
         || '        SELECT ' || fast_new || E' INTO n;\n'
         || E'        IF n > 0 THEN\n            '
         || replace(diff, '@keys@', keys_new) || E' INTO n;\n'
-        || '            IF n > 0 THEN ' || replace(act, '@keys@', keys_new) || E' END IF;\n'
+        || '            IF n > 0 THEN ' || fired || replace(act, '@keys@', keys_new) || E' END IF;\n'
         || E'        END IF;\n'
         || E'    ELSIF TG_OP = ''UPDATE'' THEN\n'
         || '        SELECT ' || fast_new || ' + ' || replace(fast_gone, '@unless@',
@@ -304,17 +334,17 @@ BEGIN
                || tandem.guard_match(key, 'tandem_n', 'tandem_o') || ') AND') || E' INTO n;\n'
         || E'        IF n > 0 THEN\n            '
         || replace(diff, '@keys@', keys_upd) || E' INTO n;\n'
-        || '            IF n > 0 THEN ' || replace(act, '@keys@', keys_upd) || E' END IF;\n'
+        || '            IF n > 0 THEN ' || fired || replace(act, '@keys@', keys_upd) || E' END IF;\n'
         || E'        END IF;\n'
         || E'    ELSIF TG_OP = ''DELETE'' THEN\n'
         || '        SELECT ' || replace(fast_gone, '@unless@', '') || E' INTO n;\n'
         || E'        IF n > 0 THEN\n            '
         || replace(diff, '@keys@', keys_old) || E' INTO n;\n'
-        || '            IF n > 0 THEN ' || replace(act, '@keys@', keys_old) || E' END IF;\n'
+        || '            IF n > 0 THEN ' || fired || replace(act, '@keys@', keys_old) || E' END IF;\n'
         || E'        END IF;\n'
         || E'    ELSE\n'
         || '        SELECT count(*) INTO n ' || lost || E';\n'
-        || '        IF n > 0 THEN ' || trunc || E' END IF;\n'
+        || '        IF n > 0 THEN ' || fired || trunc || E' END IF;\n'
         || E'    END IF;\n    RETURN NULL;\nEND\n';
 END
 $tandem$;
@@ -401,6 +431,15 @@ DECLARE
     wanted   text;
 BEGIN
     PERFORM set_config('tandem.guard_installing', 'on', true);
+    -- Checked first: CREATE SEQUENCE IF NOT EXISTS would send the client a NOTICE when this
+    -- runs inside its statement (a column change followed by the DDL event trigger).
+    IF to_regclass(tandem.guard_counter(rule_table)) IS NULL THEN
+        BEGIN
+            EXECUTE format('CREATE SEQUENCE %s', tandem.guard_counter(rule_table));
+        EXCEPTION WHEN duplicate_table THEN
+            NULL;
+        END;
+    END IF;
     IF EXISTS (SELECT 1 FROM tandem.guards g WHERE g.rule_table = guard_install.rule_table
                  AND (g.legacy, g.target) IS DISTINCT FROM (guard_install.legacy, guard_install.target)) THEN
         PERFORM tandem.guard_remove(rule_table);

@@ -183,6 +183,36 @@ async fn the_metrics_endpoint_counts_what_went_through() {
         0.0
     );
     assert!(after.text.ends_with("# EOF\n"), "{}", after.text);
+    let fired = format!("tandem_guard_firings_total{{table=\"{table}\",policy=\"mirror\"}}");
+    assert_eq!(after.get(&fired), 0.0, "every write went through Tandem");
+
+    // Two statements straight to the database, around the proxy: the guard mirrors them
+    // and counts each; a third through Tandem is mirrored by the rewrite, not the guard.
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {legacy} (tenant, amount, note) VALUES ('acme', 20, 'direct'), ('acme', 21, 'direct')",
+        ))
+        .await
+        .unwrap();
+    check
+        .batch_execute(&pair.sql("UPDATE {legacy} SET note = 'direct too' WHERE amount = 20"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&pair.sql("UPDATE {legacy} SET note = 'via' WHERE amount = 21"))
+        .await
+        .unwrap();
+    let later = scrape(addr, "/metrics").await;
+    assert_eq!(later.get(&fired), 2.0, "{}", later.text);
+    let mirrored: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE amount IN (20, 21)"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mirrored, 2, "the guard mirrored the direct writes");
 
     let other = scrape(addr, "/").await;
     assert_eq!(other.status, "HTTP/1.1 404 Not Found");

@@ -231,14 +231,25 @@ async fn fail_rolls_back_every_path() {
     let (pair, check, proxy) = guarded("fail", "dual_write").await;
     setup(&pair, &check).await;
     reseed(&pair, &proxy).await;
+    let table = format!("public.{}", pair.legacy);
+    let firings = || async {
+        check
+            .query_one("SELECT tandem.guard_firings($1)", &[&table])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
     for path in available_paths().await {
         let (legacy, target) = (
             pair.legacy_rows(&check).await,
             pair.target_rows(&check).await,
         );
+        let fired = firings().await;
         let e = run(&pair, &check, path)
             .await
             .expect_err(&format!("{}: the guard lets it through", path.name));
+        // Counted although the statement rolled back (tandem_guard_firings_total).
+        assert_eq!(firings().await, fired + 1, "{}", path.name);
         assert_eq!(sqlstate(&e), "55000", "{}: {}", path.name, db_text(&e));
         let db = e.as_db_error().expect("a server error");
         assert!(
@@ -267,6 +278,11 @@ async fn fail_rolls_back_every_path() {
     .await
     .unwrap_or_else(|e| panic!("through the proxy: {}", db_text(&e)));
     assert_eq!(pair.counts(&check).await, (0, 0));
+    assert_eq!(
+        firings().await,
+        available_paths().await.len() as i64,
+        "writes Tandem mirrored are not firings"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,6 +314,18 @@ impl prometheus_client::collector::Collector for Exposition {
                         )
                     }),
                 )?;
+                family(
+                    e,
+                    "tandem_guard_firings",
+                    "Statements whose change to a ruled table had not reached its mirror, caught by the guard in the database (mirrored, failed or recorded as its policy says).",
+                    Counter,
+                    store.guard_firings.iter().map(|(table, policy, n)| {
+                        (
+                            vec![("table", table.as_str()), ("policy", policy.as_str())],
+                            *n as f64,
+                        )
+                    }),
+                )?;
             }
         }
         family(

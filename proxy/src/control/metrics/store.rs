@@ -1,5 +1,5 @@
 //! What a scrape asks the database: backfill progress, unresolved drift, shadow overlap and
-//! each rule's guard state. One side connection per scrape, the whole bounded by
+//! each rule's guard state and firings. One side connection per scrape, the whole bounded by
 //! [`DEADLINE`], so a slow or unreachable database makes `tandem_store_up` 0 rather than a
 //! hung scrape.
 
@@ -26,6 +26,8 @@ pub struct StoreFacts {
     pub shadow: Vec<(String, i64, f64, f64)>,
     /// Each rule's guard: (table, state).
     pub guard: Vec<(String, String)>,
+    /// Guard firings per rule since the guard was first installed: (table, policy, count).
+    pub guard_firings: Vec<(String, String, i64)>,
 }
 
 /// Asks the database, within [`DEADLINE`]; the error in words otherwise.
@@ -108,11 +110,22 @@ async fn ask(shared: &Shared, store: &Store) -> Result<StoreFacts, String> {
         .map(|(table, state)| (table, state.state))
         .collect();
     guard.sort();
+    let guard_firings = client
+        .query(
+            "SELECT rule_table, policy, tandem.guard_firings(rule_table) FROM tandem.guards ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(described)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     Ok(StoreFacts {
         backfill,
         legacy_rows,
         drift,
         shadow,
         guard,
+        guard_firings,
     })
 }
