@@ -34,6 +34,10 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Cancel requests forwarded.
     pub cancels: AtomicU64,
+    /// Hidden probes sent to learn a session's search_path (and role and settings).
+    pub search_path_probes: AtomicU64,
+    /// Stale search_paths taken from the server's own report instead (PostgreSQL 18).
+    pub search_path_reports: AtomicU64,
     /// ErrorResponses by SQLSTATE.
     pub errors_by_code: Labelled<String>,
     /// Tandem's refusals the clients saw, by (SQLSTATE, table).
@@ -65,6 +69,10 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// See [`Stats::cancels`].
     pub cancels: u64,
+    /// See [`Stats::search_path_probes`].
+    pub search_path_probes: u64,
+    /// See [`Stats::search_path_reports`].
+    pub search_path_reports: u64,
 }
 
 impl Stats {
@@ -86,6 +94,8 @@ impl Stats {
             queries: self.queries.load(Relaxed),
             errors: self.errors.load(Relaxed),
             cancels: self.cancels.load(Relaxed),
+            search_path_probes: self.search_path_probes.load(Relaxed),
+            search_path_reports: self.search_path_reports.load(Relaxed),
         }
     }
 

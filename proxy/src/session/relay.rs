@@ -236,8 +236,9 @@ async fn client_to_upstream(
             if state.is_idle() {
                 ctx.info.set_rules_version(side.adopt_latest());
             }
-            // A quiet point: ask the server for the search_path if it may have changed.
-            if side.needs_probe() && status != b'E' && state.is_quiet() {
+            // A quiet point: ask the server for the search_path if it may have changed
+            // (unless the server reported it: PostgreSQL 18).
+            if side.needs_probe() && status != b'E' && state.is_quiet() && !side.follow_report() {
                 let message = {
                     let mut queue = state.expect.lock().unwrap_or_else(|p| p.into_inner());
                     side.probe(&mut queue)

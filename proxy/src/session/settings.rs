@@ -5,6 +5,9 @@
 //! and what a byte means; the server reports both in ParameterStatus at login and whenever
 //! they change. The upstream loop records each report here; the client side reads them
 //! before it lexes a statement (see `tandem_rules::reading`).
+//!
+//! From PostgreSQL 18 the server reports `search_path` the same way; the client side
+//! follows a change of it without asking (see `mirror::probe`).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,10 @@ pub struct SessionSettings {
     /// `client_encoding`, as the server names it, with its character widths (worked out
     /// once per report, not per statement).
     client_encoding: Mutex<(Arc<str>, CharWidths)>,
+    /// The last `search_path` the server reported (PostgreSQL 18 and later; `None` before).
+    search_path: Mutex<Option<Arc<str>>>,
+    /// The server reports `search_path` (so older servers never take the lock above).
+    reports_search_path: AtomicBool,
 }
 
 impl SessionSettings {
@@ -49,6 +56,8 @@ impl SessionSettings {
         let settings = Self {
             standard_conforming_strings: AtomicBool::new(true),
             client_encoding: Mutex::new((Arc::from("UTF8"), CharWidths::HighBitBytes)),
+            search_path: Mutex::new(None),
+            reports_search_path: AtomicBool::new(false),
         };
         for (name, value) in params {
             settings.report(name, value);
@@ -69,6 +78,11 @@ impl SessionSettings {
                     .unwrap_or_else(|p| p.into_inner()) =
                     (Arc::from(value), CharWidths::of_encoding(value));
             }
+            "search_path" => {
+                *self.search_path.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::from(value));
+                self.reports_search_path.store(true, Relaxed);
+            }
             _ => {}
         }
     }
@@ -81,6 +95,20 @@ impl SessionSettings {
                 self.report(name, value);
             }
         }
+    }
+
+    /// The session's search_path as the server last reported it, if it reports it
+    /// (PostgreSQL 18 and later). At a quiet point (every statement sent has been
+    /// answered) it is the path now: the server reports a changed value before its
+    /// ReadyForQuery.
+    pub fn reported_search_path(&self) -> Option<Arc<str>> {
+        if !self.reports_search_path.load(Relaxed) {
+            return None;
+        }
+        self.search_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How the server reads text in this session now (no allocation: the encoding's name
@@ -120,5 +148,18 @@ mod tests {
         assert_eq!(s.now().lexing, Lexing::default());
         s.report_message(b"garbage");
         assert_eq!(&*s.now().client_encoding, "UTF8");
+    }
+
+    #[test]
+    fn a_reported_search_path_is_kept_only_once_the_server_reports_it() {
+        let s = SessionSettings::from_login(&[("client_encoding".into(), "UTF8".into())]);
+        assert_eq!(s.reported_search_path(), None, "PostgreSQL 17 and older");
+        let s = SessionSettings::from_login(&[("search_path".into(), "\"$user\", public".into())]);
+        assert_eq!(
+            s.reported_search_path().as_deref(),
+            Some("\"$user\", public")
+        );
+        s.report_message(b"search_path\0app, public\0");
+        assert_eq!(s.reported_search_path().as_deref(), Some("app, public"));
     }
 }

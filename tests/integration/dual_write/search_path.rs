@@ -4,8 +4,10 @@
 //! shares its name with an unruled table in `public`, so a wrong guess either leaves a
 //! write unmirrored or mirrors the wrong table's rows.
 
+use std::sync::atomic::Ordering::Relaxed;
 use tandem_tests::mirror::{config_with, db_text, sqlstate, start_ruled_proxy, RuleToml};
-use tandem_tests::{connect_url, pg, proxy_url, through, unique};
+
+use tandem_tests::{connect_url, pg, proxy_url, server_major, through, unique};
 use tokio_postgres::Client;
 
 /// `<schema>.items` ruled (target `<schema>.items_v2`) and an unruled `public.<items>`.
@@ -86,6 +88,77 @@ async fn set_search_path_is_followed_for_later_writes() {
     via.batch_execute("RESET search_path").await.unwrap();
     via.batch_execute(&t.insert(5)).await.unwrap();
     assert_eq!(t.counts(&check).await, (2, 2, 3));
+}
+
+/// PostgreSQL 18 reports `search_path` in ParameterStatus: after the session's first probe
+/// a changed path is taken from the report, with no hidden round trip. Before 18 each change
+/// costs a probe. The writes land where the path says in both cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_set_per_request_costs_no_probe_where_the_server_reports_it() {
+    let check = pg().direct().await;
+    let t = Shadowed::new(&check).await;
+    let proxy = start_ruled_proxy(config_with(&[t.rule()])).await;
+    let via = through(&proxy).await;
+    for i in 0..5 {
+        via.batch_execute(&format!("SET search_path TO {}, public", t.schema))
+            .await
+            .unwrap();
+        via.batch_execute(&t.insert(2 * i)).await.unwrap();
+        via.batch_execute("SET search_path TO public")
+            .await
+            .unwrap();
+        via.batch_execute(&t.insert(2 * i + 1)).await.unwrap();
+    }
+    assert_eq!(t.counts(&check).await, (5, 5, 5));
+    let probes = proxy.stats.search_path_probes.load(Relaxed);
+    let reports = proxy.stats.search_path_reports.load(Relaxed);
+    if server_major().await >= 18 {
+        assert_eq!(
+            (probes, reports),
+            (1, 9),
+            "one probe, then the server's reports"
+        );
+    } else {
+        assert_eq!((probes, reports), (10, 0), "a probe per change");
+    }
+}
+
+/// A search_path changed where Tandem cannot see it (inside a function): on PostgreSQL 18
+/// the server's report makes the next write resolve right and the rewrite mirrors it; before
+/// 18 Tandem keeps the old path and the guard mirrors the write (a firing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_a_function_changed_is_followed_where_the_server_reports_it() {
+    let check = pg().direct().await;
+    let t = Shadowed::new(&check).await;
+    let switch = unique("sp_switch");
+    check
+        .batch_execute(&format!(
+            "CREATE FUNCTION public.{switch}() RETURNS void LANGUAGE sql \
+             AS $$ SELECT pg_catalog.set_config('search_path', '{}', false) $$",
+            t.schema
+        ))
+        .await
+        .unwrap();
+    let proxy = start_ruled_proxy(config_with(&[t.rule()])).await;
+    let via = through(&proxy).await;
+    via.batch_execute(&t.insert(1)).await.unwrap();
+    assert_eq!(t.counts(&check).await, (0, 0, 1));
+    via.batch_execute(&format!("SELECT public.{switch}()"))
+        .await
+        .unwrap();
+    via.batch_execute(&t.insert(2)).await.unwrap();
+    // Either way the row reached both tables of the rule.
+    assert_eq!(t.counts(&check).await, (1, 1, 1));
+    let firings: i64 = check
+        .query_one(
+            "SELECT tandem.guard_firings($1)",
+            &[&format!("{}.{}", t.schema, t.items)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = if server_major().await >= 18 { 0 } else { 1 };
+    assert_eq!(firings, expected, "who mirrored the write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

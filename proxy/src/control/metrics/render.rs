@@ -116,6 +116,16 @@ impl prometheus_client::collector::Collector for Exposition {
         )?;
         family(
             e,
+            "tandem_search_path_checks",
+            "Times a ruled session's search_path was confirmed before planning, by how: a hidden probe query (one server round trip) or the server's own ParameterStatus report (PostgreSQL 18, no round trip).",
+            Counter,
+            [
+                (vec![("how", "probe")], s.search_path_probes as f64),
+                (vec![("how", "report")], s.search_path_reports as f64),
+            ],
+        )?;
+        family(
+            e,
             "tandem_errors",
             "ErrorResponses the server sent to clients, by SQLSTATE.",
             Counter,

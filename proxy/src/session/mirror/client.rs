@@ -112,6 +112,13 @@ pub struct ClientSide {
     pub(super) custom_names: Vec<String>,
     /// The search_path holds `"$user"`, so a change of role changes it.
     pub(super) path_has_user: bool,
+    /// The role `"$user"` stands for, as the last probe said; `None` before the first.
+    pub(super) probed_user: Option<String>,
+    /// A statement may have changed the role since the last probe.
+    pub(super) role_touched: bool,
+    /// The search_path text the server last confirmed (probe or report).
+    pub(super) confirmed_path: Option<Arc<str>>,
+
     /// A statement of the current transaction may have changed the search_path.
     pub(super) search_path_changed_in_transaction: bool,
     /// Extended-protocol messages were sent since the last Sync.
@@ -169,6 +176,10 @@ impl ClientSide {
             session_view: None,
             custom_names: Vec::new(),
             path_has_user: true,
+            probed_user: None,
+            role_touched: false,
+            confirmed_path: None,
+
             search_path_changed_in_transaction: false,
             extended_open: false,
             transaction_failed: false,
@@ -313,6 +324,9 @@ impl ClientSide {
         if self.waits_for_parse(tag, body) {
             self.waiting = true;
             return Action::Stop;
+        }
+        if matches!(tag, b'Q' | b'P' | b'B') {
+            self.note_reported_change();
         }
         if self.search_path_stale || self.settings_stale {
             if let Some(action) = self.wait_before(tag, body, queue) {

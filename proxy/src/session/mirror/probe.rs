@@ -20,6 +20,14 @@
 //! open batch its read is simply not sampled). A session that sets `app.tenant` in each
 //! transaction pays one hidden round trip per transaction that names a ruled table, and
 //! only while sampling is on.
+//!
+//! PostgreSQL 18 reports `search_path` in ParameterStatus whenever it changes, before the
+//! ReadyForQuery of the statement that changed it. There, after the session's first probe
+//! (which confirms the role `"$user"` stands for), a stale path is taken from the server's
+//! last report at the quiet point instead of asking again: a session that sets its
+//! search_path per request pays no hidden round trip for it. The probe is still sent when
+//! the role may have changed since and the path holds `"$user"`, and for the settings
+//! shadow reads run with.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -80,6 +88,7 @@ impl ClientSide {
 
     /// The hidden probe query, its expectation pushed on `queue`.
     pub fn probe(&mut self, queue: &mut VecDeque<Expect>) -> BytesMut {
+        crate::control::stats::Stats::add(&self.stats.search_path_probes, 1);
         queue.push_back(Expect::Probe {
             answer: ProbeAnswer::default(),
         });
@@ -88,12 +97,48 @@ impl ClientSide {
         out
     }
 
+    /// At a quiet point where a probe is due: takes the search_path from the server's own
+    /// last report instead, when the server reports it (PostgreSQL 18 and later), the
+    /// session's role is known from an earlier probe and has not changed since (or the path
+    /// does not use `"$user"`), and the settings are not wanted. True when nothing is left
+    /// to ask.
+    pub fn follow_report(&mut self) -> bool {
+        if !self.search_path_stale || (self.settings_stale && self.sampling()) {
+            return false;
+        }
+        let (Some(raw), Some(user)) = (self.settings.reported_search_path(), &self.probed_user)
+        else {
+            return false;
+        };
+        if self.role_touched && raw.contains("$user") {
+            return false;
+        }
+        let Some(path) = tandem_rules::parse_search_path(&raw, user) else {
+            return false;
+        };
+        debug!(search_path = %raw, "session search_path followed from the server's report");
+        self.confirmed_path = Some(Arc::clone(&raw));
+        self.search_path_stale = false;
+        self.path_wanted = false;
+        self.path_has_user = raw.contains("$user");
+        crate::control::stats::Stats::add(&self.stats.search_path_reports, 1);
+        if *self.search_path != *path {
+            self.search_path = Arc::from(path);
+            self.path_epoch += 1;
+        }
+        true
+    }
+
     /// Takes the server's answer: the search_path Tandem resolves bare names with from
     /// now on.
     pub fn learn(&mut self, answer: ProbeAnswer) {
         self.search_path_stale = false;
         self.settings_stale = false;
         self.path_wanted = false;
+        self.role_touched = false;
+        if let Some(Some(user)) = answer.values.get(1) {
+            self.probed_user = Some(user.clone());
+        }
         if let (Some(Some(user)), Some(settings)) = (answer.values.get(1), answer.values.get(2)) {
             let settings: Vec<(String, String)> = settings
                 .as_deref()
@@ -115,6 +160,7 @@ impl ClientSide {
         match tandem_rules::parse_search_path(raw, user) {
             Some(path) => {
                 debug!(search_path = %raw, "session search_path confirmed by the server");
+                self.confirmed_path = Some(Arc::from(raw.as_str()));
                 self.path_has_user = raw.contains("$user");
                 if *self.search_path != *path {
                     self.search_path = Arc::from(path);
@@ -123,6 +169,22 @@ impl ClientSide {
             }
             None => {
                 warn!(search_path = %raw, "cannot read the session's search_path; keeping the last known one")
+            }
+        }
+    }
+
+    /// Marks the search_path stale when the server reported one other than the path
+    /// Tandem last confirmed (PostgreSQL 18): a change Tandem did not see coming, e.g. a
+    /// function calling `set_config('search_path', ...)`.
+    pub(super) fn note_reported_change(&mut self) {
+        if self.search_path_stale {
+            return;
+        }
+        if let (Some(known), Some(reported)) =
+            (&self.confirmed_path, self.settings.reported_search_path())
+        {
+            if **known != *reported {
+                self.search_path_stale = true;
             }
         }
     }
@@ -211,6 +273,7 @@ impl ClientSide {
     /// settings shadow reads run with) stale when it may change them, or end the
     /// transaction that changed them.
     pub(super) fn note_search_path(&mut self, touch: tandem_rules::SettingsTouch) {
+        self.role_touched |= touch.role;
         if touch.settings {
             self.settings_stale = true;
             self.view_changed_in_transaction = true;
