@@ -128,6 +128,7 @@ if [[ $MODE == main ]]; then
         "tpc-b simple|-M simple|$CLIENTS|$THREADS"
         "tpc-b prepared|-M prepared|$CLIENTS|$THREADS"
         "select-only prepared, 1 client|-S -M prepared|1|1"
+        "select-only prepared, 64 clients|-S -M prepared|64|$THREADS"
     )
     WARMUP_ARGS="-S -M prepared"
     OUT=latest
