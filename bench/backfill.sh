@@ -2,7 +2,9 @@
 # Backfill rate on a 1M-row table: `tandem backfill` into an empty HASH-partitioned target,
 # at several batch sizes, on a throwaway cluster (fsync off unless DURABLE=1).
 #
-#   bash bench/backfill.sh            ROWS=1000000 BATCHES="1000 5000 20000"
+#   bash bench/backfill.sh            ROWS=1000000 BATCHES="1000 5000 20000" JOBS="1"
+#   JOBS="1 2 4"     also run with --jobs 2 and 4 (parallel key ranges) at each batch size
+#   PARITY=0         skip the parity runs at the end
 #
 # Prints rows/s per batch size (wall clock of the whole command, including the final
 # re-check wait) and checks that legacy and target hold the same rows afterwards.
@@ -11,6 +13,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 ROWS=${ROWS:-1000000}
 BATCHES=${BATCHES:-"1000 5000 20000"}
+JOBS=${JOBS:-"1"}
+PARITY=${PARITY:-1}
 DURABLE=${DURABLE:-0}
 PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || echo /usr/lib/postgresql/15/bin/initdb)")")
 log() { printf '[backfill-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -48,19 +52,23 @@ mode = "dual_write"
 # The guard would follow the bench's legacy-only column onto the target (see the last run).
 guard = "off"
 TOML
-echo "| batch size | rows | seconds | rows/s | legacy = target |"
-echo "|---|---|---|---|---|"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "| batch size | jobs | rows | seconds | rows/s | legacy = target |"
+echo "|---|---|---|---|---|---|"
 for b in $BATCHES; do
+  for j in $JOBS; do
     psql -c "TRUNCATE orders_v2" -c "CHECKPOINT"
     start=$(date +%s.%N)
     "$REPO/target/release/tandem" backfill --config "$WORK/tandem.toml" --table public.orders \
-        --batch-size "$b" --restart >"$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt" >&2; exit 1; }
+        --batch-size "$b" --jobs "$j" --restart >"$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt" >&2; exit 1; }
     end=$(date +%s.%N)
     same=$(psql -c "SELECT (SELECT count(*) FROM (TABLE orders EXCEPT TABLE orders_v2) a) = 0
                         AND (SELECT count(*) FROM orders_v2) = $ROWS")
-    awk -v b="$b" -v r="$ROWS" -v s="$start" -v e="$end" -v ok="$same" \
-        'BEGIN { d = e - s; printf "| %d | %d | %.1f | %.0f | %s |\n", b, r, d, r / d, (ok == "t" ? "yes" : "NO") }'
+    awk -v b="$b" -v j="$j" -v r="$ROWS" -v s="$start" -v e="$end" -v ok="$same" \
+        'BEGIN { d = e - s; printf "| %d | %d | %d | %.1f | %.0f | %s |\n", b, j, r, d, r / d, (ok == "t" ? "yes" : "NO") }'
+  done
 done
+((PARITY)) || exit 0
 
 # Parity diff rate: the whole-table comparison in one snapshot (both tables summarised,
 # then the mismatching buckets compared row by row). Clean first, then with 1000 rows of

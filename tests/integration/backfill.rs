@@ -44,11 +44,14 @@ async fn run(config: &tandem::Config, options: &Options) -> Outcome {
         .unwrap_or_else(|e| panic!("backfill: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_under_live_writes_ends_with_no_divergence() {
-    let (pair, check, config) = seeded(Kind::List, 3000, "dual_write").await;
-    let proxy = start_ruled_proxy(config.clone()).await;
-    let via = through(&proxy).await;
+/// Updates, deletes and inserts through the proxy on keys 1..=`rows`, until `stop`; the
+/// handle's value is the number of writes.
+async fn live_writes(
+    pair: &Pair,
+    proxy: &tandem::server::RunningProxy,
+    rows: i64,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i64>) {
+    let via = through(proxy).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = Arc::clone(&stop);
@@ -61,10 +64,10 @@ async fn a_backfill_under_live_writes_ends_with_no_divergence() {
             let mut i: i64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let id = (i * 37) % 3000 + 1;
+                let id = (i * 37) % rows + 1;
                 let r = match i % 3 {
                     0 => via.execute(&update, &[&id]).await,
-                    1 => via.execute(&delete, &[&((i * 53) % 3000 + 1)]).await,
+                    1 => via.execute(&delete, &[&((i * 53) % rows + 1)]).await,
                     _ => via.execute(&insert, &[]).await,
                 };
                 r.unwrap_or_else(|e| panic!("live write: {}", db_text(&e)));
@@ -72,6 +75,14 @@ async fn a_backfill_under_live_writes_ends_with_no_divergence() {
             i
         })
     };
+    (stop, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_under_live_writes_ends_with_no_divergence() {
+    let (pair, check, config) = seeded(Kind::List, 3000, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let (stop, writer) = live_writes(&pair, &proxy, 3000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let outcome = run(
         &config,
@@ -609,4 +620,118 @@ async fn a_delete_whose_statement_ended_before_its_commit_does_not_leave_a_copy_
     };
     assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
     assert_eq!(report.progress.removed, 1, "{report:?}");
+}
+
+/// The store's record of a run: (status, rows copied, rows skipped), and whether the rule
+/// says its whole-table backfill finished.
+async fn run_state(
+    check: &tokio_postgres::Client,
+    config: &tandem::Config,
+    pair: &Pair,
+) -> (String, i64, i64, bool) {
+    let table = format!("public.{}", pair.legacy);
+    let row = check
+        .query_one(
+            &format!(
+                "SELECT s.status, s.rows_copied, s.rows_skipped, r.backfilled \
+                 FROM \"{0}\".backfill_state s JOIN \"{0}\".rules r USING (table_name) \
+                 WHERE s.table_name = $1 AND s.predicate = '' AND s.direction = 'forward'",
+                config.store.schema
+            ),
+            &[&table],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_workers_under_live_writes_end_with_no_divergence() {
+    let (pair, check, config) = seeded(Kind::List, 3000, "dual_write").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let (stop, writer) = live_writes(&pair, &proxy, 3000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = run(
+        &config,
+        &Options {
+            jobs: 4,
+            throttle: Duration::from_millis(2),
+            ..options(&pair, 100)
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    let Outcome::Finished(report) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        report.parts,
+        Some(backfill::PartsDone {
+            total: 4,
+            finished: 4
+        })
+    );
+    assert!(report.progress.batches >= 4, "{report:?}");
+    assert!(
+        writes > 50,
+        "live writes ran during the backfill ({writes})"
+    );
+    assert_eq!(pair.drift(Kind::List, &check).await, Vec::<String>::new());
+    let (legacy, target) = pair.counts(&check).await;
+    assert_eq!(legacy, target);
+    let (status, _, _, backfilled) = run_state(&check, &config, &pair).await;
+    assert_eq!(status, "finished");
+    assert!(
+        backfilled,
+        "the rule records the finished whole-table backfill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_run_resumes_and_two_processes_share_it() {
+    let (pair, check, config) = seeded(Kind::Hash, 2000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    // Three key ranges; stopped after two batches.
+    let first = run(
+        &config,
+        &Options {
+            jobs: 3,
+            max_batches: 2,
+            ..options(&pair, 100)
+        },
+    )
+    .await;
+    let Outcome::Paused(report) = first else {
+        panic!("{first:?}")
+    };
+    let parts = report.parts.expect("a run in parts");
+    assert_eq!(parts.total, 3);
+    assert!(parts.finished < 3, "{parts:?}");
+    assert!(report.progress.copied >= 200, "{report:?}");
+    assert_eq!(run_state(&check, &config, &pair).await.0, "running");
+    // Two runs at once (as two processes or machines would) take the ranges left.
+    let shared = Options {
+        jobs: 2,
+        ..options(&pair, 100)
+    };
+    let (a, b) = tokio::join!(run(&config, &shared), run(&config, &shared));
+    let copied = |o: &Outcome| match o {
+        Outcome::Finished(r) | Outcome::Paused(r) => r.progress.copied,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        matches!(a, Outcome::Finished(_)) || matches!(b, Outcome::Finished(_)),
+        "one of them finishes the run: {a:?} / {b:?}"
+    );
+    // Every row copied exactly once over the three runs: no range was copied twice.
+    assert_eq!(report.progress.copied + copied(&a) + copied(&b), 2000);
+    let (status, rows_copied, rows_skipped, backfilled) = run_state(&check, &config, &pair).await;
+    assert_eq!(
+        (status.as_str(), rows_copied, rows_skipped),
+        ("finished", 2000, 0)
+    );
+    assert!(backfilled);
+    assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
+    assert_eq!(pair.counts(&check).await, (2000, 2000));
 }

@@ -42,6 +42,12 @@ pub struct Args {
     /// them, the pending re-checks kept for the next run. Default: as long as it takes.
     #[arg(long, value_parser = parse_duration)]
     max_wait: Option<std::time::Duration>,
+    /// Copy with this many workers in parallel, each on its own connection: the rows left
+    /// are split once into as many key ranges, each resumable on its own. Several
+    /// processes (or machines) running the same command share the run: each takes the
+    /// ranges nobody holds. Not with --reverse.
+    #[arg(long, default_value_t = 1, conflicts_with = "reverse")]
+    jobs: usize,
     #[command(flatten)]
     conn: Conn,
 }
@@ -64,6 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         dry_run: args.dry_run,
         restart: args.restart,
         max_wait: args.max_wait,
+        jobs: args.jobs,
         ..Options::new(table)
     };
     Ok(backfill(config, options))
@@ -229,10 +236,21 @@ fn backfill(config: Config, options: Options) -> ExitCode {
                     p.deleted, report.total_deleted
                 ),
             };
+            let paused = match report.parts {
+                Some(parts) if parts.finished < parts.total => format!(
+                    "paused with {} of {} key ranges copied (--max-batches, or the rest held by another tandem backfill of this table)",
+                    parts.finished, parts.total
+                ),
+                _ => "paused at --max-batches".to_string(),
+            };
+            let split = match report.parts {
+                Some(parts) => format!(", {} key ranges", parts.total),
+                None => String::new(),
+            };
             println!(
-                "{noun} of {}: {} ({}{}); this run: {} copied, {} already present, {} batches, {:.1} s; all runs: {} copied, {} already present{deleted}",
+                "{noun} of {}: {} ({}{split}{}); this run: {} copied, {} already present, {} batches, {:.1} s; all runs: {} copied, {} already present{deleted}",
                 options.table,
-                if finished { "finished" } else { "paused at --max-batches" },
+                if finished { "finished" } else { paused.as_str() },
                 if report.resumed { "resumed" } else { "fresh start" },
                 if finished { "" } else { "; run again to continue" },
                 p.copied,

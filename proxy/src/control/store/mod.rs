@@ -52,6 +52,11 @@ impl Store {
         self.qualified("backfill_pending")
     }
 
+    /// The key ranges of backfill runs split for parallel workers.
+    pub fn backfill_parts(&self) -> String {
+        self.qualified("backfill_parts")
+    }
+
     /// The change log.
     pub fn history(&self) -> String {
         self.qualified("rules_history")
@@ -78,6 +83,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("008_drop_triggers.sql")),
     (9, include_str!("009_backfill_direction.sql")),
     (10, include_str!("010_backfilled.sql")),
+    (11, include_str!("011_backfill_parts.sql")),
 ];
 
 /// Why the store could not be read or written.

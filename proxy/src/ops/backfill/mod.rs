@@ -34,6 +34,10 @@
 //! - a finished run ends with `ANALYZE` of the target: autovacuum never analyses a
 //!   partitioned table, and without statistics the union read's anti join is planned badly.
 //!
+//! - with `--jobs N` the rows left are split into key ranges copied by N workers in
+//!   parallel, each range with its own cursor, shared by every process running the same
+//!   command (see [`parts`]).
+//!
 //! The rule must be in `dual_write`, `union_read` or `cutover`: copying rows that later
 //! writes do not keep current would create divergence.
 //!
@@ -49,6 +53,7 @@
 //! in either direction, reads the rule's mode under a row lock, so no mode change commits
 //! while a batch runs and a run stops at the first batch after one.
 
+mod parts;
 mod recheck;
 mod report;
 mod state;
@@ -62,10 +67,11 @@ use crate::config::Config;
 use crate::control::catalog::{self, CatalogError};
 use crate::control::store::{self, resync, StoreError};
 
+pub use parts::PartsDone;
 pub use recheck::{Blocked, Blocker, Wait};
 use recheck::{Scope, SettleError, WaitPolicy};
 pub use report::{progress_line, DryRun, Event, Outcome, Progress, Report, Start};
-use state::{BatchError, Key};
+use state::{BatchError, Key, Range};
 use statements::statements;
 
 /// Which way a backfill copies.
@@ -133,6 +139,9 @@ pub struct Options {
     /// Report only once the oldest pending re-check has waited this long (ordinary short
     /// transactions hold each new batch back for milliseconds).
     pub report_after: Duration,
+    /// Workers copying key ranges in parallel, each on its own connection (1: one stream;
+    /// see [`parts`]). A run split by an earlier `--jobs` run goes on in parts.
+    pub jobs: usize,
 }
 
 impl Options {
@@ -150,6 +159,7 @@ impl Options {
             max_wait: None,
             report_every: Duration::from_secs(5),
             report_after: Duration::from_secs(1),
+            jobs: 1,
         }
     }
 }
@@ -208,6 +218,12 @@ pub enum BackfillError {
     /// `--batch-size` out of range.
     #[error("--batch-size must be between 1 and 1000000")]
     BatchSize,
+    /// `--jobs` out of range.
+    #[error("--jobs must be between 1 and 64")]
+    Jobs,
+    /// `--jobs` with `--reverse`.
+    #[error("--jobs cannot be combined with --reverse: the re-sync deletes stale legacy rows range by range behind one cursor, so it runs in one stream")]
+    ParallelReverse,
     /// `--max-wait` passed while sessions still held snapshots older than copied batches;
     /// their re-checks are kept for the next run.
     #[error("{0}")]
@@ -231,6 +247,12 @@ pub async fn run(
 ) -> Result<Outcome, BackfillError> {
     if !(1..=1_000_000).contains(&options.batch_size) {
         return Err(BackfillError::BatchSize);
+    }
+    if !(1..=64).contains(&options.jobs) {
+        return Err(BackfillError::Jobs);
+    }
+    if options.jobs > 1 && options.direction == Direction::Reverse {
+        return Err(BackfillError::ParallelReverse);
     }
     if let Some(p) = &options.predicate {
         if options.direction == Direction::Reverse {
@@ -373,7 +395,10 @@ pub async fn run(
         state::mark_backfilled(&client, &key, false)
             .await
             .map_err(query_error)?;
+        parts::forget(&client, &key).await.map_err(query_error)?;
     }
+    let parallel = direction == Direction::Forward
+        && (options.jobs > 1 || parts::exist(&client, &key).await.map_err(query_error)?);
     events(&Event::Started(&Start {
         target: target.clone(),
         estimated_rows: estimated,
@@ -404,41 +429,69 @@ pub async fn run(
         SettleError::Blocked(b) => BackfillError::Blocked(Box::new(b)),
     };
     let mut finished = only_rechecks;
+    let mut parts_done = None;
+    if parallel && !only_rechecks {
+        parts::split(&mut client, &key, &sql, &cursor, options.jobs, estimated)
+            .await
+            .map_err(query_error)?;
+        let shared = parts::Shared::new(now, started, &mut *events);
+        let copied = parts::copy(
+            &client,
+            &parts::Run {
+                config,
+                key: &key,
+                sql: &sql,
+                batch_size: options.batch_size,
+                max_batches: options.max_batches,
+                throttle: options.throttle,
+                jobs: options.jobs,
+                scope: &scope,
+                report_every: options.report_every,
+                report_after: options.report_after,
+            },
+            &shared,
+        )
+        .await;
+        now = shared
+            .progress
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Err(stop) = copied {
+            let e = match stop {
+                parts::Stop::Batch(e) => {
+                    batch_error(&client, &key, options, &names, &table_key, e).await
+                }
+                parts::Stop::Query(e) => query_error(e),
+                parts::Stop::Connect(e) => BackfillError::Catalog(e),
+                parts::Stop::Settle(e) => settle_error(e),
+            };
+            return Err(e);
+        }
+        total_copied += now.copied;
+        total_skipped += now.skipped;
+        let done = parts::done(&client, &key).await.map_err(query_error)?;
+        finished = done.finished == done.total;
+        parts_done = Some(done);
+    }
     // Batches, unless every row was copied before.
-    if !only_rechecks {
+    if !only_rechecks && !parallel {
         loop {
-            let step = match state::batch(&mut client, &key, &sql, &cursor, options.batch_size)
-                .await
+            let step = match state::batch(
+                &mut client,
+                &key,
+                &sql,
+                Range {
+                    cursor: &cursor,
+                    upper: &None,
+                    part: None,
+                },
+                options.batch_size,
+            )
+            .await
             {
                 Ok(b) => b,
                 Err(e) => {
-                    let e = match e {
-                        BatchError::Query(e) => {
-                            state::record_error(&client, &key, true, &catalog::describe(&e)).await;
-                            return Err(query_error(e));
-                        }
-                        BatchError::NoRule => BackfillError::NoRule(options.table.clone()),
-                        BatchError::Mode(mode) => BackfillError::ModeChanged {
-                            table: options.table.clone(),
-                            noun: direction.noun(),
-                            mode,
-                            wanted: match direction {
-                                Direction::Forward => "dual_write, union_read or cutover",
-                                Direction::Reverse => "cutover",
-                            },
-                        },
-                        BatchError::ResyncOwed => {
-                            let owed = resync::state(&client, &names, &table_key)
-                                .await
-                                .ok()
-                                .flatten()
-                                .map(|r| r.describe())
-                                .unwrap_or_else(|| "required".into());
-                            BackfillError::ResyncOwed(options.table.clone(), owed)
-                        }
-                    };
-                    state::record_error(&client, &key, false, &e.to_string()).await;
-                    return Err(e);
+                    return Err(batch_error(&client, &key, options, &names, &table_key, e).await)
                 }
             };
             let (read, copied) = (step.read, step.copied);
@@ -506,6 +559,10 @@ pub async fn run(
     now.removed += settled.removed;
     now.pending_batches = 0;
     now.elapsed = started.elapsed();
+    if parallel && finished {
+        // Every part is copied and every copy re-checked: the run is.
+        finished = parts::finish(&client, &key).await.map_err(query_error)?;
+    }
     let analyzed = if finished {
         state::mark_backfilled(&client, &key, true)
             .await
@@ -526,12 +583,55 @@ pub async fn run(
         total_deleted,
         resumed,
         analyzed,
+        parts: parts_done,
     };
     Ok(if finished {
         Outcome::Finished(report)
     } else {
         Outcome::Paused(report)
     })
+}
+
+/// What a failed batch means for the run, recorded in its state row.
+async fn batch_error(
+    client: &tokio_postgres::Client,
+    key: &Key<'_>,
+    options: &Options,
+    names: &store::Store,
+    table_key: &str,
+    e: BatchError,
+) -> BackfillError {
+    let direction = options.direction;
+    let e = match e {
+        BatchError::Query(e) => {
+            state::record_error(client, key, true, &catalog::describe(&e)).await;
+            return BackfillError::Query {
+                table: options.table.clone(),
+                source: e,
+            };
+        }
+        BatchError::NoRule => BackfillError::NoRule(options.table.clone()),
+        BatchError::Mode(mode) => BackfillError::ModeChanged {
+            table: options.table.clone(),
+            noun: direction.noun(),
+            mode,
+            wanted: match direction {
+                Direction::Forward => "dual_write, union_read or cutover",
+                Direction::Reverse => "cutover",
+            },
+        },
+        BatchError::ResyncOwed => {
+            let owed = resync::state(client, names, table_key)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.describe())
+                .unwrap_or_else(|| "required".into());
+            BackfillError::ResyncOwed(options.table.clone(), owed)
+        }
+    };
+    state::record_error(client, key, false, &e.to_string()).await;
+    e
 }
 
 impl From<store::OpenError> for BackfillError {

@@ -88,6 +88,8 @@ pub struct Report {
     pub resumed: bool,
     /// The table written, and how long its `ANALYZE` took (finished runs only).
     pub analyzed: Option<(String, Duration)>,
+    /// A run in parts (`--jobs`): how many there are and how many are copied.
+    pub parts: Option<super::PartsDone>,
 }
 
 /// `--dry-run`'s plan.

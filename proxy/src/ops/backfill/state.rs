@@ -60,15 +60,28 @@ impl From<tokio_postgres::Error> for BatchError {
     }
 }
 
+/// Where a batch reads: after `cursor`, up to `upper` (inclusive; `None`: the last key),
+/// and which part of a parallel run it belongs to (`None`: a run in one stream).
+pub(super) struct Range<'a> {
+    pub cursor: &'a Option<Vec<String>>,
+    pub upper: &'a Option<Vec<String>>,
+    pub part: Option<i32>,
+}
+
 /// One batch, its state update and its pending re-check, in one transaction; marks the
-/// backfill finished when the batch came back short.
+/// backfill (or its part) finished when the batch came back short.
 pub(super) async fn batch(
     client: &mut Client,
     key: &Key<'_>,
     sql: &Statements,
-    cursor: &Option<Vec<String>>,
+    range: Range<'_>,
     batch_size: i64,
 ) -> Result<Batch, BatchError> {
+    let Range {
+        cursor,
+        upper: bound,
+        part,
+    } = range;
     let tx = client.transaction().await?;
     // The rule's mode, locked against changes until this batch commits.
     let rule = tx
@@ -95,7 +108,7 @@ pub(super) async fn batch(
     if key.direction == Direction::Forward && owed {
         return Err(BatchError::ResyncOwed);
     }
-    let row = tx.query_one(&sql.batch, &[cursor]).await?;
+    let row = tx.query_one(&sql.batch, &[cursor, bound]).await?;
     let read: i64 = row.get(0);
     let copied: i64 = row.get(1);
     let last: Option<Vec<String>> = row.get(2);
@@ -112,28 +125,71 @@ pub(super) async fn batch(
         tx.execute(lock, &[cursor, &upper]).await?;
         removed = tx.query_one(delete, &[cursor, &upper]).await?.get(0);
     }
-    tx.execute(
-        &format!(
-            "UPDATE {} SET cursor = coalesce($4, cursor), rows_copied = rows_copied + $5, \
-               rows_skipped = rows_skipped + $6, rows_removed = rows_removed + $8, \
-               batches = batches + 1, updated_at = now(), \
-               status = CASE WHEN $7 THEN 'finished' ELSE 'running' END, \
-               finished_at = CASE WHEN $7 THEN now() END, last_error = NULL \
-             WHERE table_name = $1 AND predicate = $2 AND direction = $3",
-            key.names.backfill_state()
-        ),
-        &[
-            &key.table,
-            &key.predicate,
-            &key.direction.as_str(),
-            &last,
-            &copied,
-            &(read - copied),
-            &done,
-            &removed,
-        ],
-    )
-    .await?;
+    if let Some(part) = part {
+        // The part moves on; the run's row only adds up (it finishes once every part has,
+        // see `parts::finish`).
+        tx.execute(
+            &format!(
+                "UPDATE {} SET cursor = coalesce($5, cursor), rows_copied = rows_copied + $6, \
+                   rows_read = rows_read + $7, batches = batches + 1, updated_at = now(), \
+                   status = CASE WHEN $8 THEN 'finished' ELSE 'running' END \
+                 WHERE table_name = $1 AND predicate = $2 AND direction = $3 AND part = $4",
+                key.names.backfill_parts()
+            ),
+            &[
+                &key.table,
+                &key.predicate,
+                &key.direction.as_str(),
+                &part,
+                &last,
+                &copied,
+                &read,
+                &done,
+            ],
+        )
+        .await?;
+    }
+    if part.is_some() {
+        tx.execute(
+            &format!(
+                "UPDATE {} SET rows_copied = rows_copied + $4, rows_skipped = rows_skipped + $5, \
+                   batches = batches + 1, updated_at = now(), last_error = NULL \
+                 WHERE table_name = $1 AND predicate = $2 AND direction = $3",
+                key.names.backfill_state()
+            ),
+            &[
+                &key.table,
+                &key.predicate,
+                &key.direction.as_str(),
+                &copied,
+                &(read - copied),
+            ],
+        )
+        .await?;
+    } else {
+        tx.execute(
+            &format!(
+                "UPDATE {} SET cursor = coalesce($4, cursor), rows_copied = rows_copied + $5, \
+                   rows_skipped = rows_skipped + $6, rows_removed = rows_removed + $8, \
+                   batches = batches + 1, updated_at = now(), \
+                   status = CASE WHEN $7 THEN 'finished' ELSE 'running' END, \
+                   finished_at = CASE WHEN $7 THEN now() END, last_error = NULL \
+                 WHERE table_name = $1 AND predicate = $2 AND direction = $3",
+                key.names.backfill_state()
+            ),
+            &[
+                &key.table,
+                &key.predicate,
+                &key.direction.as_str(),
+                &last,
+                &copied,
+                &(read - copied),
+                &done,
+                &removed,
+            ],
+        )
+        .await?;
+    }
     if copied > 0 {
         let keys = serde_json::Value::from(keys).to_string();
         tx.execute(

@@ -24,8 +24,15 @@ use super::Direction;
 
 /// The statements a backfill of one rule runs.
 pub(super) struct Statements {
-    /// One batch: copy the next rows after the cursor (`$1`), return counts, last key, xid, copied keys.
+    /// One batch: copy the next rows after the cursor (`$1`) up to the upper bound (`$2`,
+    /// inclusive; NULL: none), return counts, last key, xid, copied keys.
     pub batch: String,
+    /// The keys that split the rows left after the cursor (`$1`) into `$2` parts of about
+    /// equal size (see [`super::parts`]): `$2 - 1` keys at most, ascending.
+    pub boundaries: String,
+    /// The same from a sample of the table's pages (for tables too large to read whole):
+    /// `%` stands for the sampled percentage.
+    pub sampled_boundaries: String,
     /// Reverse only: lock, then delete, the destination rows in the key range `($1, $2]`
     /// (`$2` NULL: no upper bound) whose key the source lacks.
     pub stale: Option<(String, String)>,
@@ -206,8 +213,25 @@ pub(super) fn statements(
     } else {
         ("", "DO NOTHING".to_string())
     };
+    let bounded = format!(
+        "{where_clause} AND {}",
+        compare("", &s.key, "<=", "$2", &s.source_types)
+    );
+    // ntile over the rows left, in key order: the last key of each tile but the last.
+    let tiles = |from: &str| {
+        format!(
+            "SELECT ARRAY[{last_key}] FROM ( \
+               SELECT {key_list}, tandem_tile, \
+                 lead(tandem_tile) OVER (ORDER BY {key_list}) AS tandem_next \
+               FROM (SELECT {key_list}, ntile($2::int) OVER (ORDER BY {key_list}) AS tandem_tile \
+                     FROM {from} WHERE {where_clause}) AS t) AS s \
+             WHERE tandem_next IS NOT NULL AND tandem_next <> tandem_tile ORDER BY {key_list}",
+        )
+    };
+    let boundaries = tiles(&s.source);
+    let sampled_boundaries = tiles(&format!("{} TABLESAMPLE SYSTEM (%)", s.source));
     let batch = format!(
-        "WITH batch AS (SELECT * FROM {source} WHERE {where_clause} ORDER BY {key_list} \
+        "WITH batch AS (SELECT * FROM {source} WHERE {bounded} ORDER BY {key_list} \
            LIMIT {batch_size} {lock}), \
          copied AS (INSERT INTO {dest}{alias} ({cols}) SELECT {vals} FROM batch \
            ON CONFLICT ({conflict}) {action} RETURNING {key_list}) \
@@ -289,6 +313,8 @@ pub(super) fn statements(
     );
     Statements {
         batch,
+        boundaries,
+        sampled_boundaries,
         stale,
         recheck,
         lock_copies,
