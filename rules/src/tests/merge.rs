@@ -357,3 +357,39 @@ fn foreign_merge_syntax_is_refused() {
         assert_eq!(r.sqlstate, "0A000", "{sql}");
     }
 }
+
+#[test]
+fn merge_into_only_with_an_alias_keeps_its_only() {
+    // (The parser Tandem uses cannot read the rewrite back, as for UPDATE ONLY.)
+    let p = one_on(
+        "MERGE INTO ONLY orders AS o USING src s ON o.id = s.id WHEN MATCHED THEN DELETE",
+        rules(),
+        PG17,
+    );
+    assert!(
+        p.sql
+            .starts_with("WITH tandem_w AS (MERGE INTO ONLY orders AS o USING src s ON o.id = s.id WHEN MATCHED THEN DELETE RETURNING o.*, merge_action() AS merge_action), tandem_d AS"),
+        "{}",
+        p.sql
+    );
+}
+
+#[test]
+fn a_table_with_a_merge_action_column_is_refused() {
+    let mut set = rules();
+    for r in &mut set.rules {
+        if r.rule.table.name == "tags" {
+            r.shape.legacy_columns.push("merge_action".into());
+        }
+    }
+    let r = refused_on(
+        "MERGE INTO tags t USING src s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        set,
+        PG17,
+    );
+    assert!(
+        r.message.contains("column named merge_action"),
+        "{}",
+        r.message
+    );
+}
