@@ -83,7 +83,7 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
 
 /// Can the guard in the database take a write Tandem refused? The guard mirrors whatever a
 /// statement changed in a guarded table, at the statement's end, in its transaction, so a
-/// write Tandem cannot rewrite (MERGE, a data-modifying CTE, `WHERE CURRENT OF`, a key
+/// write Tandem cannot rewrite (MERGE before 17, a data-modifying CTE, `WHERE CURRENT OF`, a key
 /// change it cannot follow, `COPY FROM` a server file, a statement its parser cannot read)
 /// can run as the client sent it — the client gets exactly Postgres's answer — when every
 /// ruled table the statement names is guarded on its legacy table with policy `mirror`
