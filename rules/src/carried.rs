@@ -105,6 +105,12 @@ impl Carried {
         Ok(Self { extras })
     }
 
+    /// Carry one more column: `expr AS name`, rendered (a MERGE's action, see
+    /// [`merge`](crate::merge)).
+    pub(crate) fn push(&mut self, column: String) {
+        self.extras.push(column);
+    }
+
     /// Nothing carried: `tandem_w` has exactly the table's columns.
     pub(crate) fn is_empty(&self) -> bool {
         self.extras.is_empty()

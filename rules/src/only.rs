@@ -1,9 +1,10 @@
-//! `UPDATE ONLY t` and `DELETE FROM ONLY t`, which the parser misreads.
+//! `UPDATE ONLY t`, `DELETE FROM ONLY t` and `MERGE INTO ONLY t`, which the parser misreads.
 //!
-//! The parser Tandem uses has no `ONLY` for UPDATE and DELETE: it reads `UPDATE ONLY orders
-//! SET ...` as an update of a table called `only` aliased `orders`, so the write to the
-//! ruled table would pass unseen, and `UPDATE ONLY orders AS o` does not parse at all.
-//! `ONLY` is a reserved word in PostgreSQL, so right after `UPDATE` or `DELETE FROM` it is
+//! The parser Tandem uses has no `ONLY` for UPDATE, DELETE and MERGE: it reads `UPDATE ONLY
+//! orders SET ...` as an update of a table called `only` aliased `orders`, so the write to
+//! the ruled table would pass unseen, and `UPDATE ONLY orders AS o` does not parse at all.
+//! `ONLY` is a reserved word in PostgreSQL, so right after `UPDATE`, `DELETE FROM` or
+//! `MERGE INTO` it is
 //! always the keyword. [`strip`] blanks it out (same length, so every other token keeps its
 //! position) and remembers where the table name that followed it starts; the planner then
 //! knows which write carried `ONLY`, and [`restore`] puts the keyword back into the rendered
@@ -34,7 +35,8 @@ impl Stripped<'_> {
     }
 }
 
-/// Blank out `ONLY` where it follows `UPDATE` or `DELETE FROM` (see the module doc).
+/// Blank out `ONLY` where it follows `UPDATE`, `DELETE FROM` or `MERGE INTO` (see the module
+/// doc).
 pub(crate) fn strip(sql: &str) -> Stripped<'_> {
     let bytes = sql.as_bytes();
     let is = |t: &crate::lexer::Token, word: &[u8]| {
@@ -50,7 +52,9 @@ pub(crate) fn strip(sql: &str) -> Stripped<'_> {
         let after_update = is(&tokens[i - 1], b"update");
         let after_delete_from =
             i >= 2 && is(&tokens[i - 1], b"from") && is(&tokens[i - 2], b"delete");
-        if !(after_update || after_delete_from) {
+        let after_merge_into =
+            i >= 2 && is(&tokens[i - 1], b"into") && is(&tokens[i - 2], b"merge");
+        if !(after_update || after_delete_from || after_merge_into) {
             continue;
         }
         if let Some(next) = tokens.get(i + 1) {
@@ -89,17 +93,18 @@ fn location(sql: &str, offset: usize) -> Location {
     Location::new(line as u64, column as u64)
 }
 
-/// Put `ONLY` back into a rendered `UPDATE …` or `DELETE FROM …` when `only` is set.
+/// Put `ONLY` back into a rendered `UPDATE …`, `DELETE FROM …` or `MERGE INTO …` when
+/// `only` is set.
 pub(crate) fn restore(rendered: String, only: bool) -> String {
     if !only {
         return rendered;
     }
-    for prefix in ["UPDATE ", "DELETE FROM "] {
+    for prefix in ["UPDATE ", "DELETE FROM ", "MERGE INTO "] {
         if let Some(rest) = rendered.strip_prefix(prefix) {
             return format!("{prefix}ONLY {rest}");
         }
     }
-    debug_assert!(false, "no UPDATE/DELETE prefix in {rendered}");
+    debug_assert!(false, "no UPDATE/DELETE/MERGE prefix in {rendered}");
     rendered
 }
 

@@ -98,6 +98,8 @@ pub enum WriteTag {
     Update,
     /// `DELETE n`
     Delete,
+    /// `MERGE n`
+    Merge,
 }
 
 impl WriteTag {
@@ -107,6 +109,7 @@ impl WriteTag {
             WriteTag::Insert => format!("INSERT 0 {rows}"),
             WriteTag::Update => format!("UPDATE {rows}"),
             WriteTag::Delete => format!("DELETE {rows}"),
+            WriteTag::Merge => format!("MERGE {rows}"),
         }
     }
 }

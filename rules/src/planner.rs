@@ -83,7 +83,7 @@ pub fn plan(sql: &str, rules: &RuleSet, search_path: &[String]) -> Plan {
 
 /// Can the guard in the database take a write Tandem refused? The guard mirrors whatever a
 /// statement changed in a guarded table, at the statement's end, in its transaction, so a
-/// write Tandem cannot rewrite (MERGE, a data-modifying CTE, `WHERE CURRENT OF`, a key
+/// write Tandem cannot rewrite (MERGE before 17, a data-modifying CTE, `WHERE CURRENT OF`, a key
 /// change it cannot follow, `COPY FROM` a server file, a statement its parser cannot read)
 /// can run as the client sent it — the client gets exactly Postgres's answer — when every
 /// ruled table the statement names is guarded on its legacy table with policy `mirror`
@@ -230,7 +230,15 @@ fn plan_parsed(
             let Some(rule) = rule else {
                 return Ok(Outcome::Untouched);
             };
-            plan_write(stmt, with, top, rule, client, only)
+            plan_write(
+                stmt,
+                with,
+                top,
+                rule,
+                client,
+                only,
+                ctx.rules.server_version_num,
+            )
         }
         Statement::Explain {
             analyze, options, ..
@@ -256,7 +264,7 @@ fn plan_parsed(
 }
 
 /// Plan a top-level INSERT/UPDATE/DELETE/MERGE whose table has an active `rule`; `piece` is
-/// the client's text of `stmt`.
+/// the client's text of `stmt`; `server_version` the server's `server_version_num`.
 fn plan_write(
     stmt: &Statement,
     with: Option<&With>,
@@ -264,9 +272,12 @@ fn plan_write(
     rule: &ResolvedRule,
     piece: &str,
     only: bool,
+    server_version: u32,
 ) -> Result<Outcome, Refusal> {
     if let Statement::Merge(_) = top {
-        return Err(merge::refuse(rule));
+        if server_version < merge::MERGE_RETURNING {
+            return Err(merge::refuse(rule));
+        }
     }
     require_dual_write(rule)?;
     if !is_plain_with(stmt) || !renders_faithfully(stmt) {
@@ -283,13 +294,18 @@ fn plan_write(
             });
         }
         return Ok(Outcome::Rewritten(reverse::rewrite(
-            with, top, rule, piece,
+            with,
+            top,
+            rule,
+            piece,
+            server_version,
         )?));
     }
     let plan = match top {
         Statement::Insert(ins) => insert::rewrite(with, ins, rule, piece)?,
         Statement::Update(upd) => update::rewrite(with, upd, rule, piece, only)?,
         Statement::Delete(del) => delete::rewrite(with, del, rule, piece, only)?,
+        Statement::Merge(m) => merge::rewrite(with, m, rule, piece, only, server_version)?,
         _ => return Ok(Outcome::Untouched),
     };
     Ok(Outcome::Rewritten(plan))

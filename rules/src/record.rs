@@ -66,14 +66,27 @@ pub(crate) fn guard(
 ) -> String {
     let operation = match op {
         WriteTag::Insert => "insert",
-        WriteTag::Update => "update",
+        // A MERGE's rows are mirrored by two calls, see `merge`.
+        WriteTag::Update | WriteTag::Merge => "update",
         WriteTag::Delete => "delete",
     };
+    guard_rows(rule, operation, statement, written, row)
+}
+
+/// [`guard`] for `operation` (`insert`, `update` or `delete`) on the rows `rows_of` names:
+/// a CTE, or a CTE and a `WHERE` condition choosing some of its rows.
+pub(crate) fn guard_rows(
+    rule: &ResolvedRule,
+    operation: &str,
+    statement: &str,
+    rows_of: &str,
+    row: &str,
+) -> String {
     let set = &rule.rule.set;
     // `ROW(tandem_w.*)` rather than a bare `tandem_w`, which a legacy column of that name
     // would capture.
     let rows = format!(
-        "(SELECT array_agg(ROW({row})::{legacy}) FROM {written})",
+        "(SELECT array_agg(ROW({row})::{legacy}) FROM {rows_of})",
         legacy = rule.rule.table,
     );
     format!(

@@ -34,8 +34,9 @@ pub enum Refusal {
         /// The ruled table.
         table: TableName,
     },
-    /// `MERGE` cannot be put in a CTE on PostgreSQL 15, so it cannot carry a mirror.
-    #[error("tandem: MERGE into ruled table {table} cannot be mirrored in one statement on PostgreSQL 15; rewrite as INSERT ... ON CONFLICT or disable the rule")]
+    /// Before PostgreSQL 17 `MERGE` has no RETURNING and cannot be put in a CTE, so it
+    /// cannot carry a mirror.
+    #[error("tandem: MERGE into ruled table {table} is mirrored from PostgreSQL 17 on (MERGE ... RETURNING inside WITH); this server is older: rewrite as INSERT ... ON CONFLICT, UPDATE and DELETE, or disable the rule")]
     Merge {
         /// The ruled table.
         table: TableName,

@@ -8,7 +8,7 @@
 //! bare name as alias so `orders.col` references resolve), and the rule is reversed (the
 //! target is written, the legacy table is the mirror, on the same key), so every form the
 //! dual-write rewrite supports — RETURNING, ON CONFLICT, UPDATE … FROM, DELETE … USING,
-//! key-moving UPDATEs, the `record` policy — works the same way:
+//! key-moving UPDATEs, MERGE (from PostgreSQL 17), the `record` policy — works the same way:
 //!
 //! ```sql
 //! UPDATE orders SET note = 'x' WHERE id = 5
@@ -27,22 +27,24 @@
 //! see the target's shape): name the columns.
 
 use sqlparser::ast::{
-    FromTable, SelectItem, Statement, TableAlias, TableAliasWithoutColumns, TableFactor,
-    TableObject, With,
+    FromTable, OutputClause, SelectItem, Statement, TableAlias, TableAliasWithoutColumns,
+    TableFactor, TableObject, With,
 };
 
 use crate::ident::ident;
 use crate::plan::StatementPlan;
 use crate::refusal::Refusal;
 use crate::rule::{ResolvedRule, Rule, TableShape};
-use crate::{delete, insert, update};
+use crate::{delete, insert, merge, update};
 
-/// Rewrite a top-level INSERT/UPDATE/DELETE of `rule`'s legacy table (mode `cutover`).
+/// Rewrite a top-level INSERT/UPDATE/DELETE/MERGE of `rule`'s legacy table (mode
+/// `cutover`) for a server of `server_version` (`server_version_num`).
 pub(crate) fn rewrite(
     with: Option<&With>,
     top: &Statement,
     rule: &ResolvedRule,
     piece: &str,
+    server_version: u32,
 ) -> Result<StatementPlan, Refusal> {
     let mut reversed = reversed(rule);
     // The statement now names the target: the server still checks that the client's own
@@ -78,6 +80,23 @@ pub(crate) fn rewrite(
             }
             del.returning.clone()
         }
+        Statement::Merge(m) => {
+            // Without a column list an INSERT action takes the table's columns in order,
+            // which are the target's now.
+            if merge::inserts_without_columns(m) && !same_columns(rule) {
+                return Err(Refusal::Unsupported {
+                    table: rule.rule.table.clone(),
+                    construct: "MERGE ... INSERT without a column list in cutover while the \
+                                target's columns differ from the legacy table's (name the columns)"
+                        .into(),
+                });
+            }
+            swap_factor(&mut m.table, rule);
+            match &m.output {
+                Some(OutputClause::Returning { select_items, .. }) => Some(select_items.clone()),
+                _ => None,
+            }
+        }
         _ => None,
     };
     if let Some(items) = &returning {
@@ -98,6 +117,7 @@ pub(crate) fn rewrite(
         Statement::Insert(ins) => insert::rewrite(with, ins, &reversed, piece),
         Statement::Update(upd) => update::rewrite(with, upd, &reversed, piece, false),
         Statement::Delete(del) => delete::rewrite(with, del, &reversed, piece, false),
+        Statement::Merge(m) => merge::rewrite(with, m, &reversed, piece, false, server_version),
         _ => {
             return Err(Refusal::Unsupported {
                 table: rule.rule.table.clone(),
@@ -180,6 +200,10 @@ fn client_name(top: &Statement) -> Option<String> {
                 _ => return None,
             }
         }
+        Statement::Merge(m) => match &m.table {
+            TableFactor::Table { name, .. } => name,
+            _ => return None,
+        },
         _ => return None,
     };
     Some(name.to_string())

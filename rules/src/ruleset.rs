@@ -39,6 +39,11 @@ pub struct RuleSet {
     pub version: u64,
     /// The rules, at most one per legacy table.
     pub rules: Vec<ResolvedRule>,
+    /// The server's `server_version_num` (170004 for 17.4) as read with the rules; 0 when
+    /// unknown, which is taken as the oldest server. It decides which forms Tandem can
+    /// mirror: `MERGE` from 17 on, a MERGE that changes a key from 18 on (see
+    /// [`merge`](crate::merge)).
+    pub server_version_num: u32,
 }
 
 impl RuleSet {
@@ -51,7 +56,17 @@ impl RuleSet {
             }
         }
         refuse_chains(rules.iter().map(|r| &r.rule))?;
-        Ok(Self { version, rules })
+        Ok(Self {
+            version,
+            rules,
+            server_version_num: 0,
+        })
+    }
+
+    /// The same rules, for a server of `server_version_num`.
+    pub fn with_server_version(mut self, server_version_num: u32) -> Self {
+        self.server_version_num = server_version_num;
+        self
     }
 
     /// The rule for a table reference, in any mode. A schema-qualified reference matches

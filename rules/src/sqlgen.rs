@@ -44,6 +44,13 @@ fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
 /// insert the written rows into the target, or overwrite the target's copy. Key columns
 /// are never overwritten; when every column is a key column there is nothing to update.
 pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
+    upsert_cte_of(rule, WRITE_CTE)
+}
+
+/// [`upsert_cte`] of the rows `rows_of` names: `tandem_w`, or `tandem_w WHERE <condition>`
+/// choosing some of its rows (a MERGE's inserted and updated rows, see
+/// [`merge`](crate::merge)).
+pub(crate) fn upsert_cte_of(rule: &ResolvedRule, rows_of: &str) -> String {
     let shape = &rule.shape;
     let set = &rule.rule.set;
     let columns: Vec<&String> = shape
@@ -71,7 +78,7 @@ pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
     format!(
-        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {WRITE_CTE} \
+        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {rows_of} \
          ON CONFLICT ({key}) {action})",
         target = rule.rule.target,
         columns = column_list(columns),

@@ -136,7 +136,7 @@ impl Round {
             twins,
             via,
             direct,
-            work: Workload::new(seeds.1, kind),
+            work: Workload::new(seeds.1, kind, tandem_tests::server_mirrors_merge().await),
             seeds,
             statements,
             status: b'I',

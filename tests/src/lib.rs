@@ -300,6 +300,18 @@ pub async fn server_has_merge() -> bool {
     server_major().await >= 15
 }
 
+/// Whether Tandem mirrors a MERGE into a ruled table on this server (PostgreSQL 17 and
+/// later: MERGE ... RETURNING inside WITH); on 15 and 16 it refuses it (0A000).
+pub async fn server_mirrors_merge() -> bool {
+    server_major().await >= 17
+}
+
+/// Whether Tandem refuses a MERGE into a ruled table on this server: it has MERGE, but not
+/// yet MERGE ... RETURNING (15, 16).
+pub async fn server_refuses_merge() -> bool {
+    server_has_merge().await && !server_mirrors_merge().await
+}
+
 pub mod mirror;
 pub mod pgbouncer;
 pub mod python;

@@ -85,7 +85,8 @@ pub fn upstream_pg_config(config: &Config) -> Result<tokio_postgres::Config, Cat
         .map_err(|e| CatalogError::Url(crate::error_text::chain(&e)))
 }
 
-/// Resolves every configured rule that is not `off` into a [`RuleSet`].
+/// Resolves every configured rule that is not `off` into a [`RuleSet`], for the server's
+/// version (which decides what the planner can mirror, MERGE from 17 on).
 pub async fn resolve(
     client: &Client,
     rules: &[Rule],
@@ -95,10 +96,16 @@ pub async fn resolve(
     for rule in rules.iter().filter(|r| r.mode != Mode::Off) {
         resolved.push(resolve_one(client, rule.clone()).await?);
     }
-    RuleSet::new(version, resolved).map_err(|e| CatalogError::Rule {
-        table: String::new(),
-        reason: e.to_string(),
-    })
+    let server_version = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get::<_, i32>(0);
+    RuleSet::new(version, resolved)
+        .map(|set| set.with_server_version(u32::try_from(server_version).unwrap_or(0)))
+        .map_err(|e| CatalogError::Rule {
+            table: String::new(),
+            reason: e.to_string(),
+        })
 }
 
 async fn resolve_one(client: &Client, mut rule: Rule) -> Result<ResolvedRule, CatalogError> {

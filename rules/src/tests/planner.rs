@@ -59,8 +59,9 @@ fn merge_is_refused() {
     assert_eq!(r.sqlstate, "0A000");
     assert_eq!(
         r.message,
-        "tandem: MERGE into ruled table public.orders cannot be mirrored in one statement on \
-         PostgreSQL 15; rewrite as INSERT ... ON CONFLICT or disable the rule"
+        "tandem: MERGE into ruled table public.orders is mirrored from PostgreSQL 17 on (MERGE ... \
+         RETURNING inside WITH); this server is older: rewrite as INSERT ... ON CONFLICT, UPDATE \
+         and DELETE, or disable the rule"
     );
     assert_passthrough(
         "MERGE INTO customers c USING orders o ON o.id = c.id WHEN MATCHED THEN DELETE",

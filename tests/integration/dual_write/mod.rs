@@ -16,6 +16,7 @@ mod extended;
 mod failures;
 mod forms;
 mod fuzz_findings;
+mod merge;
 mod reading;
 mod returning;
 mod search_path;

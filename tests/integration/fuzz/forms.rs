@@ -550,15 +550,18 @@ impl Workload {
     /// A statement Tandem must refuse (`docs/dual-write.md`, "Refusals").
     pub(super) fn refused(&mut self, t: &str, id: usize) -> Stmt {
         let (form, code, sql) = match self.rng.below(11) {
-            0 => (
-                "MERGE",
-                "0A000",
-                format!(
+            0 => {
+                let sql = format!(
                     "MERGE INTO {t} l USING {{src}} s ON l.tenant = s.tenant \
                      WHEN MATCHED THEN UPDATE SET note = s.note \
                      WHEN NOT MATCHED THEN INSERT (tenant, amount) VALUES (s.tenant, s.amount)"
-                ),
-            ),
+                );
+                // Mirrored from PostgreSQL 17 on: then it must answer as Postgres does.
+                if self.merge_mirrored {
+                    return Stmt::runs("MERGE", sql);
+                }
+                ("MERGE", "0A000", sql)
+            }
             1 => (
                 "write in a CTE",
                 "0A000",

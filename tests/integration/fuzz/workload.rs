@@ -134,11 +134,15 @@ pub struct Workload {
     pub(super) scs_off: bool,
     /// `client_encoding` is LATIN1 in both sessions.
     pub(super) latin1: bool,
+    /// The server mirrors MERGE (PostgreSQL 17 and later): a MERGE runs instead of being
+    /// refused.
+    pub(super) merge_mirrored: bool,
 }
 
 impl Workload {
-    pub fn new(seed: u64, kind: Kind) -> Self {
+    pub fn new(seed: u64, kind: Kind, merge_mirrored: bool) -> Self {
         Self {
+            merge_mirrored,
             rng: Rng::new(seed),
             kind,
             prepared: Vec::new(),
