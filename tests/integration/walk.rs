@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, RuleToml};
+use tandem_tests::mirror::{config_with, db_text, start_ruled_proxy, wait_for_mode, RuleToml};
 use tandem_tests::{pg, pgbench, unique};
 use tokio_postgres::Client;
 
@@ -207,6 +207,11 @@ async fn walk_a_table_from_off_to_target_only_under_load_across_two_instances() 
     }
 
     flip("target_only").await;
+    // Both instances have the new rules (under load a fixed pause was not always enough;
+    // seen once on PostgreSQL 18 with two shared cores), and their sessions take them at
+    // their next transaction boundary.
+    wait_for_mode(&a, tandem_rules::Mode::TargetOnly).await;
+    wait_for_mode(&b, tandem_rules::Mode::TargetOnly).await;
     pause().await;
     let legacy_sum = |sql: String| async move {
         let c = pg().direct().await;
