@@ -44,6 +44,17 @@ fn column_list<'a>(columns: impl IntoIterator<Item = &'a String>) -> String {
 /// insert the written rows into the target, or overwrite the target's copy. Key columns
 /// are never overwritten; when every column is a key column there is nothing to update.
 pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
+    insert_into_target(rule, true)
+}
+
+/// [`upsert_cte`] without its `ON CONFLICT` clause: a plain insert, which fails with
+/// 23505 where the upsert would overwrite. Cheaper per row (no speculative insertion); a
+/// bulk load that expects no conflict tries it first (see [`CopyIn`](crate::plan::CopyIn)).
+pub(crate) fn insert_cte(rule: &ResolvedRule) -> String {
+    insert_into_target(rule, false)
+}
+
+fn insert_into_target(rule: &ResolvedRule, upsert: bool) -> String {
     let shape = &rule.shape;
     let set = &rule.rule.set;
     let columns: Vec<&String> = shape
@@ -70,13 +81,17 @@ pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
+    let conflict = if upsert {
+        format!(" ON CONFLICT ({}) {action}", column_list(&rule.rule.key))
+    } else {
+        String::new()
+    };
     format!(
-        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {WRITE_CTE} \
-         ON CONFLICT ({key}) {action})",
+        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {WRITE_CTE}\
+         {conflict})",
         target = rule.rule.target,
         columns = column_list(columns),
         values = values.join(", "),
-        key = column_list(&rule.rule.key),
     )
 }
 
