@@ -159,7 +159,10 @@ async fn copy_onto_a_key_the_target_already_holds_overwrites_it_as_the_upsert_do
     assert_eq!(twins.ruled.counts(&twins.check).await, (3, 3));
     let note: String = twins
         .check
-        .query_one(&twins.ruled.sql("SELECT note FROM {target} WHERE id = 7"), &[])
+        .query_one(
+            &twins.ruled.sql("SELECT note FROM {target} WHERE id = 7"),
+            &[],
+        )
         .await
         .expect("the overwritten row")
         .get(0);
@@ -174,7 +177,14 @@ async fn copy_breaking_a_legacy_unique_key_fails_as_postgres_does_and_lands_nowh
     let (mut via, mut direct) = twins.raw_sessions().await;
     let copy = "COPY {legacy} (id, tenant, amount) FROM STDIN";
     same_copy(&twins, &mut via, &mut direct, copy, "1\tacme\t1\n").await;
-    let failed = same_copy(&twins, &mut via, &mut direct, copy, "2\tacme\t2\n1\tacme\t3\n").await;
+    let failed = same_copy(
+        &twins,
+        &mut via,
+        &mut direct,
+        copy,
+        "2\tacme\t2\n1\tacme\t3\n",
+    )
+    .await;
     assert!(has(&failed, "C=23505"), "{failed:?}");
     assert_eq!(twins.ruled.counts(&twins.check).await, (1, 1));
     // Inside a transaction that then rolls back, a successful COPY leaves nothing either.
