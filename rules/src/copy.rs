@@ -8,10 +8,13 @@
 use sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement};
 
 use crate::ident::normalize;
-use crate::plan::{CopyFormat, CopyIn, Outcome};
+use crate::plan::{CopyFormat, CopyIn, Outcome, PlainFirst};
 use crate::record::literal;
 use crate::refusal::require_dual_write;
 use crate::refusal::Refusal;
+use crate::reverse::reversed;
+use crate::rule::{MirrorErrorPolicy, Mode, ResolvedRule};
+use crate::sqlgen::{insert_cte, upsert_cte, WRITE_CTE};
 use crate::writes::Ctx;
 
 /// Plan a COPY statement.
@@ -54,7 +57,26 @@ pub(crate) fn plan(stmt: &Statement, sql: &str, ctx: Ctx<'_>) -> Result<Outcome,
             .any(|o| matches!(o, CopyOption::Freeze(true))),
         sql: sql.to_string(),
         policy: rule.rule.on_mirror_error,
+        plain_first: plain_first(rule),
     }))
+}
+
+/// The mirror CTE's two forms for the rule's INSERT rewrite (reversed in `cutover`, as
+/// the planner reverses it); `None` under `record`, whose mirror is no CTE.
+fn plain_first(rule: &ResolvedRule) -> Option<PlainFirst> {
+    if rule.rule.on_mirror_error != MirrorErrorPolicy::Fail {
+        return None;
+    }
+    let mirror = match rule.rule.mode {
+        Mode::Cutover => reversed(rule),
+        _ => rule.clone(),
+    };
+    let mirror_oid = mirror.shape.target_oid;
+    (mirror_oid != 0).then(|| PlainFirst {
+        upsert: upsert_cte(&mirror),
+        insert: insert_cte(&mirror),
+        mirror_oid,
+    })
 }
 
 impl CopyIn {
@@ -119,6 +141,64 @@ impl CopyIn {
                  in the current subtransaction"
             ),
         ))
+    }
+}
+
+impl CopyIn {
+    /// The statement that moves the staged rows into both tables, given `planned`, the
+    /// rewrite of `INSERT INTO <legacy> (...) SELECT ... FROM <staging>`.
+    ///
+    /// A COPY only adds rows, so the mirror table has none of their keys unless it drifted:
+    /// the rewrite's upsert (`ON CONFLICT ... DO UPDATE`, a speculative insertion per row,
+    /// measured at a quarter of a 1M-row COPY's time) is then wasted. So the whole rewrite
+    /// runs first with a plain insert in a `DO` block, and only a unique violation in the
+    /// mirror table (or a table under it) runs it again as written, with the upsert; any
+    /// other error, a unique violation of the legacy table included, is raised as it was.
+    /// The first try is a subtransaction: rolled back whole, it leaves nothing behind in
+    /// either table (sequences, as always, are not rolled back). Both forms are one
+    /// statement each, so the guard checks each at its end as before.
+    ///
+    /// `planned` is returned unchanged when it is not the expected shape (the `record`
+    /// policy, a statement the rewrite renders otherwise).
+    pub fn mirror_statement(&self, planned: &str) -> String {
+        let Some(forms) = &self.plain_first else {
+            return planned.to_string();
+        };
+        let select = format!(" SELECT FROM {WRITE_CTE}");
+        let Some((head, tail)) = planned.split_once(&forms.upsert) else {
+            return planned.to_string();
+        };
+        let Some(check) = tail.strip_prefix(&select) else {
+            return planned.to_string();
+        };
+        if check.contains(&forms.upsert) || !(check.is_empty() || check.starts_with(" WHERE ")) {
+            return planned.to_string();
+        }
+        // PL/pgSQL needs a destination for the final SELECT; count(*) reads tandem_w once
+        // more, and its WHERE (the resolution check) still runs before anything is written.
+        let finish = format!(" SELECT count(*) INTO tandem_copy_rows FROM {WRITE_CTE}{check}");
+        let first = format!("{head}{}{finish}", forms.insert);
+        let again = format!("{head}{}{finish}", forms.upsert);
+        let mut tag = "$tandem_copy$".to_string();
+        while planned.contains(tag.trim_end_matches('$')) {
+            tag.insert(tag.len() - 1, '_');
+        }
+        // `use_column`: a column named like a variable means the column, as in the
+        // statement Tandem would otherwise send.
+        format!(
+            "DO {tag} #variable_conflict use_column\n\
+             DECLARE tandem_copy_rows bigint; tandem_copy_schema text; tandem_copy_table text; \
+             BEGIN {first}; \
+             EXCEPTION WHEN unique_violation THEN \
+             GET STACKED DIAGNOSTICS tandem_copy_schema = SCHEMA_NAME, \
+             tandem_copy_table = TABLE_NAME; \
+             IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
+             WHERE s.nspname = tandem_copy_schema AND c.relname = tandem_copy_table \
+             AND {oid}::oid IN (SELECT tandem.guard_ancestors(c.oid))) THEN RAISE; END IF; \
+             {again}; END {tag}",
+            oid = forms.mirror_oid,
+        )
     }
 }
 

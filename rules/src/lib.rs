@@ -62,7 +62,8 @@ pub use ident::{name_part, quote_ident};
 pub use lexer::{CharWidths, Lexing};
 pub use name::{NameError, TableName};
 pub use plan::{
-    join_statements, ColumnOrigin, CopyFormat, CopyIn, Plan, ResponseFix, StatementPlan, WriteTag,
+    join_statements, ColumnOrigin, CopyFormat, CopyIn, PlainFirst, Plan, ResponseFix,
+    StatementPlan, WriteTag,
 };
 pub use planner::plan;
 pub use prefilter::{first_ruled_name, mentions_ruled_table, RuledNames};

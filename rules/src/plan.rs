@@ -153,6 +153,23 @@ pub struct CopyIn {
     pub sql: String,
     /// The rule's error policy.
     pub policy: MirrorErrorPolicy,
+    /// How the staged rows' mirror may first try a plain insert into the mirror table
+    /// (see [`CopyIn::mirror_statement`]); `None` under the `record` policy or when the
+    /// mirror table's OID is unknown.
+    pub plain_first: Option<PlainFirst>,
+}
+
+/// The two forms of a COPY's mirror CTE, for [`CopyIn::mirror_statement`]: the upsert every
+/// mirrored INSERT uses, and the same insert without `ON CONFLICT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainFirst {
+    /// The `tandem_m` CTE as the INSERT rewrite renders it (with `ON CONFLICT`).
+    pub upsert: String,
+    /// The same CTE as a plain insert.
+    pub insert: String,
+    /// OID of the table the mirror writes (the target; the legacy table in `cutover`):
+    /// only a unique violation there is retried as the upsert.
+    pub mirror_oid: u32,
 }
 
 /// The data format of a COPY.

@@ -51,6 +51,17 @@ pub(crate) fn upsert_cte(rule: &ResolvedRule) -> String {
 /// choosing some of its rows (a MERGE's inserted and updated rows, see
 /// [`merge`](crate::merge)).
 pub(crate) fn upsert_cte_of(rule: &ResolvedRule, rows_of: &str) -> String {
+    insert_into_target(rule, rows_of, true)
+}
+
+/// [`upsert_cte`] without its `ON CONFLICT` clause: a plain insert, which fails with
+/// 23505 where the upsert would overwrite. Cheaper per row (no speculative insertion); a
+/// bulk load that expects no conflict tries it first (see [`CopyIn`](crate::plan::CopyIn)).
+pub(crate) fn insert_cte(rule: &ResolvedRule) -> String {
+    insert_into_target(rule, WRITE_CTE, false)
+}
+
+fn insert_into_target(rule: &ResolvedRule, rows_of: &str, upsert: bool) -> String {
     let shape = &rule.shape;
     let set = &rule.rule.set;
     let columns: Vec<&String> = shape
@@ -77,13 +88,17 @@ pub(crate) fn upsert_cte_of(rule: &ResolvedRule, rows_of: &str) -> String {
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     };
+    let conflict = if upsert {
+        format!(" ON CONFLICT ({}) {action}", column_list(&rule.rule.key))
+    } else {
+        String::new()
+    };
     format!(
-        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {rows_of} \
-         ON CONFLICT ({key}) {action})",
+        "{MIRROR_CTE} AS (INSERT INTO {target} ({columns}) SELECT {values} FROM {rows_of}\
+         {conflict})",
         target = rule.rule.target,
         columns = column_list(columns),
         values = values.join(", "),
-        key = column_list(&rule.rule.key),
     )
 }
 

@@ -136,3 +136,69 @@ async fn copy_freeze_fails_as_postgres_does_unless_the_table_was_truncated_in_th
     twins.assert_parity("COMMIT").await;
     assert_eq!(twins.ruled.counts(&twins.check).await, (2, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_onto_a_key_the_target_already_holds_overwrites_it_as_the_upsert_does() {
+    // Tandem first moves staged rows into the target with a plain INSERT (issue 17: the
+    // upsert's speculative insertion was a quarter of a large COPY's time); a target that
+    // drifted and holds one of the keys makes it fail, and the upsert runs instead. A
+    // hash-partitioned target: the violation names a partition, not the target itself.
+    let twins = Twins::new(Kind::Hash).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    let stale = "INSERT INTO {target} (id, tenant, amount, note, score, token, created_at) \
+                 VALUES (7, 'stale', 0, 'drifted', 0, gen_random_uuid(), now())";
+    twins
+        .check
+        .batch_execute(&twins.ruled.sql(stale))
+        .await
+        .expect("stale target row");
+    let copy = "COPY {legacy} (id, tenant, amount, note, score) FROM STDIN";
+    let data = "6\tacme\t1\tsix\t0.5\n7\tglobex\t2\tseven\t0.25\n8\tacme\t3\teight\t0.125\n";
+    let transcript = same_copy(&twins, &mut via, &mut direct, copy, data).await;
+    assert!(has(&transcript, "COPY 3"), "{transcript:?}");
+    assert_eq!(twins.ruled.counts(&twins.check).await, (3, 3));
+    let note: String = twins
+        .check
+        .query_one(
+            &twins.ruled.sql("SELECT note FROM {target} WHERE id = 7"),
+            &[],
+        )
+        .await
+        .expect("the overwritten row")
+        .get(0);
+    assert_eq!(note, "seven");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_breaking_a_legacy_unique_key_fails_as_postgres_does_and_lands_nowhere() {
+    // A unique violation of the legacy table is the client's error: raised as it was, not
+    // retried (a retry would take new serial values and might succeed where COPY fails).
+    let twins = Twins::new(Kind::Hash).await;
+    let (mut via, mut direct) = twins.raw_sessions().await;
+    let copy = "COPY {legacy} (id, tenant, amount) FROM STDIN";
+    same_copy(&twins, &mut via, &mut direct, copy, "1\tacme\t1\n").await;
+    let failed = same_copy(
+        &twins,
+        &mut via,
+        &mut direct,
+        copy,
+        "2\tacme\t2\n1\tacme\t3\n",
+    )
+    .await;
+    assert!(has(&failed, "C=23505"), "{failed:?}");
+    assert_eq!(twins.ruled.counts(&twins.check).await, (1, 1));
+    // Inside a transaction that then rolls back, a successful COPY leaves nothing either.
+    twins.same_simple(&mut via, &mut direct, "BEGIN").await;
+    let loaded = same_copy_in_transaction(
+        &twins,
+        &mut via,
+        &mut direct,
+        copy,
+        "10\tacme\t4\n11\tglobex\t5\n",
+    )
+    .await;
+    assert!(has(&loaded, "COPY 2"), "{loaded:?}");
+    twins.same_simple(&mut via, &mut direct, "ROLLBACK").await;
+    twins.assert_parity("ROLLBACK").await;
+    assert_eq!(twins.ruled.counts(&twins.check).await, (1, 1));
+}

@@ -634,7 +634,8 @@ impl ClientSide {
 
     /// `COPY legacy FROM STDIN` in a simple Query: the rows go to a session temp table with
     /// the COPY's own column list and options (so the client's tag is the real `COPY n`),
-    /// then one mirrored INSERT moves them into legacy and target in the same transaction.
+    /// then one mirrored INSERT moves them into legacy and target in the same transaction
+    /// (trying a plain insert into the mirror first: [`tandem_rules::CopyIn::mirror_statement`]).
     /// Tandem's added statements are hidden from the client. Each column list has a temp
     /// table of its own, so a later COPY with other columns finds its columns. `FREEZE` is
     /// checked on the legacy table once the rows have arrived, as the server checks it.
@@ -670,7 +671,7 @@ impl ClientSide {
             ),
         ];
         statements.extend(copy.freeze_check().map(|check| (check, StmtFix::Hide)));
-        statements.push((mirror_sql, StmtFix::Hide));
+        statements.push((copy.mirror_statement(&mirror_sql), StmtFix::Hide));
         statements.push((format!("TRUNCATE {temp}"), StmtFix::Hide));
         let sql = statements
             .iter()
