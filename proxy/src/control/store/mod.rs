@@ -78,6 +78,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("008_drop_triggers.sql")),
     (9, include_str!("009_backfill_direction.sql")),
     (10, include_str!("010_backfilled.sql")),
+    (11, include_str!("011_shadow_shapes.sql")),
 ];
 
 /// Why the store could not be read or written.
