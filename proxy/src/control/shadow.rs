@@ -428,7 +428,8 @@ async fn rows(
     sql: &str,
     job: &Job,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    let wrapped = format!("SELECT tandem_r::text FROM ({sql}) AS tandem_r");
+    // The newline ends a trailing `--` comment of the client's text.
+    let wrapped = format!("SELECT tandem_r::text FROM ({sql}\n) AS tandem_r");
     if !job.params.is_empty() {
         let types = declared_types(job);
         let statement = tx.prepare_typed(&wrapped, &types).await?;
