@@ -109,7 +109,9 @@ fn tokens(sql: &str) -> Vec<Tok<'_>> {
                     let unary = matches!(out.last(), Some(Tok::Punct(b'-')))
                         && matches!(
                             out.len().checked_sub(2).and_then(|i| out.get(i)),
-                            None | Some(Tok::Punct(b'(' | b',' | b'=' | b'<' | b'>' | b'*' | b'/' | b'+'))
+                            None | Some(Tok::Punct(
+                                b'(' | b',' | b'=' | b'<' | b'>' | b'*' | b'/' | b'+'
+                            ))
                         );
                     if unary && first != b'\'' && first != b'$' {
                         out.pop();
@@ -181,7 +183,10 @@ fn simplify(tokens: Vec<Tok<'_>>) -> Vec<Tok<'_>> {
         // `( ?, ?, ? )`: one constant.
         if tok == Tok::Punct(b',')
             && matches!(out.last(), Some(Tok::Const))
-            && matches!(out.len().checked_sub(2).and_then(|p| out.get(p)), Some(Tok::Punct(b'(')))
+            && matches!(
+                out.len().checked_sub(2).and_then(|p| out.get(p)),
+                Some(Tok::Punct(b'('))
+            )
         {
             let mut j = i;
             let mut constants = true;

@@ -131,9 +131,13 @@ async fn rare_shapes_get_their_comparisons_and_a_differing_one_fails_the_gate_by
             }
         }
     }
-    let shapes = wait_for_shapes(&direct, &schema, &pair, "every shape compared 3 times", |s| {
-        s.len() == 5 && s.iter().all(|x| x.3 >= 3) && s[0].2 == 3000
-    })
+    let shapes = wait_for_shapes(
+        &direct,
+        &schema,
+        &pair,
+        "every shape compared 3 times",
+        |s| s.len() == 5 && s.iter().all(|x| x.3 >= 3) && s[0].2 == 3000,
+    )
     .await;
     assert!(shapes[0].1.contains("where id = ?"), "{shapes:#?}");
     for x in &shapes[1..] {
@@ -266,12 +270,9 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
         .await
         .unwrap();
         // A point read by key stays as fast on the target.
-        via.simple_query(&pair.sql(&format!(
-            "SELECT note FROM {{legacy}} WHERE id = {}",
-            i + 1
-        )))
-        .await
-        .unwrap();
+        via.simple_query(&pair.sql(&format!("SELECT note FROM {{legacy}} WHERE id = {}", i + 1)))
+            .await
+            .unwrap();
     }
     let shapes = wait_for_shapes(&direct, &schema, &pair, "both shapes compared", |s| {
         s.len() == 2 && s.iter().all(|x| x.3 >= 3 && x.2 == 8)
@@ -294,7 +295,10 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
     let plan = slow.target_plan.as_deref().unwrap_or_default();
     assert!(plan.contains("Seq Scan"), "{slow:#?}");
     assert!(
-        slow.legacy_plan.as_deref().unwrap_or_default().contains("Index"),
+        slow.legacy_plan
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Index"),
         "{slow:#?}"
     );
     assert!(
@@ -318,7 +322,11 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
         "{gate:?}"
     );
     assert!(!gate.detail.contains(&point.fingerprint), "{gate:?}");
-    assert!(check(&t, "shape_coverage").ok, "{:?}", check(&t, "shape_coverage"));
+    assert!(
+        check(&t, "shape_coverage").ok,
+        "{:?}",
+        check(&t, "shape_coverage")
+    );
 
     // The command line: the gate's options, the text and summary.json.
     let dir = std::env::temp_dir().join(tandem_tests::unique("shapes"));
@@ -336,7 +344,14 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
         let out = std::process::Command::new(tandem_bin())
             .args(["parity", "--config"])
             .arg(&file)
-            .args(["--table", &pair.legacy, "--min-samples", "1", "--strict", "--out"])
+            .args([
+                "--table",
+                &pair.legacy,
+                "--min-samples",
+                "1",
+                "--strict",
+                "--out",
+            ])
             .arg(dir.join("out"))
             .args(extra)
             .output()
@@ -352,7 +367,10 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
         stdout.contains("[FAIL] shape_slowdown") && stdout.contains(&slow_fp),
         "{stdout}"
     );
-    assert!(stdout.contains("Seq Scan"), "the target's plan is printed: {stdout}");
+    assert!(
+        stdout.contains("Seq Scan"),
+        "the target's plan is printed: {stdout}"
+    );
     let (_, stdout) = run(&["--max-slowdown", "0", "--format", "json"]);
     assert!(!stdout.contains("\"shape_slowdown\""), "skipped: {stdout}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();

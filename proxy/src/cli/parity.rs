@@ -60,11 +60,17 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         .map(|t| table_arg(t, "--table"))
         .collect::<Result<_, _>>()?;
     if !(0.0..=1.0).contains(&args.min_coverage) {
-        eprintln!("tandem: --min-coverage {} is not between 0 and 1", args.min_coverage);
+        eprintln!(
+            "tandem: --min-coverage {} is not between 0 and 1",
+            args.min_coverage
+        );
         return Err(ExitCode::from(2));
     }
     if args.max_slowdown != 0.0 && (args.max_slowdown.is_nan() || args.max_slowdown < 1.0) {
-        eprintln!("tandem: --max-slowdown {} must be 0 (off) or at least 1", args.max_slowdown);
+        eprintln!(
+            "tandem: --max-slowdown {} must be 0 (off) or at least 1",
+            args.max_slowdown
+        );
         return Err(ExitCode::from(2));
     }
     let options = tandem::ops::parity::Options {

@@ -221,7 +221,8 @@ async fn worker(
         if planned.len() >= PLANS_REMEMBERED {
             planned.clear();
         }
-        let plans_wanted = (!planned.contains(&fingerprint)).then_some(config.shadow.slowdown_factor);
+        let plans_wanted =
+            (!planned.contains(&fingerprint)).then_some(config.shadow.slowdown_factor);
         legacy_first = !legacy_first;
         match compare(c, &job, !legacy_first, plans_wanted).await {
             Ok(sample) => {
@@ -527,7 +528,12 @@ async fn record_failure(
                    failures = x.failures + 1, last_error = excluded.last_error",
                 shapes = store.qualified("shadow_shapes"),
             ),
-            &[&job.pair.table.to_string(), &shape.fingerprint(), &text, &error],
+            &[
+                &job.pair.table.to_string(),
+                &shape.fingerprint(),
+                &text,
+                &error,
+            ],
         )
         .await?;
     Ok(())

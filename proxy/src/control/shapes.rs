@@ -193,10 +193,9 @@ impl Shapes {
             if !idle.is_empty() {
                 let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
                 for hash in idle {
-                    if map
-                        .get(&hash)
-                        .is_some_and(|e| e.count.load(Relaxed) == 0 && e.idle.load(Relaxed) >= IDLE_FLUSHES)
-                    {
+                    if map.get(&hash).is_some_and(|e| {
+                        e.count.load(Relaxed) == 0 && e.idle.load(Relaxed) >= IDLE_FLUSHES
+                    }) {
                         map.remove(&hash);
                         self.len.fetch_sub(1, Relaxed);
                     }
@@ -293,7 +292,11 @@ pub async fn run(
 }
 
 /// Adds this period's counts to `<store>.shadow_shapes`, in one statement.
-async fn flush(client: &Client, store: &Store, deltas: &[Delta]) -> Result<(), tokio_postgres::Error> {
+async fn flush(
+    client: &Client,
+    store: &Store,
+    deltas: &[Delta],
+) -> Result<(), tokio_postgres::Error> {
     if deltas.is_empty() {
         return Ok(());
     }
@@ -393,13 +396,20 @@ mod tests {
         assert_eq!(shapes.untracked.load(Relaxed), 1);
         let t = TableName::new(Some("public"), "t");
         let deltas = shapes.drain(std::slice::from_ref(&t));
-        assert_eq!(deltas.len(), 1, "only the comparable shape of a sampled table");
+        assert_eq!(
+            deltas.len(),
+            1,
+            "only the comparable shape of a sampled table"
+        );
         assert_eq!(deltas[0].executions, 5);
         assert!(shapes.drain(&[t]).is_empty(), "counts are taken once");
         // The store says two more comparisons are wanted.
         shapes.set_budgets(HashMap::from([(7, 2)]));
         assert!(shapes.seen(7, true, || described(Some("t"))));
-        assert!(!shapes.seen(7, false, || described(Some("t"))), "not when it may not");
+        assert!(
+            !shapes.seen(7, false, || described(Some("t"))),
+            "not when it may not"
+        );
         assert!(shapes.seen(7, true, || described(Some("t"))));
         assert!(!shapes.seen(7, true, || described(Some("t"))));
     }

@@ -185,8 +185,8 @@ pub fn parse(text: &str) -> Result<Command, String> {
     let first = it.word("a command")?;
     let command = match first.to_ascii_uppercase().as_str() {
         "SHOW" => {
-            let what =
-                it.word("RULES, SESSIONS, STATS, VERSION, PARITY, SHAPES or PARTITIONS after SHOW")?;
+            let what = it
+                .word("RULES, SESSIONS, STATS, VERSION, PARITY, SHAPES or PARTITIONS after SHOW")?;
             match what.to_ascii_uppercase().as_str() {
                 "RULES" => Command::ShowRules,
                 "SESSIONS" => Command::ShowSessions,

@@ -177,7 +177,10 @@ pub(super) async fn show_stats(shared: &Arc<Shared>) -> Result<Output, ErrorFiel
             stats.extend([
                 ("shadow_shapes_tracked", shapes.tracked() as u64),
                 ("shadow_shapes_untracked", shapes.untracked.load(Relaxed)),
-                ("shadow_shapes_flush_failures", shapes.flush_failures.load(Relaxed)),
+                (
+                    "shadow_shapes_flush_failures",
+                    shapes.flush_failures.load(Relaxed),
+                ),
             ]);
         }
     }
@@ -320,7 +323,12 @@ pub(super) async fn show_shapes(
         crate::ops::parity::GATE_SLOWDOWN_FLOOR_MS,
     )
     .await
-    .map_err(|e| error("XX000", format!("tandem: {}", crate::control::catalog::describe(&e))))?;
+    .map_err(|e| {
+        error(
+            "XX000",
+            format!("tandem: {}", crate::control::catalog::describe(&e)),
+        )
+    })?;
     let ms = |v: Option<f64>| v.map(|x| format!("{x:.3}"));
     let rows: Vec<Vec<Option<String>>> = shapes
         .iter()

@@ -361,7 +361,16 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
             .remove(&rule.rule.table.to_string())
             .unwrap_or_default();
         tables.push(
-            table_report(&tx, &names, rule, state, set_columns, options, &config.shadow).await?,
+            table_report(
+                &tx,
+                &names,
+                rule,
+                state,
+                set_columns,
+                options,
+                &config.shadow,
+            )
+            .await?,
         );
     }
     tx.commit().await?;

@@ -245,7 +245,12 @@ pub fn plan_hint(legacy: &str, target: &str) -> Option<String> {
 }
 
 /// Summarises `shapes` (one table's) for the report.
-pub fn summarise(shapes: Vec<ShapeReport>, recorded: i64, top_k: i64, min_comparisons: i64) -> ReadShapes {
+pub fn summarise(
+    shapes: Vec<ShapeReport>,
+    recorded: i64,
+    top_k: i64,
+    min_comparisons: i64,
+) -> ReadShapes {
     let top: Vec<&ShapeReport> = shapes.iter().filter(|s| s.top).collect();
     let covered = top
         .iter()
@@ -395,7 +400,9 @@ pub fn text(r: &ReadShapes) -> String {
                 (Some(a), Some(b)) => format!("{a:.3}/{b:.3}"),
                 _ => "-".into(),
             },
-            s.legacy_rows.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into()),
+            s.legacy_rows
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into()),
             format!("{}/{}", ms(s.legacy_ms_p50), ms(s.legacy_ms_p95)),
             format!("{}/{}", ms(s.target_ms_p50), ms(s.target_ms_p95)),
             s.speed_verdict(),
@@ -403,7 +410,11 @@ pub fn text(r: &ReadShapes) -> String {
         ));
     }
     for s in r.shapes.iter().filter(|s| s.slower) {
-        out.push_str(&format!("    {} is {} on the target", s.fingerprint, s.speed_verdict()));
+        out.push_str(&format!(
+            "    {} is {} on the target",
+            s.fingerprint,
+            s.speed_verdict()
+        ));
         if let Some(h) = &s.plan_hint {
             out.push_str(&format!(": {h}"));
         }
@@ -463,7 +474,11 @@ pub fn html(r: &ReadShapes, esc: impl Fn(&str) -> String) -> String {
         ));
     }
     out.push_str("</table>");
-    for s in r.shapes.iter().filter(|s| s.slower || (s.legacy_plan.is_some() && s.top)) {
+    for s in r
+        .shapes
+        .iter()
+        .filter(|s| s.slower || (s.legacy_plan.is_some() && s.top))
+    {
         out.push_str(&format!(
             "<h4>{} on the target: <code>{}</code></h4>",
             esc(&s.speed_verdict()),
@@ -509,7 +524,11 @@ mod tests {
             ..ShapeReport::default()
         };
         let r = summarise(
-            vec![shape("a", 1, 5, 0, 5), shape("b", 2, 0, 3, 3), shape("c", 3, 0, 0, 0)],
+            vec![
+                shape("a", 1, 5, 0, 5),
+                shape("b", 2, 0, 3, 3),
+                shape("c", 3, 0, 0, 0),
+            ],
             3,
             2,
             5,
@@ -518,8 +537,17 @@ mod tests {
         let c = checks(&r, 1.0, 0.0, 1.0);
         assert_eq!(c.len(), 1);
         assert!(!c[0].ok);
-        assert!(c[0].detail.contains("b \"select b\": rows differ in 3 of 3"), "{}", c[0].detail);
-        assert!(!c[0].detail.contains("select c"), "not gated: {}", c[0].detail);
+        assert!(
+            c[0].detail
+                .contains("b \"select b\": rows differ in 3 of 3"),
+            "{}",
+            c[0].detail
+        );
+        assert!(
+            !c[0].detail.contains("select c"),
+            "not gated: {}",
+            c[0].detail
+        );
         assert!(checks(&r, 0.5, 0.0, 1.0)[0].ok);
     }
 }

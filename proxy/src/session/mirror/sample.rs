@@ -4,8 +4,8 @@
 //! [sampler](crate::control::shadow) while its shape wants comparisons, or with the rule's
 //! `sample_rate`; the comparison itself runs off the hot path.
 
-use std::sync::OnceLock;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use tandem_rules::{Plan, ResponseFix};
 
