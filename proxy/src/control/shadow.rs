@@ -475,13 +475,16 @@ async fn record(
                    rows_differ, example, legacy_rows, target_rows, legacy_ms, target_ms) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)) \
                  INSERT INTO {shapes} AS x (rule_table, fingerprint, shape, comparisons, \
-                   full_overlap, differing, legacy_plan, target_plan, plans_at) \
+                   full_overlap, differing, clean_streak, legacy_plan, target_plan, plans_at) \
                  VALUES ($1, $2, $12, 1, CASE WHEN $5 >= 1 THEN 1 ELSE 0 END, \
-                   CASE WHEN $6 THEN 1 ELSE 0 END, $13, $14, CASE WHEN $13::text IS NULL THEN NULL ELSE now() END) \
+                   CASE WHEN $6 THEN 1 ELSE 0 END, CASE WHEN $5 >= 1 AND NOT $6 THEN 1 ELSE 0 END, \
+                   $13, $14, CASE WHEN $13::text IS NULL THEN NULL ELSE now() END) \
                  ON CONFLICT (rule_table, fingerprint) DO UPDATE SET \
                    comparisons = x.comparisons + 1, \
                    full_overlap = x.full_overlap + excluded.full_overlap, \
                    differing = x.differing + excluded.differing, \
+                   clean_streak = CASE WHEN excluded.clean_streak = 0 THEN 0 \
+                     ELSE x.clean_streak + 1 END, \
                    legacy_plan = coalesce(excluded.legacy_plan, x.legacy_plan), \
                    target_plan = coalesce(excluded.target_plan, x.target_plan), \
                    plans_at = coalesce(excluded.plans_at, x.plans_at)",

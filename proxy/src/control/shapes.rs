@@ -14,8 +14,9 @@
 //! in one upsert, so all instances' counts meet in the store; then it reads back, for the
 //! fleet's counts, which shapes still want comparisons — the top `shadow.top_k` of each
 //! table by executions, and any shape executed at least `shadow.min_executions` times,
-//! until each has `shadow.min_comparisons` — and sets each tracked shape's budget to what
-//! it still wants. A shape no instance has reported yet starts with the full budget, so a
+//! until each has `shadow.min_comparisons` at full overlap in a row (a shape whose newest
+//! comparison differed is re-checked once per flush: the backfill may have fixed it) —
+//! and sets each tracked shape's budget to what it still wants. A shape no instance has reported yet starts with the full budget, so a
 //! rare read (month-end, an admin screen) is compared the first times it runs.
 
 use std::collections::HashMap;
@@ -320,8 +321,9 @@ async fn flush(
 }
 
 /// What each shape of the sampled tables still wants, by the fleet's counts: the top K of
-/// each table and any shape run `min_executions` times want `min_comparisons` (shapes
-/// whose comparisons failed that often are left alone); others want none.
+/// each table and any shape run `min_executions` times want `min_comparisons` at full
+/// overlap in a row (one per refresh while the newest differed; shapes whose comparisons
+/// failed that often are left alone); others want none.
 async fn budgets(
     client: &Client,
     store: &Store,
@@ -334,8 +336,9 @@ async fn budgets(
         .query(
             &format!(
                 "SELECT fingerprint, CASE WHEN (rank <= $2 OR executions >= $3) AND failures < $4 \
-                   THEN greatest($4 - comparisons, 0) ELSE 0 END::int8 \
-                 FROM (SELECT fingerprint, executions, comparisons, failures, row_number() OVER \
+                   THEN CASE WHEN clean_streak = 0 AND differing > 0 THEN 1 \
+                     ELSE greatest($4 - clean_streak, 0) END ELSE 0 END::int8 \
+                 FROM (SELECT fingerprint, executions, clean_streak, differing, failures, row_number() OVER \
                    (PARTITION BY rule_table ORDER BY executions DESC, fingerprint) AS rank \
                    FROM {shapes} WHERE rule_table = ANY($1)) s \
                  LIMIT {BUDGETS_READ}"

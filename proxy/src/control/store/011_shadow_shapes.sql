@@ -12,6 +12,10 @@ CREATE TABLE @store@.shadow_shapes (
     comparisons  bigint NOT NULL DEFAULT 0,
     full_overlap bigint NOT NULL DEFAULT 0,
     differing    bigint NOT NULL DEFAULT 0,
+    -- Comparisons at full overlap since the last one whose rows differed: a shape that
+    -- differed while the target was not backfilled yet is covered again once it has
+    -- min_comparisons clean ones in a row.
+    clean_streak bigint NOT NULL DEFAULT 0,
     failures     bigint NOT NULL DEFAULT 0,
     last_error   text,
     legacy_plan  text,

@@ -4,8 +4,9 @@
 //! their outcome, the plans of a shape slower on the target) and the samples each shape
 //! keeps in `<store>.shadow_samples` (overlap, rows, the two statements' times). The gate
 //! looks at the top `shadow.top_k` shapes by executions: `shape_coverage` wants the share
-//! of them compared at least `shadow.min_comparisons` times at full overlap to reach
-//! `--min-coverage`, and `shape_slowdown` wants none of them slower on the target than
+//! of them whose newest `shadow.min_comparisons` comparisons (at least) were all at full
+//! overlap to reach `--min-coverage` (so a shape that differed before the backfill
+//! finished counts again once it agrees), and `shape_slowdown` wants none of them slower on the target than
 //! `--max-slowdown` (median times, differences under `--slowdown-floor-ms` ignored).
 
 use serde::Serialize;
@@ -38,11 +39,13 @@ pub struct ShapeReport {
     pub full_overlap: i64,
     /// Of them, with rows that differ.
     pub differing: i64,
+    /// Comparisons at full overlap since the last one whose rows differed.
+    pub clean_streak: i64,
     /// Comparisons that failed, and the last error.
     pub failures: i64,
     /// The last failure's error.
     pub last_error: Option<String>,
-    /// "yes" / "no" / `None` (never compared).
+    /// Whether the newest comparison gave the same rows (`None`: never compared).
     pub same_rows: Option<bool>,
     /// Mean overlap of the kept samples.
     pub mean_overlap: Option<f64>,
@@ -76,6 +79,10 @@ impl ShapeReport {
     /// `same rows: yes` / `no (3 of 5 comparisons differ)` / `not compared yet`.
     pub fn rows_verdict(&self) -> String {
         match self.same_rows {
+            Some(true) if self.differing > 0 => format!(
+                "yes (the newest {}; {} of {} comparisons differed before)",
+                self.clean_streak, self.differing, self.comparisons
+            ),
             Some(true) => "yes".into(),
             Some(false) => format!(
                 "no ({} of {} comparisons differ)",
@@ -144,7 +151,7 @@ pub async fn load(
                    s.comparisons, s.full_overlap, s.differing, s.failures, s.last_error, \
                    s.legacy_plan, s.target_plan, row_number() OVER (PARTITION BY s.rule_table \
                      ORDER BY s.executions DESC, s.fingerprint) AS rank, \
-                   x.mean, x.low, x.lrows, x.trows, x.l50, x.l95, x.t50, x.t95 \
+                   x.mean, x.low, x.lrows, x.trows, x.l50, x.l95, x.t50, x.t95, s.clean_streak \
                  FROM {shapes} s LEFT JOIN LATERAL (SELECT avg(overlap)::float8 AS mean, \
                    min(overlap)::float8 AS low, avg(legacy_rows)::float8 AS lrows, \
                    avg(target_rows)::float8 AS trows, \
@@ -166,6 +173,7 @@ pub async fn load(
             let rank: i64 = r.get(11);
             let comparisons: i64 = r.get(4);
             let differing: i64 = r.get(6);
+            let clean_streak: i64 = r.get(20);
             let legacy_ms_p50: Option<f64> = r.get(16);
             let target_ms_p50: Option<f64> = r.get(18);
             let ratio = match (legacy_ms_p50, target_ms_p50) {
@@ -188,9 +196,10 @@ pub async fn load(
                 comparisons,
                 full_overlap: r.get(5),
                 differing,
+                clean_streak,
                 failures: r.get(7),
                 last_error: r.get(8),
-                same_rows: (comparisons > 0).then_some(differing == 0),
+                same_rows: (comparisons > 0).then_some(clean_streak > 0 || differing == 0),
                 mean_overlap: r.get(12),
                 min_overlap: r.get(13),
                 legacy_rows: r.get(14),
@@ -254,7 +263,7 @@ pub fn summarise(
     let top: Vec<&ShapeReport> = shapes.iter().filter(|s| s.top).collect();
     let covered = top
         .iter()
-        .filter(|s| s.full_overlap >= min_comparisons && s.differing == 0)
+        .filter(|s| s.clean_streak >= min_comparisons)
         .count();
     ReadShapes {
         top_k,
@@ -282,7 +291,7 @@ pub fn checks(r: &ReadShapes, min_coverage: f64, max_slowdown: f64, floor_ms: f6
     if min_coverage > 0.0 {
         let short: Vec<&&ShapeReport> = top
             .iter()
-            .filter(|s| s.full_overlap < r.min_comparisons || s.differing > 0)
+            .filter(|s| s.clean_streak < r.min_comparisons)
             .collect();
         let detail = match r.coverage {
             None => "no read shapes recorded yet: run the application's reads through Tandem with the rule's sample rate on (SET RULE ... SAMPLE)".to_string(),
@@ -297,17 +306,17 @@ pub fn checks(r: &ReadShapes, min_coverage: f64, max_slowdown: f64, floor_ms: f6
                 );
                 let mut differ: Vec<String> = short
                     .iter()
-                    .filter(|s| s.differing > 0)
+                    .filter(|s| s.same_rows == Some(false))
                     .map(|s| format!("{}: rows differ in {} of {} comparisons", named(s), s.differing, s.comparisons))
                     .collect();
                 let waiting: Vec<String> = short
                     .iter()
-                    .filter(|s| s.differing == 0)
+                    .filter(|s| s.same_rows != Some(false))
                     .map(|s| {
-                        if s.failures > 0 && s.full_overlap == 0 {
+                        if s.failures > 0 && s.clean_streak == 0 {
                             format!("{}: {} comparisons failed ({})", named(s), s.failures, s.last_error.as_deref().unwrap_or(""))
                         } else {
-                            format!("{}: {} of {} comparisons", named(s), s.full_overlap, r.min_comparisons)
+                            format!("{}: {} of {} comparisons at full overlap in a row", named(s), s.clean_streak, r.min_comparisons)
                         }
                     })
                     .collect();
@@ -519,8 +528,10 @@ mod tests {
             rank,
             top: rank <= 2,
             full_overlap: full,
+            clean_streak: full,
             differing,
             comparisons,
+            same_rows: (comparisons > 0).then_some(full > 0 || differing == 0),
             ..ShapeReport::default()
         };
         let r = summarise(
