@@ -93,7 +93,7 @@ fn check<'a>(t: &'a TableReport, name: &str) -> &'a parity::Check {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rare_shapes_get_their_comparisons_and_a_differing_one_fails_the_gate_by_name() {
+async fn rare_shapes_get_their_comparisons_and_a_differing_one_blocks_the_gate_and_cutover_by_name() {
     let direct = pg().direct().await;
     let pair = Pair::new(Kind::Hash);
     pair.create(Kind::Hash, &direct).await;
@@ -206,6 +206,42 @@ async fn rare_shapes_get_their_comparisons_and_a_differing_one_fails_the_gate_by
         .unwrap();
     assert_eq!(odd_shape.same_rows, Some(false));
     assert!(odd_shape.min_overlap.unwrap() < 1.0);
+    // The mode switch refuses cutover while that read differs (the target carries the
+    // legacy defaults, and every key, so nothing else stands in the way).
+    pair.copy_defaults(&direct).await;
+    let mut console_config = config.clone();
+    console_config.admin = Some(tandem::config::AdminConfig {
+        user: "admin".into(),
+        password: Some("pw".into()),
+        password_env: None,
+    });
+    let console = start_ruled_proxy(console_config).await;
+    let console_url = format!(
+        "postgres://admin:pw@127.0.0.1:{}/tandem",
+        console.addr.port()
+    );
+    let cutover = format!("SET RULE public.{} MODE cutover", pair.legacy);
+    let refused = tandem::ops::rules::run(&console_url, &cutover)
+        .await
+        .expect_err("cutover while a top read differs");
+    assert!(
+        refused.to_string().contains(&odd_fp)
+            && refused.to_string().contains("rows differ in 3 of 3"),
+        "{refused}"
+    );
+    // The console's live view names it too.
+    let out = tandem::ops::rules::run(
+        &console_url,
+        &format!("SHOW SHAPES public.{}; SHOW STATS", pair.legacy),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(&odd_fp)
+            && out.contains("no (3 of 3 comparisons differ)")
+            && out.contains("shadow_samples_coverage"),
+        "{out}"
+    );
     // Below the share asked for, it passes again: 5 of 6 shapes are covered.
     let lenient = shape_report(
         &config,
@@ -264,28 +300,10 @@ async fn rare_shapes_get_their_comparisons_and_a_differing_one_fails_the_gate_by
         "{}",
         fixed.rows_verdict()
     );
-
-    // The console's live view names the shapes too.
-    let mut console_config = config.clone();
-    console_config.admin = Some(tandem::config::AdminConfig {
-        user: "admin".into(),
-        password: Some("pw".into()),
-        password_env: None,
-    });
-    let console = start_ruled_proxy(console_config).await;
-    let out = tandem::ops::rules::run(
-        &format!(
-            "postgres://admin:pw@127.0.0.1:{}/tandem",
-            console.addr.port()
-        ),
-        &format!("SHOW SHAPES public.{}; SHOW STATS", pair.legacy),
-    )
-    .await
-    .unwrap();
-    assert!(
-        out.contains(&odd_fp) && out.contains("differed before") && out.contains("group by tenant"),
-        "{out}"
-    );
+    // And the switch goes through.
+    tandem::ops::rules::run(&console_url, &cutover)
+        .await
+        .unwrap_or_else(|e| panic!("cutover once the read agrees: {e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
