@@ -72,18 +72,17 @@ impl ClientSide {
         let Some(pair) = tandem_rules::shadow_pair(sql, &self.rules.set, &self.search_path) else {
             return;
         };
-        if !coverage {
-            let rate = self
-                .rules
-                .set
-                .rules
-                .iter()
-                .find(|r| r.rule.table == pair.table)
-                .map_or(0.0, |r| r.rule.sample_rate);
-            // Sampled at `max` so far; keep `rate / max` of those for this table's own rate.
-            if rand::random::<f64>() * max >= rate {
-                return;
-            }
+        let rate = self
+            .rules
+            .set
+            .rules
+            .iter()
+            .find(|r| r.rule.table == pair.table)
+            .map_or(0.0, |r| r.rule.sample_rate);
+        // A table whose own rule does not sample is never compared, coverage or not.
+        // Otherwise, drawn at `max` so far: keep `rate / max` of those for this table's rate.
+        if rate <= 0.0 || (!coverage && rand::random::<f64>() * max >= rate) {
+            return;
         }
         // A Bind's values go along byte for byte, with the types its Parse declared.
         let (params, param_types) = match bind {
