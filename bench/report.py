@@ -41,6 +41,9 @@ TARGET_DESCRIPTIONS = {
     "shadow_off": "`shadow_off`: `tandem serve --config` with a `dual_write` rule on "
                   "pgbench_accounts (target pgbench_accounts_v2, backfilled, guard off) and "
                   "`sample_rate = 0`, to database B",
+    "shadow_count": "`shadow_count`: the same rule with `sample_rate = 0.000001` and per-shape "
+                    "coverage on: every read's shape is counted (the hot-path cost), and the one "
+                    "shape is compared 5 times, then almost never",
     "shadow_on": "`shadow_on`: the same rule with `sample_rate = 0.01` and per-shape coverage "
                  "on (the defaults: top 50 shapes, 5 comparisons each): each read's shape is "
                  "counted, and sampled reads are re-run on both tables off the client's path",

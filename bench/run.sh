@@ -7,7 +7,9 @@
 #                                  on pgbench_accounts vs Tandem without rules vs direct
 #   bash bench/run.sh shadow       what shadow reads cost the client: pgbench -S through a
 #                                  dual_write rule on pgbench_accounts with sample_rate 0
-#                                  (shadow_off) vs 0.01 plus per-shape coverage (shadow_on)
+#                                  (shadow_off), 0.000001 plus coverage (shadow_count: each
+#                                  read's shape counted, the shape compared 5 times) and
+#                                  0.01 plus coverage (shadow_on)
 #   bash bench/run.sh guard        what the guard (statement triggers Tandem installs in the
 #                                  database) costs: dual-write through Tandem with guard =
 #                                  "mirror" vs "off", and writes around the proxy mirrored by
@@ -147,10 +149,10 @@ elif [[ $MODE == union-read ]]; then
     WARMUP_ARGS="-S -M prepared"
     OUT=union-read
 elif [[ $MODE == shadow ]]; then
-    TARGETS=${TARGETS:-"shadow_off shadow_on"}
+    TARGETS=${TARGETS:-"shadow_off shadow_count shadow_on"}
     PROFILE_DURATION=${PROFILE_DURATION:-0}
     SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-    RATIOS="shadow_on/shadow_off"
+    RATIOS="shadow_count/shadow_off shadow_on/shadow_off"
     WORKLOADS=(
         "pk lookup simple|-S -M simple|$CLIENTS|$THREADS"
         "pk lookup prepared|-S -M prepared|$CLIENTS|$THREADS"
@@ -436,6 +438,7 @@ EOF
     start_tandem_as "$name" --config "$conf"
 }
 start_shadow_off() { start_shadow_as shadow_off 0; }
+start_shadow_count() { start_shadow_as shadow_count 0.000001; }
 start_shadow_on() { start_shadow_as shadow_on 0.01; }
 
 # Dual-write and guard modes: Postgres itself on C, where triggers mirror the same tables.
