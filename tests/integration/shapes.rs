@@ -93,7 +93,8 @@ fn check<'a>(t: &'a TableReport, name: &str) -> &'a parity::Check {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rare_shapes_get_their_comparisons_and_a_differing_one_blocks_the_gate_and_cutover_by_name() {
+async fn rare_shapes_get_their_comparisons_and_a_differing_one_blocks_the_gate_and_cutover_by_name()
+{
     let direct = pg().direct().await;
     let pair = Pair::new(Kind::Hash);
     pair.create(Kind::Hash, &direct).await;
