@@ -612,7 +612,7 @@ async fn table_report(
     let guard_drift = guard_drift(tx, legacy).await?;
     let resync = crate::control::store::resync::state(tx, names, &legacy.to_string()).await?;
     let shadow = shadow_stats(tx, names, legacy, options.min_overlap).await?;
-    let read_shapes = read_shapes(tx, names, legacy, options, shadow_config).await?;
+    let read_shapes = shapes::of_table(tx, names, legacy, options, shadow_config).await?;
     let guard = Guard {
         policy: rule.rule.guard.as_str().to_string(),
         state: guard_state
@@ -894,46 +894,6 @@ async fn shadow_stats(
         below_threshold: row.get(4),
         series,
     })
-}
-
-/// The table's read shapes (see [`shapes`]).
-async fn read_shapes(
-    tx: &Transaction<'_>,
-    names: &Store,
-    table: &TableName,
-    options: &Options,
-    config: &crate::config::ShadowConfig,
-) -> Result<shapes::ReadShapes, ParityError> {
-    let table = table.to_string();
-    let list = shapes::load(
-        tx,
-        names,
-        Some(&table),
-        config.top_k,
-        shapes::SHAPES_LISTED,
-        options.max_slowdown.max(1.0),
-        options.slowdown_floor_ms,
-    )
-    .await?;
-    let recorded: i64 = if list.is_empty() {
-        0
-    } else {
-        tx.query_one(
-            &format!(
-                "SELECT count(*)::int8 FROM {} WHERE rule_table = $1",
-                names.qualified("shadow_shapes")
-            ),
-            &[&table],
-        )
-        .await?
-        .get(0)
-    };
-    Ok(shapes::summarise(
-        list,
-        recorded,
-        config.top_k,
-        config.min_comparisons,
-    ))
 }
 
 impl From<store::OpenError> for ParityError {

@@ -12,7 +12,7 @@
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::Check;
+use super::{Check, Options, ParityError};
 use crate::control::store::Store;
 
 /// Shapes listed per table at most (the gate reads only the top K of them).
@@ -377,6 +377,46 @@ pub fn checks(r: &ReadShapes, min_coverage: f64, max_slowdown: f64, floor_ms: f6
         });
     }
     out
+}
+
+/// The read shapes of `table`, for its report.
+pub(super) async fn of_table(
+    tx: &tokio_postgres::Transaction<'_>,
+    names: &Store,
+    table: &tandem_rules::TableName,
+    options: &Options,
+    config: &crate::config::ShadowConfig,
+) -> Result<ReadShapes, ParityError> {
+    let table = table.to_string();
+    let list = load(
+        tx,
+        names,
+        Some(&table),
+        config.top_k,
+        SHAPES_LISTED,
+        options.max_slowdown.max(1.0),
+        options.slowdown_floor_ms,
+    )
+    .await?;
+    let recorded: i64 = if list.is_empty() {
+        0
+    } else {
+        tx.query_one(
+            &format!(
+                "SELECT count(*)::int8 FROM {} WHERE rule_table = $1",
+                names.qualified("shadow_shapes")
+            ),
+            &[&table],
+        )
+        .await?
+        .get(0)
+    };
+    Ok(summarise(
+        list,
+        recorded,
+        config.top_k,
+        config.min_comparisons,
+    ))
 }
 
 fn ms(v: Option<f64>) -> String {
