@@ -38,6 +38,15 @@ TARGET_DESCRIPTIONS = {
                     "proxy installed: every statement is mirrored by the guard (`mirror`)",
     "union": "`union`: `tandem serve --config` with a `union_read` rule on pgbench_accounts "
              "(target pgbench_accounts_v2, backfilled), to database B",
+    "shadow_off": "`shadow_off`: `tandem serve --config` with a `dual_write` rule on "
+                  "pgbench_accounts (target pgbench_accounts_v2, backfilled, guard off) and "
+                  "`sample_rate = 0`, to database B",
+    "shadow_count": "`shadow_count`: the same rule with `sample_rate = 0.000001` and per-shape "
+                    "coverage on: every read's shape is counted (the hot-path cost), and the one "
+                    "shape is compared 5 times, then almost never",
+    "shadow_on": "`shadow_on`: the same rule with `sample_rate = 0.01` and per-shape coverage "
+                 "on (the defaults: top 50 shapes, 5 comparisons each): each read's shape is "
+                 "counted, and sampled reads are re-run on both tables off the client's path",
     "triggers": "`triggers`: Postgres itself, database C, where AFTER INSERT/UPDATE/DELETE FOR EACH "
                 "ROW PL/pgSQL triggers on the same three tables upsert into / delete from `*_v2`",
 }
@@ -132,7 +141,8 @@ def main():
     w = out.append
     title = {"dual-write": "Tandem dual-write benchmark",
              "union-read": "Tandem union-read benchmark",
-             "guard": "Tandem guard benchmark"}.get(mode, "Tandem benchmark")
+             "guard": "Tandem guard benchmark",
+             "shadow": "Tandem shadow-read benchmark"}.get(mode, "Tandem benchmark")
     w(f"# {title}, {meta.get('date', '')}\n")
     w("## Setup\n")
     w(f"- Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('memory')} RAM, "

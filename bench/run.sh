@@ -5,6 +5,11 @@
 #   bash bench/run.sh dual-write   TPC-B with dual-write rules vs a trigger-based baseline
 #   bash bench/run.sh union-read   primary-key lookups (pgbench -S) through a union_read rule
 #                                  on pgbench_accounts vs Tandem without rules vs direct
+#   bash bench/run.sh shadow       what shadow reads cost the client: pgbench -S through a
+#                                  dual_write rule on pgbench_accounts with sample_rate 0
+#                                  (shadow_off), 0.000001 plus coverage (shadow_count: each
+#                                  read's shape counted, the shape compared 5 times) and
+#                                  0.01 plus coverage (shadow_on)
 #   bash bench/run.sh guard        what the guard (statement triggers Tandem installs in the
 #                                  database) costs: dual-write through Tandem with guard =
 #                                  "mirror" vs "off", and writes around the proxy mirrored by
@@ -70,13 +75,13 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 MODE=${1:-main}
 case $MODE in
-    main | dual-write | union-read | guard) ;;
+    main | dual-write | union-read | guard | shadow) ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: bash bench/run.sh [main|dual-write|union-read|guard]" >&2
+        echo "usage: bash bench/run.sh [main|dual-write|union-read|guard|shadow]" >&2
         exit 2
         ;;
 esac
@@ -144,6 +149,17 @@ elif [[ $MODE == union-read ]]; then
     )
     WARMUP_ARGS="-S -M prepared"
     OUT=union-read
+elif [[ $MODE == shadow ]]; then
+    TARGETS=${TARGETS:-"shadow_off shadow_count shadow_on"}
+    PROFILE_DURATION=${PROFILE_DURATION:-0}
+    SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
+    RATIOS="shadow_count/shadow_off shadow_on/shadow_off"
+    WORKLOADS=(
+        "pk lookup simple|-S -M simple|$CLIENTS|$THREADS"
+        "pk lookup prepared|-S -M prepared|$CLIENTS|$THREADS"
+    )
+    WARMUP_ARGS="-S -M prepared"
+    OUT=shadow
 elif [[ $MODE == guard ]]; then
     # dual and dual_noguard next to each other: the rotation keeps them adjacent in most rounds.
     TARGETS=${TARGETS:-"direct dual dual_noguard guard_direct triggers"}
@@ -399,6 +415,32 @@ start_union() {
         >"$WORK/union-backfill.log" 2>&1 || { cat "$WORK/union-backfill.log" >&2; die "backfill for union failed"; }
 }
 start_union_running() { start_union_as union_running tandem_union_running; }
+
+# Shadow mode: start_shadow_as NAME RATE: a dual_write rule on pgbench_accounts (target the
+# backfilled _v2) sampling RATE of its reads, in its own rule store; coverage is on by
+# default ([shadow] top_k 50, min_comparisons 5), so every shape is also compared 5 times.
+start_shadow_as() {
+    local name=$1 rate=$2 conf=$WORK/$1.toml
+    cat >"$conf" <<EOF
+listen = "127.0.0.1:0"
+upstream = "postgres://postgres@127.0.0.1:$PG_PORT/$DB_B"
+
+[store]
+schema = "tandem_$name"
+
+[[rule]]
+table = "public.pgbench_accounts"
+target = "public.pgbench_accounts_v2"
+mode = "dual_write"
+guard = "off"
+sample_rate = $rate
+EOF
+    printf -v "DB_$name" %s "$DB_B"
+    start_tandem_as "$name" --config "$conf"
+}
+start_shadow_off() { start_shadow_as shadow_off 0; }
+start_shadow_count() { start_shadow_as shadow_count 0.000001; }
+start_shadow_on() { start_shadow_as shadow_on 0.01; }
 
 # Dual-write and guard modes: Postgres itself on C, where triggers mirror the same tables.
 # shellcheck disable=SC2034 # PORT_triggers, DB_triggers: read through ${!var}
@@ -903,7 +945,7 @@ setup_databases() {
         trigger_sql >"$WORK/triggers.sql"
         psql_db "$DB_C" -f "$WORK/triggers.sql" >/dev/null
         dbs+=("$DB_B" "$DB_C")
-    elif [[ $MODE == union-read ]]; then
+    elif [[ $MODE == union-read || $MODE == shadow ]]; then
         log "$DB_B: copy of $DB_A, with _v2 tables backfilled"
         psql_db template1 -c "CREATE DATABASE $DB_B TEMPLATE $DB_A" >/dev/null
         v2_sql >"$WORK/v2.sql"

@@ -110,8 +110,27 @@ impl MetricsConfig {
 pub struct ShadowConfig {
     /// Reads waiting for comparison; when full, new samples are dropped (and counted).
     pub queue_size: usize,
-    /// Samples kept per table in `<store>.shadow_samples`; older ones are pruned.
+    /// Samples kept per table in `<store>.shadow_samples`; older ones are pruned (each
+    /// query shape keeps its newest `SHAPE_SAMPLES_KEPT` whatever the table's count).
     pub retention: i64,
+    /// Per-shape coverage: read shapes are counted and the top ones compared at least
+    /// `min_comparisons` times, besides the random share (docs/parity.md).
+    pub coverage: bool,
+    /// Shapes per table, by executions across the fleet, that coverage compares (and the
+    /// parity gate's `--min-coverage` and `--max-slowdown` look at).
+    pub top_k: i64,
+    /// A shape executed at least this often is compared too, even outside the top K.
+    pub min_executions: i64,
+    /// Comparisons each covered shape gets.
+    pub min_comparisons: i64,
+    /// A comparison whose target time exceeds the legacy time by this factor records both
+    /// plans (`EXPLAIN`, no ANALYZE) for the report.
+    pub slowdown_factor: f64,
+    /// How often each instance writes its shape counts to the store and reads back which
+    /// shapes still need comparisons, in milliseconds.
+    pub flush_ms: u64,
+    /// Shapes one instance tracks at most; new shapes beyond it are counted as untracked.
+    pub max_shapes: usize,
 }
 
 impl Default for ShadowConfig {
@@ -119,6 +138,13 @@ impl Default for ShadowConfig {
         Self {
             queue_size: 256,
             retention: 10_000,
+            coverage: true,
+            top_k: 50,
+            min_executions: 100,
+            min_comparisons: 5,
+            slowdown_factor: 2.0,
+            flush_ms: 2_000,
+            max_shapes: 5_000,
         }
     }
 }
@@ -475,6 +501,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "upstream_tls.ca",
                 reason: "verify-full needs a CA file".into(),
+            });
+        }
+        let sh = &self.shadow;
+        positive("shadow.flush_ms", sh.flush_ms)?;
+        positive("shadow.max_shapes", sh.max_shapes as u64)?;
+        positive("shadow.top_k", sh.top_k.max(0) as u64)?;
+        positive("shadow.min_comparisons", sh.min_comparisons.max(0) as u64)?;
+        positive("shadow.min_executions", sh.min_executions.max(0) as u64)?;
+        if sh.slowdown_factor.is_nan() || sh.slowdown_factor < 1.0 {
+            return Err(ConfigError::Invalid {
+                key: "shadow.slowdown_factor",
+                reason: format!("{} must be at least 1", sh.slowdown_factor),
             });
         }
         for (i, rule) in self.rules.iter().enumerate() {

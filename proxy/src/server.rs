@@ -56,7 +56,7 @@ impl Proxy {
             crate::control::shadow::Sampler::start(
                 Arc::clone(&config),
                 Arc::clone(&connector),
-                w.store().clone(),
+                Arc::clone(w),
             )
         });
         let (phase, shutdown) = watch::channel(Phase::Running);

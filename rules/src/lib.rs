@@ -24,6 +24,7 @@ mod carried;
 mod copy;
 mod ddl;
 mod delete;
+pub mod fingerprint;
 pub mod guard;
 mod ident;
 mod insert;
@@ -58,6 +59,7 @@ mod writes;
 #[cfg(test)]
 mod testkit;
 
+pub use fingerprint::{query_shape, QueryShape};
 pub use ident::{name_part, quote_ident};
 pub use lexer::{CharWidths, Lexing};
 pub use name::{NameError, TableName};

@@ -58,6 +58,7 @@ async fn union_read_is_refused_while_the_target_lacks_the_legacy_tables_policy()
                 min_samples: 0,
                 sample_limit: 20,
                 strict_indexes: false,
+                ..Default::default()
             };
             let report = tandem::ops::parity::run(&config, &options)
                 .await

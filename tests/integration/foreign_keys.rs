@@ -60,6 +60,7 @@ async fn target_only_is_refused_while_a_foreign_key_references_the_legacy_table(
         min_samples: 0,
         sample_limit: 20,
         strict_indexes: false,
+        ..Default::default()
     };
     let report = tandem::ops::parity::run(&config, &options).await.unwrap();
     let fk = report.tables[0]

@@ -141,6 +141,7 @@ async fn every_layout_builds_a_target_dual_write_can_use() {
                 min_samples: 0,
                 sample_limit: 5,
                 strict_indexes: false,
+                ..Default::default()
             },
         )
         .await

@@ -29,6 +29,7 @@ mod purge;
 mod relay;
 mod resync;
 mod rule_chains;
+mod shapes;
 mod topologies;
 mod triggers;
 mod walk;

@@ -182,6 +182,10 @@ async fn the_metrics_endpoint_counts_what_went_through() {
         after.get("tandem_shadow_samples_total{result=\"queued\"}"),
         0.0
     );
+    // No rule samples: no read shape is counted or compared.
+    assert_eq!(after.get("tandem_shadow_shapes_tracked"), 0.0);
+    assert_eq!(after.get("tandem_shadow_shapes_untracked_total"), 0.0);
+    assert_eq!(after.get("tandem_shadow_coverage_samples_total"), 0.0);
     assert!(after.text.ends_with("# EOF\n"), "{}", after.text);
     let fired = format!("tandem_guard_firings_total{{table=\"{table}\",policy=\"mirror\"}}");
     assert_eq!(after.get(&fired), 0.0, "every write went through Tandem");

@@ -15,6 +15,7 @@ fn options(min_samples: i64) -> Options {
         min_samples,
         sample_limit: 20,
         strict_indexes: false,
+        ..Default::default()
     }
 }
 

@@ -357,6 +357,7 @@ async fn retire_removes_the_same_rows_from_both_tables_default_partition_include
                 min_samples: 0,
                 sample_limit: 5,
                 strict_indexes: false,
+                ..Default::default()
             },
         )
         .await

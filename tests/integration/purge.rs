@@ -67,6 +67,7 @@ async fn divergence(config: &tandem::Config, t: &str) -> i64 {
             min_samples: 0,
             sample_limit: 5,
             strict_indexes: false,
+            ..Default::default()
         },
     )
     .await

@@ -104,6 +104,7 @@ async fn parity(config: &tandem::Config, legacy: &str) -> tandem::ops::parity::T
         min_samples: 0,
         sample_limit: 5,
         strict_indexes: false,
+        ..Default::default()
     };
     let mut report = tandem::ops::parity::run(config, &options)
         .await

@@ -20,6 +20,7 @@ async fn triggers_check(config: &tandem::Config, table: &TableName) -> Check {
             min_samples: 0,
             sample_limit: 5,
             strict_indexes: false,
+            ..Default::default()
         },
     )
     .await

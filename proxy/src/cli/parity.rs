@@ -22,6 +22,17 @@ pub struct Args {
     /// Shadow-read samples needed for the overlap check (0 skips the check).
     #[arg(long, default_value_t = tandem::ops::parity::GATE_MIN_SAMPLES)]
     min_samples: i64,
+    /// Share of the top-K read shapes (shadow.top_k) that must have shadow.min_comparisons
+    /// comparisons at full overlap (0 skips the check).
+    #[arg(long, default_value_t = tandem::ops::parity::GATE_MIN_COVERAGE)]
+    min_coverage: f64,
+    /// No top-K read shape may be slower on the target than this factor, by median
+    /// statement time (0 skips the check).
+    #[arg(long, default_value_t = tandem::ops::parity::GATE_MAX_SLOWDOWN)]
+    max_slowdown: f64,
+    /// Median time differences below this many milliseconds are not a slowdown.
+    #[arg(long, default_value_t = tandem::ops::parity::GATE_SLOWDOWN_FLOOR_MS)]
+    slowdown_floor_ms: f64,
     /// Example keys shown per kind of mismatch.
     #[arg(long, default_value_t = 20)]
     sample_limit: usize,
@@ -48,12 +59,29 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         .iter()
         .map(|t| table_arg(t, "--table"))
         .collect::<Result<_, _>>()?;
+    if !(0.0..=1.0).contains(&args.min_coverage) {
+        eprintln!(
+            "tandem: --min-coverage {} is not between 0 and 1",
+            args.min_coverage
+        );
+        return Err(ExitCode::from(2));
+    }
+    if args.max_slowdown != 0.0 && (args.max_slowdown.is_nan() || args.max_slowdown < 1.0) {
+        eprintln!(
+            "tandem: --max-slowdown {} must be 0 (off) or at least 1",
+            args.max_slowdown
+        );
+        return Err(ExitCode::from(2));
+    }
     let options = tandem::ops::parity::Options {
         tables,
         min_overlap: args.min_overlap,
         min_samples: args.min_samples,
         sample_limit: args.sample_limit,
         strict_indexes: args.strict_indexes,
+        min_coverage: args.min_coverage,
+        max_slowdown: args.max_slowdown,
+        slowdown_floor_ms: args.slowdown_floor_ms,
     };
     Ok(parity(
         config,

@@ -10,7 +10,8 @@
 //! it through the [`admin`] console; [`sessions`] and [`stats`] are what they look at;
 //! [`guard`] is the proxy's view of the guard in the database;
 //! [`drift`] and [`shadow`] are the side jobs that record refusals and re-run sampled reads
-//! off the hot path.
+//! off the hot path; [`shapes`] counts reads per query shape so each hot or regular shape
+//! gets its comparisons.
 
 pub mod access;
 pub mod active_rules;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod plan_cache;
 pub mod sessions;
 pub mod shadow;
+pub mod shapes;
 pub mod stats;
 pub mod store;
 pub mod triggers;

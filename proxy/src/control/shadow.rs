@@ -12,10 +12,24 @@
 //! `<store>.shadow_samples`: overlap |A ∩ B| / max(|A|, |B|) over the result rows (for an
 //! `ORDER BY ... LIMIT K` read, the top-K overlap), whether the rows differ, one example
 //! row, the statement's fingerprint. Errors are logged and counted; they never reach the
-//! client. Samples beyond `shadow.retention` per table are pruned.
+//! client. Samples beyond `shadow.retention` per table are pruned, except each shape's
+//! newest [`SHAPE_SAMPLES_KEPT`], so a rare shape's comparisons outlive a hot shape's flood.
+//!
+//! Each comparison also times both statements, on the side connection, from sending the
+//! statement to its last row (planning and execution as the application pays them, over
+//! loopback; the same text conversion of the rows on both sides). `EXPLAIN ANALYZE` would
+//! run each read once more and add its instrumentation's overhead, which differs with the
+//! plan's node count. The order alternates (legacy first, then target first) so neither
+//! side always reads cold caches. When the target took more than `shadow.slowdown_factor`
+//! times the legacy time, both plans (`EXPLAIN`, no ANALYZE: nothing runs again) are kept
+//! with the shape (once per shape per instance lifetime), for the report to show why.
+//! Each comparison bumps its shape's counters in `<store>.shadow_shapes` (see
+//! [`crate::control::shapes`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tandem_rules::{overlap, quote_ident, ShadowPair};
 use tokio::sync::mpsc;
@@ -24,11 +38,22 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::control::catalog;
+use crate::control::shapes::Shapes;
 use crate::control::store::Store;
+use crate::control::watch::RulesWatch;
 use crate::wire::upstream::Connector;
 
 /// Longest example row kept, in bytes.
 const EXAMPLE_BYTES: usize = 500;
+
+/// Samples each shape keeps whatever its table's `shadow.retention`.
+pub const SHAPE_SAMPLES_KEPT: i64 = 100;
+
+/// Shapes whose plans this instance has kept, at most (then it starts over).
+const PLANS_REMEMBERED: usize = 10_000;
+
+/// Longest error text kept with a shape.
+const ERROR_CHARS: usize = 500;
 
 /// One read to compare.
 pub struct Job {
@@ -44,6 +69,8 @@ pub struct Job {
     pub params: Vec<RawParam>,
     /// Parameter type OIDs the client declared in its Parse (0: let the server infer).
     pub param_types: Vec<u32>,
+    /// Taken from its shape's coverage budget (else drawn at the rule's sample rate).
+    pub coverage: bool,
 }
 
 /// A parameter value passed through byte for byte, in the client's own format.
@@ -96,18 +123,43 @@ pub struct Sampler {
     pub recorded: AtomicU64,
     /// Comparisons that failed (the read erred, the connection broke...).
     pub failed: AtomicU64,
+    /// Of the queued samples, those taken for a shape's coverage.
+    pub coverage: AtomicU64,
+    /// Read shapes and their comparison budgets (`shadow.coverage`).
+    pub shapes: Option<Arc<Shapes>>,
 }
 
 impl Sampler {
-    /// Starts the background comparer on the current runtime.
-    pub fn start(config: Arc<Config>, connector: Arc<Connector>, store: Store) -> Arc<Self> {
+    /// Starts the background comparer (and, with `shadow.coverage`, the shape counter's
+    /// flush) on the current runtime.
+    pub fn start(
+        config: Arc<Config>,
+        connector: Arc<Connector>,
+        watch: Arc<RulesWatch>,
+    ) -> Arc<Self> {
+        let store = watch.store().clone();
         let (tx, rx) = mpsc::channel(config.shadow.queue_size.max(1));
+        let shapes = config
+            .shadow
+            .coverage
+            .then(|| Arc::new(Shapes::new(&config)));
+        if let Some(shapes) = &shapes {
+            tokio::spawn(crate::control::shapes::run(
+                Arc::downgrade(shapes),
+                Arc::clone(&config),
+                Arc::clone(&connector),
+                store.clone(),
+                Arc::downgrade(&watch),
+            ));
+        }
         let sampler = Arc::new(Self {
             tx,
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            coverage: AtomicU64::new(0),
+            shapes,
         });
         tokio::spawn(worker(
             rx,
@@ -121,9 +173,13 @@ impl Sampler {
 
     /// Queues a read for comparison, or drops it when the queue is full.
     pub fn offer(&self, job: Job) {
+        let coverage = job.coverage;
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.queued.fetch_add(1, Relaxed);
+                if coverage {
+                    self.coverage.fetch_add(1, Relaxed);
+                }
             }
             Err(_) => {
                 self.dropped.fetch_add(1, Relaxed);
@@ -141,6 +197,10 @@ async fn worker(
 ) {
     let mut client: Option<Client> = None;
     let mut since_prune = 0u64;
+    // Which side runs first, alternating, so neither always reads cold caches.
+    let mut legacy_first = true;
+    // Shapes whose plans this instance has kept already.
+    let mut planned: HashSet<String> = HashSet::new();
     while let Some(job) = rx.recv().await {
         let Some(counters) = sampler.upgrade() else {
             return;
@@ -156,20 +216,37 @@ async fn worker(
             };
         }
         let Some(c) = client.as_mut() else { continue };
-        match compare(c, &job).await {
-            Ok(sample) => match record(c, &store, &job, &sample).await {
-                Ok(()) => {
-                    counters.recorded.fetch_add(1, Relaxed);
-                    since_prune += 1;
+        let shape = tandem_rules::query_shape(&job.pair.legacy_sql);
+        let fingerprint = shape.fingerprint();
+        if planned.len() >= PLANS_REMEMBERED {
+            planned.clear();
+        }
+        let plans_wanted =
+            (!planned.contains(&fingerprint)).then_some(config.shadow.slowdown_factor);
+        legacy_first = !legacy_first;
+        match compare(c, &job, !legacy_first, plans_wanted).await {
+            Ok(sample) => {
+                if sample.plans.is_some() {
+                    planned.insert(fingerprint.clone());
                 }
-                Err(e) => {
-                    counters.failed.fetch_add(1, Relaxed);
-                    warn!(error = %catalog::describe(&e), "shadow reads: cannot record a sample");
+                match record(c, &store, &job, &shape, &sample).await {
+                    Ok(()) => {
+                        counters.recorded.fetch_add(1, Relaxed);
+                        since_prune += 1;
+                    }
+                    Err(e) => {
+                        counters.failed.fetch_add(1, Relaxed);
+                        warn!(error = %catalog::describe(&e), "shadow reads: cannot record a sample");
+                    }
                 }
-            },
+            }
             Err(e) => {
                 counters.failed.fetch_add(1, Relaxed);
-                debug!(error = %catalog::describe(&e), table = %job.pair.table, "shadow read failed");
+                let text = catalog::describe(&e);
+                debug!(error = %text, table = %job.pair.table, "shadow read failed");
+                if let Err(e) = record_failure(c, &store, &job, &shape, &text).await {
+                    debug!(error = %catalog::describe(&e), "shadow reads: cannot record a failure");
+                }
             }
         }
         if since_prune >= 100 {
@@ -188,9 +265,22 @@ struct Sample {
     example: Option<String>,
     legacy_rows: usize,
     target_rows: usize,
+    /// Time of the legacy statement, milliseconds.
+    legacy_ms: f64,
+    /// Time of the target statement, milliseconds.
+    target_ms: f64,
+    /// Both plans (legacy, target), when the target was slower by the factor.
+    plans: Option<(String, String)>,
 }
 
-async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgres::Error> {
+/// Runs the read on both sides in one snapshot, timing each; `plans_wanted` is the
+/// slowdown factor beyond which both plans are kept (`None`: this shape's are kept).
+async fn compare(
+    client: &mut Client,
+    job: &Job,
+    legacy_first: bool,
+    plans_wanted: Option<f64>,
+) -> Result<Sample, tokio_postgres::Error> {
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -216,9 +306,38 @@ async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgre
     // the application could not see.
     tx.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(&job.view.role)))
         .await?;
-    let legacy = rows(&tx, &job.pair.legacy_sql, job).await?;
-    let target = rows(&tx, &job.pair.target_sql, job).await?;
-    tx.commit().await?;
+    let ((legacy, legacy_ms), (target, target_ms)) = if legacy_first {
+        let l = timed(rows(&tx, &job.pair.legacy_sql, job)).await?;
+        let t = timed(rows(&tx, &job.pair.target_sql, job)).await?;
+        (l, t)
+    } else {
+        let t = timed(rows(&tx, &job.pair.target_sql, job)).await?;
+        let l = timed(rows(&tx, &job.pair.legacy_sql, job)).await?;
+        (l, t)
+    };
+    let mut plans = None;
+    let mut aborted = false;
+    if plans_wanted.is_some_and(|factor| target_ms > factor * legacy_ms) {
+        // A plan that cannot be had (EXPLAIN refused) does not spoil the comparison; it
+        // aborts the read-only transaction, which then has nothing to keep.
+        let both = async {
+            let l = explain(&tx, &job.pair.legacy_sql, job).await?;
+            let t = explain(&tx, &job.pair.target_sql, job).await?;
+            Ok::<_, tokio_postgres::Error>((l, t))
+        };
+        match both.await {
+            Ok(p) => plans = Some(p),
+            Err(e) => {
+                aborted = true;
+                debug!(error = %catalog::describe(&e), "shadow reads: EXPLAIN failed");
+            }
+        }
+    }
+    if aborted {
+        let _ = tx.rollback().await;
+    } else {
+        tx.commit().await?;
+    }
     let mut a = legacy.clone();
     let mut b = target.clone();
     a.sort();
@@ -251,7 +370,56 @@ async fn compare(client: &mut Client, job: &Job) -> Result<Sample, tokio_postgre
         example,
         legacy_rows: legacy.len(),
         target_rows: target.len(),
+        legacy_ms,
+        target_ms,
+        plans,
     })
+}
+
+/// `work`'s result and its wall time in milliseconds.
+async fn timed<T, E>(work: impl std::future::Future<Output = Result<T, E>>) -> Result<(T, f64), E> {
+    let started = Instant::now();
+    let out = work.await?;
+    Ok((out, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// `EXPLAIN (FORMAT TEXT)` of the read, with the client's parameters when it had any.
+async fn explain(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    job: &Job,
+) -> Result<String, tokio_postgres::Error> {
+    let text = format!("EXPLAIN (FORMAT TEXT) {sql}");
+    let lines: Vec<String> = if job.params.is_empty() {
+        tx.simple_query(&text)
+            .await?
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    } else {
+        let statement = tx.prepare_typed(&text, &declared_types(job)).await?;
+        let rows = tx.query_raw(&statement, job.params.iter()).await?;
+        use futures_util::TryStreamExt;
+        let rows: Vec<tokio_postgres::Row> = rows.try_collect().await?;
+        rows.iter()
+            .filter_map(|r| r.try_get::<_, String>(0).ok())
+            .collect()
+    };
+    Ok(lines.join("\n"))
+}
+
+/// The parameter types the client declared, up to the first it left to the server.
+fn declared_types(job: &Job) -> Vec<tokio_postgres::types::Type> {
+    job.param_types
+        .iter()
+        .take_while(|oid| **oid != 0)
+        .map(|oid| {
+            tokio_postgres::types::Type::from_oid(*oid).unwrap_or(tokio_postgres::types::Type::TEXT)
+        })
+        .collect()
 }
 
 /// The read's rows, each as its record text; with the client's own parameter values when
@@ -261,17 +429,10 @@ async fn rows(
     sql: &str,
     job: &Job,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    let wrapped = format!("SELECT tandem_r::text FROM ({sql}) AS tandem_r");
+    // The newline ends a trailing `--` comment of the client's text.
+    let wrapped = format!("SELECT tandem_r::text FROM ({sql}\n) AS tandem_r");
     if !job.params.is_empty() {
-        let types: Vec<tokio_postgres::types::Type> = job
-            .param_types
-            .iter()
-            .take_while(|oid| **oid != 0)
-            .map(|oid| {
-                tokio_postgres::types::Type::from_oid(*oid)
-                    .unwrap_or(tokio_postgres::types::Type::TEXT)
-            })
-            .collect();
+        let types = declared_types(job);
         let statement = tx.prepare_typed(&wrapped, &types).await?;
         let rows = tx.query_raw(&statement, job.params.iter()).await?;
         use futures_util::TryStreamExt;
@@ -298,19 +459,41 @@ async fn record(
     client: &Client,
     store: &Store,
     job: &Job,
+    shape: &tandem_rules::QueryShape,
     sample: &Sample,
 ) -> Result<(), tokio_postgres::Error> {
     let statement: String = job.pair.legacy_sql.chars().take(2000).collect();
+    let text: String = shape.text.chars().take(2000).collect();
+    let (legacy_plan, target_plan) = match &sample.plans {
+        Some((l, t)) => (Some(l.as_str()), Some(t.as_str())),
+        None => (None, None),
+    };
     client
         .execute(
             &format!(
-                "INSERT INTO {} (rule_table, fingerprint, statement, k, overlap, rows_differ, \
-                   example, legacy_rows, target_rows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                store.qualified("shadow_samples")
+                "WITH s AS (INSERT INTO {samples} (rule_table, fingerprint, statement, k, overlap, \
+                   rows_differ, example, legacy_rows, target_rows, legacy_ms, target_ms) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)) \
+                 INSERT INTO {shapes} AS x (rule_table, fingerprint, shape, comparisons, \
+                   full_overlap, differing, clean_streak, legacy_plan, target_plan, plans_at) \
+                 VALUES ($1, $2, $12, 1, CASE WHEN $5 >= 1 THEN 1 ELSE 0 END, \
+                   CASE WHEN $6 THEN 1 ELSE 0 END, CASE WHEN $5 >= 1 AND NOT $6 THEN 1 ELSE 0 END, \
+                   $13, $14, CASE WHEN $13::text IS NULL THEN NULL ELSE now() END) \
+                 ON CONFLICT (rule_table, fingerprint) DO UPDATE SET \
+                   comparisons = x.comparisons + 1, \
+                   full_overlap = x.full_overlap + excluded.full_overlap, \
+                   differing = x.differing + excluded.differing, \
+                   clean_streak = CASE WHEN excluded.clean_streak = 0 THEN 0 \
+                     ELSE x.clean_streak + 1 END, \
+                   legacy_plan = coalesce(excluded.legacy_plan, x.legacy_plan), \
+                   target_plan = coalesce(excluded.target_plan, x.target_plan), \
+                   plans_at = coalesce(excluded.plans_at, x.plans_at)",
+                samples = store.qualified("shadow_samples"),
+                shapes = store.qualified("shadow_shapes"),
             ),
             &[
                 &job.pair.table.to_string(),
-                &fingerprint(&job.pair.legacy_sql),
+                &shape.fingerprint(),
                 &statement,
                 &job.pair.k.map(|k| k.min(i32::MAX as u64) as i32),
                 &sample.overlap,
@@ -318,89 +501,62 @@ async fn record(
                 &sample.example,
                 &(sample.legacy_rows.min(i32::MAX as usize) as i32),
                 &(sample.target_rows.min(i32::MAX as usize) as i32),
+                &sample.legacy_ms,
+                &sample.target_ms,
+                &text,
+                &legacy_plan,
+                &target_plan,
             ],
         )
         .await?;
     Ok(())
 }
 
-async fn prune(client: &Client, store: &Store, keep: i64) -> Result<(), tokio_postgres::Error> {
-    let table = store.qualified("shadow_samples");
+/// Counts a comparison that failed against its shape, with the error.
+async fn record_failure(
+    client: &Client,
+    store: &Store,
+    job: &Job,
+    shape: &tandem_rules::QueryShape,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let text: String = shape.text.chars().take(2000).collect();
+    let error: String = error.chars().take(ERROR_CHARS).collect();
     client
         .execute(
             &format!(
-                "DELETE FROM {table} s USING (SELECT rule_table, (SELECT id FROM {table} x \
-                   WHERE x.rule_table = t.rule_table ORDER BY id DESC OFFSET $1 LIMIT 1) AS cut \
-                   FROM (SELECT DISTINCT rule_table FROM {table}) t) c \
-                 WHERE s.rule_table = c.rule_table AND s.id <= c.cut"
+                "INSERT INTO {shapes} AS x (rule_table, fingerprint, shape, failures, last_error) \
+                 VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT (rule_table, fingerprint) DO UPDATE SET \
+                   failures = x.failures + 1, last_error = excluded.last_error",
+                shapes = store.qualified("shadow_shapes"),
             ),
-            &[&keep],
+            &[
+                &job.pair.table.to_string(),
+                &shape.fingerprint(),
+                &text,
+                &error,
+            ],
         )
         .await?;
     Ok(())
 }
 
-/// A statement's shape: literals replaced by `?`, whitespace folded, as 16 hex digits.
-pub fn fingerprint(sql: &str) -> String {
-    let mut shape = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut last_space = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                while let Some(d) = chars.next() {
-                    if d == '\'' {
-                        if chars.peek() == Some(&'\'') {
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
-                }
-                shape.push('?');
-                last_space = false;
-            }
-            d if d.is_ascii_digit()
-                && !shape.ends_with(|p: char| p.is_alphanumeric() || p == '_') =>
-            {
-                while chars
-                    .peek()
-                    .is_some_and(|n| n.is_ascii_digit() || *n == '.')
-                {
-                    chars.next();
-                }
-                shape.push('?');
-                last_space = false;
-            }
-            w if w.is_whitespace() => {
-                if !last_space {
-                    shape.push(' ');
-                }
-                last_space = true;
-            }
-            other => {
-                shape.extend(other.to_lowercase());
-                last_space = false;
-            }
-        }
-    }
-    let hash = shape.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("{hash:016x}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fingerprints_ignore_literals_and_spacing() {
-        let f = super::fingerprint;
-        assert_eq!(
-            f("SELECT * FROM t WHERE id = 5 AND n = 'x'"),
-            f("select *  from t where id = 77 and n = 'it''s'")
-        );
-        assert_ne!(f("SELECT a FROM t"), f("SELECT b FROM t"));
-        assert_eq!(f("SELECT * FROM t2"), f("SELECT * FROM t2"));
-        assert_ne!(f("SELECT * FROM t1"), f("SELECT * FROM t2"));
-    }
+/// Keeps the newest `keep` samples per table, and the newest [`SHAPE_SAMPLES_KEPT`] of
+/// each shape whatever their age.
+async fn prune(client: &Client, store: &Store, keep: i64) -> Result<(), tokio_postgres::Error> {
+    let table = store.qualified("shadow_samples");
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {table} s USING (SELECT id FROM (SELECT id, \
+                   row_number() OVER (PARTITION BY rule_table ORDER BY id DESC) AS by_table, \
+                   row_number() OVER (PARTITION BY rule_table, fingerprint ORDER BY id DESC) AS by_shape \
+                   FROM {table}) r WHERE by_table > $1 AND by_shape > $2) d \
+                 WHERE s.id = d.id"
+            ),
+            &[&keep, &SHAPE_SAMPLES_KEPT],
+        )
+        .await?;
+    Ok(())
 }

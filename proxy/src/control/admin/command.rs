@@ -21,6 +21,11 @@ pub enum Command {
     ShowVersion,
     /// `SHOW PARITY`: the cheap figures (estimates, backfill, drift, shadow samples).
     ShowParity,
+    /// `SHOW SHAPES [<table>]`: the read shapes, same rows and time on each side.
+    ShowShapes {
+        /// One rule's table, or every table.
+        table: Option<TableName>,
+    },
     /// `SHOW PARTITIONS <table>`: rows and bytes per partition, skew verdict.
     ShowPartitions {
         /// Legacy table (its rule's target) or any partitioned table.
@@ -97,7 +102,7 @@ pub enum Command {
 }
 
 /// The hint every parse error carries.
-pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW PARTITIONS <table> | \
+pub const USAGE: &str = "commands: SHOW RULES | SHOW SESSIONS | SHOW STATS | SHOW VERSION | SHOW PARITY | SHOW SHAPES [<table>] | SHOW PARTITIONS <table> | \
 SET RULE <table> MODE <off|dual_write|union_read|cutover|target_only> [FORCE] | \
 SET RULE <table> SAMPLE <0..1> | SET RULE <table> AUTO_PARTITION <on|off> | SET RULE <table> GUARD <mirror|fail|record|off> | SET RULE <table> DROP_COLUMNS (<col>, ...) | SET RULE <table> DROP_TRIGGERS (<trigger>, ...) | ADD RULE <table> [TARGET <table>] [KEY (<col>, ...)] [MODE <mode>] [GUARD <guard>] | \
 DROP RULE <table> [FORCE] | RELOAD";
@@ -180,14 +185,20 @@ pub fn parse(text: &str) -> Result<Command, String> {
     let first = it.word("a command")?;
     let command = match first.to_ascii_uppercase().as_str() {
         "SHOW" => {
-            let what =
-                it.word("RULES, SESSIONS, STATS, VERSION, PARITY or PARTITIONS after SHOW")?;
+            let what = it
+                .word("RULES, SESSIONS, STATS, VERSION, PARITY, SHAPES or PARTITIONS after SHOW")?;
             match what.to_ascii_uppercase().as_str() {
                 "RULES" => Command::ShowRules,
                 "SESSIONS" => Command::ShowSessions,
                 "STATS" => Command::ShowStats,
                 "VERSION" => Command::ShowVersion,
                 "PARITY" => Command::ShowParity,
+                "SHAPES" => Command::ShowShapes {
+                    table: match it.peek() {
+                        Some(_) => Some(it.table()?),
+                        None => None,
+                    },
+                },
                 "PARTITIONS" => Command::ShowPartitions { table: it.table()? },
                 other => return Err(format!("unknown SHOW target \"{other}\"")),
             }
@@ -382,6 +393,16 @@ mod tests {
         assert_eq!(parse("SHOW STATS").unwrap(), Command::ShowStats);
         assert_eq!(parse("show version").unwrap(), Command::ShowVersion);
         assert_eq!(parse("SHOW PARITY").unwrap(), Command::ShowParity);
+        assert_eq!(
+            parse("show shapes").unwrap(),
+            Command::ShowShapes { table: None }
+        );
+        assert_eq!(
+            parse("SHOW SHAPES orders").unwrap(),
+            Command::ShowShapes {
+                table: Some(t("public.orders"))
+            }
+        );
         assert_eq!(
             parse("show partitions orders").unwrap(),
             Command::ShowPartitions {

@@ -419,6 +419,7 @@ async fn execute(cmd: Command, user: &str, shared: &Arc<Shared>) -> Result<Outpu
         Command::ShowStats => return views::show_stats(shared).await,
         Command::ShowVersion => return views::show_version(watch).await,
         Command::ShowParity => return views::show_parity(shared, watch).await,
+        Command::ShowShapes { table } => return views::show_shapes(shared, watch, table).await,
         Command::ShowPartitions { table } => return views::show_partitions(shared, table).await,
         Command::Reload => {
             let version = watch.reload().await.map_err(|e| {

@@ -1,5 +1,5 @@
-//! The admin console's SHOW commands: rules, sessions, stats, version, parity estimates
-//! and partitions, each a result set built from the proxy's state or a side connection.
+//! The admin console's SHOW commands: rules, sessions, stats, version, parity estimates,
+//! read shapes and partitions, each a result set built from the proxy's state or a side connection.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -171,7 +171,18 @@ pub(super) async fn show_stats(shared: &Arc<Shared>) -> Result<Output, ErrorFiel
             ("shadow_samples_dropped", sampler.dropped.load(Relaxed)),
             ("shadow_samples_recorded", sampler.recorded.load(Relaxed)),
             ("shadow_samples_failed", sampler.failed.load(Relaxed)),
+            ("shadow_samples_coverage", sampler.coverage.load(Relaxed)),
         ]);
+        if let Some(shapes) = &sampler.shapes {
+            stats.extend([
+                ("shadow_shapes_tracked", shapes.tracked() as u64),
+                ("shadow_shapes_untracked", shapes.untracked.load(Relaxed)),
+                (
+                    "shadow_shapes_flush_failures",
+                    shapes.flush_failures.load(Relaxed),
+                ),
+            ]);
+        }
     }
     let n = stats.len();
     let rows = stats
@@ -282,6 +293,81 @@ pub(super) async fn show_parity(
             "min_overlap",
             "last_sample",
             "schema",
+        ],
+        rows,
+        tag: format!("SHOW {n}"),
+    })
+}
+
+/// Shapes `SHOW SHAPES` lists per table.
+const SHAPES_SHOWN: i64 = 100;
+
+/// `SHOW SHAPES [<table>]`: each read shape the fleet counted, most run first, with its
+/// comparisons, whether the target gave the same rows, and the median times on each side
+/// (the figures of `tandem parity`'s per-shape section, without a diff).
+pub(super) async fn show_shapes(
+    shared: &Arc<Shared>,
+    watch: &RulesWatch,
+    table: Option<tandem_rules::TableName>,
+) -> Result<Output, ErrorFields> {
+    let client = side(shared).await?;
+    let shadow = &shared.config.shadow;
+    let table = table.map(|t| t.to_string());
+    let shapes = crate::ops::parity::shapes::load(
+        &client,
+        watch.store(),
+        table.as_deref(),
+        shadow.top_k,
+        SHAPES_SHOWN,
+        crate::ops::parity::GATE_MAX_SLOWDOWN,
+        crate::ops::parity::GATE_SLOWDOWN_FLOOR_MS,
+    )
+    .await
+    .map_err(|e| {
+        error(
+            "XX000",
+            format!("tandem: {}", crate::control::catalog::describe(&e)),
+        )
+    })?;
+    let ms = |v: Option<f64>| v.map(|x| format!("{x:.3}"));
+    let rows: Vec<Vec<Option<String>>> = shapes
+        .iter()
+        .map(|s| {
+            vec![
+                Some(s.table.clone()),
+                Some(s.rank.to_string()),
+                Some(s.top.to_string()),
+                Some(s.fingerprint.clone()),
+                Some(s.executions.to_string()),
+                Some(s.comparisons.to_string()),
+                Some(s.rows_verdict()),
+                s.mean_overlap.map(|x| format!("{x:.3}")),
+                s.min_overlap.map(|x| format!("{x:.3}")),
+                ms(s.legacy_ms_p50),
+                ms(s.target_ms_p50),
+                Some(s.speed_verdict()),
+                s.plan_hint.clone(),
+                Some(s.shape.clone()),
+            ]
+        })
+        .collect();
+    let n = rows.len();
+    Ok(Output {
+        columns: vec![
+            "table",
+            "rank",
+            "top_k",
+            "fingerprint",
+            "executions",
+            "comparisons",
+            "same_rows",
+            "mean_overlap",
+            "min_overlap",
+            "legacy_p50_ms",
+            "target_p50_ms",
+            "target_vs_legacy",
+            "plan_hint",
+            "shape",
         ],
         rows,
         tag: format!("SHOW {n}"),

@@ -39,6 +39,10 @@ pub struct Facts {
     pub added: Option<(LatencySnapshot, LatencySnapshot)>,
     /// Shadow samples: queued, dropped, recorded, failed.
     pub shadow: Option<[u64; 4]>,
+    /// Shadow samples queued for a shape's coverage.
+    pub shadow_coverage: Option<u64>,
+    /// Read shapes this instance tracks, and new shapes it could not track (map full).
+    pub shapes: Option<(u64, u64)>,
     /// Drift records: queued, written, lost.
     pub drift: Option<[u64; 3]>,
     /// The rules this instance applies: (table, target, mode).
@@ -82,6 +86,12 @@ impl Facts {
                     s.failed.load(Relaxed),
                 ]
             }),
+            shadow_coverage: shared.sampler.as_ref().map(|s| s.coverage.load(Relaxed)),
+            shapes: shared
+                .sampler
+                .as_ref()
+                .and_then(|s| s.shapes.as_ref())
+                .map(|s| (s.tracked() as u64, s.untracked.load(Relaxed))),
             drift: shared.drift.as_ref().map(|d| {
                 [
                     d.counters.queued.load(Relaxed),

@@ -188,6 +188,31 @@ impl prometheus_client::collector::Collector for Exposition {
                     .map(|(r, n)| (vec![("result", r)], *n as f64)),
             )?;
         }
+        if let Some(n) = f.shadow_coverage {
+            single(
+                e,
+                "tandem_shadow_coverage_samples",
+                "Shadow-read samples queued because their query shape still wanted comparisons (coverage), not by the random draw.",
+                Counter,
+                n,
+            )?;
+        }
+        if let Some((tracked, untracked)) = f.shapes {
+            single(
+                e,
+                "tandem_shadow_shapes_tracked",
+                "Read shapes this instance counts (at most shadow.max_shapes).",
+                Gauge,
+                tracked,
+            )?;
+            single(
+                e,
+                "tandem_shadow_shapes_untracked",
+                "Executions of new read shapes not tracked because shadow.max_shapes was reached.",
+                Counter,
+                untracked,
+            )?;
+        }
         if let Some(counts) = &f.drift {
             family(
                 e,

@@ -272,6 +272,7 @@ pub async fn apply(
                 // rows the target deleted, which the re-sync removes.
                 if from != Mode::TargetOnly {
                     backfilled(client, &resolved).await?;
+                    shapes_agree(client, store, &table).await?;
                 }
                 notes.extend(advance_sequences(client, &rule.target, &rule.table).await?);
             }
@@ -735,6 +736,59 @@ async fn resynced(
         ),
         &format!(
             "run tandem backfill --config tandem.toml --table {table} --reverse until it says finished, check with tandem parity --config tandem.toml --table {table} --strict, then retry"
+        ),
+    ))
+}
+
+/// Refuses cutover while the newest shadow comparison of one of the table's top read
+/// shapes (by executions, the default `shadow.top_k`) found rows that differ: the target
+/// would answer that read differently (see docs/parity.md, read shapes).
+async fn shapes_agree(
+    client: &Client,
+    store: &Store,
+    table: &TableName,
+) -> Result<(), ChangeError> {
+    let shapes = store.qualified("shadow_shapes");
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&shapes])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(());
+    }
+    let top_k = crate::config::ShadowConfig::default().top_k;
+    let differ: Vec<String> = client
+        .query(
+            &format!(
+                "SELECT fingerprint, left(shape, 120), differing, comparisons FROM \
+                   (SELECT *, row_number() OVER (ORDER BY executions DESC, fingerprint) AS rank \
+                    FROM {shapes} WHERE rule_table = $1) s \
+                 WHERE rank <= $2 AND clean_streak = 0 AND differing > 0 ORDER BY rank LIMIT 5"
+            ),
+            &[&table.to_string(), &top_k],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            format!(
+                "{} \"{}\" (rows differ in {} of {} comparisons)",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3)
+            )
+        })
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(ChangeError::state(
+        format!(
+            "tandem: {table} cannot go to cutover: the target answers some of its most run reads with other rows than the legacy table (the newest shadow comparison of each differed): {}",
+            differ.join("; ")
+        ),
+        &format!(
+            "find why with tandem parity --table {table} (and SHOW SHAPES); once the target agrees, the next comparisons of those reads clear this. For a read that cannot agree (random(), ORDER BY ... LIMIT with ties): UPDATE {shapes} SET differing = 0 WHERE fingerprint = '...'"
         ),
     ))
 }

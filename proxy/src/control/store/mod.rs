@@ -84,6 +84,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (9, include_str!("009_backfill_direction.sql")),
     (10, include_str!("010_backfilled.sql")),
     (11, include_str!("011_backfill_parts.sql")),
+    (12, include_str!("012_shadow_shapes.sql")),
 ];
 
 /// Why the store could not be read or written.

@@ -38,6 +38,7 @@ use crate::control::triggers::TriggerPair;
 mod columns;
 mod render;
 pub mod schema;
+pub mod shapes;
 pub(crate) use columns::{column_differences, set_columns};
 pub use columns::{ColumnDifferences, MissingValues, SetColumn, TypeDifference};
 pub use render::{html, text, write};
@@ -54,6 +55,15 @@ const STATEMENT_CHARS: i32 = 200;
 /// Shadow-read samples the `shadow_overlap` check needs by default (`--min-samples`).
 pub const GATE_MIN_SAMPLES: i64 = 20;
 
+/// Share of the top-K read shapes the `shape_coverage` check needs by default.
+pub const GATE_MIN_COVERAGE: f64 = 1.0;
+
+/// How much slower on the target a top-K shape may be by default (`--max-slowdown`).
+pub const GATE_MAX_SLOWDOWN: f64 = 2.0;
+
+/// Median differences below this many milliseconds are not a slowdown by default.
+pub const GATE_SLOWDOWN_FLOOR_MS: f64 = 1.0;
+
 /// What `tandem parity` was asked.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -68,6 +78,14 @@ pub struct Options {
     /// A legacy index with no counterpart on the target fails the `constraints` check
     /// (else it is a warning: reads get slower, nothing is lost).
     pub strict_indexes: bool,
+    /// Share of the top-K read shapes that must have `shadow.min_comparisons`
+    /// comparisons at full overlap (0: the `shape_coverage` check is skipped).
+    pub min_coverage: f64,
+    /// No top-K shape may be slower on the target than this factor, by median times
+    /// (0: the `shape_slowdown` check is skipped).
+    pub max_slowdown: f64,
+    /// Median differences below this many milliseconds are not a slowdown.
+    pub slowdown_floor_ms: f64,
 }
 
 impl Default for Options {
@@ -79,6 +97,9 @@ impl Default for Options {
             min_samples: GATE_MIN_SAMPLES,
             sample_limit: 20,
             strict_indexes: false,
+            min_coverage: GATE_MIN_COVERAGE,
+            max_slowdown: GATE_MAX_SLOWDOWN,
+            slowdown_floor_ms: GATE_SLOWDOWN_FLOOR_MS,
         }
     }
 }
@@ -242,6 +263,8 @@ pub struct TableReport {
     pub resync: Option<crate::control::store::resync::Resync>,
     /// Shadow-read figures.
     pub shadow: Shadow,
+    /// The table's read shapes: same rows, and time on each side.
+    pub shapes: shapes::ReadShapes,
     /// Readiness checks.
     pub checks: Vec<Check>,
     /// All checks passed.
@@ -263,6 +286,10 @@ pub struct Report {
     pub min_overlap: f64,
     /// Samples needed for the overlap check.
     pub min_samples: i64,
+    /// Share of top-K shapes the coverage check needs (0: skipped).
+    pub min_coverage: f64,
+    /// Slowdown a top-K shape may have on the target (0: skipped).
+    pub max_slowdown: f64,
     /// One per table.
     pub tables: Vec<TableReport>,
     /// Every table ready.
@@ -333,7 +360,18 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
         let set_columns = set_probes
             .remove(&rule.rule.table.to_string())
             .unwrap_or_default();
-        tables.push(table_report(&tx, &names, rule, state, set_columns, options).await?);
+        tables.push(
+            table_report(
+                &tx,
+                &names,
+                rule,
+                state,
+                set_columns,
+                options,
+                &config.shadow,
+            )
+            .await?,
+        );
     }
     tx.commit().await?;
     let ready = !tables.is_empty() && tables.iter().all(|t| t.ready);
@@ -344,6 +382,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ParityErr
         seconds: started.elapsed().as_secs_f64(),
         min_overlap: options.min_overlap,
         min_samples: options.min_samples,
+        min_coverage: options.min_coverage,
+        max_slowdown: options.max_slowdown,
         tables,
         ready,
     })
@@ -443,6 +483,7 @@ async fn table_report(
     guard_state: Option<GuardState>,
     set_columns: Vec<SetColumn>,
     options: &Options,
+    shadow_config: &crate::config::ShadowConfig,
 ) -> Result<TableReport, ParityError> {
     let started = Instant::now();
     let columns = column_differences(rule).with_set_columns(set_columns);
@@ -571,6 +612,7 @@ async fn table_report(
     let guard_drift = guard_drift(tx, legacy).await?;
     let resync = crate::control::store::resync::state(tx, names, &legacy.to_string()).await?;
     let shadow = shadow_stats(tx, names, legacy, options.min_overlap).await?;
+    let read_shapes = shapes::of_table(tx, names, legacy, options, shadow_config).await?;
     let guard = Guard {
         policy: rule.rule.guard.as_str().to_string(),
         state: guard_state
@@ -672,6 +714,14 @@ async fn table_report(
             },
         });
     }
+    if options.min_samples > 0 {
+        checks.extend(shapes::checks(
+            &read_shapes,
+            options.min_coverage,
+            options.max_slowdown,
+            options.slowdown_floor_ms,
+        ));
+    }
     let ready = checks.iter().all(|c| c.ok);
     Ok(TableReport {
         table: legacy.to_string(),
@@ -700,6 +750,7 @@ async fn table_report(
         backfill,
         resync,
         shadow,
+        shapes: read_shapes,
         checks,
         ready,
         seconds: started.elapsed().as_secs_f64(),

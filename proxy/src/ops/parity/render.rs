@@ -67,6 +67,7 @@ pub fn text(report: &Report) -> String {
         for warning in &t.schema.warnings {
             out.push_str(&format!("  schema warning: {warning}\n"));
         }
+        out.push_str(&super::shapes::text(&t.shapes));
         for c in &t.checks {
             out.push_str(&format!(
                 "  [{}] {}: {}\n",
@@ -335,6 +336,7 @@ pub fn html(report: &Report) -> String {
                 ));
             }
         }
+        body.push_str(&super::shapes::html(&t.shapes, esc));
         if t.shadow.series.len() > 1 {
             let (x0, x1) = (
                 t.shadow.series[0].0,

@@ -43,6 +43,8 @@ pub(super) struct Known {
     /// How the session read its text when it was prepared (the server keeps that reading:
     /// it does not read the text again when a setting changes).
     pub(super) text: TextSettings,
+    /// Its query shape's hash, computed at the first Bind that counts it (shadow reads).
+    pub(super) shape: std::sync::OnceLock<u64>,
 }
 
 /// What a plan depends on besides the statement: the rules version and the session's
@@ -388,6 +390,7 @@ impl ClientSide {
                                 &known.sql,
                                 known.plan.as_deref(),
                                 Some((body, &known.param_types)),
+                                Some(&known.shape),
                             );
                         }
                     }
@@ -540,7 +543,7 @@ impl ClientSide {
                 &name,
             ))));
         }
-        self.maybe_sample(sql, plan.as_deref(), None);
+        self.maybe_sample(sql, plan.as_deref(), None, None);
         if !matches!(plan.as_deref(), Some(Plan::Reject(r)) if r.policy != MirrorErrorPolicy::Record)
         {
             for (name, piece) in tandem_rules::prepared_statements(sql) {

@@ -54,6 +54,7 @@ impl ClientSide {
             plan: plan.clone(),
             touch: tandem_rules::settings_touch(parse.sql),
             text: self.settings.now(),
+            shape: std::sync::OnceLock::new(),
         };
         if let Some(Plan::Rewritten(statements)) = plan.as_deref() {
             if statements.len() == 1 {
@@ -286,6 +287,7 @@ impl ClientSide {
                 plan,
                 touch: tandem_rules::SettingsTouch::default(),
                 text: self.settings.now(),
+                shape: std::sync::OnceLock::new(),
             },
         );
     }

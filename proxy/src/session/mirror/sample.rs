@@ -1,24 +1,31 @@
 //! Shadow-read sampling from the session: which reads go to the sampler.
 //!
-//! A read of a ruled table is offered to the [sampler](crate::control::shadow) with the
-//! rule's `sample_rate`; the comparison itself runs off the hot path.
+//! A read of a ruled table is counted by its shape and offered to the
+//! [sampler](crate::control::shadow) while its shape wants comparisons, or with the rule's
+//! `sample_rate`; the comparison itself runs off the hot path.
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use tandem_rules::{Plan, ResponseFix};
 
 use super::client::ClientSide;
+use crate::control::shapes::Description;
 use crate::wire::protocol::frontend;
 
 impl ClientSide {
-    /// Maybe hands a read of a ruled table to the shadow sampler: a random draw against the
-    /// rule's `sample_rate`, so sessions pay one random number per read of a ruled table
-    /// and nothing else unless sampled (and then one parse, off the reply's path).
+    /// Maybe hands a read of a ruled table to the shadow sampler. While a rule samples,
+    /// each read's shape is counted (see [`crate::control::shapes`]: one hash of the
+    /// normalised text, once per prepared statement, and a lookup) and taken for
+    /// comparison while its shape's coverage budget lasts; otherwise a random draw against
+    /// the rule's `sample_rate`. Nothing else is paid unless sampled (then one parse, off
+    /// the reply's path).
     pub(super) fn maybe_sample(
         &self,
         sql: &str,
         plan: Option<&Plan>,
         bind: Option<(&[u8], &[u8])>,
+        shape: Option<&OnceLock<u64>>,
     ) {
         let Some(sampler) = &self.sampler else { return };
         let read = match plan {
@@ -28,14 +35,9 @@ impl ClientSide {
             }
             _ => false,
         };
-        // A read is compared only under the role and settings it ran with: not while
-        // they are unconfirmed (a change in the same extended-protocol batch).
-        if !read || self.settings_stale {
+        if !read {
             return;
         }
-        let Some(view) = self.session_view.clone() else {
-            return;
-        };
         let max = self
             .rules
             .set
@@ -43,7 +45,28 @@ impl ClientSide {
             .iter()
             .map(|r| r.rule.sample_rate)
             .fold(0.0, f64::max);
-        if max <= 0.0 || rand::random::<f64>() >= max {
+        if max <= 0.0 {
+            return;
+        }
+        // A read is compared only under the role and settings it ran with: not while
+        // they are unconfirmed (a change in the same extended-protocol batch).
+        let comparable = !self.settings_stale && self.session_view.is_some();
+        let mut coverage = false;
+        if let Some(shapes) = &sampler.shapes {
+            let hash = match shape {
+                Some(cell) => *cell.get_or_init(|| tandem_rules::query_shape(sql).hash),
+                None => tandem_rules::query_shape(sql).hash,
+            };
+            coverage = shapes.seen(hash, comparable, || Description {
+                table: tandem_rules::shadow_pair(sql, &self.rules.set, &self.search_path)
+                    .map(|p| p.table),
+                text: tandem_rules::query_shape(sql).text,
+            });
+        }
+        let Some(view) = self.session_view.clone().filter(|_| comparable) else {
+            return;
+        };
+        if !coverage && rand::random::<f64>() >= max {
             return;
         }
         let Some(pair) = tandem_rules::shadow_pair(sql, &self.rules.set, &self.search_path) else {
@@ -56,8 +79,9 @@ impl ClientSide {
             .iter()
             .find(|r| r.rule.table == pair.table)
             .map_or(0.0, |r| r.rule.sample_rate);
-        // Sampled at `max` so far; keep `rate / max` of those for this table's own rate.
-        if rand::random::<f64>() * max >= rate {
+        // A table whose own rule does not sample is never compared, coverage or not.
+        // Otherwise, drawn at `max` so far: keep `rate / max` of those for this table's rate.
+        if rate <= 0.0 || (!coverage && rand::random::<f64>() * max >= rate) {
             return;
         }
         // A Bind's values go along byte for byte, with the types its Parse declared.
@@ -88,6 +112,7 @@ impl ClientSide {
             view,
             params,
             param_types,
+            coverage,
         });
     }
 }
