@@ -21,16 +21,19 @@ pub struct Args {
     /// that is not installed is downloaded once from the npm registry.
     #[arg(long, value_name = "MAJOR")]
     pg_version: Option<u32>,
+    /// Serve the Prometheus metrics endpoint on this address too (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn main(args: Args) -> std::process::ExitCode {
     super::init_logging("info", tandem::config::LogFormat::Text);
-    super::run(async move { run(args.listen, args.pg_version).await })
+    super::run(async move { run(args.listen, args.pg_version, args.metrics).await })
 }
 
 /// Starts the cluster, loads the sample schema and serves until a signal.
-async fn run(listen: String, version: Option<u32>) -> anyhow::Result<()> {
+async fn run(listen: String, version: Option<u32>, metrics: Option<String>) -> anyhow::Result<()> {
     println!("tandem demo: starting a throwaway PostgreSQL...");
     let options = ClusterOptions {
         version,
@@ -49,6 +52,7 @@ async fn run(listen: String, version: Option<u32>) -> anyhow::Result<()> {
         "demo config",
     )?;
     config.limits.shutdown_timeout_ms = 2_000;
+    config.metrics.listen = metrics.clone();
     config.validate()?;
     tandem::ops::demo::prepare(&config, "public").await?;
     let addr = config.listen_addr()?;
@@ -94,6 +98,16 @@ async fn run(listen: String, version: Option<u32>) -> anyhow::Result<()> {
     println!("    tandem backfill --upstream {upstream} --table public.orders");
     println!("    tandem parity --upstream {upstream} --table public.orders --strict");
     println!();
+    if let Some(metrics) = &metrics {
+        println!(
+            "tandem demo: metrics (Prometheus text), e.g. while pgbench runs through the proxy:"
+        );
+        println!();
+        println!(
+            "    curl -s http://{metrics}/metrics | grep -E '^tandem_(queries|mirrored|guard)'"
+        );
+        println!();
+    }
     println!("tandem demo: Ctrl-C stops the proxy and deletes the cluster.");
     proxy.serve(listener, super::shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
