@@ -20,6 +20,22 @@ fn shapes_config(pair: &Pair, rate: f64, min_comparisons: i64) -> tandem::Config
 }
 
 /// `(fingerprint, shape, executions, comparisons)` of every shape of `pair`'s table.
+/// A HASH pair whose legacy rows are `rows` (an `INSERT ... SELECT` column list and query
+/// after `INSERT INTO {legacy} (tenant, amount, note)`), already copied into the target,
+/// then `after` (more SQL, may be empty).
+async fn filled_pair(direct: &tokio_postgres::Client, rows: &str, after: &str) -> Pair {
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, direct).await;
+    direct
+        .batch_execute(&pair.sql(&format!(
+            "INSERT INTO {{legacy}} (tenant, amount, note) {rows};
+             INSERT INTO {{target}} SELECT * FROM {{legacy}}; {after}"
+        )))
+        .await
+        .unwrap();
+    pair
+}
+
 async fn stored_shapes(
     check: &tokio_postgres::Client,
     schema: &str,
@@ -96,16 +112,13 @@ fn check<'a>(t: &'a TableReport, name: &str) -> &'a parity::Check {
 async fn rare_shapes_get_their_comparisons_and_a_differing_one_blocks_the_gate_and_cutover_by_name()
 {
     let direct = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &direct).await;
-    direct
-        .batch_execute(&pair.sql(
-            "INSERT INTO {legacy} (tenant, amount, note) \
-               SELECT CASE WHEN g % 3 = 0 THEN 'globex' ELSE 'acme' END, g, 'n' || g FROM generate_series(1, 300) g;
-             INSERT INTO {target} SELECT * FROM {legacy};",
-        ))
-        .await
-        .unwrap();
+    let pair = filled_pair(
+        &direct,
+        "SELECT CASE WHEN g % 3 = 0 THEN 'globex' ELSE 'acme' END, g, 'n' || g \
+         FROM generate_series(1, 300) g",
+        "",
+    )
+    .await;
     // A random share this low draws about one of the hot shape's 3000 reads and almost
     // never a rare one: their comparisons come from coverage.
     let config = shapes_config(&pair, 0.0005, 3);
@@ -310,20 +323,14 @@ async fn rare_shapes_get_their_comparisons_and_a_differing_one_blocks_the_gate_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdown() {
     let direct = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &direct).await;
     // Legacy finds a note by its index; the target has no such index, so each of its
     // four partitions is read whole.
-    direct
-        .batch_execute(&pair.sql(
-            "INSERT INTO {legacy} (tenant, amount, note) \
-               SELECT 'acme', g % 1000, 'n' || g FROM generate_series(1, 200000) g;
-             INSERT INTO {target} SELECT * FROM {legacy};
-             CREATE INDEX ON {legacy} (note);
-             ANALYZE {legacy}; ANALYZE {target};",
-        ))
-        .await
-        .unwrap();
+    let pair = filled_pair(
+        &direct,
+        "SELECT 'acme', g % 1000, 'n' || g FROM generate_series(1, 200000) g",
+        "CREATE INDEX ON {legacy} (note); ANALYZE {legacy}; ANALYZE {target};",
+    )
+    .await;
     let config = shapes_config(&pair, 0.0001, 3);
     let schema = config.store.schema.clone();
     let proxy = start_ruled_proxy(config.clone()).await;
@@ -455,15 +462,12 @@ async fn a_target_missing_the_index_a_shape_needs_is_slower_and_fails_max_slowdo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simple_query_and_a_prepared_statement_of_one_read_are_one_shape() {
     let direct = pg().direct().await;
-    let pair = Pair::new(Kind::Hash);
-    pair.create(Kind::Hash, &direct).await;
-    direct
-        .batch_execute(&pair.sql(
-            "INSERT INTO {legacy} (tenant, amount, note) SELECT 'acme', g, 'n' || g FROM generate_series(1, 50) g;
-             INSERT INTO {target} SELECT * FROM {legacy};",
-        ))
-        .await
-        .unwrap();
+    let pair = filled_pair(
+        &direct,
+        "SELECT 'acme', g, 'n' || g FROM generate_series(1, 50) g",
+        "",
+    )
+    .await;
     let config = shapes_config(&pair, 0.0001, 20);
     let schema = config.store.schema.clone();
     let proxy = start_ruled_proxy(config.clone()).await;
