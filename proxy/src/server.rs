@@ -42,7 +42,19 @@ impl Proxy {
     /// configured, resolves them against the upstream's catalog (refusing any rule it cannot
     /// honour).
     pub async fn new(config: Config) -> Result<Self, crate::Error> {
-        let acceptor = crate::wire::tls::acceptor(&config)?;
+        let (acceptor, tls_end_point) = match crate::wire::tls::acceptor(&config)? {
+            Some(tls) => {
+                if tls.end_point.is_none() && config.admin.is_some() {
+                    warn!(
+                        "tls.cert: its signature algorithm has no hash for SCRAM channel \
+                         binding (tls-server-end-point); the admin console offers \
+                         SCRAM-SHA-256 alone"
+                    );
+                }
+                (Some(tls.acceptor), tls.end_point)
+            }
+            None => (None, None),
+        };
         let admin_verifier = match &config.admin {
             Some(admin) => Some(admin.verifier()?),
             None => None,
@@ -73,6 +85,7 @@ impl Proxy {
                 sessions: Arc::new(SessionRegistry::default()),
                 sampler,
                 admin_verifier,
+                tls_end_point,
             }),
             phase,
             metrics,

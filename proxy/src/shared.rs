@@ -52,4 +52,8 @@ pub struct Shared {
     pub sampler: Option<Arc<Sampler>>,
     /// The admin console's SCRAM verifier, when `[admin]` is configured.
     pub admin_verifier: Option<Verifier>,
+    /// `tls-server-end-point` channel-binding data of the `[tls]` certificate (RFC 5929),
+    /// which the admin console binds SCRAM-SHA-256-PLUS to; `None` without `[tls]` or for
+    /// a certificate whose signature has no hash to bind with.
+    pub tls_end_point: Option<Vec<u8>>,
 }

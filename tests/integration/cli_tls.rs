@@ -1,6 +1,7 @@
 //! The one-shot commands speak TLS as configured: to the upstream per `[upstream_tls]`
 //! (backfill, parity, init, partitions and purge open their connections through the same
-//! connector as sessions), and `tandem rules` to the admin console per its URL's sslmode.
+//! connector as sessions), and `tandem rules` to the admin console per its URL's sslmode,
+//! with SCRAM bound to the console's certificate over TLS.
 
 use tandem::config::{AdminConfig, UpstreamTlsConfig, UpstreamTlsMode};
 use tandem_tests::mirror::{config_with, start_ruled_proxy};
@@ -85,4 +86,70 @@ async fn tandem_rules_speaks_tls_to_a_console_that_has_it() {
     .await
     .unwrap_or_else(|e| panic!("{}", e.message));
     assert!(out.contains("store_version"), "{out}");
+}
+
+/// Over TLS the console offers SCRAM-SHA-256-PLUS, bound to Tandem's own certificate
+/// (`tls-server-end-point`), so a client that requires channel binding gets in (tokio-postgres
+/// through `tandem rules`, and libpq through psql); over plain TCP it offers SCRAM-SHA-256
+/// alone, and such a client refuses to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_binds_scram_to_its_certificate_over_tls() {
+    let mut config = config_with(&[]);
+    config.admin = Some(AdminConfig {
+        user: "admin".into(),
+        password: Some("pw".into()),
+        password_env: None,
+    });
+    config.tls = Some(tandem_tests::proxy_tls());
+    let proxy = start_ruled_proxy(config).await;
+    let url = |sslmode: &str| {
+        format!(
+            "postgres://admin:pw@127.0.0.1:{}/tandem?sslmode={sslmode}&channel_binding=require",
+            proxy.addr.port()
+        )
+    };
+    let out = tandem::ops::rules::run(&url("require"), "SHOW VERSION")
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    assert!(out.contains("store_version"), "{out}");
+    let wrong = url("require").replace("admin:pw@", "admin:wrong@");
+    let e = tandem::ops::rules::run(&wrong, "SHOW VERSION")
+        .await
+        .expect_err("a wrong password, bound or not");
+    assert!(
+        e.message.contains("password authentication failed"),
+        "{}",
+        e.message
+    );
+    let e = tandem::ops::rules::run(&url("disable"), "SHOW VERSION")
+        .await
+        .expect_err("no channel binding without TLS");
+    assert!(
+        e.message.to_lowercase().contains("channel binding"),
+        "{}",
+        e.message
+    );
+    // libpq (psql) binds to the same certificate.
+    let psql = |url: &str| {
+        std::process::Command::new(tandem_tests::pg_program("psql"))
+            .args(["-X", "-A", "-t", "-c", "SHOW VERSION", url])
+            .output()
+            .expect("run psql")
+    };
+    let out = psql(&url("require"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(env!("CARGO_PKG_VERSION")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Without TLS libpq itself refuses to go on: nothing to bind to.
+    let out = psql(&url("disable"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("channel binding"), "{stderr}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tandem::wire::protocol::backend::ErrorFields;
 use tandem::wire::protocol::startup::StartupMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A StartupMessage for `user` and `database`, with extra parameters.
@@ -111,7 +111,10 @@ fn cstr(s: &str) -> Vec<u8> {
 }
 
 /// Everything the peer sends until it closes or `wait` passes, split into (tag, body).
-pub async fn read_frames(stream: &mut TcpStream, wait: Duration) -> (Vec<(u8, Vec<u8>)>, bool) {
+pub async fn read_frames<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> (Vec<(u8, Vec<u8>)>, bool) {
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(wait, async {
         let mut chunk = [0u8; 8192];
@@ -128,14 +131,17 @@ pub async fn read_frames(stream: &mut TcpStream, wait: Duration) -> (Vec<(u8, Ve
 }
 
 /// Reads frames until a ReadyForQuery arrives (or `wait` passes).
-pub async fn read_until_ready(stream: &mut TcpStream, wait: Duration) -> Vec<(u8, Vec<u8>)> {
+pub async fn read_until_ready<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> Vec<(u8, Vec<u8>)> {
     read_until_readies(stream, wait, 1).await
 }
 
 /// Reads frames until `readies` ReadyForQuery messages have arrived (or `wait` passes): the
 /// answer to that many pipelined Syncs or simple Queries.
-pub async fn read_until_readies(
-    stream: &mut TcpStream,
+pub async fn read_until_readies<S: AsyncRead + Unpin>(
+    stream: &mut S,
     wait: Duration,
     readies: usize,
 ) -> Vec<(u8, Vec<u8>)> {

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::command::{self, Command};
-use super::scram::{Exchange, ScramError, Verifier};
+use super::scram::{self, Channel, Exchange, ScramError, Verifier};
+use super::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use super::views;
 use crate::control::store::change::{self, RuleChange};
 use crate::shared::Shared;
@@ -69,9 +70,17 @@ pub async fn serve(mut client: Stream, startup: &StartupMessage, shared: &Arc<Sh
         return;
     };
     let limits = &shared.config.limits;
+    // SCRAM-SHA-256-PLUS over TLS only, bound to the certificate presented.
+    let end_point = shared.tls_end_point.as_deref().filter(|_| client.is_tls());
     let auth = tokio::time::timeout(
         limits.startup_timeout(),
-        authenticate(&mut client, &user, verifier, limits.max_message_bytes),
+        authenticate(
+            &mut client,
+            &user,
+            verifier,
+            end_point,
+            limits.max_message_bytes,
+        ),
     )
     .await;
     match auth {
@@ -142,15 +151,18 @@ fn auth_message(out: &mut BytesMut, code: i32, data: &[u8]) {
     finish(out, start);
 }
 
-/// SCRAM-SHA-256 against the admin verifier. `Ok(false)`: refused (the client was told).
+/// SCRAM-SHA-256 against the admin verifier, and SCRAM-SHA-256-PLUS bound to `end_point`
+/// (the `tls-server-end-point` data of the certificate this TLS connection presented) when
+/// given. `Ok(false)`: refused (the client was told).
 async fn authenticate(
     client: &mut Stream,
     user: &str,
     verifier: &Verifier,
+    end_point: Option<&[u8]>,
     max: usize,
 ) -> Result<bool, ConsoleError> {
     let mut out = BytesMut::new();
-    auth_message(&mut out, 10, b"SCRAM-SHA-256\0\0");
+    auth_message(&mut out, 10, &scram::mechanisms(end_point.is_some()));
     client.write_all(&out).await?;
     client.flush().await?;
     let refuse = |code: &str, message: String| ErrorFields::new("FATAL", code, message);
@@ -173,50 +185,57 @@ async fn authenticate(
         fatal(client, &protocol("no mechanism")).await?;
         return Ok(false);
     };
-    if mechanism != b"SCRAM-SHA-256" {
-        fatal(
-            client,
-            &refuse(
-                "28000",
-                "tandem: the admin console only supports SCRAM-SHA-256 (no channel binding)".into(),
-            ),
-        )
-        .await?;
-        return Ok(false);
-    }
-    let Some(data) = rest.get(4..) else {
-        fatal(client, &protocol("truncated")).await?;
-        return Ok(false);
-    };
-    let nonce: [u8; 18] = rand::random();
-    let (exchange, server_first) = match Exchange::start(data, verifier, &nonce) {
-        Ok(x) => x,
-        Err(ScramError::ChannelBinding) => {
+    let channel = match (mechanism, end_point) {
+        (m, _) if m == SCRAM_SHA_256.as_bytes() => Channel::Unbound {
+            plus_offered: end_point.is_some(),
+        },
+        (m, Some(data)) if m == SCRAM_SHA_256_PLUS.as_bytes() => Channel::Bound(data),
+        // PLUS where it was not offered (plain TCP): Postgres's refusal (auth-scram.c,
+        // scram_init).
+        (m, None) if m == SCRAM_SHA_256_PLUS.as_bytes() => {
             fatal(
                 client,
                 &refuse(
-                    "28000",
-                    "tandem: the admin console does not support SCRAM channel binding".into(),
+                    "08P01",
+                    "client selected an invalid SASL authentication mechanism".into(),
                 )
-                .with_hint("connect with channel_binding=disable (or prefer)"),
+                .with_hint("SCRAM-SHA-256-PLUS (channel binding) is offered over TLS only"),
             )
             .await?;
             return Ok(false);
         }
-        Err(ScramError::AuthorizationIdentity) => {
-            // Postgres's own refusal (auth-scram.c, read_client_first_message).
+        _ => {
             fatal(
                 client,
                 &refuse(
-                    "0A000",
-                    "client uses authorization identity, but it is not supported".into(),
+                    "28000",
+                    "tandem: the admin console only supports SCRAM-SHA-256 \
+                     (and SCRAM-SHA-256-PLUS over TLS)"
+                        .into(),
                 ),
             )
             .await?;
             return Ok(false);
         }
-        Err(_) => {
-            fatal(client, &protocol("malformed client-first-message")).await?;
+    };
+    let Some(data) = rest.get(4..) else {
+        fatal(client, &protocol("truncated")).await?;
+        return Ok(false);
+    };
+    let nonce: [u8; 18] = rand::random();
+    let (exchange, server_first) = match Exchange::start(data, verifier, &nonce, channel) {
+        Ok(x) => x,
+        Err(e) => {
+            // Postgres's refusals (auth-scram.c, read_client_first_message).
+            let fields = match (e.binding_refusal(), e) {
+                (Some(refusal), _) => refusal_fields(refusal),
+                (None, ScramError::AuthorizationIdentity) => refuse(
+                    "0A000",
+                    "client uses authorization identity, but it is not supported".into(),
+                ),
+                (None, _) => protocol("malformed client-first-message"),
+            };
+            fatal(client, &fields).await?;
             return Ok(false);
         }
     };
@@ -236,6 +255,14 @@ async fn authenticate(
         Err(ScramError::BadProof) => {
             warn!(%user, "admin console: wrong password");
             fatal(client, &bad_password()).await?;
+            return Ok(false);
+        }
+        Err(e @ ScramError::BindingMismatch) => {
+            // The client saw another certificate than the one this connection presented.
+            warn!(%user, "admin console: SCRAM channel binding check failed");
+            if let Some(refusal) = e.binding_refusal() {
+                fatal(client, &refusal_fields(refusal)).await?;
+            }
             return Ok(false);
         }
         Err(_) => {
@@ -269,6 +296,15 @@ async fn authenticate(
     client.write_all(&out).await?;
     client.flush().await?;
     Ok(true)
+}
+
+/// A SCRAM refusal as the FATAL error Postgres sends.
+fn refusal_fields(refusal: scram::Refusal) -> ErrorFields {
+    let fields = ErrorFields::new("FATAL", refusal.code, refusal.message);
+    match refusal.detail {
+        Some(detail) => fields.with_detail(detail),
+        None => fields,
+    }
 }
 
 fn cstr(out: &mut BytesMut, s: &str) {

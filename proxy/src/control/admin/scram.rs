@@ -4,8 +4,12 @@
 //! the way PostgreSQL does: the configured password becomes a verifier (salt, iteration
 //! count, StoredKey, ServerKey, PostgreSQL's `SCRAM-SHA-256$...` format, which may also be
 //! configured directly), and the exchange proves the client knows the password without the
-//! password crossing the wire. Channel binding is not offered (`SCRAM-SHA-256-PLUS` is
-//! never advertised), so a client insisting on it (`p=` GS2 flag) is refused.
+//! password crossing the wire. Over TLS the exchange may also be bound to Tandem's
+//! certificate (`SCRAM-SHA-256-PLUS`, RFC 5802 section 6, with RFC 5929's
+//! `tls-server-end-point`, the only binding PostgreSQL supports): the client's final message
+//! then carries the hash of the certificate it saw, so a man in the middle with another
+//! certificate cannot relay the login. The checks and their order are PostgreSQL's
+//! (`auth-scram.c`, `read_client_first_message` and `read_client_final_message`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -74,13 +78,43 @@ impl Verifier {
     }
 }
 
+/// The mechanism without channel binding.
+pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The one channel-binding type PostgreSQL (and so the console) supports.
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
+
+/// The mechanism the client chose, and what the server offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel<'a> {
+    /// `SCRAM-SHA-256`; `plus_offered`: whether `SCRAM-SHA-256-PLUS` was offered too (then a
+    /// client saying it could bind but thinks the server cannot, `y`, is refused).
+    Unbound {
+        /// `SCRAM-SHA-256-PLUS` was offered.
+        plus_offered: bool,
+    },
+    /// `SCRAM-SHA-256-PLUS`, bound to this `tls-server-end-point` data (the hash of the
+    /// server's certificate).
+    Bound(&'a [u8]),
+}
+
 /// Why an exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScramError {
     /// The client's message is not SCRAM.
     Malformed(&'static str),
-    /// The client asked for channel binding.
-    ChannelBinding,
+    /// The GS2 flag does not match the mechanism (PostgreSQL: `08P01 malformed SCRAM
+    /// message`, with this as its detail).
+    FlagMismatch(&'static str),
+    /// `p=` names a binding type other than `tls-server-end-point` (PostgreSQL: `08P01`).
+    UnsupportedBindingType(String),
+    /// `y`: the client could bind but thinks the server cannot, while the server offered
+    /// `SCRAM-SHA-256-PLUS` (a downgrade; PostgreSQL: `28000`).
+    BindingNegotiation,
+    /// The client-final `c=` does not carry this server's certificate hash (PostgreSQL:
+    /// `28000 SCRAM channel binding check failed`).
+    BindingMismatch,
     /// The client sent an authorization identity (`a=` in the GS2 header), which
     /// PostgreSQL does not support either.
     AuthorizationIdentity,
@@ -88,12 +122,86 @@ pub enum ScramError {
     BadProof,
 }
 
+/// PostgreSQL's refusal of a channel-binding error: SQLSTATE, message and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// Message, as PostgreSQL words it.
+    pub message: String,
+    /// Detail, as PostgreSQL words it.
+    pub detail: Option<&'static str>,
+}
+
+impl ScramError {
+    /// PostgreSQL's refusal for a channel-binding error (auth-scram.c,
+    /// `read_client_first_message` and `read_client_final_message`); `None` for the others.
+    pub fn binding_refusal(&self) -> Option<Refusal> {
+        let (code, message, detail) = match self {
+            Self::FlagMismatch(detail) => {
+                ("08P01", "malformed SCRAM message".into(), Some(*detail))
+            }
+            Self::UnsupportedBindingType(kind) => {
+                // Peer input, shown as PostgreSQL's sanitize_str does, and shortened.
+                let kind: String = kind
+                    .chars()
+                    .take(64)
+                    .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                    .collect();
+                (
+                    "08P01",
+                    format!("unsupported SCRAM channel-binding type \"{kind}\""),
+                    None,
+                )
+            }
+            Self::BindingNegotiation => (
+                "28000",
+                "SCRAM channel binding negotiation error".into(),
+                Some(
+                    "The client supports SCRAM channel binding but thinks the server does not.  \
+                     However, this server does support channel binding.",
+                ),
+            ),
+            Self::BindingMismatch => ("28000", "SCRAM channel binding check failed".into(), None),
+            _ => return None,
+        };
+        Some(Refusal {
+            code,
+            message,
+            detail,
+        })
+    }
+}
+
+/// The body of AuthenticationSASL: the mechanisms, `SCRAM-SHA-256-PLUS` first when
+/// `plus` (as PostgreSQL lists them), each NUL-terminated, then a NUL.
+pub fn mechanisms(plus: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for name in [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        .into_iter()
+        .filter(|&m| plus || m == SCRAM_SHA_256)
+    {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+    }
+    out.push(0);
+    out
+}
+
 /// The server's side of one exchange, between the client's first and final messages.
 pub struct Exchange {
     client_first_bare: String,
     server_first: String,
-    gs2_header: String,
+    /// The `c=` the client-final message must carry: base64 of the GS2 header, followed
+    /// by the binding data when bound.
+    expected_binding: String,
+    bound: bool,
     nonce: String,
+}
+
+/// Equality in time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -103,22 +211,43 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 impl Exchange {
-    /// Reads the client-first message; returns the exchange and the server-first message.
+    /// Reads the client-first message of the mechanism `channel` says the client chose;
+    /// returns the exchange and the server-first message.
     pub fn start(
         client_first: &[u8],
         verifier: &Verifier,
         server_nonce: &[u8],
+        channel: Channel<'_>,
     ) -> Result<(Self, String), ScramError> {
         let text = std::str::from_utf8(client_first)
             .map_err(|_| ScramError::Malformed("client-first-message is not UTF-8"))?;
         let (gs2_flag, rest) = text
             .split_once(',')
             .ok_or(ScramError::Malformed("no GS2 header"))?;
-        match gs2_flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
-            _ => return Err(ScramError::Malformed("bad GS2 flag")),
-        }
+        // In PostgreSQL's order: the flag against the mechanism, then the binding type.
+        let binding: &[u8] = match (gs2_flag.strip_prefix("p="), gs2_flag, channel) {
+            (None, "n" | "y", Channel::Bound(_)) => {
+                return Err(ScramError::FlagMismatch(
+                    "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not \
+                     include channel binding data.",
+                ))
+            }
+            (None, "y", Channel::Unbound { plus_offered: true }) => {
+                return Err(ScramError::BindingNegotiation)
+            }
+            (None, "n" | "y", Channel::Unbound { .. }) => &[],
+            (Some(_), _, Channel::Unbound { .. }) => {
+                return Err(ScramError::FlagMismatch(
+                    "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
+                     message includes channel binding data.",
+                ))
+            }
+            (Some(TLS_SERVER_END_POINT), _, Channel::Bound(data)) => data,
+            (Some(kind), _, Channel::Bound(_)) => {
+                return Err(ScramError::UnsupportedBindingType(kind.to_string()))
+            }
+            (None, _, _) => return Err(ScramError::Malformed("bad GS2 flag")),
+        };
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or(ScramError::Malformed("no GS2 header"))?;
@@ -143,7 +272,9 @@ impl Exchange {
             Self {
                 client_first_bare: bare.to_string(),
                 server_first: server_first.clone(),
-                gs2_header: format!("{gs2_flag},{authzid},"),
+                expected_binding: STANDARD
+                    .encode([format!("{gs2_flag},{authzid},").as_bytes(), binding].concat()),
+                bound: matches!(channel, Channel::Bound(_)),
                 nonce,
             },
             server_first,
@@ -166,8 +297,16 @@ impl Exchange {
                 nonce = Some(r);
             }
         }
-        if channel != Some(STANDARD.encode(self.gs2_header.as_bytes()).as_str()) {
-            return Err(ScramError::Malformed("channel binding data does not match"));
+        // The binding first, as PostgreSQL checks it: a bound exchange that fails here was
+        // relayed through another certificate (or the client hashed it differently).
+        let binding_matches = channel
+            .is_some_and(|c| constant_time_eq(c.as_bytes(), self.expected_binding.as_bytes()));
+        if !binding_matches {
+            return Err(if self.bound {
+                ScramError::BindingMismatch
+            } else {
+                ScramError::Malformed("channel binding data does not match")
+            });
         }
         if nonce != Some(self.nonce.as_str()) {
             return Err(ScramError::Malformed("nonce does not match"));
@@ -185,12 +324,7 @@ impl Exchange {
         }
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(p, s)| p ^ s).collect();
         let stored = Sha256::digest(&client_key);
-        // Constant-time comparison.
-        let diff = stored
-            .iter()
-            .zip(&verifier.stored_key)
-            .fold(0u8, |d, (a, b)| d | (a ^ b));
-        if diff != 0 {
+        if !constant_time_eq(&stored, &verifier.stored_key) {
             return Err(ScramError::BadProof);
         }
         let server_signature = hmac(&verifier.server_key, auth_message.as_bytes());
@@ -203,10 +337,21 @@ mod tests {
     use super::*;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
-    fn run(password: &str, verifier: &Verifier) -> Result<(), ScramError> {
-        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+    const UNBOUND: Channel<'static> = Channel::Unbound {
+        plus_offered: false,
+    };
+
+    /// One exchange of a real client (postgres-protocol's) binding with `client_binding`
+    /// against the server's `channel`.
+    fn exchange(
+        password: &str,
+        verifier: &Verifier,
+        client_binding: ChannelBinding,
+        channel: Channel<'_>,
+    ) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password.as_bytes(), client_binding);
         let (exchange, server_first) =
-            Exchange::start(client.message(), verifier, b"server-nonce-bytes")?;
+            Exchange::start(client.message(), verifier, b"server-nonce-bytes", channel)?;
         client
             .update(server_first.as_bytes())
             .map_err(|_| ScramError::Malformed("client"))?;
@@ -214,6 +359,10 @@ mod tests {
         client
             .finish(server_final.as_bytes())
             .map_err(|_| ScramError::BadProof)
+    }
+
+    fn run(password: &str, verifier: &Verifier) -> Result<(), ScramError> {
+        exchange(password, verifier, ChannelBinding::unsupported(), UNBOUND)
     }
 
     #[test]
@@ -233,15 +382,102 @@ mod tests {
     }
 
     #[test]
-    fn channel_binding_and_garbage_are_refused() {
+    fn a_bound_exchange_passes_with_the_servers_hash_only() {
         let v = Verifier::from_password("pw");
+        let hash = [7u8; 32];
+        let bound = Channel::Bound(&hash);
+        let with = |data: &[u8]| ChannelBinding::tls_server_end_point(data.to_vec());
+        assert_eq!(exchange("pw", &v, with(&hash), bound), Ok(()));
+        // Another certificate's hash (a relay), or none at all: refused before the proof.
         assert_eq!(
-            Exchange::start(b"p=tls-server-end-point,,n=,r=abc", &v, b"n").err(),
-            Some(ScramError::ChannelBinding)
+            exchange("pw", &v, with(&[8u8; 32]), bound),
+            Err(ScramError::BindingMismatch)
         );
-        assert!(Exchange::start(b"garbage", &v, b"n").is_err());
-        assert!(Exchange::start(&[0xff, 0xfe], &v, b"n").is_err());
-        let (ex, _) = Exchange::start(b"n,,n=,r=abc", &v, b"n").unwrap();
+        assert_eq!(
+            exchange("pw", &v, with(&hash[..31]), bound),
+            Err(ScramError::BindingMismatch)
+        );
+        assert_eq!(
+            exchange("wrong", &v, with(&[8u8; 32]), bound),
+            Err(ScramError::BindingMismatch)
+        );
+        assert_eq!(
+            exchange("wrong", &v, with(&hash), bound),
+            Err(ScramError::BadProof)
+        );
+        // A hand-built final message claiming the unbound header.
+        let (ex, _) =
+            Exchange::start(b"p=tls-server-end-point,,n=,r=abc", &v, b"n", bound).unwrap();
+        assert_eq!(
+            ex.finish(b"c=biws,r=abcbg==,p=AAAA", &v).err(),
+            Some(ScramError::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn the_gs2_flag_must_match_the_mechanism_as_postgres_checks_it() {
+        let v = Verifier::from_password("pw");
+        let hash = [7u8; 32];
+        let bound = Channel::Bound(&hash);
+        let offered = Channel::Unbound { plus_offered: true };
+        let start = |first: &[u8], channel| Exchange::start(first, &v, b"n", channel).err();
+        // p= with the plain mechanism, offered PLUS or not.
+        for channel in [UNBOUND, offered] {
+            assert!(matches!(
+                start(b"p=tls-server-end-point,,n=,r=abc", channel),
+                Some(ScramError::FlagMismatch(_))
+            ));
+        }
+        // PLUS with n or y.
+        for first in [&b"n,,n=,r=abc"[..], b"y,,n=,r=abc"] {
+            assert!(matches!(
+                start(first, bound),
+                Some(ScramError::FlagMismatch(_))
+            ));
+        }
+        // y while PLUS was offered: a downgrade. Without PLUS offered, y is plain SCRAM.
+        assert_eq!(
+            start(b"y,,n=,r=abc", offered),
+            Some(ScramError::BindingNegotiation)
+        );
+        assert_eq!(start(b"y,,n=,r=abc", UNBOUND), None);
+        assert_eq!(start(b"n,,n=,r=abc", offered), None);
+        assert_eq!(
+            start(b"p=tls-unique,,n=,r=abc", bound),
+            Some(ScramError::UnsupportedBindingType("tls-unique".into()))
+        );
+        assert_eq!(start(b"p=tls-server-end-point,,n=,r=abc", bound), None);
+        // y and n as the client declared them, in c= of the final message.
+        assert_eq!(
+            exchange("pw", &v, ChannelBinding::unrequested(), UNBOUND),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn plus_is_listed_first_and_refusals_are_worded_as_postgres_words_them() {
+        assert_eq!(mechanisms(false), b"SCRAM-SHA-256\0\0");
+        assert_eq!(mechanisms(true), b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        let code = |e: ScramError| e.binding_refusal().map(|r| r.code);
+        assert_eq!(code(ScramError::BindingMismatch), Some("28000"));
+        assert_eq!(code(ScramError::BindingNegotiation), Some("28000"));
+        assert_eq!(code(ScramError::FlagMismatch("x")), Some("08P01"));
+        assert_eq!(code(ScramError::BadProof), None);
+        assert_eq!(code(ScramError::AuthorizationIdentity), None);
+        let odd = ScramError::UnsupportedBindingType(format!("tls\u{1}{}", "x".repeat(100)));
+        let message = odd.binding_refusal().map(|r| r.message).unwrap_or_default();
+        assert!(message.starts_with("unsupported SCRAM channel-binding type \"tls?x"));
+        assert!(message.len() < 120, "{message}");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let v = Verifier::from_password("pw");
+        assert!(Exchange::start(b"garbage", &v, b"n", UNBOUND).is_err());
+        assert!(Exchange::start(&[0xff, 0xfe], &v, b"n", UNBOUND).is_err());
+        assert!(Exchange::start(b"q,,n=,r=abc", &v, b"n", UNBOUND).is_err());
+        assert!(Exchange::start(b"p,,n=,r=abc", &v, b"n", Channel::Bound(&[1])).is_err());
+        let (ex, _) = Exchange::start(b"n,,n=,r=abc", &v, b"n", UNBOUND).unwrap();
         assert!(ex.finish(b"c=biws,r=wrong,p=AAAA", &v).is_err());
     }
 
@@ -249,11 +485,11 @@ mod tests {
     fn an_authorization_identity_is_refused_as_postgres_refuses_it() {
         let v = Verifier::from_password("pw");
         assert_eq!(
-            Exchange::start(b"n,a=someone,n=,r=abc", &v, b"n").err(),
+            Exchange::start(b"n,a=someone,n=,r=abc", &v, b"n", UNBOUND).err(),
             Some(ScramError::AuthorizationIdentity)
         );
         assert_eq!(
-            Exchange::start(b"y,a=admin,n=,r=abc", &v, b"n").err(),
+            Exchange::start(b"y,a=admin,n=,r=abc", &v, b"n", UNBOUND).err(),
             Some(ScramError::AuthorizationIdentity)
         );
     }
