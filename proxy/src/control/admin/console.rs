@@ -265,6 +265,12 @@ async fn authenticate(
             }
             return Ok(false);
         }
+        Err(e @ (ScramError::UnexpectedBinding | ScramError::NonceMismatch)) => {
+            if let Some(refusal) = e.binding_refusal() {
+                fatal(client, &refusal_fields(refusal)).await?;
+            }
+            return Ok(false);
+        }
         Err(_) => {
             fatal(client, &bad_password()).await?;
             return Ok(false);

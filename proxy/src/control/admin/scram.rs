@@ -115,6 +115,13 @@ pub enum ScramError {
     /// The client-final `c=` does not carry this server's certificate hash (PostgreSQL:
     /// `28000 SCRAM channel binding check failed`).
     BindingMismatch,
+    /// Without binding, the client-final `c=` is not the client-first GS2 header
+    /// (PostgreSQL: `08P01 unexpected SCRAM channel-binding attribute in
+    /// client-final-message`).
+    UnexpectedBinding,
+    /// The client-final nonce is not the exchange's (PostgreSQL: `08P01 invalid SCRAM
+    /// response`, detail `Nonce does not match.`).
+    NonceMismatch,
     /// The client sent an authorization identity (`a=` in the GS2 header), which
     /// PostgreSQL does not support either.
     AuthorizationIdentity,
@@ -134,7 +141,7 @@ pub struct Refusal {
 }
 
 impl ScramError {
-    /// PostgreSQL's refusal for a channel-binding error (auth-scram.c,
+    /// PostgreSQL's refusal for a channel-binding or exchange error (auth-scram.c,
     /// `read_client_first_message` and `read_client_final_message`); `None` for the others.
     pub fn binding_refusal(&self) -> Option<Refusal> {
         let (code, message, detail) = match self {
@@ -163,6 +170,16 @@ impl ScramError {
                 ),
             ),
             Self::BindingMismatch => ("28000", "SCRAM channel binding check failed".into(), None),
+            Self::UnexpectedBinding => (
+                "08P01",
+                "unexpected SCRAM channel-binding attribute in client-final-message".into(),
+                None,
+            ),
+            Self::NonceMismatch => (
+                "08P01",
+                "invalid SCRAM response".into(),
+                Some("Nonce does not match."),
+            ),
             _ => return None,
         };
         Some(Refusal {
@@ -305,11 +322,11 @@ impl Exchange {
             return Err(if self.bound {
                 ScramError::BindingMismatch
             } else {
-                ScramError::Malformed("channel binding data does not match")
+                ScramError::UnexpectedBinding
             });
         }
         if nonce != Some(self.nonce.as_str()) {
-            return Err(ScramError::Malformed("nonce does not match"));
+            return Err(ScramError::NonceMismatch);
         }
         let proof = STANDARD
             .decode(proof)
@@ -411,6 +428,38 @@ mod tests {
         assert_eq!(
             ex.finish(b"c=biws,r=abcbg==,p=AAAA", &v).err(),
             Some(ScramError::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn a_final_message_out_of_step_is_refused_as_postgres_refuses_it() {
+        let v = Verifier::from_password("pw");
+        let start = || {
+            Exchange::start(b"n,,n=,r=abc", &v, b"n", UNBOUND)
+                .unwrap()
+                .0
+        };
+        // `c=` must repeat the client-first header (`n,,`: biws).
+        let e = start().finish(b"c=eSws,r=abcbg==,p=AAAA", &v).unwrap_err();
+        assert_eq!(e, ScramError::UnexpectedBinding);
+        let refusal = e.binding_refusal().unwrap();
+        assert_eq!(
+            (refusal.code, refusal.message.as_str()),
+            (
+                "08P01",
+                "unexpected SCRAM channel-binding attribute in client-final-message"
+            )
+        );
+        let e = start().finish(b"c=biws,r=abcXX==,p=AAAA", &v).unwrap_err();
+        assert_eq!(e, ScramError::NonceMismatch);
+        let refusal = e.binding_refusal().unwrap();
+        assert_eq!(
+            (refusal.code, refusal.message.as_str(), refusal.detail),
+            (
+                "08P01",
+                "invalid SCRAM response",
+                Some("Nonce does not match.")
+            )
         );
     }
 
