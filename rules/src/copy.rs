@@ -195,7 +195,8 @@ impl CopyIn {
              IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
              WHERE s.nspname = tandem_copy_schema AND c.relname = tandem_copy_table \
-             AND {oid}::oid IN (SELECT tandem.guard_ancestors(c.oid))) THEN RAISE; END IF; \
+             AND ({oid}::oid = c.oid OR {oid}::oid IN (SELECT a.relid::oid \
+             FROM pg_catalog.pg_partition_ancestors(c.oid) AS a))) THEN RAISE; END IF; \
              {again}; END {tag}",
             oid = forms.mirror_oid,
         )

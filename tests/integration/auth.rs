@@ -131,14 +131,7 @@ async fn tls_on_the_upstream_leg() {
         let client = try_connect(&with_password(&proxy_url(&proxy, SCRAM_USER)))
             .await
             .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
-        let ssl: bool = client
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let ssl = tandem_tests::server_sees_ssl(&client).await;
         assert!(ssl, "{mode:?}: upstream leg must be encrypted");
     }
 }
@@ -261,14 +254,7 @@ async fn verify_full_accepts_a_self_signed_ca_certificate_as_libpq_does() {
             let proxy = start_proxy_with(config).await;
             match try_connect(&proxy_url(&proxy, &user)).await {
                 Ok(client) => {
-                    let ssl: bool = client
-                        .query_one(
-                            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                            &[],
-                        )
-                        .await
-                        .unwrap()
-                        .get(0);
+                    let ssl = tandem_tests::server_sees_ssl(&client).await;
                     Ok(ssl)
                 }
                 Err(e) => {

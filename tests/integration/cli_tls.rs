@@ -27,14 +27,7 @@ async fn one_shot_commands_reach_the_upstream_over_tls_when_upstream_tls_says_so
         let client = tandem::control::catalog::connect(&config)
             .await
             .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
-        let ssl: bool = client
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let ssl = tandem_tests::server_sees_ssl(&client).await;
         assert_eq!(ssl, mode != UpstreamTlsMode::Disable, "{mode:?}");
     }
 }

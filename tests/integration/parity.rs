@@ -29,6 +29,22 @@ async fn report(config: &tandem::Config, pair: &Pair) -> (Report, TableReport) {
     (report, table)
 }
 
+/// `SET RULE <legacy> DROP_COLUMNS (columns)` through the store.
+async fn drop_columns(config: &tandem::Config, pair: &Pair, columns: Vec<String>) {
+    let mut admin = pg().direct().await;
+    tandem::control::store::change::apply(
+        &mut admin,
+        &tandem::control::store::Store::new(&config.store.schema),
+        tandem::control::store::change::RuleChange::SetDropColumns {
+            table: TableName::new(Some("public"), &pair.legacy),
+            columns,
+        },
+        "test",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
 async fn backfill(config: &tandem::Config, pair: &Pair) {
     let outcome = backfill::run(
         config,
@@ -571,18 +587,7 @@ async fn column_differences_between_legacy_and_target_are_listed() {
 
     // The column left behind on purpose, and the narrowed one widened: the check passes and
     // names the dropped column.
-    let mut admin = pg().direct().await;
-    tandem::control::store::change::apply(
-        &mut admin,
-        &tandem::control::store::Store::new(&config.store.schema),
-        tandem::control::store::change::RuleChange::SetDropColumns {
-            table: TableName::new(Some("public"), &pair.legacy),
-            columns: vec!["legacy_only".into()],
-        },
-        "test",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    drop_columns(&config, &pair, vec!["legacy_only".into()]).await;
     check
         .batch_execute(&pair.sql("ALTER TABLE {target} ALTER COLUMN note TYPE text"))
         .await
@@ -819,18 +824,7 @@ async fn a_column_added_to_legacy_after_the_rule_fails_the_gate_until_the_target
         ))
         .await
         .unwrap();
-    let mut admin = pg().direct().await;
-    tandem::control::store::change::apply(
-        &mut admin,
-        &tandem::control::store::Store::new(&config.store.schema),
-        tandem::control::store::change::RuleChange::SetDropColumns {
-            table: TableName::new(Some("public"), &pair.legacy),
-            columns: vec!["size2".into()],
-        },
-        "test",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    drop_columns(&config, &pair, vec!["size2".into()]).await;
     let (_, t) = report(&config, &pair).await;
     assert!(t.ready && t.schema.holds, "{:?}", t.checks);
     assert!(t.columns.compared.contains(&"color2".to_string()));

@@ -186,10 +186,11 @@ async fn months_ahead_and_wrong_requests() {
     assert!(err.contains("HASH"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_months_are_retired_from_both_tables() {
+/// A legacy table of 60 rows over the last six months and its monthly RANGE target built by
+/// `tandem init` (rule in `off`): the table's name, the config and its qualified name.
+async fn six_months(prefix: &str) -> (String, tandem::Config, TableName) {
     let check = pg().direct().await;
-    let t = unique("retire");
+    let t = unique(prefix);
     check
         .batch_execute(&format!(
             "CREATE TABLE {t} (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
@@ -212,6 +213,13 @@ async fn old_months_are_retired_from_both_tables() {
     )
     .await
     .unwrap();
+    (t, config, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_months_are_retired_from_both_tables() {
+    let check = pg().direct().await;
+    let (t, config, table) = six_months("retire").await;
     check
         .batch_execute(&format!(
             "UPDATE \"{}\".rules SET mode = 'dual_write' WHERE table_name = 'public.{t}';
@@ -268,29 +276,7 @@ async fn retire_removes_the_same_rows_from_both_tables_default_partition_include
         ("cutover", "fail"),
     ] {
         let check = pg().direct().await;
-        let t = unique("retire_def");
-        check
-            .batch_execute(&format!(
-                "CREATE TABLE {t} (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
-                 INSERT INTO {t} (created_at) SELECT now() - (g % 6) * interval '1 month' FROM generate_series(1, 60) g;"
-            ))
-            .await
-            .unwrap();
-        let mut config = config_with(&[]);
-        config.store.enabled = Some(true);
-        let table = TableName::new(Some("public"), &t);
-        init::run(
-            &config,
-            &Options {
-                table: table.clone(),
-                target: None,
-                layout: Layout::parse("range(created_at) monthly").unwrap(),
-                no_default: false,
-                dry_run: false,
-            },
-        )
-        .await
-        .unwrap();
+        let (t, config, table) = six_months("retire_def").await;
         check
             .batch_execute(&format!(
                 "INSERT INTO {t}_v2 SELECT * FROM {t};

@@ -61,28 +61,9 @@ async fn set_mode(port: u16, legacy: &str, mode: &str) -> Result<(), String> {
         .map_err(|e| format!("{} (hint: {})", e.message, e.hint.unwrap_or_default()))
 }
 
-/// Rows of legacy not in the target and of the target not in legacy, in one snapshot.
+/// Rows present in one table and not the other (on every column), in one snapshot.
 async fn disagreement(check: &mut Client, legacy: &str, target: &str) -> (i64, i64) {
-    let tx = check
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .unwrap();
-    let cols = "id, tenant, amount, note";
-    let row = tx
-        .query_one(
-            &format!(
-                "SELECT (SELECT count(*) FROM (SELECT {cols} FROM {legacy} EXCEPT SELECT {cols} FROM {target}) a), \
-                        (SELECT count(*) FROM (SELECT {cols} FROM {target} EXCEPT SELECT {cols} FROM {legacy}) b)"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    (row.get(0), row.get(1))
+    tandem_tests::disagreement(check, legacy, target, "id, tenant, amount, note").await
 }
 
 /// One legacy row as `tenant|amount|note`, or `None`.
@@ -129,6 +110,26 @@ async fn to_target_only(config: &tandem::Config, port: u16, legacy: &str) {
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
     }
+}
+
+/// A ruled table walked to `target_only`, `write` made there through Tandem (so legacy
+/// misses it), and back in `cutover FORCE`, owing its re-sync: the legacy table, the
+/// config and the proxy.
+async fn back_from_target_only(
+    check: &Client,
+    write: &str,
+) -> (String, tandem::Config, tandem::RunningProxy) {
+    let (legacy, _target, config) = table(check).await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    let port = proxy.addr.port();
+    to_target_only(&config, port, &legacy).await;
+    through(&proxy)
+        .await
+        .batch_execute(&write.replace("{legacy}", &legacy))
+        .await
+        .unwrap();
+    set_mode(port, &legacy, "cutover FORCE").await.unwrap();
+    (legacy, config, proxy)
 }
 
 /// Writes through Tandem until `stop`, whatever the mode: inserts of new ids, updates and
@@ -340,17 +341,11 @@ async fn the_way_back_from_target_only_resyncs_legacy_under_live_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_with_an_older_snapshot_does_not_leave_a_resynced_row_in_legacy() {
     let check = pg().direct().await;
-    let (legacy, _target, config) = table(&check).await;
-    let proxy = start_ruled_proxy(config.clone()).await;
-    let port = proxy.addr.port();
-    to_target_only(&config, port, &legacy).await;
-    let via = through(&proxy).await;
-    via.batch_execute(&format!(
-        "INSERT INTO {legacy} SELECT g, 'acme', g, 'new' FROM generate_series(100001, 100050) g"
-    ))
-    .await
-    .unwrap();
-    set_mode(port, &legacy, "cutover FORCE").await.unwrap();
+    let (legacy, config, proxy) = back_from_target_only(
+        &check,
+        "INSERT INTO {legacy} SELECT g, 'acme', g, 'new' FROM generate_series(100001, 100050) g",
+    )
+    .await;
     // The deleter's snapshot predates the batch; it deletes a row after the batch copied
     // it into legacy, so its mirrored delete cannot see the copy.
     let deleter = through(&proxy).await;
@@ -456,17 +451,11 @@ async fn a_resync_runs_in_cutover_only_and_a_killed_one_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_racing_a_resync_batch_is_not_overwritten_by_its_older_read() {
     let check = pg().direct().await;
-    let (legacy, _target, config) = table(&check).await;
-    let proxy = start_ruled_proxy(config.clone()).await;
-    let port = proxy.addr.port();
-    to_target_only(&config, port, &legacy).await;
-    let via = through(&proxy).await;
-    via.batch_execute(&format!(
-        "UPDATE {legacy} SET note = 'changed in target_only' WHERE id = 42"
-    ))
-    .await
-    .unwrap();
-    set_mode(port, &legacy, "cutover FORCE").await.unwrap();
+    let (legacy, config, proxy) = back_from_target_only(
+        &check,
+        "UPDATE {legacy} SET note = 'changed in target_only' WHERE id = 42",
+    )
+    .await;
     // The update (target, mirrored into legacy) is in flight when the batch reads the row.
     let updater = through(&proxy).await;
     updater.batch_execute("BEGIN").await.unwrap();

@@ -44,26 +44,7 @@ async fn same_reads(via: &Client, check: &Client, legacy: &str) {
 
 /// Rows present in one table and not the other (on every column), in one snapshot.
 async fn disagreement(check: &mut Client, legacy: &str, target: &str) -> (i64, i64) {
-    let tx = check
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .unwrap();
-    let cols = "id, tenant, balance, note";
-    let row = tx
-        .query_one(
-            &format!(
-                "SELECT (SELECT count(*) FROM (SELECT {cols} FROM {legacy} EXCEPT SELECT {cols} FROM {target}) a), \
-                        (SELECT count(*) FROM (SELECT {cols} FROM {target} EXCEPT SELECT {cols} FROM {legacy}) b)"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    (row.get(0), row.get(1))
+    tandem_tests::disagreement(check, legacy, target, "id, tenant, balance, note").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,6 +317,47 @@ pub mod pgbouncer;
 pub mod python;
 pub mod raw;
 
+/// Rows of `legacy` not in `target`, and of `target` not in `legacy`, compared on `cols`
+/// (a column list), in one snapshot.
+pub async fn disagreement(
+    check: &mut Client,
+    legacy: &str,
+    target: &str,
+    cols: &str,
+) -> (i64, i64) {
+    let tx = check
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .unwrap();
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT {cols} FROM {legacy} EXCEPT SELECT {cols} FROM {target}) a), \
+                        (SELECT count(*) FROM (SELECT {cols} FROM {target} EXCEPT SELECT {cols} FROM {legacy}) b)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Whether `client`'s connection to the server is encrypted, as the server sees it.
+pub async fn server_sees_ssl(client: &Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The error of a result that must have failed (for values that are not `Debug`).
 pub fn expect_failure<T, E>(result: Result<T, E>, what: &str) -> E {
     match result {

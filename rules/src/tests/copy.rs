@@ -168,7 +168,10 @@ fn staged_rows_are_mirrored_by_plain_insert_first_then_by_the_upsert() {
         "{sql}"
     );
     assert!(sql.contains(&first), "{sql}");
-    assert!(sql.contains("AND 16401::oid IN (SELECT tandem.guard_ancestors(c.oid))) THEN RAISE;"));
+    assert!(sql.contains(
+        "AND (16401::oid = c.oid OR 16401::oid IN (SELECT a.relid::oid \
+         FROM pg_catalog.pg_partition_ancestors(c.oid) AS a))) THEN RAISE;"
+    ));
     assert!(
         sql.ends_with(&format!("{write}{upsert} {finish}; END $tandem_copy$")),
         "{sql}"

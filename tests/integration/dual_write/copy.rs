@@ -142,31 +142,34 @@ async fn copy_onto_a_key_the_target_already_holds_overwrites_it_as_the_upsert_do
     // Tandem first moves staged rows into the target with a plain INSERT (issue 17: the
     // upsert's speculative insertion was a quarter of a large COPY's time); a target that
     // drifted and holds one of the keys makes it fail, and the upsert runs instead. A
-    // hash-partitioned target: the violation names a partition, not the target itself.
-    let twins = Twins::new(Kind::Hash).await;
-    let (mut via, mut direct) = twins.raw_sessions().await;
-    let stale = "INSERT INTO {target} (id, tenant, amount, note, score, token, created_at) \
-                 VALUES (7, 'stale', 0, 'drifted', 0, gen_random_uuid(), now())";
-    twins
-        .check
-        .batch_execute(&twins.ruled.sql(stale))
-        .await
-        .expect("stale target row");
-    let copy = "COPY {legacy} (id, tenant, amount, note, score) FROM STDIN";
-    let data = "6\tacme\t1\tsix\t0.5\n7\tglobex\t2\tseven\t0.25\n8\tacme\t3\teight\t0.125\n";
-    let transcript = same_copy(&twins, &mut via, &mut direct, copy, data).await;
-    assert!(has(&transcript, "COPY 3"), "{transcript:?}");
-    assert_eq!(twins.ruled.counts(&twins.check).await, (3, 3));
-    let note: String = twins
-        .check
-        .query_one(
-            &twins.ruled.sql("SELECT note FROM {target} WHERE id = 7"),
-            &[],
-        )
-        .await
-        .expect("the overwritten row")
-        .get(0);
-    assert_eq!(note, "seven");
+    // hash-partitioned target (the violation names a partition, not the target itself) and
+    // a plain one (it names the target).
+    for kind in [Kind::Hash, Kind::Shadow] {
+        let twins = Twins::new(kind).await;
+        let (mut via, mut direct) = twins.raw_sessions().await;
+        let stale = "INSERT INTO {target} (id, tenant, amount, note, score, token, created_at) \
+                     VALUES (7, 'stale', 0, 'drifted', 0, gen_random_uuid(), now())";
+        twins
+            .check
+            .batch_execute(&twins.ruled.sql(stale))
+            .await
+            .expect("stale target row");
+        let copy = "COPY {legacy} (id, tenant, amount, note, score) FROM STDIN";
+        let data = "6\tacme\t1\tsix\t0.5\n7\tglobex\t2\tseven\t0.25\n8\tacme\t3\teight\t0.125\n";
+        let transcript = same_copy(&twins, &mut via, &mut direct, copy, data).await;
+        assert!(has(&transcript, "COPY 3"), "{kind:?}: {transcript:?}");
+        assert_eq!(twins.ruled.counts(&twins.check).await, (3, 3), "{kind:?}");
+        let note: String = twins
+            .check
+            .query_one(
+                &twins.ruled.sql("SELECT note FROM {target} WHERE id = 7"),
+                &[],
+            )
+            .await
+            .expect("the overwritten row")
+            .get(0);
+        assert_eq!(note, "seven", "{kind:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

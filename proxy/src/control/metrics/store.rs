@@ -41,85 +41,79 @@ pub async fn gather(shared: &Shared, store: &Store) -> Result<StoreFacts, String
     }
 }
 
+/// The rows `sql` returns, each read by `each` (`None` skips a row).
+async fn rows<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    each: impl Fn(&tokio_postgres::Row) -> Option<T>,
+) -> Result<Vec<T>, String> {
+    Ok(client
+        .query(sql, &[])
+        .await
+        .map_err(|e| catalog::describe(&e))?
+        .iter()
+        .filter_map(each)
+        .collect())
+}
+
 async fn ask(shared: &Shared, store: &Store) -> Result<StoreFacts, String> {
     let client = catalog::side_connection(&shared.config, &shared.connector)
         .await
         .map_err(|e| e.to_string())?;
-    let described = |e: tokio_postgres::Error| catalog::describe(&e);
-    let backfill = client
-        .query(
-            &format!(
-                "SELECT table_name, status, rows_copied FROM {} \
-                 WHERE predicate = '' AND direction = 'forward' ORDER BY 1",
-                store.backfill_state()
-            ),
-            &[],
-        )
-        .await
-        .map_err(described)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let legacy_rows = client
-        .query(
-            &format!(
-                "SELECT r.table_name, \
-                   (SELECT sum(c.reltuples)::int8 FROM pg_class c \
-                     WHERE ((c.oid = to_regclass(r.table_name) AND c.relkind <> 'p') \
-                        OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass(r.table_name)) WHERE isleaf)) \
-                    HAVING bool_and(c.reltuples >= 0)) \
-                 FROM {} r ORDER BY 1",
-                store.rules()
-            ),
-            &[],
-        )
-        .await
-        .map_err(described)?
-        .iter()
-        .filter_map(|r| r.get::<_, Option<i64>>(1).map(|n| (r.get(0), n)))
-        .collect();
-    let drift = client
-        .query(
-            "SELECT rule_table, source, count(*) FROM tandem.drift WHERE NOT resolved \
-             GROUP BY 1, 2 ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(described)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let shadow = client
-        .query(
-            &format!(
-                "SELECT rule_table, count(*), avg(overlap)::float8, min(overlap)::float8 \
-                 FROM {} GROUP BY 1 ORDER BY 1",
-                store.qualified("shadow_samples")
-            ),
-            &[],
-        )
-        .await
-        .map_err(described)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
+    let backfill = rows(
+        &client,
+        &format!(
+            "SELECT table_name, status, rows_copied FROM {} \
+             WHERE predicate = '' AND direction = 'forward' ORDER BY 1",
+            store.backfill_state()
+        ),
+        |r| Some((r.get(0), r.get(1), r.get(2))),
+    )
+    .await?;
+    let legacy_rows = rows(
+        &client,
+        &format!(
+            "SELECT r.table_name, \
+               (SELECT sum(c.reltuples)::int8 FROM pg_class c \
+                 WHERE ((c.oid = to_regclass(r.table_name) AND c.relkind <> 'p') \
+                    OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass(r.table_name)) WHERE isleaf)) \
+                HAVING bool_and(c.reltuples >= 0)) \
+             FROM {} r ORDER BY 1",
+            store.rules()
+        ),
+        |r| r.get::<_, Option<i64>>(1).map(|n| (r.get(0), n)),
+    )
+    .await?;
+    let drift = rows(
+        &client,
+        "SELECT rule_table, source, count(*) FROM tandem.drift WHERE NOT resolved \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        |r| Some((r.get(0), r.get(1), r.get(2))),
+    )
+    .await?;
+    let shadow = rows(
+        &client,
+        &format!(
+            "SELECT rule_table, count(*), avg(overlap)::float8, min(overlap)::float8 \
+             FROM {} GROUP BY 1 ORDER BY 1",
+            store.qualified("shadow_samples")
+        ),
+        |r| Some((r.get(0), r.get(1), r.get(2), r.get(3))),
+    )
+    .await?;
     let mut guard: Vec<(String, String)> = crate::control::guard::states(&client, store)
         .await
-        .map_err(described)?
+        .map_err(|e| catalog::describe(&e))?
         .into_iter()
         .map(|(table, state)| (table, state.state))
         .collect();
     guard.sort();
-    let guard_firings = client
-        .query(
-            "SELECT rule_table, policy, tandem.guard_firings(rule_table) FROM tandem.guards ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(described)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let guard_firings = rows(
+        &client,
+        "SELECT rule_table, policy, tandem.guard_firings(rule_table) FROM tandem.guards ORDER BY 1",
+        |r| Some((r.get(0), r.get(1), r.get(2))),
+    )
+    .await?;
     Ok(StoreFacts {
         backfill,
         legacy_rows,
