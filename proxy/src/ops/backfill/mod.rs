@@ -69,7 +69,7 @@ use crate::control::store::{self, resync, StoreError};
 
 pub use parts::PartsDone;
 pub use recheck::{Blocked, Blocker, Wait};
-use recheck::{Scope, SettleError, WaitPolicy};
+use recheck::{SettleError, WaitPolicy};
 pub use report::{progress_line, DryRun, Event, Outcome, Progress, Report, Start};
 use state::{BatchError, Key, Range};
 use statements::statements;
@@ -307,12 +307,6 @@ pub async fn run(
         predicate: predicate.unwrap_or(""),
         direction,
     };
-    let scope = Scope {
-        names: &names,
-        table: key.table,
-        predicate: key.predicate,
-        direction,
-    };
     let state = state::load(&client, &key).await.map_err(query_error)?;
     // A re-sync a FORCEd exit from target_only wrote as `required` has not started.
     let fresh = options.restart || state.as_ref().is_none_or(|s| s.status == "required");
@@ -334,7 +328,7 @@ pub async fn run(
             sql: sql.batch,
         }));
     }
-    let pending_before = recheck::outstanding(&client, &scope)
+    let pending_before = recheck::outstanding(&client, &key)
         .await
         .map_err(query_error)?
         .batches;
@@ -445,7 +439,6 @@ pub async fn run(
                 max_batches: options.max_batches,
                 throttle: options.throttle,
                 jobs: options.jobs,
-                scope: &scope,
                 report_every: options.report_every,
                 report_after: options.report_after,
             },
@@ -498,7 +491,7 @@ pub async fn run(
             let settled = recheck::settle(
                 &client,
                 &sql,
-                &scope,
+                &key,
                 WaitPolicy {
                     until_done: false,
                     max_wait: None,
@@ -536,7 +529,7 @@ pub async fn run(
     let settled = recheck::settle(
         &client,
         &sql,
-        &scope,
+        &key,
         WaitPolicy {
             until_done: true,
             max_wait: options.max_wait,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::recheck::{self, Scope, WaitPolicy};
+use super::recheck::{self, WaitPolicy};
 use super::state::{self, BatchError, Key, Range};
 use super::statements::Statements;
 use super::{Event, Progress};
@@ -291,7 +291,6 @@ pub(super) struct Run<'a> {
     pub max_batches: u64,
     pub throttle: Duration,
     pub jobs: usize,
-    pub scope: &'a Scope<'a>,
     pub report_every: Duration,
     pub report_after: Duration,
 }
@@ -367,7 +366,7 @@ pub(super) async fn copy(client: &Client, run: &Run<'_>, shared: &Shared<'_>) ->
                 let settled = recheck::settle(
                     client,
                     run.sql,
-                    run.scope,
+                    run.key,
                     WaitPolicy {
                         until_done: false,
                         max_wait: None,

@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+use super::state::Key;
 use super::statements::Statements;
-use super::Direction;
-use crate::control::store::Store;
 
 /// A session holding a snapshot older than a pending batch.
 #[derive(Debug, Clone)]
@@ -147,15 +146,6 @@ pub(super) struct Settled {
     pub pending_batches: i64,
 }
 
-/// Where a backfill's pending re-checks live: its store table, legacy table, predicate
-/// and direction.
-pub(super) struct Scope<'a> {
-    pub names: &'a Store,
-    pub table: &'a str,
-    pub predicate: &'a str,
-    pub direction: Direction,
-}
-
 /// Why re-checking stopped.
 pub(super) enum SettleError {
     /// A query failed.
@@ -208,7 +198,7 @@ fn holds_back(p: &str) -> String {
 pub(super) async fn settle(
     client: &Client,
     sql: &Statements,
-    scope: &Scope<'_>,
+    scope: &Key<'_>,
     policy: WaitPolicy<'_>,
     report: &mut (dyn FnMut(&Wait) + Send),
 ) -> Result<Settled, SettleError> {
@@ -349,7 +339,7 @@ pub(super) struct Outstanding {
 /// The re-checks still pending.
 pub(super) async fn outstanding(
     client: &Client,
-    scope: &Scope<'_>,
+    scope: &Key<'_>,
 ) -> Result<Outstanding, tokio_postgres::Error> {
     let row = client
         .query_one(
@@ -371,10 +361,7 @@ pub(super) async fn outstanding(
 
 /// Sessions holding a snapshot older than the newest pending batch (each holds back at
 /// least one re-check), oldest transaction first, five at most.
-async fn blockers(
-    client: &Client,
-    scope: &Scope<'_>,
-) -> Result<Vec<Blocker>, tokio_postgres::Error> {
+async fn blockers(client: &Client, scope: &Key<'_>) -> Result<Vec<Blocker>, tokio_postgres::Error> {
     let rows = client
         .query(
             &format!(
