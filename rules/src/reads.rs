@@ -54,6 +54,7 @@ use sqlparser::ast::{
 use crate::ident::{ident, normalize, quote_ident};
 use crate::parse::parse_statement;
 use crate::plan::{ColumnOrigin, ResponseFix, StatementPlan};
+use crate::record::literal;
 use crate::rule::{Mode, ResolvedRule};
 use crate::writes::Ctx;
 
@@ -273,6 +274,20 @@ pub(crate) fn derived_sql(rule: &ResolvedRule) -> String {
         .map(|(c, _)| quote_ident(&c))
         .collect::<Vec<_>>()
         .join(", ");
+    if let Some(split) = watermark_split(rule) {
+        // Keys at or below the watermark from the target, the others from legacy: two
+        // single-table arms with no WHERE of their own, so PostgreSQL flattens them into one
+        // append relation, pushes the client's predicates into each with the arm's constant
+        // folded (`CASE WHEN true THEN ...`), drops an arm those predicates contradict at
+        // plan time (a key lookup reads one table), and can merge the arms' index order
+        // under an `ORDER BY ... LIMIT`.
+        return format!(
+            "SELECT {legacy} FROM (SELECT {target_list}, true AS {ARM} FROM {target} UNION ALL \
+             SELECT {legacy}, false FROM {table} AS tandem_l) AS tandem_u WHERE {split}",
+            target_list = target_list(rule),
+            table = rule.rule.table,
+        );
+    }
     let matches = rule
         .rule
         .key
@@ -288,6 +303,50 @@ pub(crate) fn derived_sql(rule: &ResolvedRule) -> String {
          WHERE NOT EXISTS (SELECT 1 FROM {target} AS tandem_k WHERE {matches})",
         table = rule.rule.table,
     )
+}
+
+/// The column that tells a watermark split's arms apart (see [`watermark_split`]).
+const ARM: &str = "tandem_from_target";
+
+/// The condition splitting the union at the backfill watermark
+/// ([`Rule::backfilled_to`](crate::Rule::backfilled_to)): `CASE WHEN <from the target> THEN
+/// key <= W ELSE key > W END`, a row comparison for a composite key, as the backfill's own
+/// cursor compares. Every legacy row at or below the watermark is in the target and kept
+/// current there; legacy is complete and current everywhere (it is the table of record in
+/// `union_read`), so the two halves are exactly the legacy table's rows, with no anti-join.
+/// `None` (the anti-join union) without a watermark, or when a key column's type or
+/// collation differs between the tables (the two sides would not order keys alike).
+fn watermark_split(rule: &ResolvedRule) -> Option<String> {
+    let watermark = rule.rule.backfilled_to.as_ref()?;
+    let key = &rule.rule.key;
+    if watermark.len() != key.len() || key.is_empty() {
+        return None;
+    }
+    let shape = &rule.shape;
+    let same = key.iter().all(|k| {
+        let legacy = shape.legacy_table.iter().find(|c| &c.name == k);
+        let target = shape.target_column(k);
+        matches!((legacy, target), (Some(l), Some(t))
+            if l.sql_type == t.sql_type && l.collation == t.collation)
+    });
+    if !same {
+        return None;
+    }
+    let columns: Vec<String> = key
+        .iter()
+        .map(|k| format!("tandem_u.{}", quote_ident(k)))
+        .collect();
+    let values: Vec<String> = watermark.iter().map(|v| literal(v)).collect();
+    let (columns, values) = match (columns.as_slice(), values.as_slice()) {
+        ([c], [v]) => (c.clone(), v.clone()),
+        _ => (
+            format!("ROW({})", columns.join(", ")),
+            format!("ROW({})", values.join(", ")),
+        ),
+    };
+    Some(format!(
+        "CASE WHEN tandem_u.{ARM} THEN {columns} <= {values} ELSE {columns} > {values} END"
+    ))
 }
 
 fn derived_query(rule: &ResolvedRule) -> Option<Query> {

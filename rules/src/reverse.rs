@@ -158,6 +158,7 @@ pub fn reversed(rule: &ResolvedRule) -> ResolvedRule {
             drop_columns: rule.rule.drop_columns.clone(),
             drop_triggers: rule.rule.drop_triggers.clone(),
             backfilled: rule.rule.backfilled,
+            backfilled_to: rule.rule.backfilled_to.clone(),
         },
         shape: TableShape {
             legacy_columns: shape.target_columns.clone(),

@@ -177,6 +177,15 @@ pub struct Rule {
     /// the mirror and the guard every change since), so a `union_read` read needs the
     /// target alone (see [`crate::reads`]).
     pub backfilled: bool,
+    /// The backfill watermark (state, like [`backfilled`](Self::backfilled)): the largest
+    /// key, one text per key column, such that every legacy row at or below it is in the
+    /// target, because a forward backfill running since the rule last left `off` copied
+    /// them and the mirror (and the guard) kept them current since. Published by `tandem
+    /// backfill` every few seconds while it runs, cleared with `backfilled`. Any key at or
+    /// below the true one is as good (only slower), so instances may lag it. A `union_read`
+    /// read then takes rows at or below it from the target and the rest from legacy (see
+    /// [`crate::reads`]).
+    pub backfilled_to: Option<Vec<String>>,
 }
 
 /// The configuration form of a [`Rule`], before defaults that depend on other fields.
@@ -260,6 +269,7 @@ impl Rule {
             drop_columns: Vec::new(),
             drop_triggers: Vec::new(),
             backfilled: false,
+            backfilled_to: None,
         }
     }
 
@@ -324,6 +334,9 @@ pub struct ColumnInfo {
     pub sql_type: String,
     /// `pg_attribute.attnum`.
     pub attnum: i16,
+    /// `pg_attribute.attcollation` (0 for a type that has none).
+    #[serde(default)]
+    pub collation: u32,
 }
 
 /// The columns a mirror copies, in legacy table order, from each table's columns as

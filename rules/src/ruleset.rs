@@ -63,6 +63,24 @@ impl RuleSet {
         })
     }
 
+    /// A fingerprint of the rules that leaves out the values of backfill watermarks
+    /// ([`Rule::backfilled_to`](crate::Rule::backfilled_to); whether one is set counts) and
+    /// the version: two sets with the same layout rewrite every statement alike but for the
+    /// watermarks in union reads, and a read rewritten under an older watermark is still
+    /// right (only slower), so a statement prepared under one need not be prepared again
+    /// for the other.
+    pub fn layout(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.server_version_num.hash(&mut hasher);
+        for rule in &self.rules {
+            let mut rule = rule.clone();
+            rule.rule.backfilled_to = rule.rule.backfilled_to.map(|_| Vec::new());
+            format!("{rule:?}").hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
     /// The same rules, for a server of `server_version_num`.
     pub fn with_server_version(mut self, server_version_num: u32) -> Self {
         self.server_version_num = server_version_num;

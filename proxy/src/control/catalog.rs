@@ -195,6 +195,7 @@ struct Column {
     generated: bool,
     sql_type: String,
     attnum: i16,
+    collation: u32,
 }
 
 impl Column {
@@ -203,6 +204,7 @@ impl Column {
             name: self.name.clone(),
             sql_type: self.sql_type.clone(),
             attnum: self.attnum,
+            collation: self.collation,
         }
     }
 }
@@ -217,7 +219,8 @@ async fn relation_oid(client: &Client, name: &str) -> Result<Option<u32>, Catalo
 async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, CatalogError> {
     let rows = client
         .query(
-            "SELECT attname::text, attgenerated <> '', format_type(atttypid, atttypmod), attnum \
+            "SELECT attname::text, attgenerated <> '', format_type(atttypid, atttypmod), attnum, \
+               attcollation \
              FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
@@ -230,6 +233,7 @@ async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, CatalogError>
             generated: r.get(1),
             sql_type: r.get(2),
             attnum: r.get(3),
+            collation: r.get(4),
         })
         .collect())
 }

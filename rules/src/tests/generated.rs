@@ -19,6 +19,7 @@ fn info(names: &[&str]) -> Vec<ColumnInfo> {
             name: n.to_string(),
             sql_type: "integer".into(),
             attnum,
+            collation: 0,
         })
         .collect()
 }

@@ -13,6 +13,7 @@ fn col(name: &str, ty: &str, attnum: i16) -> ColumnInfo {
         name: name.into(),
         sql_type: ty.into(),
         attnum,
+        collation: 0,
     }
 }
 
