@@ -67,7 +67,7 @@ async fn the_console_shows_and_changes_rules() {
     assert!(r.ok, "{}", r.stderr);
     assert!(
         r.stdout.contains(&format!(
-            "{table}|public.{}||off|0|fail|mirror|idle|[]|off|||false|1|",
+            "{table}|public.{}||off|0|fail|mirror|idle|[]|off|||false||1|",
             pair.target
         )),
         "{}",

@@ -255,6 +255,7 @@ pub async fn apply(
             if *mode == Mode::Off {
                 // Nothing is mirrored in off: the target falls behind until a new backfill.
                 rule.backfilled = false;
+                rule.backfilled_to = None;
             }
             let resolved = resolve(client, &rule).await?;
             if from != *mode && matches!(mode, Mode::UnionRead | Mode::Cutover | Mode::TargetOnly) {
@@ -432,14 +433,15 @@ async fn write(
                 &format!(
                     "INSERT INTO {} (table_name, target, key, mode, sample_rate, on_mirror_error, \
                        set_columns, updated_by, auto_partition, guard, drop_columns, drop_triggers, \
-                       backfilled) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $13) \
+                       backfilled, backfilled_to) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $13, $14) \
                      ON CONFLICT (table_name) DO UPDATE SET target = EXCLUDED.target, \
                        key = EXCLUDED.key, mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, \
                        on_mirror_error = EXCLUDED.on_mirror_error, set_columns = EXCLUDED.set_columns, \
                        updated_by = EXCLUDED.updated_by, auto_partition = EXCLUDED.auto_partition, \
                        guard = EXCLUDED.guard, drop_columns = EXCLUDED.drop_columns, \
-                       drop_triggers = EXCLUDED.drop_triggers, backfilled = EXCLUDED.backfilled",
+                       drop_triggers = EXCLUDED.drop_triggers, backfilled = EXCLUDED.backfilled, \
+                       backfilled_to = EXCLUDED.backfilled_to",
                     store.rules()
                 ),
                 &[
@@ -456,6 +458,7 @@ async fn write(
                     &rule.drop_columns,
                     &rule.drop_triggers,
                     &rule.backfilled,
+                    &rule.backfilled_to,
                 ],
             )
             .await?;

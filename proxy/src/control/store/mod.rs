@@ -85,6 +85,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("010_backfilled.sql")),
     (11, include_str!("011_backfill_parts.sql")),
     (12, include_str!("012_shadow_shapes.sql")),
+    (13, include_str!("013_backfilled_to.sql")),
 ];
 
 /// Why the store could not be read or written.
@@ -221,7 +222,7 @@ pub async fn bootstrap(client: &Client, store: &Store, rules: &[Rule]) -> Result
 /// The columns of `rules` a [`StoredRule`] is read from, in [`stored_rule`]'s order.
 pub const RULE_COLUMNS: &str = "r.table_name, r.target, r.key, r.mode, r.sample_rate, \
     r.on_mirror_error, r.set_columns::text, r.version, r.updated_at::text, r.updated_by, \
-    r.auto_partition, r.guard, r.drop_columns, r.drop_triggers, r.backfilled";
+    r.auto_partition, r.guard, r.drop_columns, r.drop_triggers, r.backfilled, r.backfilled_to";
 
 /// A [`StoredRule`] from a row whose columns `at..` are [`RULE_COLUMNS`]; the error names
 /// the table and what is wrong with the row.
@@ -242,6 +243,7 @@ pub fn stored_rule(row: &tokio_postgres::Row, at: usize) -> Result<StoredRule, (
     rule.drop_columns = row.get(at + 12);
     rule.drop_triggers = row.get(at + 13);
     rule.backfilled = row.get(at + 14);
+    rule.backfilled_to = row.get(at + 15);
     rule.guard = row
         .get::<_, String>(at + 11)
         .parse()
