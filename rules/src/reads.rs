@@ -23,6 +23,25 @@
 //! legacy arm could only find rows the target lacks by a change nothing mirrored, which the
 //! parity report's divergence check names. This keeps union reads at the plain read's cost
 //! (PostgreSQL re-plans the two-arm union on every execution).
+//!
+//! While a backfill runs, its watermark ([`Rule::backfilled_to`](crate::Rule::backfilled_to))
+//! splits the union by key instead: keys at or below it from the target (the backfill
+//! copied them, the mirror keeps them current), the others from legacy (the table of
+//! record, complete everywhere), so no anti-join is needed:
+//!
+//! ```sql
+//! (SELECT id, customer_id, amount FROM
+//!    (SELECT id, customer_id, amount, true AS tandem_from_target FROM public.orders_v2
+//!     UNION ALL SELECT id, customer_id, amount, false FROM public.orders AS tandem_l) AS tandem_u
+//!  WHERE CASE WHEN tandem_u.tandem_from_target THEN tandem_u.id <= '900000'
+//!             ELSE tandem_u.id > '900000' END) AS o
+//! ```
+//!
+//! Neither arm has a WHERE of its own, so PostgreSQL flattens both into one append relation
+//! (it does not flatten an arm with a WHERE or an anti-join), substitutes each arm's constant
+//! into the pushed-down condition, and drops an arm the client's predicates contradict at
+//! plan time: a key lookup reads one table, and an `ORDER BY ... LIMIT` merges both tables'
+//! index order and stops early (checked with EXPLAIN in tests/integration/modes).
 //! Both arms list every legacy column, in table order, under its legacy name and type: a
 //! target column of another type is cast (only then, so key columns keep their indexes) and
 //! a column the target lacks reads as NULL. The derived table keeps the client's alias, or
@@ -337,15 +356,23 @@ fn watermark_split(rule: &ResolvedRule) -> Option<String> {
         .map(|k| format!("tandem_u.{}", quote_ident(k)))
         .collect();
     let values: Vec<String> = watermark.iter().map(|v| literal(v)).collect();
-    let (columns, values) = match (columns.as_slice(), values.as_slice()) {
-        ([c], [v]) => (c.clone(), v.clone()),
-        _ => (
-            format!("ROW({})", columns.join(", ")),
-            format!("ROW({})", values.join(", ")),
-        ),
+    let (at_or_below, above) = match (columns.as_slice(), values.as_slice()) {
+        ([c], [v]) => (format!("{c} <= {v}"), format!("{c} > {v}")),
+        _ => {
+            // The row comparison bounds an index scan on the whole key; the implied bound
+            // on the first column is what lets the planner drop the arm a lookup
+            // contradicts (its refutation proofs do not read row comparisons).
+            let (first, value) = (&columns[0], &values[0]);
+            let row = format!("ROW({})", columns.join(", "));
+            let mark = format!("ROW({})", values.join(", "));
+            (
+                format!("{first} <= {value} AND {row} <= {mark}"),
+                format!("{first} >= {value} AND {row} > {mark}"),
+            )
+        }
     };
     Some(format!(
-        "CASE WHEN tandem_u.{ARM} THEN {columns} <= {values} ELSE {columns} > {values} END"
+        "CASE WHEN tandem_u.{ARM} THEN {at_or_below} ELSE {above} END"
     ))
 }
 

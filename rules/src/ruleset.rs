@@ -32,6 +32,9 @@ pub fn refuse_chains<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> Result<()
     Ok(())
 }
 
+/// Rules whose watermark [`RuleSet::watermarks`] tracks by bit.
+const WATERMARK_BITS: usize = 63;
+
 /// All rules in force, tagged with the configuration version they came from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RuleSet {
@@ -63,22 +66,36 @@ impl RuleSet {
         })
     }
 
-    /// A fingerprint of the rules that leaves out the values of backfill watermarks
-    /// ([`Rule::backfilled_to`](crate::Rule::backfilled_to); whether one is set counts) and
-    /// the version: two sets with the same layout rewrite every statement alike but for the
-    /// watermarks in union reads, and a read rewritten under an older watermark is still
-    /// right (only slower), so a statement prepared under one need not be prepared again
-    /// for the other.
+    /// A fingerprint of the rules that leaves out their backfill watermarks
+    /// ([`Rule::backfilled_to`](crate::Rule::backfilled_to)) and the version. Two sets with
+    /// the same layout rewrite every statement alike but for the watermarks in union reads;
+    /// a read rewritten without a watermark, or under an older one, is still right (only
+    /// slower), so a statement prepared under one need not be refused under the other
+    /// unless a watermark was taken away ([`watermarks`](Self::watermarks)).
     pub fn layout(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.server_version_num.hash(&mut hasher);
-        for rule in &self.rules {
+        for (i, rule) in self.rules.iter().enumerate() {
             let mut rule = rule.clone();
-            rule.rule.backfilled_to = rule.rule.backfilled_to.map(|_| Vec::new());
+            // Past the mask's bits, whether a watermark is set counts here instead.
+            let set = rule.rule.backfilled_to.take().is_some();
+            (i >= WATERMARK_BITS && set).hash(&mut hasher);
             format!("{rule:?}").hash(&mut hasher);
         }
         hasher.finish()
+    }
+
+    /// Which rules have a backfill watermark: bit `i` for the `i`-th rule (the first 63).
+    /// A watermark cleared (a backfill started over) may mean the target lost rows, so a
+    /// statement split at it must be prepared again.
+    pub fn watermarks(&self) -> u64 {
+        self.rules
+            .iter()
+            .take(WATERMARK_BITS)
+            .enumerate()
+            .filter(|(_, r)| r.rule.backfilled_to.is_some())
+            .fold(0, |mask, (i, _)| mask | 1 << i)
     }
 
     /// The same rules, for a server of `server_version_num`.

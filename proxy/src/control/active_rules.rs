@@ -23,6 +23,10 @@ pub struct ActiveRules {
     names: RuledNames,
     /// Database whose tables the rules name; sessions on other databases are not ruled.
     pub database: String,
+    /// [`RuleSet::layout`]: equal for two versions that differ only in backfill watermarks.
+    pub layout: u64,
+    /// [`RuleSet::watermarks`].
+    pub watermarks: u64,
     /// Plans by (SQL text, search_path), bounded in entries and bytes.
     cache: PlanCache,
 }
@@ -31,10 +35,14 @@ impl ActiveRules {
     /// Wraps a resolved rule set for `database`, with a plan cache of `cache_bytes`.
     pub fn new(set: RuleSet, database: String, cache_bytes: usize) -> Self {
         let names = RuledNames::new(&set);
+        let layout = set.layout();
+        let watermarks = set.watermarks();
         Self {
             set,
             names,
             database,
+            layout,
+            watermarks,
             cache: PlanCache::new(cache_bytes),
         }
     }

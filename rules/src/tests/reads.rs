@@ -119,6 +119,101 @@ fn after_a_finished_backfill_union_read_reads_the_target_alone() {
     assert!(matches!(w, Plan::Rewritten(_)), "{w:?}");
 }
 
+/// The rule set of [`rules`] with `orders` in union_read at the watermark `to`.
+fn with_watermark(to: &[&str], edit: impl FnOnce(&mut ResolvedRule)) -> RuleSet {
+    let set = rules(Mode::UnionRead, Mode::Off);
+    let mut orders = set.rules[0].clone();
+    orders.rule.backfilled_to = Some(to.iter().map(|s| s.to_string()).collect());
+    edit(&mut orders);
+    RuleSet::new(5, vec![orders, set.rules[1].clone()]).unwrap()
+}
+
+#[test]
+fn a_backfill_watermark_splits_the_union_at_the_key_with_no_anti_join() {
+    let set = with_watermark(&["900"], |_| {});
+    let p = one("SELECT * FROM orders o WHERE id = $1", &set);
+    assert_eq!(
+        p.sql,
+        "SELECT * FROM (SELECT id, amount, note FROM (SELECT id, amount, note::TEXT AS note, true AS tandem_from_target FROM public.orders_v2 \
+         UNION ALL SELECT id, amount, note, false FROM public.orders AS tandem_l) AS tandem_u \
+         WHERE CASE WHEN tandem_u.tandem_from_target THEN tandem_u.id <= '900' ELSE tandem_u.id > '900' END) o WHERE id = $1"
+    );
+    // The same origins as the anti-join union's.
+    let ResponseFix::Read { origins } = &p.response else {
+        panic!("{:?}", p.response)
+    };
+    assert_eq!(origins.len(), 3);
+    // A quote in a text key is escaped; a backslash makes it an E'' literal whatever
+    // standard_conforming_strings is.
+    let set = with_watermark(&["it's \\ here"], |_| {});
+    let p = one("SELECT * FROM orders WHERE id = 1", &set);
+    assert!(
+        p.sql.contains("tandem_u.id <= E'it\\'s \\\\ here'"),
+        "{}",
+        p.sql
+    );
+}
+
+#[test]
+fn a_composite_watermark_compares_rows_and_bounds_the_first_column() {
+    let set = with_watermark(&["150", "acme"], |orders| {
+        orders.rule.key = vec!["id".into(), "note".into()];
+        // The target's note is varchar; make it text so the split applies.
+        orders.shape.target_table[3].sql_type = "text".into();
+    });
+    let p = one("SELECT count(*) FROM orders", &set);
+    assert!(
+        p.sql.contains(
+            "CASE WHEN tandem_u.tandem_from_target THEN tandem_u.id <= '150' AND ROW(tandem_u.id, tandem_u.note) <= ROW('150', 'acme') \
+             ELSE tandem_u.id >= '150' AND ROW(tandem_u.id, tandem_u.note) > ROW('150', 'acme') END"
+        ),
+        "{}",
+        p.sql
+    );
+}
+
+#[test]
+fn no_split_where_the_tables_order_keys_differently_or_the_watermark_does_not_fit() {
+    let anti_join = |set: &RuleSet| {
+        let p = one("SELECT * FROM orders WHERE id = 1", set);
+        p.sql.contains("NOT EXISTS") && !p.sql.contains("tandem_from_target")
+    };
+    // Another key type in the target.
+    let set = with_watermark(&["900"], |o| {
+        o.shape.target_table[0].sql_type = "numeric".into()
+    });
+    assert!(anti_join(&set));
+    // Another collation.
+    let set = with_watermark(&["900"], |o| o.shape.target_table[0].collation = 950);
+    assert!(anti_join(&set));
+    // A watermark of another width than the key (a key changed under it).
+    let set = with_watermark(&["900", "x"], |_| {});
+    assert!(anti_join(&set));
+    // No catalog facts: types unknown.
+    let set = with_watermark(&["900"], |o| o.shape.target_table.clear());
+    assert!(anti_join(&set));
+    // A finished backfill still reads the target alone.
+    let set = with_watermark(&["900"], |o| o.rule.backfilled = true);
+    let p = one("SELECT * FROM orders WHERE id = 1", &set);
+    assert!(!p.sql.contains("UNION"), "{}", p.sql);
+    // cutover reads the target alone whatever the watermark.
+    let set = with_watermark(&["900"], |o| o.rule.mode = Mode::Cutover);
+    let p = one("SELECT * FROM orders WHERE id = 1", &set);
+    assert!(!p.sql.contains("UNION"), "{}", p.sql);
+}
+
+#[test]
+fn the_layout_leaves_watermarks_out_and_the_mask_says_which_rules_have_one() {
+    let a = with_watermark(&["900"], |_| {});
+    let b = with_watermark(&["1800"], |_| {});
+    let none = rules(Mode::UnionRead, Mode::Off);
+    assert_eq!(a.layout(), b.layout());
+    assert_eq!(a.layout(), none.layout());
+    assert_eq!((a.watermarks(), none.watermarks()), (1, 0));
+    let cutover = with_watermark(&["900"], |o| o.rule.mode = Mode::Cutover);
+    assert_ne!(a.layout(), cutover.layout());
+}
+
 #[test]
 fn aliases_joins_subqueries_and_ctes() {
     let set = rules(Mode::UnionRead, Mode::Off);

@@ -287,3 +287,172 @@ async fn after_a_finished_backfill_union_reads_read_the_target_alone() {
         .get(0);
     assert!(!backfilled);
 }
+
+/// Sets the rule's backfill watermark in the store, as a running `tandem backfill`
+/// publishes it, and waits for the proxy to take it.
+async fn set_watermark(
+    proxy: &tandem::RunningProxy,
+    config: &tandem::config::Config,
+    admin: &tokio_postgres::Client,
+    table: &str,
+    to: &[&str],
+) {
+    let store = tandem::control::store::Store::new(&config.store.schema);
+    let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
+    admin
+        .execute(
+            &format!(
+                "UPDATE {} SET backfilled_to = $2 WHERE table_name = $1",
+                store.rules()
+            ),
+            &[&format!("public.{table}"), &to],
+        )
+        .await
+        .unwrap();
+    let watch = proxy
+        .watch
+        .as_ref()
+        .expect("a ruled proxy watches its store");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while watch.current().set.rules[0].rule.backfilled_to.as_ref() != Some(&to) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never took the watermark"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads through a union split at the watermark, against the same reads run directly on
+/// the legacy table.
+const SPLIT_READS: &[&str] = &[
+    "SELECT * FROM {legacy} WHERE id = 149",
+    "SELECT * FROM {legacy} WHERE id = 150 AND tenant = 'acme'",
+    "SELECT * FROM {legacy} WHERE id = 151",
+    "SELECT * FROM {legacy} WHERE id BETWEEN 140 AND 160",
+    "SELECT id, tenant FROM {legacy} ORDER BY id DESC LIMIT 5",
+    "SELECT id FROM {legacy} WHERE tenant = 'acme' ORDER BY id LIMIT 7 OFFSET 45",
+    "SELECT id, note FROM {legacy} ORDER BY amount DESC, id LIMIT 5",
+    "SELECT tenant, count(*), sum(amount), min(id), max(id) FROM {legacy} GROUP BY tenant ORDER BY tenant",
+    "SELECT l.id, c.name FROM {legacy} l JOIN {customers} c ON c.id = l.id WHERE l.id BETWEEN 148 AND 153 ORDER BY 1",
+    "SELECT count(*) FROM {legacy} a JOIN {legacy} b ON b.id = a.id + 1",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_reads_split_at_the_backfill_watermark_equal_legacy_and_read_one_table_per_key() {
+    let f = Fixture::new(300).await;
+    // The backfill has copied every row up to (150, 'acme'); above it only the even ids
+    // (mirrored writes) are in the target.
+    f.check
+        .batch_execute(&f.sql(
+            "INSERT INTO {target} SELECT * FROM {legacy} WHERE id <= 150 ON CONFLICT DO NOTHING",
+        ))
+        .await
+        .unwrap();
+    let rule = tandem_tests::mirror::RuleToml::dual_write(&f.legacy)
+        .mode("union_read")
+        .key(&["id", "tenant"]);
+    let config = tandem_tests::mirror::config_with(&[rule]);
+    let proxy = tandem_tests::mirror::start_ruled_proxy(config.clone()).await;
+    let via = tandem_tests::through(&proxy).await;
+    // A statement prepared by SQL before the watermark, run through the protocol after it.
+    via.batch_execute(&f.sql("PREPARE by_id(bigint) AS SELECT note FROM {legacy} WHERE id = $1"))
+        .await
+        .unwrap();
+    let before = via
+        .prepare(&f.sql("SELECT note FROM {legacy} WHERE id = $1"))
+        .await
+        .unwrap();
+    set_watermark(&proxy, &config, &f.check, &f.legacy, &["150", "acme"]).await;
+
+    for template in SPLIT_READS {
+        let sql = f.sql(template);
+        assert_eq!(rows(&via, &sql).await, rows(&f.check, &sql).await, "{sql}");
+        let stmt = via.prepare(&sql).await.unwrap();
+        assert_eq!(
+            via.query(&stmt, &[]).await.unwrap().len(),
+            f.check.query(&sql, &[]).await.unwrap().len(),
+            "prepared: {sql}"
+        );
+    }
+    // Each side of the split reads its own table for the keys it holds: the target's copy
+    // at or below the watermark, legacy's row above it.
+    f.check
+        .batch_execute(&f.sql(
+            // Legacy first: the guard mirrors a direct write to legacy into the target.
+            "UPDATE {legacy} SET note = 'legacy' WHERE id IN (8, 200); UPDATE {target} SET note = 'target' WHERE id IN (8, 200)",
+        ))
+        .await
+        .unwrap();
+    let notes = rows_text(
+        &via,
+        &f.sql("SELECT note FROM {legacy} WHERE id IN (8, 200) ORDER BY id"),
+    )
+    .await;
+    assert_eq!(notes, vec!["target".to_string(), "legacy".to_string()]);
+    let n: i64 = via
+        .query_one(&f.sql("SELECT count(*) FROM {legacy}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300, "no row twice, none missing");
+
+    // A key lookup reads one table, the one its side of the watermark names; an ORDER BY
+    // ... LIMIT merges both tables' index order and stops early.
+    let plan = |sql: String| {
+        let via = &via;
+        async move {
+            rows_text(via, &format!("EXPLAIN (COSTS OFF) {sql}"))
+                .await
+                .join("\n")
+        }
+    };
+    // The legacy table by its exact name; the target by its partitions' (`<target>_a`, `_o`).
+    let legacy = |plan: &str| {
+        plan.lines().any(|l| {
+            l.contains(&format!(" on {} ", f.legacy)) || l.ends_with(&format!(" on {}", f.legacy))
+        })
+    };
+    let target = |plan: &str| plan.contains(&format!(" on {}_", f.target));
+    let below = plan(f.sql("SELECT * FROM {legacy} WHERE id = 77 AND tenant = 'globex'")).await;
+    assert!(!legacy(&below) && target(&below), "below:\n{below}");
+    let above = plan(f.sql("SELECT * FROM {legacy} WHERE id = 201 AND tenant = 'acme'")).await;
+    assert!(legacy(&above) && !target(&above), "above:\n{above}");
+    let latest = plan(f.sql("SELECT * FROM {legacy} ORDER BY id DESC LIMIT 3")).await;
+    assert!(
+        latest.contains("Limit") && latest.contains("Merge Append") && !latest.contains("Sort\n"),
+        "latest:\n{latest}"
+    );
+
+    // The watermark moves on: statements prepared under the older one still run, the SQL
+    // one through the protocol too (its text, split lower, reads the same rows).
+    f.check
+        .batch_execute(&f.sql(
+            "INSERT INTO {target} SELECT * FROM {legacy} WHERE id <= 250 ON CONFLICT DO NOTHING",
+        ))
+        .await
+        .unwrap();
+    set_watermark(&proxy, &config, &f.check, &f.legacy, &["250", "globex"]).await;
+    for id in [8i64, 151, 200, 251] {
+        let want: String = f
+            .check
+            .query_one(&f.sql("SELECT note FROM {legacy} WHERE id = $1"), &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        // 8 and 200 are at or below the watermark now: their (differing) target copies.
+        let want = if id == 8 || id == 200 {
+            "target".to_string()
+        } else {
+            want
+        };
+        let got: String = via.query_one(&before, &[&id]).await.unwrap().get(0);
+        assert_eq!(got, want, "protocol statement, id {id}");
+        let got: String = via
+            .query_one(&format!("EXECUTE by_id({id})"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{}", tandem_tests::mirror::db_text(&e)))
+            .get(0);
+        assert_eq!(got, want, "SQL statement through the protocol, id {id}");
+    }
+}

@@ -55,6 +55,24 @@ pub(super) struct Planned {
     pub(super) rules: u64,
     /// The session's search_path changes so far.
     pub(super) path: u64,
+    /// `RuleSet::layout` of those rules.
+    pub(super) layout: u64,
+    /// `RuleSet::watermarks` of those rules.
+    pub(super) watermarks: u64,
+}
+
+impl Planned {
+    /// Planned under rules that differ from `now` only in backfill watermarks that were
+    /// set or moved on (none taken away), with the same search_path: the text the server
+    /// holds is still right (a union read without the split, or split at an older
+    /// watermark, reads more of legacy, the same rows), so a statement that cannot be
+    /// prepared again where it is run need not be refused.
+    pub(super) fn holds_under(&self, now: &Planned) -> bool {
+        self == now
+            || (self.layout == now.layout
+                && self.path == now.path
+                && self.watermarks & !now.watermarks == 0)
+    }
 }
 
 /// Client-to-server half: rewrites and records expectations.
@@ -199,6 +217,8 @@ impl ClientSide {
         Planned {
             rules: self.rules.set.version,
             path: self.path_epoch,
+            layout: self.rules.layout,
+            watermarks: self.rules.watermarks,
         }
     }
 

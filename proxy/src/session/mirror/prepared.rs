@@ -347,7 +347,7 @@ impl ClientSide {
                     .sql_prepared
                     .get(&name)
                     .or_else(|| self.known.get(&name))?;
-                if known.version == version {
+                if known.version.holds_under(&version) {
                     return None;
                 }
                 match self.sent_for(known) {
@@ -399,7 +399,7 @@ impl ClientSide {
         if known.version == version {
             return Ok(());
         }
-        if self.sent_for(&known)? != known.sent {
+        if !known.version.holds_under(&version) && self.sent_for(&known)? != known.sent {
             return Err(Box::new(stale_statement(name)));
         }
         let map = if sql_level {
