@@ -138,14 +138,17 @@ if [[ $MODE == main ]]; then
     WARMUP_ARGS="-S -M prepared"
     OUT=latest
 elif [[ $MODE == union-read ]]; then
-    TARGETS=${TARGETS:-"direct plain union union_running"}
+    TARGETS=${TARGETS:-"direct plain union union_watermark union_running"}
     PROFILE_DURATION=${PROFILE_DURATION:-0}
     SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-    RATIOS="union/plain union_running/plain union/direct plain/direct"
+    RATIOS="union/plain union_watermark/plain union_running/plain union/direct plain/direct"
+    # latest 10: the ten newest accounts at or below a random one (an ORDER BY ... LIMIT
+    # range read; @WORK@ is the run's work directory, where the script is written).
     WORKLOADS=(
         "pk lookup simple|-S -M simple|$CLIENTS|$THREADS"
         "pk lookup prepared|-S -M prepared|$CLIENTS|$THREADS"
         "pk lookup prepared, 1 client|-S -M prepared|1|1"
+        "latest 10 prepared|-f @WORK@/latest10.sql -M prepared|$CLIENTS|$THREADS"
     )
     WARMUP_ARGS="-S -M prepared"
     OUT=union-read
@@ -415,6 +418,16 @@ start_union() {
         >"$WORK/union-backfill.log" 2>&1 || { cat "$WORK/union-backfill.log" >&2; die "backfill for union failed"; }
 }
 start_union_running() { start_union_as union_running tandem_union_running; }
+# union_watermark: a backfill running, 90% done: the watermark a running tandem backfill
+# publishes (rules.backfilled_to) set at 90% of the keys, so each read is split there (keys at
+# or below it from the target, the rest from legacy).
+start_union_watermark() {
+    start_union_as union_watermark tandem_union_watermark
+    local mark
+    mark=$(psql_db "$DB_B" -c "SELECT (max(aid) * 9 / 10)::text FROM pgbench_accounts")
+    psql_db "$DB_B" -c "UPDATE tandem_union_watermark.rules SET backfilled_to = ARRAY['$mark']" >/dev/null
+    sleep 2 # the instance reloads its rules on the store's NOTIFY
+}
 
 # Shadow mode: start_shadow_as NAME RATE: a dual_write rule on pgbench_accounts (target the
 # backfilled _v2) sampling RATE of its reads, in its own rule store; coverage is on by
@@ -564,6 +577,7 @@ run_one() { # round, workload-spec, target
     local round=$1 spec=$2 target=$3
     local name args clients threads
     IFS='|' read -r name args clients threads <<<"$spec"
+    args=${args//@WORK@/$WORK}
     local port_var=PORT_$target pid_var=PID_$target
     local port=${!port_var} pid=${!pid_var:-} db
     local out=$WORK/raw/r${round}-${name//[^a-z0-9]/_}-$target.txt
@@ -946,6 +960,9 @@ setup_databases() {
         psql_db "$DB_C" -f "$WORK/triggers.sql" >/dev/null
         dbs+=("$DB_B" "$DB_C")
     elif [[ $MODE == union-read || $MODE == shadow ]]; then
+        printf '%s\n' "\\set aid random(1, $((100000 * SCALE)))" \
+            'SELECT aid, abalance FROM pgbench_accounts WHERE aid <= :aid ORDER BY aid DESC LIMIT 10;' \
+            >"$WORK/latest10.sql"
         log "$DB_B: copy of $DB_A, with _v2 tables backfilled"
         psql_db template1 -c "CREATE DATABASE $DB_B TEMPLATE $DB_A" >/dev/null
         v2_sql >"$WORK/v2.sql"
