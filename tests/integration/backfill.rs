@@ -735,3 +735,369 @@ async fn a_parallel_run_resumes_and_two_processes_share_it() {
     assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
     assert_eq!(pair.counts(&check).await, (2000, 2000));
 }
+
+/// The rule's watermark and whether its whole-table backfill finished
+/// (`rules.backfilled_to`, `rules.backfilled`).
+async fn watermark(
+    check: &tokio_postgres::Client,
+    config: &tandem::Config,
+    pair: &Pair,
+) -> (Option<Vec<String>>, bool) {
+    let row = check
+        .query_one(
+            &format!(
+                "SELECT backfilled_to, backfilled FROM \"{}\".rules WHERE table_name = $1",
+                config.store.schema
+            ),
+            &[&format!("public.{}", pair.legacy)],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The single stream's cursor in `backfill_state`.
+async fn state_cursor(
+    check: &tokio_postgres::Client,
+    config: &tandem::Config,
+    pair: &Pair,
+) -> Option<Vec<String>> {
+    check
+        .query_one(
+            &format!(
+                "SELECT cursor FROM \"{}\".backfill_state \
+                 WHERE table_name = $1 AND predicate = '' AND direction = 'forward'",
+                config.store.schema
+            ),
+            &[&format!("public.{}", pair.legacy)],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The parts of a split run in part order: (part, cursor, finished, batches).
+async fn parts(
+    check: &tokio_postgres::Client,
+    config: &tandem::Config,
+    pair: &Pair,
+) -> Vec<(i32, Option<Vec<String>>, bool, i64)> {
+    check
+        .query(
+            &format!(
+                "SELECT part, cursor, status = 'finished', batches FROM \"{}\".backfill_parts \
+                 WHERE table_name = $1 AND predicate = '' AND direction = 'forward' ORDER BY part",
+                config.store.schema
+            ),
+            &[&format!("public.{}", pair.legacy)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// Switches the rule's mode through the store, as `SET RULE ... MODE` does.
+async fn set_mode(config: &tandem::Config, pair: &Pair, mode: tandem_rules::Mode) {
+    let mut admin = pg().direct().await;
+    let store = tandem::control::store::Store::new(&config.store.schema);
+    tandem::control::store::change::apply(
+        &mut admin,
+        &store,
+        tandem::control::store::change::RuleChange::SetMode {
+            table: TableName::new(Some("public"), &pair.legacy),
+            mode,
+            force: false,
+        },
+        "test",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("SET RULE MODE {mode}: {e:?}"));
+}
+
+fn key(values: &[&str]) -> Option<Vec<String>> {
+    Some(values.iter().map(|v| v.to_string()).collect())
+}
+
+/// A paused run publishes how far it copied; union reads split there; the run that finishes
+/// records the finished backfill; `--restart` and a switch to `off` clear the watermark, and
+/// a run that went on through `off` publishes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_publishes_its_watermark_and_restart_and_off_clear_it() {
+    let (pair, check, config) = seeded(Kind::Hash, 5000, "union_read").await;
+    let proxy = start_ruled_proxy(config.clone()).await;
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+    let paused = |max_batches| Options {
+        max_batches,
+        ..options(&pair, 1000)
+    };
+    assert!(matches!(
+        run(&config, &paused(2)).await,
+        Outcome::Paused(r) if r.progress.copied == 2000
+    ));
+    assert_eq!(state_cursor(&check, &config, &pair).await, key(&["2000"]));
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (key(&["2000"]), false),
+        "the paused run's cursor is published"
+    );
+    // The proxy takes it, and a union read is still every legacy row: keys up to 2000 from
+    // the target, the others from legacy.
+    let watch = proxy
+        .watch
+        .as_ref()
+        .expect("a ruled proxy watches its store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while watch.current().set.rules[0].rule.backfilled_to != key(&["2000"]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never took the watermark"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let via = through(&proxy).await;
+    let counted: i64 = via
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {legacy} WHERE id BETWEEN 1990 AND 2010"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 21, "both sides of the watermark are read");
+
+    // To the end: the rule records the finished backfill.
+    assert!(matches!(
+        run(&config, &options(&pair, 1000)).await,
+        Outcome::Finished(r) if r.total_copied == 5000
+    ));
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (key(&["5000"]), true),
+        "published when the copying ended, then marked backfilled"
+    );
+
+    // --restart clears both (publications off, so only the restart could have written it).
+    assert!(matches!(
+        run(
+            &config,
+            &Options {
+                restart: true,
+                watermark_every: Duration::ZERO,
+                ..paused(1)
+            }
+        )
+        .await,
+        Outcome::Paused(_)
+    ));
+    assert_eq!(state_cursor(&check, &config, &pair).await, key(&["1000"]));
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+
+    // Resumed: published again; a switch to off clears it.
+    assert!(matches!(run(&config, &paused(1)).await, Outcome::Paused(_)));
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (key(&["2000"]), false)
+    );
+    set_mode(&config, &pair, tandem_rules::Mode::DualWrite).await;
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (key(&["2000"]), false),
+        "kept through other mode changes"
+    );
+    set_mode(&config, &pair, tandem_rules::Mode::Off).await;
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+    // Rows changed in off were never mirrored: the run that goes on after it publishes
+    // nothing.
+    set_mode(&config, &pair, tandem_rules::Mode::DualWrite).await;
+    assert!(matches!(run(&config, &paused(1)).await, Outcome::Paused(_)));
+    assert_eq!(state_cursor(&check, &config, &pair).await, key(&["3000"]));
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+}
+
+/// Split into parts, the watermark is the end of the contiguous copied prefix: the cursor
+/// of the first part not finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_run_publishes_the_cursor_of_its_first_unfinished_part() {
+    let (pair, check, config) = seeded(Kind::Hash, 3000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let first = run(
+        &config,
+        &Options {
+            jobs: 3,
+            max_batches: 4,
+            ..options(&pair, 100)
+        },
+    )
+    .await;
+    assert!(matches!(first, Outcome::Paused(_)), "{first:?}");
+    let split = parts(&check, &config, &pair).await;
+    assert_eq!(split.len(), 3, "{split:?}");
+    assert!(split.iter().all(|p| !p.2), "no part is finished: {split:?}");
+    let part0 = &split[0];
+    assert!(part0.3 > 0, "the first part was copied from: {split:?}");
+    assert_eq!(part0.1, key(&[&(100 * part0.3).to_string()]), "{split:?}");
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (part0.1.clone(), false),
+        "{split:?}"
+    );
+
+    // One worker finishes the first part (its rows left, then a batch that comes back
+    // empty) and copies one batch of the second.
+    let left = (1000 - 100 * part0.3) / 100 + 1;
+    let second = run(
+        &config,
+        &Options {
+            jobs: 1,
+            max_batches: u64::try_from(left + 1).unwrap(),
+            ..options(&pair, 100)
+        },
+    )
+    .await;
+    assert!(matches!(second, Outcome::Paused(_)), "{second:?}");
+    let split = parts(&check, &config, &pair).await;
+    assert!(split[0].2 && !split[1].2 && !split[2].2, "{split:?}");
+    let part1 = &split[1];
+    assert_eq!(
+        part1.1,
+        key(&[&(1000 + 100 * part1.3).to_string()]),
+        "{split:?}"
+    );
+    assert_eq!(
+        watermark(&check, &config, &pair).await,
+        (part1.1.clone(), false),
+        "the second part's cursor, not the third's: {split:?}"
+    );
+}
+
+/// `--watermark-every 0`: nothing is published, paused or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_every_zero_publishes_nothing() {
+    let (pair, check, config) = seeded(Kind::Hash, 1000, "union_read").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let off = Options {
+        max_batches: 2,
+        watermark_every: Duration::ZERO,
+        ..options(&pair, 300)
+    };
+    assert!(matches!(run(&config, &off).await, Outcome::Paused(_)));
+    assert_eq!(state_cursor(&check, &config, &pair).await, key(&["600"]));
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+    let parallel = Options {
+        jobs: 2,
+        batch_size: 100,
+        ..off
+    };
+    assert!(matches!(run(&config, &parallel).await, Outcome::Paused(_)));
+    assert!(!parts(&check, &config, &pair).await.is_empty());
+    assert_eq!(watermark(&check, &config, &pair).await, (None, false));
+    // The same run with publications on publishes.
+    assert!(matches!(
+        run(
+            &config,
+            &Options {
+                max_batches: 1,
+                ..options(&pair, 300)
+            }
+        )
+        .await,
+        Outcome::Paused(_)
+    ));
+    assert!(watermark(&check, &config, &pair).await.0.is_some());
+}
+
+/// While a run goes on, the watermark is published every interval, no more often than that,
+/// and every legacy row at or below it is in the target whenever it is read.
+/// (The parallel coordinator looks every 250 ms: a shorter interval would not show it
+/// publishing too often.)
+async fn published_while_running(
+    jobs: usize,
+    batch_size: i64,
+    throttle: Duration,
+    every: Duration,
+) {
+    let rows = 3000;
+    let (pair, check, config) = seeded(Kind::Hash, rows, "union_read").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    let task = {
+        let config = config.clone();
+        let options = Options {
+            jobs,
+            throttle,
+            watermark_every: every,
+            ..options(&pair, batch_size)
+        };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = run(&config, &options).await;
+            (outcome, started.elapsed())
+        })
+    };
+    // The watermark and, in the same snapshot, the legacy rows at or below it the target
+    // lacks.
+    let observe = pair.sql(&format!(
+        "SELECT r.backfilled_to[1]::int8, \
+           (SELECT count(*) FROM {{legacy}} l WHERE l.id <= r.backfilled_to[1]::int8 \
+              AND NOT EXISTS (SELECT 1 FROM {{target}} t WHERE t.id = l.id)) \
+         FROM \"{}\".rules r WHERE r.table_name = $1 AND NOT r.backfilled",
+        config.store.schema
+    ));
+    let table = format!("public.{}", pair.legacy);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !task.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the run stalled");
+        if let Some(row) = check.query_opt(&observe, &[&table]).await.unwrap() {
+            let (published, missing): (Option<i64>, i64) = (row.get(0), row.get(1));
+            if let Some(published) = published {
+                assert_eq!(missing, 0, "rows at or below {published} not in the target");
+                seen.push(published);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (outcome, elapsed) = task.await.unwrap();
+    assert!(matches!(outcome, Outcome::Finished(_)), "{outcome:?}");
+    assert!(
+        seen.iter().any(|&k| k > 0 && k < rows),
+        "a watermark was published while the run went on: {seen:?}"
+    );
+    let publications: i64 = check
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".rules_history WHERE table_name = $1 \
+                   AND old_rule -> 'backfilled_to' IS DISTINCT FROM new_rule -> 'backfilled_to'",
+                config.store.schema
+            ),
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let allowed = (elapsed.as_millis() / every.as_millis()) as i64 + 1;
+    assert!(
+        (2..=allowed).contains(&publications),
+        "{publications} publications in {elapsed:?}, at most one per {every:?} and one at the end"
+    );
+    assert!(watermark(&check, &config, &pair).await.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_backfill_publishes_its_watermark_every_interval() {
+    published_while_running(1, 50, Duration::from_millis(30), Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_parallel_backfill_publishes_its_watermark_every_interval() {
+    published_while_running(3, 25, Duration::from_millis(30), Duration::from_millis(500)).await;
+}
+
+/// Workers copying without pause always have a batch holding the rule's row: publishing
+/// must neither wait for the end of the copying nor hold a worker's open batch (it did,
+/// when the coordinator's queries kept the workers from being polled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_does_not_stall_busy_parallel_workers() {
+    published_while_running(3, 5, Duration::ZERO, Duration::from_millis(1)).await;
+}

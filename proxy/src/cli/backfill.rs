@@ -48,6 +48,12 @@ pub struct Args {
     /// ranges nobody holds. Not with --reverse.
     #[arg(long, default_value_t = 1, conflicts_with = "reverse")]
     jobs: usize,
+    /// How often (`10s`, `1m`; a bare number is seconds) a whole-table run publishes on the
+    /// rule the key up to which it has copied every row (`backfilled_to`, the watermark),
+    /// so union reads take those rows from the target alone; also once when its copying
+    /// stops. Each publication is a rule change every proxy instance reloads. 0: never.
+    #[arg(long, value_parser = parse_duration, default_value = "10")]
+    watermark_every: std::time::Duration,
     #[command(flatten)]
     conn: Conn,
 }
@@ -57,6 +63,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
     let config = args.conn.load()?;
     let table = table_arg(&args.table, "--table")?;
+    // Warnings that do not stop the run (a watermark that could not be published).
+    super::init_logging("warn", tandem::config::LogFormat::Text);
     let options = Options {
         direction: if args.reverse {
             Direction::Reverse
@@ -71,6 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode, ExitCode> {
         restart: args.restart,
         max_wait: args.max_wait,
         jobs: args.jobs,
+        watermark_every: args.watermark_every,
         ..Options::new(table)
     };
     Ok(backfill(config, options))

@@ -37,6 +37,10 @@
 //! - with `--jobs N` the rows left are split into key ranges copied by N workers in
 //!   parallel, each range with its own cursor, shared by every process running the same
 //!   command (see [`parts`]).
+//! - while it runs, a whole-table run publishes on the rule how far it has copied (the
+//!   watermark, `rules.backfilled_to`) every `--watermark-every`, and once more when its
+//!   copying stops, so union reads take the copied keys from the target alone (see
+//!   [`watermark`]).
 //!
 //! The rule must be in `dual_write`, `union_read` or `cutover`: copying rows that later
 //! writes do not keep current would create divergence.
@@ -58,6 +62,7 @@ mod recheck;
 mod report;
 mod state;
 mod statements;
+mod watermark;
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +78,7 @@ use recheck::{SettleError, WaitPolicy};
 pub use report::{progress_line, DryRun, Event, Outcome, Progress, Report, Start};
 use state::{BatchError, Key, Range};
 use statements::statements;
+use watermark::Watermark;
 
 /// Which way a backfill copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,6 +148,9 @@ pub struct Options {
     /// Workers copying key ranges in parallel, each on its own connection (1: one stream;
     /// see [`parts`]). A run split by an earlier `--jobs` run goes on in parts.
     pub jobs: usize,
+    /// How often a whole-table run publishes its watermark on the rule (zero: never; see
+    /// [`watermark`]).
+    pub watermark_every: Duration,
 }
 
 impl Options {
@@ -160,6 +169,7 @@ impl Options {
             report_every: Duration::from_secs(5),
             report_after: Duration::from_secs(1),
             jobs: 1,
+            watermark_every: Duration::from_secs(10),
         }
     }
 }
@@ -424,6 +434,7 @@ pub async fn run(
     };
     let mut finished = only_rechecks;
     let mut parts_done = None;
+    let mut watermark = Watermark::new(options.watermark_every);
     if parallel && !only_rechecks {
         parts::split(&mut client, &key, &sql, &cursor, options.jobs, estimated)
             .await
@@ -443,6 +454,7 @@ pub async fn run(
                 report_after: options.report_after,
             },
             &shared,
+            &mut watermark,
         )
         .await;
         now = shared
@@ -519,12 +531,15 @@ pub async fn run(
             if finished || paused {
                 break;
             }
+            watermark.tick(&client, &key).await;
             cursor = step.last;
             if !options.throttle.is_zero() {
                 tokio::time::sleep(options.throttle).await;
             }
         }
     }
+    // How far the copying got, paused or done: the last re-checks may wait long.
+    watermark.publish(&client, &key).await;
     // Every copy is re-checked before the run ends (or, past --max-wait, left recorded).
     let settled = recheck::settle(
         &client,

@@ -24,11 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{Notify, RwLock};
 use tokio_postgres::Client;
 
 use super::recheck::{self, WaitPolicy};
 use super::state::{self, BatchError, Key, Range};
 use super::statements::Statements;
+use super::watermark::Watermark;
 use super::{Event, Progress};
 use crate::config::Config;
 use crate::control::catalog;
@@ -346,50 +348,89 @@ pub(super) enum Stop {
 }
 
 /// Copies the run's parts with `jobs` workers (each its own connection) while the caller's
-/// connection runs the re-checks that are due. Returns when no part is left to claim (all
-/// finished, or held by another process), when `max_batches` is reached, or at the first
-/// error (the other workers' open batches roll back with their connections).
-pub(super) async fn copy(client: &Client, run: &Run<'_>, shared: &Shared<'_>) -> Result<(), Stop> {
+/// connection runs the re-checks that are due and publishes the watermark when its interval
+/// has passed (see [`coordinate`]). Returns when no part is left to claim (all finished, or
+/// held by another process), when `max_batches` is reached, or at the first error (the
+/// other workers' open batches roll back with their connections; after a failed re-check
+/// the workers stop after their current batch).
+pub(super) async fn copy(
+    client: &Client,
+    run: &Run<'_>,
+    shared: &Shared<'_>,
+    watermark: &mut Watermark,
+) -> Result<(), Stop> {
     let space = lock_space(client, run.key).await.map_err(Stop::Query)?;
     let stop = AtomicBool::new(false);
     let batches = AtomicU64::new(0);
-    let workers = (0..run.jobs.max(1)).map(|_| worker(run, shared, space, &stop, &batches));
-    let all = futures_util::future::try_join_all(workers);
-    tokio::pin!(all);
+    let gate = RwLock::new(());
+    let ended = Notify::new();
+    let workers = async {
+        let all = (0..run.jobs.max(1)).map(|_| worker(run, shared, space, &stop, &batches, &gate));
+        let result = futures_util::future::try_join_all(all).await.map(|_| ());
+        ended.notify_one();
+        result
+    };
+    let coordinator = coordinate(client, run, shared, watermark, &gate, &ended, &stop);
+    // Both go on at once: neither waits for the other's queries (a worker held between two
+    // statements of its batch would keep its locks while the coordinator waited for them).
+    // The coordinator is never dropped mid-way (a re-check may be in a transaction on the
+    // caller's connection): it ends when the workers have.
+    let (copied, coordinated) = tokio::join!(workers, coordinator);
+    copied.and(coordinated)
+}
+
+/// The coordinating connection's part of a parallel run: every [`SETTLE_EVERY`], the
+/// re-checks that are due and, when its interval has passed, the watermark, until the
+/// workers have ended (`ended`). A failed re-check stops the workers.
+///
+/// Every batch holds the rule's row `FOR SHARE`, and a new batch's share lock does not
+/// queue behind an update waiting for the row: with batches overlapping, publishing the
+/// watermark would wait until the copying ended. So this process's workers wait between
+/// batches (`gate`) while it publishes; other processes sharing the run can still hold it
+/// back, for at most the publication's lock timeout (see [`state::publish_watermark`]).
+async fn coordinate(
+    client: &Client,
+    run: &Run<'_>,
+    shared: &Shared<'_>,
+    watermark: &mut Watermark,
+    gate: &RwLock<()>,
+    ended: &Notify,
+    stop: &AtomicBool,
+) -> Result<(), Stop> {
     let mut last_report = None;
     loop {
         tokio::select! {
-            result = &mut all => {
-                return result.map(|_| ());
+            _ = ended.notified() => return Ok(()),
+            _ = tokio::time::sleep(SETTLE_EVERY) => {}
+        }
+        let settled = recheck::settle(
+            client,
+            run.sql,
+            run.key,
+            WaitPolicy {
+                until_done: false,
+                max_wait: None,
+                report_every: run.report_every,
+                report_after: run.report_after,
+                last_report: &mut last_report,
+            },
+            &mut |w| shared.emit(&Event::Waiting(w)),
+        )
+        .await;
+        match settled {
+            Ok(s) => {
+                let mut p = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+                p.removed += s.removed;
+                p.pending_batches = s.pending_batches;
             }
-            _ = tokio::time::sleep(SETTLE_EVERY) => {
-                let settled = recheck::settle(
-                    client,
-                    run.sql,
-                    run.key,
-                    WaitPolicy {
-                        until_done: false,
-                        max_wait: None,
-                        report_every: run.report_every,
-                        report_after: run.report_after,
-                        last_report: &mut last_report,
-                    },
-                    &mut |w| shared.emit(&Event::Waiting(w)),
-                )
-                .await
-                .map_err(Stop::Settle);
-                match settled {
-                    Ok(s) => {
-                        let mut p = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
-                        p.removed += s.removed;
-                        p.pending_batches = s.pending_batches;
-                    }
-                    Err(e) => {
-                        stop.store(true, Relaxed);
-                        return Err(e);
-                    }
-                }
+            Err(e) => {
+                stop.store(true, Relaxed);
+                return Err(Stop::Settle(e));
             }
+        }
+        if watermark.due() {
+            let _alone = gate.write().await;
+            watermark.publish(client, run.key).await;
         }
     }
 }
@@ -400,6 +441,7 @@ async fn worker(
     space: i32,
     stop: &AtomicBool,
     batches: &AtomicU64,
+    gate: &RwLock<()>,
 ) -> Result<(), Stop> {
     let mut client = catalog::connect(run.config).await.map_err(Stop::Connect)?;
     let result = async {
@@ -412,19 +454,23 @@ async fn worker(
                 if stop.load(Relaxed) {
                     break;
                 }
-                let step = state::batch(
-                    &mut client,
-                    run.key,
-                    run.sql,
-                    Range {
-                        cursor: &cursor,
-                        upper: &part.upper,
-                        part: Some(part.part),
-                    },
-                    run.batch_size,
-                )
-                .await
-                .map_err(Stop::Batch)?;
+                let step = {
+                    // Not while the coordinator publishes the watermark (see `coordinate`).
+                    let _pass = gate.read().await;
+                    state::batch(
+                        &mut client,
+                        run.key,
+                        run.sql,
+                        Range {
+                            cursor: &cursor,
+                            upper: &part.upper,
+                            part: Some(part.part),
+                        },
+                        run.batch_size,
+                    )
+                    .await
+                    .map_err(Stop::Batch)?
+                };
                 shared.batch(step.read, step.copied);
                 let n = batches.fetch_add(1, Relaxed) + 1;
                 if run.max_batches > 0 && n >= run.max_batches {

@@ -363,12 +363,97 @@ pub(super) async fn mark_backfilled(
             state = key.names.backfill_state(),
         )
     } else {
+        // The watermark was this (or an earlier) run's: a run starting over has copied
+        // nothing yet.
         format!(
-            "UPDATE {} SET backfilled = false, updated_by = 'tandem backfill' \
-              WHERE table_name = $1 AND backfilled",
+            "UPDATE {} SET backfilled = false, backfilled_to = NULL, \
+               updated_by = 'tandem backfill' \
+              WHERE table_name = $1 AND (backfilled OR backfilled_to IS NOT NULL)",
             key.names.rules()
         )
     };
     client.execute(&sql, &[&key.table]).await?;
     Ok(())
+}
+
+/// Publishes the backfill watermark on the rule (`backfilled_to`, see
+/// `tandem_rules::Rule::backfilled_to`): the key up to which this whole-table run has copied
+/// every legacy row, so union reads take the rows at or below it from the target alone.
+///
+/// The value is read from the store by the statement itself, so it only ever counts batches
+/// that committed. In one stream it is the run's cursor; split into parts (numbered in key
+/// order, each `(lower, upper]` with a cursor starting at `lower`), it is the end of the
+/// contiguous copied prefix: the cursor of the first part not finished, or the last part's
+/// cursor once every part is (the parts before a part not finished are copied to their
+/// upper, which is its lower). Set only under the conditions of [`mark_backfilled`] (the
+/// rule mirrors, and did not pass through `off` since the run started), while the rule is
+/// not `backfilled` yet, and only when the value changed: every update of the rule's row is
+/// a rule change each instance reloads, so the caller paces it (see [`super::watermark`]).
+///
+/// A mode change racing the statement (it commits after the statement's snapshot, before
+/// the row is updated) makes the update re-check the newer row, but the history and the
+/// cursor are still read as of the snapshot: the row's `version` must be the one the
+/// snapshot saw, so a rule that went to `off` and back meanwhile is left alone (the next
+/// publication sees the history).
+///
+/// Batches hold the rule's row `FOR SHARE`; the update waits for them at most
+/// [`WATERMARK_LOCK_TIMEOUT`] (batches of other processes sharing a parallel run), and then
+/// fails, to be tried again later, instead of holding up the caller's re-checks. Returns
+/// whether the rule changed.
+pub(super) async fn publish_watermark(
+    client: &Client,
+    key: &Key<'_>,
+) -> Result<bool, tokio_postgres::Error> {
+    if !key.predicate.is_empty() || key.direction != super::Direction::Forward {
+        // One scope's cursor says nothing about the keys outside it; a re-sync fills legacy.
+        return Ok(false);
+    }
+    let published = async {
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL lock_timeout = '{WATERMARK_LOCK_TIMEOUT}'"
+            ))
+            .await?;
+        let n = client
+            .execute(&watermark_sql(key.names), &[&key.table])
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        Ok(n > 0)
+    }
+    .await;
+    if published.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    published
+}
+
+/// How long publishing the watermark waits for batches holding the rule's row.
+const WATERMARK_LOCK_TIMEOUT: &str = "2s";
+
+/// The statement of [`publish_watermark`] (`$1`: the legacy table).
+fn watermark_sql(names: &Store) -> String {
+    format!(
+        "WITH p AS (SELECT part, cursor, status = 'finished' AS finished FROM {parts} \
+                     WHERE table_name = $1 AND predicate = '' AND direction = 'forward'), \
+              w AS (SELECT s.started_at, \
+                      CASE WHEN EXISTS (SELECT 1 FROM p) \
+                           THEN (SELECT cursor FROM p WHERE part = coalesce( \
+                                   (SELECT min(part) FROM p WHERE NOT finished), \
+                                   (SELECT max(part) FROM p))) \
+                           ELSE s.cursor END AS watermark \
+                      FROM {state} s \
+                     WHERE s.table_name = $1 AND s.predicate = '' AND s.direction = 'forward') \
+         UPDATE {rules} r SET backfilled_to = w.watermark, updated_by = 'tandem backfill' \
+           FROM w \
+          WHERE r.table_name = $1 AND NOT r.backfilled \
+            AND r.mode IN ('dual_write', 'union_read', 'cutover') \
+            AND w.watermark IS NOT NULL AND r.backfilled_to IS DISTINCT FROM w.watermark \
+            AND NOT EXISTS (SELECT 1 FROM {history} h WHERE h.table_name = $1 \
+                              AND h.at >= w.started_at AND h.new_rule ->> 'mode' = 'off') \
+            AND r.version = (SELECT v.version FROM {rules} v WHERE v.table_name = $1)",
+        rules = names.rules(),
+        parts = names.backfill_parts(),
+        state = names.backfill_state(),
+        history = names.qualified("rules_history"),
+    )
 }
