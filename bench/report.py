@@ -37,7 +37,15 @@ TARGET_DESCRIPTIONS = {
     "guard_direct": "`guard_direct`: Postgres itself, database B, with the guard the `dual` "
                     "proxy installed: every statement is mirrored by the guard (`mirror`)",
     "union": "`union`: `tandem serve --config` with a `union_read` rule on pgbench_accounts "
-             "(target pgbench_accounts_v2, backfilled), to database B",
+             "(target pgbench_accounts_v2, backfilled), to database B; its backfill is recorded "
+             "as finished, so reads go to the target alone",
+    "union_watermark": "`union_watermark`: the same rule in its own store, with no finished "
+                       "backfill but a running one's watermark at 90% of the keys "
+                       "(`backfilled_to`): reads split at it, keys at or below from the "
+                       "target, the rest from legacy",
+    "union_running": "`union_running`: the same rule in its own store, with no backfill "
+                     "recorded: every read is the target plus the legacy rows it lacks "
+                     "(the anti-join union)",
     "shadow_off": "`shadow_off`: `tandem serve --config` with a `dual_write` rule on "
                   "pgbench_accounts (target pgbench_accounts_v2, backfilled, guard off) and "
                   "`sample_rate = 0`, to database B",
