@@ -145,6 +145,51 @@ async fn a_delete_racing_a_batch_is_not_resurrected() {
     assert_eq!(pair.drift(Kind::Hash, &check).await, Vec::<String>::new());
 }
 
+/// Each batch is tried as a plain INSERT first and runs as the `ON CONFLICT DO NOTHING`
+/// upsert when a key is in the target already: rows dual-write copied keep their (newer)
+/// values, every other row is copied once, and the counts say which were skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_already_in_the_target_keep_their_rows_and_the_rest_is_copied() {
+    let (pair, check, config) = seeded(Kind::Hash, 3000, "dual_write").await;
+    let _proxy = start_ruled_proxy(config.clone()).await;
+    // As dual-write would have left them: three rows in the target, newer than legacy's.
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {target} SELECT * FROM {legacy} WHERE id IN (10, 1500, 2999); \
+             UPDATE {target} SET note = 'newer' WHERE id IN (10, 1500, 2999)",
+        ))
+        .await
+        .unwrap();
+    match run(&config, &options(&pair, 1000)).await {
+        Outcome::Finished(r) => {
+            assert_eq!((r.progress.copied, r.progress.skipped), (2997, 3), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pair.counts(&check).await, (3000, 3000));
+    let newer: i64 = check
+        .query_one(
+            &pair.sql("SELECT count(*) FROM {target} WHERE note = 'newer'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(newer, 3, "the target's own rows are not overwritten");
+    let differing: i64 = check
+        .query_one(
+            &pair.sql(
+                "SELECT count(*) FROM {legacy} l JOIN {target} t USING (id) \
+                 WHERE l.note IS DISTINCT FROM t.note",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differing, 3, "every other row is legacy's");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_resumes_and_a_finished_one_is_not_rerun() {
     let (pair, check, config) = seeded(Kind::Hash, 1000, "dual_write").await;

@@ -82,7 +82,7 @@ pub(super) async fn batch(
         upper: bound,
         part,
     } = range;
-    let tx = client.transaction().await?;
+    let mut tx = client.transaction().await?;
     // The rule's mode, locked against changes until this batch commits.
     let rule = tx
         .query_opt(
@@ -108,7 +108,7 @@ pub(super) async fn batch(
     if key.direction == Direction::Forward && owed {
         return Err(BatchError::ResyncOwed);
     }
-    let row = tx.query_one(&sql.batch, &[cursor, bound]).await?;
+    let row = copy_rows(&mut tx, sql, cursor, bound).await?;
     let read: i64 = row.get(0);
     let copied: i64 = row.get(1);
     let last: Option<Vec<String>> = row.get(2);
@@ -333,6 +333,47 @@ pub(super) async fn estimate_basis(
             reltuples
         ),
     })
+}
+
+/// Batches run as the upsert after a plain try met a key already in the target, before the
+/// next plain try.
+const UPSERT_STREAK: u32 = 16;
+
+/// The batch's copy: a plain INSERT first, in a savepoint, and the `ON CONFLICT` batch when
+/// that met a unique violation (a key already in the target: the plain try's rows are rolled
+/// back with its savepoint, so the upsert copies exactly what the batch would have). A
+/// unique violation the upsert does not absorb (another unique index of the target) is
+/// raised by the upsert as before. After a conflict the next [`UPSERT_STREAK`] batches go
+/// straight to the upsert, so a stretch of keys dual-write has already copied costs at most
+/// one wasted try per streak.
+async fn copy_rows(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    sql: &Statements,
+    cursor: &Option<Vec<String>>,
+    bound: &Option<Vec<String>>,
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let plain = sql.batch_plain.as_ref().filter(|_| {
+        sql.upsert_streak
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    });
+    let Some(plain) = plain else {
+        return tx.query_one(&sql.batch, &[cursor, bound]).await;
+    };
+    let attempt = tx.savepoint("tandem_plain_batch").await?;
+    match attempt.query_one(plain, &[cursor, bound]).await {
+        Ok(row) => {
+            attempt.commit().await?;
+            Ok(row)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            attempt.rollback().await?;
+            sql.upsert_streak.store(UPSERT_STREAK, Relaxed);
+            tx.query_one(&sql.batch, &[cursor, bound]).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Records on the rule whether a whole-table backfill has finished since the rule last left

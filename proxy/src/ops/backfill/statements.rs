@@ -27,6 +27,15 @@ pub(super) struct Statements {
     /// One batch: copy the next rows after the cursor (`$1`) up to the upper bound (`$2`,
     /// inclusive; NULL: none), return counts, last key, xid, copied keys.
     pub batch: String,
+    /// Forward only: the same batch as a plain INSERT, without `ON CONFLICT`, tried first
+    /// (see [`super::state::batch`]): most rows of a forward batch are not in the target
+    /// yet, and a plain insert skips the speculative insertion `ON CONFLICT` pays per row.
+    pub batch_plain: Option<String>,
+    /// Batches to run as [`batch`](Self::batch) straight away, without trying
+    /// [`batch_plain`](Self::batch_plain) first: set after a plain try met a key already
+    /// in the target (a stretch of keys dual-write has copied, or updated rows), counted
+    /// down by each batch, shared by the run's workers.
+    pub upsert_streak: std::sync::atomic::AtomicU32,
     /// The keys that split the rows left after the cursor (`$1`) into `$2` parts of about
     /// equal size (see [`super::parts`]): `$2 - 1` keys at most, ascending.
     pub boundaries: String,
@@ -230,21 +239,27 @@ pub(super) fn statements(
     };
     let boundaries = tiles(&s.source);
     let sampled_boundaries = tiles(&format!("{} TABLESAMPLE SYSTEM (%)", s.source));
-    let batch = format!(
-        "WITH batch AS (SELECT * FROM {source} WHERE {bounded} ORDER BY {key_list} \
-           LIMIT {batch_size} {lock}), \
-         copied AS (INSERT INTO {dest}{alias} ({cols}) SELECT {vals} FROM batch \
-           ON CONFLICT ({conflict}) {action} RETURNING {key_list}) \
-         SELECT (SELECT count(*) FROM batch)::int8, (SELECT count(*) FROM copied)::int8, \
-           (SELECT ARRAY[{last_key}] FROM batch ORDER BY {desc} LIMIT 1), \
-           (pg_current_xact_id()::text::int8 % 4294967296)::int8, {copied_keys}",
-        source = s.source,
-        dest = s.dest,
-        lock = s.lock,
-        cols = s.columns.join(", "),
-        vals = s.values.join(", "),
-        conflict = s.conflict.join(", "),
-    );
+    let batch_with = |on_conflict: &str| {
+        format!(
+            "WITH batch AS (SELECT * FROM {source} WHERE {bounded} ORDER BY {key_list} \
+               LIMIT {batch_size} {lock}), \
+             copied AS (INSERT INTO {dest}{alias} ({cols}) SELECT {vals} FROM batch \
+               {on_conflict} RETURNING {key_list}) \
+             SELECT (SELECT count(*) FROM batch)::int8, (SELECT count(*) FROM copied)::int8, \
+               (SELECT ARRAY[{last_key}] FROM batch ORDER BY {desc} LIMIT 1), \
+               (pg_current_xact_id()::text::int8 % 4294967296)::int8, {copied_keys}",
+            source = s.source,
+            dest = s.dest,
+            lock = s.lock,
+            cols = s.columns.join(", "),
+            vals = s.values.join(", "),
+        )
+    };
+    let batch = batch_with(&format!(
+        "ON CONFLICT ({conflict}) {action}",
+        conflict = s.conflict.join(", ")
+    ));
+    let batch_plain = (direction == Direction::Forward).then(|| batch_with(""));
     let source_gone = format!(
         "NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})",
         s.source,
@@ -313,6 +328,8 @@ pub(super) fn statements(
     );
     Statements {
         batch,
+        batch_plain,
+        upsert_streak: std::sync::atomic::AtomicU32::new(0),
         boundaries,
         sampled_boundaries,
         stale,
