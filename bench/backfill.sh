@@ -20,7 +20,9 @@ PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || echo /usr/lib
 log() { printf '[backfill-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || { log "run as root (the cluster runs as postgres)"; exit 1; }
-(cd "$REPO" && cargo build --release -p tandem -q)
+# The binary cargo builds: under CARGO_TARGET_DIR when set (TANDEM_BIN names another).
+TANDEM_BIN=${TANDEM_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/tandem}
+((${SKIP_BUILD:-0})) || (cd "$REPO" && cargo build --release -p tandem -q)
 WORK=$(mktemp -d /tmp/tandem-backfill.XXXXXX)
 chown postgres: "$WORK"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -59,7 +61,7 @@ for b in $BATCHES; do
   for j in $JOBS; do
     psql -c "TRUNCATE orders_v2" -c "CHECKPOINT"
     start=$(date +%s.%N)
-    "$REPO/target/release/tandem" backfill --config "$WORK/tandem.toml" --table public.orders \
+    "$TANDEM_BIN" backfill --config "$WORK/tandem.toml" --table public.orders \
         --batch-size "$b" --jobs "$j" --restart >"$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt" >&2; exit 1; }
     end=$(date +%s.%N)
     same=$(psql -c "SELECT (SELECT count(*) FROM (TABLE orders EXCEPT TABLE orders_v2) a) = 0
@@ -87,7 +89,7 @@ for label in clean "1000 rows diverge" "a legacy-only column"; do
              -c "ALTER TABLE orders ADD COLUMN legacy_only text DEFAULT 'kept only here'"
     fi
     start=$(date +%s.%N)
-    "$REPO/target/release/tandem" parity --config "$WORK/tandem.toml" --min-samples 0 \
+    "$TANDEM_BIN" parity --config "$WORK/tandem.toml" --min-samples 0 \
         --out "$WORK/parity" >"$WORK/parity.txt" 2>&1 || true
     end=$(date +%s.%N)
     verdict=$(grep -E "^public.orders" "$WORK/parity.txt" | sed 's/.*: //')
