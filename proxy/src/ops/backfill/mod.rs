@@ -15,7 +15,11 @@
 //! - keyset pagination on the rule's key, so each batch is an index range scan however far
 //!   the run has got;
 //! - `ON CONFLICT DO NOTHING`: a row dual-write already copied is newer than the backfill's
-//!   read, so it wins;
+//!   read, so it wins. Each batch is tried first as a plain INSERT, in a savepoint: most
+//!   rows of a forward batch are not in the target yet, and a plain insert skips the
+//!   speculative insertion `ON CONFLICT` pays per row (about a quarter of a batch's time);
+//!   a unique violation rolls the try back and the batch runs as above, and so do the next
+//!   16 batches (a stretch of keys dual-write has copied costs one wasted try per 16);
 //! - `FOR KEY SHARE` on the legacy rows: a DELETE of one of them (which, through Tandem,
 //!   also deletes the target's copy) either commits before the batch reads the row — the
 //!   batch then skips it — or waits for the batch to commit and deletes the copy the batch
