@@ -94,18 +94,26 @@ async fn union_read_serves_rows_missing_from_the_target_and_prefers_the_target()
         .batch_execute(&f.sql("UPDATE {target} SET note = 'target' WHERE id = 4"))
         .await
         .unwrap();
-    let notes = rows_text(
-        &via,
-        &f.sql("SELECT note FROM {legacy} WHERE id IN (3, 4) ORDER BY id"),
+    reads_as(&f, &via, "3, 4", &["n3", "target"], 10).await;
+}
+
+/// Through the proxy: the notes of rows `ids` (in id order) are `notes`, and the table
+/// reads as `rows` rows, none twice, none missing.
+async fn reads_as(f: &Fixture, via: &tokio_postgres::Client, ids: &str, notes: &[&str], rows: i64) {
+    let got = rows_text(
+        via,
+        &f.sql(&format!(
+            "SELECT note FROM {{legacy}} WHERE id IN ({ids}) ORDER BY id"
+        )),
     )
     .await;
-    assert_eq!(notes, vec!["n3".to_string(), "target".to_string()]);
+    assert_eq!(got, notes);
     let n: i64 = via
         .query_one(&f.sql("SELECT count(*) FROM {legacy}"), &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 10, "no row twice, none missing");
+    assert_eq!(n, rows, "no row twice, none missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,18 +392,7 @@ async fn union_reads_split_at_the_backfill_watermark_equal_legacy_and_read_one_t
         ))
         .await
         .unwrap();
-    let notes = rows_text(
-        &via,
-        &f.sql("SELECT note FROM {legacy} WHERE id IN (8, 200) ORDER BY id"),
-    )
-    .await;
-    assert_eq!(notes, vec!["target".to_string(), "legacy".to_string()]);
-    let n: i64 = via
-        .query_one(&f.sql("SELECT count(*) FROM {legacy}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 300, "no row twice, none missing");
+    reads_as(&f, &via, "8, 200", &["target", "legacy"], 300).await;
 
     // A key lookup reads one table, the one its side of the watermark names; an ORDER BY
     // ... LIMIT merges both tables' index order and stops early.
