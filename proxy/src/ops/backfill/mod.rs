@@ -378,32 +378,18 @@ pub async fn run(
     };
     let resumed = resume.is_some() || only_rechecks;
     if fresh {
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {} (table_name, predicate, direction, target, key) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (table_name, predicate, direction) DO UPDATE SET \
-                       target = EXCLUDED.target, key = EXCLUDED.key, cursor = NULL, \
-                       rows_copied = 0, rows_skipped = 0, rows_removed = 0, batches = 0, \
-                       status = 'running', last_error = NULL, started_at = now(), \
-                       updated_at = now(), finished_at = NULL",
-                    names.backfill_state()
-                ),
-                &[
-                    &key.table,
-                    &key.predicate,
-                    &direction.as_str(),
-                    &rule.rule.target.to_string(),
-                    &rule.rule.key,
-                ],
-            )
-            .await
-            .map_err(query_error)?;
-        state::mark_backfilled(&client, &key, false)
-            .await
-            .map_err(query_error)?;
-        parts::forget(&client, &key).await.map_err(query_error)?;
+        // One transaction: another process publishing its watermark (see
+        // `state::publish_watermark`) between these would set the old run's cursor again.
+        client.batch_execute("BEGIN").await.map_err(query_error)?;
+        let restarted = restart(&client, &key, &rule).await;
+        let ended = match restarted {
+            Ok(()) => client.batch_execute("COMMIT").await,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        };
+        ended.map_err(query_error)?;
     }
     let parallel = direction == Direction::Forward
         && (options.jobs > 1 || parts::exist(&client, &key).await.map_err(query_error)?);
@@ -602,6 +588,38 @@ pub async fn run(
     } else {
         Outcome::Paused(report)
     })
+}
+
+/// A run starting over, in the caller's transaction: the run's state reset, the rule's
+/// `backfilled` and watermark cleared, the parts of an earlier parallel run forgotten.
+async fn restart(
+    client: &tokio_postgres::Client,
+    key: &Key<'_>,
+    rule: &tandem_rules::ResolvedRule,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (table_name, predicate, direction, target, key) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (table_name, predicate, direction) DO UPDATE SET \
+                   target = EXCLUDED.target, key = EXCLUDED.key, cursor = NULL, \
+                   rows_copied = 0, rows_skipped = 0, rows_removed = 0, batches = 0, \
+                   status = 'running', last_error = NULL, started_at = now(), \
+                   updated_at = now(), finished_at = NULL",
+                key.names.backfill_state()
+            ),
+            &[
+                &key.table,
+                &key.predicate,
+                &key.direction.as_str(),
+                &rule.rule.target.to_string(),
+                &rule.rule.key,
+            ],
+        )
+        .await?;
+    state::mark_backfilled(client, key, false).await?;
+    parts::forget(client, key).await
 }
 
 /// What a failed batch means for the run, recorded in its state row.
