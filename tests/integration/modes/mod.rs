@@ -60,11 +60,18 @@ impl Fixture {
 
     /// A proxy whose rule on this fixture is in `mode`.
     pub async fn proxy(&self, mode: &str) -> (tandem::RunningProxy, Client) {
+        let (_, proxy, via) = self.ruled(mode).await;
+        (proxy, via)
+    }
+
+    /// [`proxy`](Self::proxy), with the config it runs (for tests that reach its rule store).
+    pub async fn ruled(&self, mode: &str) -> (tandem::Config, tandem::RunningProxy, Client) {
         let rule = RuleToml::dual_write(&self.legacy)
             .mode(mode)
             .key(&["id", "tenant"]);
-        let proxy = start_ruled_proxy(config_with(&[rule])).await;
+        let config = config_with(&[rule]);
+        let proxy = start_ruled_proxy(config.clone()).await;
         let via = through(&proxy).await;
-        (proxy, via)
+        (config, proxy, via)
     }
 }

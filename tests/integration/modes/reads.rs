@@ -210,12 +210,7 @@ async fn cutover_locking_reads_lock_the_target_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_finished_backfill_union_reads_read_the_target_alone() {
     let f = Fixture::new(200).await;
-    let rule = tandem_tests::mirror::RuleToml::dual_write(&f.legacy)
-        .mode("union_read")
-        .key(&["id", "tenant"]);
-    let config = tandem_tests::mirror::config_with(&[rule]);
-    let proxy = tandem_tests::mirror::start_ruled_proxy(config.clone()).await;
-    let via = tandem_tests::through(&proxy).await;
+    let (config, proxy, via) = f.ruled("union_read").await;
     let explain =
         f.sql("EXPLAIN (COSTS OFF) SELECT * FROM {legacy} WHERE id = 77 AND tenant = 'globex'");
     let scans_legacy = |plan: &[String]| {
@@ -300,7 +295,7 @@ async fn after_a_finished_backfill_union_reads_read_the_target_alone() {
 /// publishes it, and waits for the proxy to take it.
 async fn set_watermark(
     proxy: &tandem::RunningProxy,
-    config: &tandem::config::Config,
+    config: &tandem::Config,
     admin: &tokio_postgres::Client,
     table: &str,
     to: &[&str],
@@ -357,12 +352,7 @@ async fn union_reads_split_at_the_backfill_watermark_equal_legacy_and_read_one_t
         ))
         .await
         .unwrap();
-    let rule = tandem_tests::mirror::RuleToml::dual_write(&f.legacy)
-        .mode("union_read")
-        .key(&["id", "tenant"]);
-    let config = tandem_tests::mirror::config_with(&[rule]);
-    let proxy = tandem_tests::mirror::start_ruled_proxy(config.clone()).await;
-    let via = tandem_tests::through(&proxy).await;
+    let (config, proxy, via) = f.ruled("union_read").await;
     // A statement prepared by SQL before the watermark, run through the protocol after it.
     via.batch_execute(&f.sql("PREPARE by_id(bigint) AS SELECT note FROM {legacy} WHERE id = $1"))
         .await
