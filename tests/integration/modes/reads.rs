@@ -443,3 +443,84 @@ async fn union_reads_split_at_the_backfill_watermark_equal_legacy_and_read_one_t
         assert_eq!(got, want, "SQL statement through the protocol, id {id}");
     }
 }
+
+/// With a single integer key, a lookup by a literal key (the simple protocol's, or an ORM's
+/// inlined value) is sent to the one table its side of the watermark names: the target's
+/// copy at or below it, legacy's row above it, each read alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_literal_key_lookup_reads_the_one_table_its_side_of_the_watermark_names() {
+    use tandem_tests::mirror::{Kind, Pair};
+    let check = tandem_tests::pg().direct().await;
+    let pair = Pair::new(Kind::Hash);
+    pair.create(Kind::Hash, &check).await;
+    check
+        .batch_execute(&pair.sql(
+            "INSERT INTO {legacy} (tenant, amount, note) \
+               SELECT 'acme', g, 'n' || g FROM generate_series(1, 300) g; \
+             INSERT INTO {target} SELECT * FROM {legacy} WHERE id <= 150 OR id % 2 = 0",
+        ))
+        .await
+        .unwrap();
+    let config = tandem_tests::mirror::config_with(&[pair.rule(Kind::Hash).mode("union_read")]);
+    let proxy = tandem_tests::mirror::start_ruled_proxy(config.clone()).await;
+    let via = tandem_tests::through(&proxy).await;
+    set_watermark(&proxy, &config, &check, &pair.legacy, &["150"]).await;
+    // Legacy first (the guard mirrors it), then the target's copies differ.
+    check
+        .batch_execute(&pair.sql(
+            "UPDATE {legacy} SET note = 'legacy' WHERE id IN (8, 200); \
+             UPDATE {target} SET note = 'target' WHERE id IN (8, 200)",
+        ))
+        .await
+        .unwrap();
+    let note = |id: i64| {
+        let (via, sql) = (
+            &via,
+            pair.sql(&format!("SELECT note FROM {{legacy}} WHERE id = {id}")),
+        );
+        async move { rows_text(via, &sql).await }
+    };
+    assert_eq!(
+        note(8).await,
+        ["target"],
+        "at or below the watermark: the target's copy"
+    );
+    assert_eq!(note(200).await, ["legacy"], "above it: legacy's row");
+    // Each lookup reads its table alone: it does not even wait for a lock on the other (the
+    // split would: the server opens both tables to plan it).
+    via.batch_execute("SET lock_timeout = '3s'").await.unwrap();
+    let mut holder = tandem_tests::pg().direct().await;
+    for (locked, id, want) in [(&pair.legacy, 8, "target"), (&pair.target, 200, "legacy")] {
+        let tx = holder.transaction().await.unwrap();
+        tx.batch_execute(&format!("LOCK TABLE {locked} IN ACCESS EXCLUSIVE MODE"))
+            .await
+            .unwrap();
+        assert_eq!(note(id).await, [want], "{locked} locked");
+        tx.rollback().await.unwrap();
+    }
+    for id in [1i64, 149, 150, 151, 152, 299, 300, 301] {
+        let sql = pair.sql(&format!("SELECT * FROM {{legacy}} WHERE id = {id}"));
+        assert_eq!(rows(&via, &sql).await, rows(&check, &sql).await, "{sql}");
+    }
+    let plan = |id: i64| {
+        let (via, sql) = (
+            &via,
+            pair.sql(&format!(
+                "EXPLAIN (COSTS OFF) SELECT * FROM {{legacy}} WHERE id = {id}"
+            )),
+        );
+        async move { rows_text(via, &sql).await.join("\n") }
+    };
+    let below = plan(77).await;
+    assert!(
+        below.contains(&format!(" on {}_h", pair.target))
+            && !below.contains(&format!(" on {} ", pair.legacy)),
+        "below:\n{below}"
+    );
+    let above = plan(277).await;
+    assert!(
+        !above.contains(&format!(" on {}_h", pair.target))
+            && above.contains(&format!(" on {}", pair.legacy)),
+        "above:\n{above}"
+    );
+}
