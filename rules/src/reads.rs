@@ -41,10 +41,7 @@
 //! (it does not flatten an arm with a WHERE or an anti-join), substitutes each arm's constant
 //! into the pushed-down condition, and drops an arm the client's predicates contradict at
 //! plan time: a key lookup reads one table, and an `ORDER BY ... LIMIT` merges both tables'
-//! index order and stops early (checked with EXPLAIN in tests/integration/modes). A lookup
-//! of a single integer key by a literal (`WHERE id = 42`, the simple protocol's and inlining
-//! ORMs' form) is decided here instead ([`routed`]): the target alone or the client's own
-//! statement on legacy, so the server plans one table, not the union.
+//! index order and stops early (checked with EXPLAIN in tests/integration/modes).
 //! Both arms list every legacy column, in table order, under its legacy name and type: a
 //! target column of another type is cast (only then, so key columns keep their indexes) and
 //! a column the target lacks reads as NULL. The derived table keeps the client's alias, or
@@ -69,8 +66,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Ident, ObjectName, Query, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
+    Expr, Ident, ObjectName, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use crate::ident::{ident, normalize, quote_ident};
@@ -109,25 +106,6 @@ pub(crate) fn rewrite(stmt: &Statement, ctx: Ctx<'_>) -> Option<StatementPlan> {
     };
     let _ = VisitMut::visit(&mut out, &mut swap);
     let first = swap.first?;
-    if let Some((rule, side)) = routed(query, ctx) {
-        let original = top_relation(stmt).cloned();
-        if let (Some(relation), Some(original)) = (top_relation_mut(&mut out), original) {
-            match side {
-                Side::Target => {
-                    if let (TableFactor::Derived { subquery, .. }, Ok(Statement::Query(q))) =
-                        (relation, parse_statement(&target_sql(rule)))
-                    {
-                        *subquery = q;
-                    }
-                }
-                Side::Legacy => *relation = original,
-            }
-        }
-        if out == *stmt {
-            // The lookup reads the legacy table, as the client wrote it.
-            return None;
-        }
-    }
     // A PREPARE answers with its tag only: its origins are for the RowDescription of each
     // later `EXECUTE` of it (see `ResponseFix::Read`).
     let origins = match &out {
@@ -396,142 +374,6 @@ fn watermark_split(rule: &ResolvedRule) -> Option<String> {
     Some(format!(
         "CASE WHEN tandem_u.{ARM} THEN {at_or_below} ELSE {above} END"
     ))
-}
-
-/// The target alone, under the legacy columns (the derived table of `cutover`).
-fn target_sql(rule: &ResolvedRule) -> String {
-    format!("SELECT {} FROM {}", target_list(rule), rule.rule.target)
-}
-
-/// Which side of a watermark split holds a key.
-enum Side {
-    Target,
-    Legacy,
-}
-
-/// A key lookup on a table split at its watermark, decided here: a plain SELECT reading one
-/// ruled table (no join), whose WHERE pins the rule's key — a single `smallint`, `integer` or
-/// `bigint` column — to a decimal literal (`id = 42`, a conjunct at the top of the WHERE).
-/// The split would send the server both tables for it to drop one at plan time; comparing
-/// two integers here lets it plan one table (the same answer: integer order is the one the
-/// backfill's cursor follows, and only plain digits are read, so the literal means to Tandem
-/// what it means to the server). `None` when any of that does not hold: the split stays.
-fn routed<'a>(query: &Query, ctx: Ctx<'a>) -> Option<(&'a ResolvedRule, Side)> {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let [only] = select.from.as_slice() else {
-        return None;
-    };
-    let TableFactor::Table { name, alias, .. } = &only.relation else {
-        return None;
-    };
-    if !only.joins.is_empty() || !query.locks.is_empty() {
-        return None;
-    }
-    let rule = ctx.active(name)?;
-    if rule.rule.mode != Mode::UnionRead || rule.rule.backfilled {
-        return None;
-    }
-    watermark_split(rule)?;
-    let ([key], Some([mark])) = (rule.rule.key.as_slice(), rule.rule.backfilled_to.as_deref())
-    else {
-        return None;
-    };
-    let integer = rule.shape.legacy_table.iter().any(|c| {
-        &c.name == key && matches!(c.sql_type.as_str(), "smallint" | "integer" | "bigint")
-    });
-    if !integer {
-        return None;
-    }
-    let mark: i128 = digits(mark.strip_prefix('-').unwrap_or(mark)).and(mark.parse().ok())?;
-    let qualifier = alias
-        .as_ref()
-        .map(|a| normalize(&a.name))
-        .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(normalize))?;
-    let names_key = |e: &Expr| match e {
-        Expr::Identifier(id) => normalize(id) == *key,
-        Expr::CompoundIdentifier(parts) => {
-            matches!(parts.as_slice(), [q, k] if normalize(q) == qualifier && normalize(k) == *key)
-        }
-        _ => false,
-    };
-    let literal = |e: &Expr| match e {
-        Expr::Value(v) => match &v.value {
-            sqlparser::ast::Value::Number(n, false) => digits(n).and(n.parse::<i128>().ok()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let mut conjuncts = vec![select.selection.as_ref()?];
-    while let Some(e) = conjuncts.pop() {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => conjuncts.extend([left.as_ref(), right.as_ref()]),
-            Expr::Nested(inner) => conjuncts.push(inner),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => {
-                let value = match (names_key(left), names_key(right)) {
-                    (true, false) => literal(right),
-                    (false, true) => literal(left),
-                    _ => None,
-                };
-                if let Some(value) = value {
-                    let side = if value <= mark {
-                        Side::Target
-                    } else {
-                        Side::Legacy
-                    };
-                    return Some((rule, side));
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `Some(())` when `text` is ASCII digits only (no sign, point, exponent or underscore).
-fn digits(text: &str) -> Option<()> {
-    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then_some(())
-}
-
-/// The FROM item of a statement that is one plain SELECT (or EXPLAIN of one).
-fn top_relation(stmt: &Statement) -> Option<&TableFactor> {
-    let query = match stmt {
-        Statement::Query(q) => q.as_ref(),
-        Statement::Explain { statement, .. } => match statement.as_ref() {
-            Statement::Query(q) => q.as_ref(),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    match query.body.as_ref() {
-        SetExpr::Select(select) => select.from.first().map(|f| &f.relation),
-        _ => None,
-    }
-}
-
-/// [`top_relation`], to change.
-fn top_relation_mut(stmt: &mut Statement) -> Option<&mut TableFactor> {
-    let query = match stmt {
-        Statement::Query(q) => q.as_mut(),
-        Statement::Explain { statement, .. } => match statement.as_mut() {
-            Statement::Query(q) => q.as_mut(),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    match query.body.as_mut() {
-        SetExpr::Select(select) => select.from.first_mut().map(|f| &mut f.relation),
-        _ => None,
-    }
 }
 
 fn derived_query(rule: &ResolvedRule) -> Option<Query> {

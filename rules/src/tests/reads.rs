@@ -203,63 +203,6 @@ fn no_split_where_the_tables_order_keys_differently_or_the_watermark_does_not_fi
 }
 
 #[test]
-fn a_lookup_of_an_integer_key_reads_the_one_table_its_side_of_the_watermark_names() {
-    let set = with_watermark(&["900"], |_| {});
-    let target = "(SELECT id, amount, note::TEXT AS note FROM public.orders_v2)";
-    for (sql, want) in [
-        (
-            "SELECT * FROM orders WHERE id = 5",
-            format!("SELECT * FROM {target} AS orders WHERE id = 5"),
-        ),
-        (
-            "SELECT note FROM orders o WHERE o.id = 900 AND note <> 'x'",
-            format!("SELECT note FROM {target} o WHERE o.id = 900 AND note <> 'x'"),
-        ),
-        (
-            "SELECT count(*) FROM orders WHERE (amount > 1 AND 7 = id)",
-            format!("SELECT count(*) FROM {target} AS orders WHERE (amount > 1 AND 7 = id)"),
-        ),
-        (
-            "EXPLAIN SELECT * FROM orders WHERE id = 5",
-            format!("EXPLAIN SELECT * FROM {target} AS orders WHERE id = 5"),
-        ),
-    ] {
-        assert_eq!(one(sql, &set).sql, want, "{sql}");
-    }
-    // Above the watermark: legacy alone, which is the client's own statement.
-    for sql in [
-        "SELECT * FROM orders WHERE id = 901",
-        "SELECT note FROM public.orders WHERE orders.id = 123456789012345678901234567890",
-    ] {
-        let p = plan(sql, &set, &["public".to_string()]);
-        assert!(matches!(p, Plan::Passthrough), "{sql}: {p:?}");
-    }
-    // Anything else keeps the split: not a plain decimal literal, not a conjunct at the top,
-    // more than one table, a key that is not an integer.
-    for sql in [
-        "SELECT * FROM orders WHERE id = '5'",
-        "SELECT * FROM orders WHERE id = 5.0",
-        "SELECT * FROM orders WHERE id = 5e0",
-        "SELECT * FROM orders WHERE id = -5",
-        "SELECT * FROM orders WHERE id = 5 OR id = 950",
-        "SELECT * FROM orders WHERE NOT id <> 5",
-        "SELECT * FROM orders WHERE amount = 5",
-        "SELECT * FROM orders o, customers c WHERE o.id = 5",
-        "SELECT * FROM orders o WHERE x.id = 5",
-        "SELECT * FROM orders WHERE id = 5 UNION ALL SELECT * FROM orders WHERE id = 6",
-    ] {
-        assert!(one(sql, &set).sql.contains("tandem_from_target"), "{sql}");
-    }
-    let text_key = with_watermark(&["900"], |o| {
-        o.shape.legacy_table[0].sql_type = "text".into();
-        o.shape.target_table[0].sql_type = "text".into();
-    });
-    assert!(one("SELECT * FROM orders WHERE id = 5", &text_key)
-        .sql
-        .contains("tandem_from_target"));
-}
-
-#[test]
 fn the_layout_leaves_watermarks_out_and_the_mask_says_which_rules_have_one() {
     let a = with_watermark(&["900"], |_| {});
     let b = with_watermark(&["1800"], |_| {});
