@@ -58,6 +58,15 @@ impl Fixture {
             .replace("{customers}", &self.customers)
     }
 
+    /// The note of legacy row `id`, read directly.
+    pub async fn legacy_note(&self, id: i64) -> String {
+        self.check
+            .query_one(&self.sql("SELECT note FROM {legacy} WHERE id = $1"), &[&id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// A proxy whose rule on this fixture is in `mode`.
     pub async fn proxy(&self, mode: &str) -> (tandem::RunningProxy, Client) {
         let (_, proxy, via) = self.ruled(mode).await;

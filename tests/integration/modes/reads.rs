@@ -65,13 +65,7 @@ async fn reads_equal_legacy(mode: &str) {
         .unwrap();
     for id in [1i64, 2, 3, 150] {
         let got: String = via.query_one(&stmt, &[&id]).await.unwrap().get(0);
-        let want: String = f
-            .check
-            .query_one(&f.sql("SELECT note FROM {legacy} WHERE id = $1"), &[&id])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(got, want);
+        assert_eq!(got, f.legacy_note(id).await);
     }
 }
 
@@ -421,12 +415,7 @@ async fn union_reads_split_at_the_backfill_watermark_equal_legacy_and_read_one_t
         .unwrap();
     set_watermark(&proxy, &config, &f.check, &f.legacy, &["250", "globex"]).await;
     for id in [8i64, 151, 200, 251] {
-        let want: String = f
-            .check
-            .query_one(&f.sql("SELECT note FROM {legacy} WHERE id = $1"), &[&id])
-            .await
-            .unwrap()
-            .get(0);
+        let want = f.legacy_note(id).await;
         // 8 and 200 are at or below the watermark now: their (differing) target copies.
         let want = if id == 8 || id == 200 {
             "target".to_string()
