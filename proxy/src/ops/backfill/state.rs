@@ -353,12 +353,12 @@ async fn copy_rows(
     bound: &Option<Vec<String>>,
 ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
     use std::sync::atomic::Ordering::Relaxed;
-    let plain = sql.batch_plain.as_ref().filter(|_| {
-        sql.upsert_streak
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_err()
-    });
-    let Some(plain) = plain else {
+    // Counts one batch of the streak down; none left: the plain try is due.
+    let in_streak = sql
+        .upsert_streak
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    let (Some(plain), false) = (&sql.batch_plain, in_streak) else {
         return tx.query_one(&sql.batch, &[cursor, bound]).await;
     };
     let attempt = tx.savepoint("tandem_plain_batch").await?;
